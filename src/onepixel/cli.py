@@ -1,0 +1,166 @@
+"""Command line: argument parsing only; every command is a thin call into the library."""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import io
+import logging
+import os
+import sys
+import tempfile
+from collections.abc import Sequence
+from pathlib import Path
+
+from onepixel import __version__
+from onepixel.errors import OnepixelError
+
+log = logging.getLogger("onepixel")
+
+
+def _add_model_options(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("model")
+    g.add_argument("--model", default="max-mitosis",
+                   help="max-mitosis (built-in), *.h5/*.hdf5 (Keras), *.onnx, *.pt/*.ts "
+                        "(TorchScript); default: %(default)s")
+    g.add_argument("--device", default="auto", help="auto, cpu or cuda[:N] (default: auto)")
+    g.add_argument("--engine", default="auto", choices=["auto", "torch", "onnxruntime"],
+                   help="engine for Keras/built-in models; auto = ONNX Runtime on CPU, torch on CUDA")
+    g.add_argument("--dtype", default="float32",
+                   help="torch compute dtype: float32, bfloat16, float16 (default: float32)")
+    g.add_argument("--batch-size", type=int, default=512, help="images per model call")
+    g.add_argument("--output", choices=["logit", "probability"], default=None,
+                   help="what the model returns (default: from the model)")
+    g.add_argument("--preprocess", choices=["max", "unit", "raw"], default=None,
+                   help="input scaling: max=(x/255-0.5)*2, unit=x/255, raw=x")
+    g.add_argument("--layout", choices=["nhwc", "nchw"], default=None, help="input tensor layout")
+    g.add_argument("--positive-index", type=int, default=None,
+                   help="output column of the positive class for multi-class models")
+
+
+def _model_options(args: argparse.Namespace):
+    from onepixel.models import ModelOptions
+
+    return ModelOptions(device=args.device, dtype=args.dtype, batch_size=args.batch_size,
+                        engine=args.engine, output=args.output, preprocess=args.preprocess,
+                        layout=args.layout, positive_index=args.positive_index,
+                        assets_dir=args.assets)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="onepixel",
+        description="One-pixel attack robustness assessment for image classifiers.")
+    parser.add_argument("--version", action="version", version=f"onepixel {__version__}")
+    parser.add_argument("--assets", default=None, metavar="DIR",
+                        help="folder with local copies of the assets (else $ONEPIXEL_ASSETS, "
+                             "the user cache, then download)")
+    parser.add_argument("-v", "--verbose", action="count", default=0, help="more logging")
+    parser.add_argument("-q", "--quiet", action="store_true", help="only warnings and errors")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = sub.add_parser("predict", help="score images: columns image,score")
+    p.add_argument("images", nargs="+", metavar="IMAGE", help="image files or folders of images")
+    p.add_argument("-o", "--out", default=None, metavar="CSV", help="also write the scores here")
+    _add_model_options(p)
+    p.set_defaults(func=cmd_predict)
+
+    p = sub.add_parser("export", help="write a Keras/built-in model as a self-contained ONNX file")
+    p.add_argument("model", help="max-mitosis or a Keras *.h5/*.hdf5 file")
+    p.add_argument("-o", "--out", required=True, metavar="ONNX", help="output .onnx file")
+    p.set_defaults(func=cmd_export)
+
+    p = sub.add_parser("demo", help="the main job on the built-in model and sample images")
+    _add_model_options(p)
+    p.set_defaults(func=cmd_demo)
+    return parser
+
+
+def _expand_images(paths: Sequence[str]) -> list[Path]:
+    from onepixel.data import IMAGE_SUFFIXES
+
+    out: list[Path] = []
+    for raw in paths:
+        path = Path(raw)
+        if path.is_dir():
+            found = sorted(p for p in path.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
+            if not found:
+                raise OnepixelError(f"no images (png, jpg, tif, bmp) in folder {path}")
+            out.extend(found)
+        else:
+            out.append(path)
+    return out
+
+
+def _write_csv_atomic(path: Path, header: Sequence[str], rows: Sequence[Sequence]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", newline="") as fh:
+            writer = csv.writer(fh)
+            writer.writerow(header)
+            writer.writerows(rows)
+        os.replace(tmp, path)
+    finally:
+        Path(tmp).unlink(missing_ok=True)
+
+
+def _score_rows(model_spec: str, options, images: Sequence[Path]) -> list[tuple[str, str]]:
+    from onepixel.data import load_images
+    from onepixel.models import load_classifier
+
+    classifier = load_classifier(model_spec, options)
+    batch = load_images(images, classifier.input_shape)
+    scores = classifier.scores(batch)
+    return [(str(p), f"{s:.10g}") for p, s in zip(images, scores, strict=True)]
+
+
+def cmd_predict(args: argparse.Namespace) -> int:
+    rows = _score_rows(args.model, _model_options(args), _expand_images(args.images))
+    if args.out:
+        _write_csv_atomic(Path(args.out), ("image", "score"), rows)
+        log.info("wrote %d scores to %s", len(rows), args.out)
+    buf = io.StringIO()
+    writer = csv.writer(buf, lineterminator="\n")
+    writer.writerow(("image", "score"))
+    writer.writerows(rows)
+    sys.stdout.write(buf.getvalue())
+    return 0
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    from onepixel.models import ModelOptions, export_onnx
+
+    out = export_onnx(args.model, args.out, ModelOptions(assets_dir=args.assets))
+    print(f"wrote {out}")
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from onepixel.demo import score_samples
+
+    table = score_samples(args.model, _model_options(args))
+    width = max(len(name) for name, _ in table)
+    print(f"{'image':<{width}}  score")
+    for name, score in table:
+        print(f"{name:<{width}}  {score:.6f}")
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    level = logging.WARNING if args.quiet else (logging.DEBUG if args.verbose > 1 else logging.INFO)
+    logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+    try:
+        return int(args.func(args) or 0)
+    except OnepixelError as exc:
+        print(f"onepixel: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("onepixel: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,175 @@
+"""Image loading and validation, and labelled dataset folders.
+
+Images are always uint8 RGB arrays of shape (H, W, 3). Sizes are never changed silently: a
+model that wants 64x64 gets 64x64 or an error naming the file.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, UnidentifiedImageError
+
+from onepixel.errors import DatasetError, ImageError
+
+log = logging.getLogger(__name__)
+
+IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp"})
+
+
+def load_image(path: str | Path, expected_shape: Sequence[int] | None = None) -> np.ndarray:
+    """Read an image file as uint8 RGB.
+
+    Greyscale, palette and RGBA images are converted to RGB (alpha dropped) with a logged note.
+
+    Parameters
+    ----------
+    path : path
+        PNG, JPEG, TIFF or BMP file.
+    expected_shape : (H, W) or (H, W, 3), optional
+        If given, an image of another size is an error (no resizing).
+
+    Returns
+    -------
+    ndarray, shape (H, W, 3), uint8
+
+    Raises
+    ------
+    ImageError
+        Missing or unreadable file, or wrong size; the message names the file.
+    """
+    path = Path(path)
+    if not path.exists():
+        raise ImageError(f"image not found: {path}")
+    if path.is_dir():
+        raise ImageError(f"expected an image file but {path} is a folder")
+    try:
+        with Image.open(path) as img:
+            img.load()
+            mode = img.mode
+            if mode != "RGB":
+                log.info("%s: converting %s image to RGB%s", path, mode,
+                         " (alpha dropped)" if "A" in mode else "")
+                img = _to_rgb(img)
+            array = np.asarray(img, dtype=np.uint8)
+    except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as exc:
+        raise ImageError(f"cannot read image {path}: {exc}") from exc
+    if expected_shape is not None:
+        check_image_shape(array, expected_shape, source=str(path))
+    return array
+
+
+def _to_rgb(img: Image.Image) -> Image.Image:
+    # 16-bit greyscale ("I;16", "I") must be scaled to 8 bits, which PIL's convert does not do.
+    if img.mode in ("I;16", "I;16B", "I;16L", "I"):
+        arr = np.asarray(img, dtype=np.float64)
+        arr = np.clip(arr / 257.0, 0, 255).round().astype(np.uint8)
+        return Image.fromarray(arr, "L").convert("RGB")
+    if img.mode == "P":
+        img = img.convert("RGBA")
+    return img.convert("RGB")
+
+
+def check_image_shape(array: np.ndarray, expected_shape: Sequence[int], source: str) -> None:
+    """Raise :class:`ImageError` if ``array`` is not (H, W, 3) uint8 with the expected H, W."""
+    h, w = int(expected_shape[0]), int(expected_shape[1])
+    if array.ndim != 3 or array.shape[2] != 3:
+        raise ImageError(f"{source}: expected an RGB image (H, W, 3), got shape {array.shape}")
+    if array.shape[:2] != (h, w):
+        raise ImageError(
+            f"{source}: image is {array.shape[1]}x{array.shape[0]} (WxH) but the model takes "
+            f"{w}x{h}; crop or tile it first (images are never resized)"
+        )
+
+
+def load_images(paths: Iterable[str | Path], expected_shape: Sequence[int] | None = None) -> np.ndarray:
+    """Load several images into one array of shape (N, H, W, 3), uint8."""
+    arrays = [load_image(p, expected_shape) for p in paths]
+    if not arrays:
+        raise ImageError("no images given")
+    shapes = {a.shape for a in arrays}
+    if len(shapes) > 1:
+        raise ImageError(f"images have different sizes {sorted(shapes)}; give a model input size")
+    return np.stack(arrays)
+
+
+@dataclass(frozen=True)
+class LabeledImage:
+    """One dataset entry: a file, its label name, and whether that label is the positive class."""
+
+    path: Path
+    label: str
+    positive: bool
+
+
+@dataclass(frozen=True)
+class Dataset:
+    """A labelled folder of images in deterministic (sorted relative path) order."""
+
+    root: Path
+    items: tuple[LabeledImage, ...]
+    positive_label: str = "mitosis"
+    negative_label: str = "normal"
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def relative_name(self, item: LabeledImage) -> str:
+        """The item's path relative to the dataset root, with forward slashes (a stable id)."""
+        return item.path.relative_to(self.root).as_posix()
+
+
+def scan_dataset(
+    root: str | Path,
+    positive_label: str = "mitosis",
+    negative_label: str = "normal",
+) -> Dataset:
+    """Find the images under ``root`` whose nearest labelled ancestor folder gives their label.
+
+    Sub-folders named ``positive_label`` or ``negative_label`` may sit at any depth (as
+    deep-histopath writes ``train/mitosis``, ``val/normal``, ...). Files outside such folders
+    and non-image files are ignored (logged).
+
+    Raises
+    ------
+    DatasetError
+        Missing root, or no labelled images found.
+    """
+    root = Path(root)
+    if not root.exists():
+        raise DatasetError(f"dataset folder not found: {root}")
+    if not root.is_dir():
+        raise DatasetError(f"dataset must be a folder with '{positive_label}'/'{negative_label}' "
+                           f"sub-folders, got a file: {root}")
+    if positive_label == negative_label:
+        raise DatasetError("--positive-label and --negative-label must differ")
+    labels = {positive_label: True, negative_label: False}
+    items: list[LabeledImage] = []
+    ignored = 0
+    for dirpath, dirnames, filenames in os.walk(root):
+        dirnames.sort()
+        rel_parts = Path(dirpath).relative_to(root).parts
+        label = next((p for p in reversed(rel_parts) if p in labels), None)
+        for fname in sorted(filenames):
+            if Path(fname).suffix.lower() not in IMAGE_SUFFIXES or fname.startswith("."):
+                continue
+            if label is None:
+                ignored += 1
+                continue
+            items.append(LabeledImage(Path(dirpath) / fname, label, labels[label]))
+    if ignored:
+        log.info("%d images under %s are outside '%s'/'%s' folders and were ignored",
+                 ignored, root, positive_label, negative_label)
+    if not items:
+        raise DatasetError(
+            f"no labelled images under {root}: put images in sub-folders named "
+            f"'{positive_label}' and '{negative_label}' (at any depth), or rename the labels with "
+            f"--positive-label / --negative-label"
+        )
+    items.sort(key=lambda it: it.path.relative_to(root).as_posix())
+    return Dataset(root, tuple(items), positive_label, negative_label)

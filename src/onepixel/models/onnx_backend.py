@@ -1,0 +1,156 @@
+"""ONNX Runtime classifier adapter, and export of torch classifiers to ONNX.
+
+Files written by :func:`export_onnx` take uint8 images (N, H, W, 3) and hold the preprocessing
+inside the graph; their metadata (``onepixel.*`` keys) tells the loader what the output is, so
+``onepixel predict --model model.onnx`` needs no options.
+"""
+
+from __future__ import annotations
+
+import io as _io
+import logging
+import warnings
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from onepixel.errors import ModelError
+from onepixel.models.base import ModelIO, check_batch, positive_probability, preprocess_numpy
+from onepixel.models.torch_backend import ScoringModule
+
+log = logging.getLogger(__name__)
+
+META_OUTPUT = "onepixel.output"
+META_INPUT = "onepixel.input"
+META_NAME = "onepixel.name"
+
+
+def _ort():
+    try:
+        import onnxruntime
+    except ImportError as exc:
+        raise ModelError("ONNX models need onnxruntime: pip install 'onepixel[onnx]'") from exc
+    return onnxruntime
+
+
+def onnx_available() -> bool:
+    try:
+        import onnx  # noqa: F401
+        import onnxruntime  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+class OnnxClassifier:
+    """Classifier over an ONNX model run by ONNX Runtime.
+
+    Parameters
+    ----------
+    model : path or bytes
+        An ``.onnx`` file or its serialised bytes.
+    input_shape : (H, W, 3), optional
+        Taken from the model's input when it is static.
+    io : ModelIO, optional
+        Overrides; by default read from the file's ``onepixel.*`` metadata, else
+        ``ModelIO(layout="nchw", preprocess="unit", output="probability")`` for float inputs.
+    providers : {"auto", "cpu", "cuda"}
+    """
+
+    def __init__(self, model: str | Path | bytes, *, name: str | None = None,
+                 input_shape: tuple[int, int, int] | None = None, io: ModelIO | None = None,
+                 providers: str = "auto", batch_size: int = 512, threads: int = 0,
+                 fingerprint: str = ""):
+        ort = _ort()
+        options = ort.SessionOptions()
+        if threads:
+            options.intra_op_num_threads = threads
+        available = ort.get_available_providers()
+        wanted = {"cpu": ["CPUExecutionProvider"],
+                  "cuda": ["CUDAExecutionProvider", "CPUExecutionProvider"],
+                  "auto": [p for p in ("CUDAExecutionProvider", "CPUExecutionProvider")
+                           if p in available]}.get(providers)
+        if wanted is None:
+            raise ModelError(f"unknown ONNX providers {providers!r}: use auto, cpu or cuda")
+        if providers == "cuda" and "CUDAExecutionProvider" not in available:
+            raise ModelError("CUDA was asked for but onnxruntime has no CUDAExecutionProvider "
+                             "(install onnxruntime-gpu)")
+        source = model if isinstance(model, bytes) else str(model)
+        try:
+            self.session = ort.InferenceSession(source, sess_options=options, providers=wanted)
+        except Exception as exc:  # onnxruntime raises its own exception types
+            where = "in-memory model" if isinstance(model, bytes) else str(model)
+            raise ModelError(f"cannot load ONNX model {where}: {exc}") from exc
+        meta = self.session.get_modelmeta().custom_metadata_map
+        inp = self.session.get_inputs()[0]
+        self.input_name = inp.name
+        self.uint8_input = inp.type == "tensor(uint8)"
+        self.name = name or meta.get(META_NAME) or (
+            Path(model).stem if not isinstance(model, bytes) else "onnx-model")
+        self.fingerprint = fingerprint
+        self.batch_size = batch_size
+        if io is None:
+            if self.uint8_input:
+                io = ModelIO(layout="nhwc", preprocess="raw",
+                             output=meta.get(META_OUTPUT, "probability"))  # type: ignore[arg-type]
+            else:
+                io = ModelIO(layout="nchw", preprocess="unit", output="probability")
+        self.io = io
+        self._input_shape = input_shape or self._static_shape(inp.shape)
+
+    def _static_shape(self, shape: list) -> tuple[int, int, int]:
+        dims = shape[1:]
+        if len(dims) != 3 or not all(isinstance(d, int) for d in dims):
+            raise ModelError(f"{self.name}: input shape {shape} is not static; give input_shape")
+        if self.io.layout == "nchw":
+            c, h, w = dims
+        else:
+            h, w, c = dims
+        return (h, w, c)
+
+    @property
+    def input_shape(self) -> tuple[int, int, int]:
+        return self._input_shape
+
+    def raw_outputs(self, images: np.ndarray) -> np.ndarray:
+        """Network outputs (N, K) for uint8 images (N, H, W, 3)."""
+        images = check_batch(images, self.input_shape, self.name)
+        outs = []
+        for start in range(0, len(images), self.batch_size):
+            chunk = images[start : start + self.batch_size]
+            if self.uint8_input:
+                x = np.ascontiguousarray(chunk)
+            else:
+                x = preprocess_numpy(chunk, self.io.preprocess)
+            if self.io.layout == "nchw":
+                x = np.ascontiguousarray(x.transpose(0, 3, 1, 2))
+            out = self.session.run(None, {self.input_name: x})[0]
+            outs.append(np.asarray(out).reshape(len(chunk), -1))
+        return np.concatenate(outs)
+
+    def scores(self, images: np.ndarray) -> np.ndarray:
+        """Probabilities of the positive class, shape (N,), float64."""
+        return positive_probability(self.raw_outputs(images), self.io, self.name)
+
+
+def scoring_module_to_onnx(module: ScoringModule, input_shape: tuple[int, int, int],
+                           name: str, output: str) -> bytes:
+    """Serialise a :class:`ScoringModule` (uint8 NHWC input, dynamic batch) to ONNX bytes."""
+    try:
+        import onnx
+    except ImportError as exc:
+        raise ModelError("ONNX export needs onnx: pip install 'onepixel[onnx]'") from exc
+    example = torch.zeros((2, *input_shape), dtype=torch.uint8)
+    buffer = _io.BytesIO()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the TorchScript exporter's deprecation chatter
+        torch.onnx.export(module.cpu().float().eval(), (example,), buffer, dynamo=False,
+                          input_names=["image"], output_names=["output"],
+                          dynamic_axes={"image": {0: "batch"}, "output": {0: "batch"}},
+                          opset_version=17)
+    proto = onnx.load_from_string(buffer.getvalue())
+    for key, value in ((META_OUTPUT, output), (META_INPUT, "uint8-nhwc"), (META_NAME, name)):
+        entry = proto.metadata_props.add()
+        entry.key, entry.value = key, value
+    return proto.SerializeToString()

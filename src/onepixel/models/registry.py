@@ -1,0 +1,152 @@
+"""Turn a model spec string into a Classifier.
+
+Specs: ``max-mitosis`` (built-in), ``*.h5`` / ``*.hdf5`` (Keras 2), ``*.onnx``, ``*.pt`` /
+``*.ts`` (TorchScript).
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+from onepixel import assets
+from onepixel.errors import ModelError
+from onepixel.models.base import Classifier, ModelIO
+from onepixel.models.keras_h5 import load_keras_module
+from onepixel.models.onnx_backend import OnnxClassifier, onnx_available, scoring_module_to_onnx
+from onepixel.models.torch_backend import (
+    ScoringModule,
+    TorchClassifier,
+    TorchOptions,
+    load_torchscript,
+    resolve_device,
+    resolve_device_name,
+)
+
+log = logging.getLogger(__name__)
+
+BUILTIN = "max-mitosis"
+#: The MAX service's conventions: deep-histopath "resnet_custom" scaling, one logit out.
+MAX_IO = ModelIO(layout="nchw", preprocess="max", output="logit")
+ENGINES = ("auto", "torch", "onnxruntime")
+
+
+@dataclass(frozen=True)
+class ModelOptions:
+    """How to load and run a model.
+
+    Attributes
+    ----------
+    device : {"auto", "cpu", "cuda", "cuda:N"}
+    dtype : torch dtype name, for torch engines
+    batch_size : int
+    engine : {"auto", "torch", "onnxruntime"}
+        For Keras and built-in models. ``auto`` runs ONNX Runtime on CPU (fastest there, see
+        bench/) and torch on CUDA.
+    output, preprocess, layout, positive_index : optional overrides of the model's
+        :class:`ModelIO` conventions.
+    assets_dir : folder with local assets (else ``$ONEPIXEL_ASSETS``, cache, download)
+    input_shape : (H, W, 3) for TorchScript models without an ``input_shape`` attribute
+    """
+
+    device: str = "auto"
+    dtype: str = "float32"
+    batch_size: int = 512
+    engine: str = "auto"
+    output: str | None = None
+    preprocess: str | None = None
+    layout: str | None = None
+    positive_index: int | None = None
+    assets_dir: str | None = None
+    input_shape: tuple[int, int, int] | None = None
+
+    def __post_init__(self) -> None:
+        if self.engine not in ENGINES:
+            raise ModelError(f"unknown engine {self.engine!r}: use one of {', '.join(ENGINES)}")
+        resolve_device_name(self.device)
+
+    def apply(self, io: ModelIO) -> ModelIO:
+        """``io`` with the user's overrides applied."""
+        changes = {k: getattr(self, k) for k in ("output", "preprocess", "layout", "positive_index")
+                   if getattr(self, k) is not None}
+        return replace(io, **changes) if changes else io
+
+
+def load_classifier(spec: str, options: ModelOptions | None = None) -> Classifier:
+    """Load a classifier from a spec string.
+
+    Raises
+    ------
+    ModelError
+        Unknown spec form, missing file, or a file that cannot be loaded; the message names it.
+    """
+    options = options or ModelOptions()
+    if spec == BUILTIN:
+        path = assets.ensure(BUILTIN, options.assets_dir)
+        return keras_classifier(path, options, name=BUILTIN, io=MAX_IO)
+    if spec.startswith(("http://", "https://")):
+        raise ModelError(f"{spec}: models over HTTP are not supported in this version yet")
+    path = Path(spec)
+    suffix = path.suffix.lower()
+    known = {".h5", ".hdf5", ".onnx", ".pt", ".ts"}
+    if suffix not in known:
+        raise ModelError(
+            f"unknown model spec {spec!r}: use '{BUILTIN}', a Keras file (*.h5, *.hdf5), an ONNX "
+            "file (*.onnx) or a TorchScript file (*.pt, *.ts)"
+        )
+    if not path.is_file():
+        raise ModelError(f"model file not found: {path}")
+    fingerprint = assets.sha256_of(path)
+    if suffix in (".h5", ".hdf5"):
+        return keras_classifier(path, options, name=path.stem, io=options.apply(MAX_IO),
+                                fingerprint=fingerprint)
+    if suffix == ".onnx":
+        io = None
+        if any(getattr(options, k) is not None for k in ("output", "preprocess", "layout",
+                                                          "positive_index")):
+            io = options.apply(ModelIO(layout="nchw", preprocess="unit", output="probability"))
+        return OnnxClassifier(path, io=io, providers=_providers(options.device),
+                              batch_size=options.batch_size, fingerprint=fingerprint)
+    net = load_torchscript(path)
+    shape = options.input_shape or _torchscript_input_shape(net, path)
+    io = options.apply(ModelIO(layout="nchw", preprocess="unit", output="logit"))
+    return TorchClassifier(net, shape, path.stem, io, _torch_options(options),
+                           fingerprint=fingerprint)
+
+
+def keras_classifier(path: str | Path, options: ModelOptions, name: str, io: ModelIO,
+                     fingerprint: str = "") -> Classifier:
+    """A Keras HDF5 model on the chosen engine (see :class:`ModelOptions`)."""
+    net, graph = load_keras_module(path)
+    fingerprint = fingerprint or assets.sha256_of(Path(path))
+    engine = options.engine
+    if engine == "auto":
+        on_cpu = resolve_device(options.device).type == "cpu"
+        engine = "onnxruntime" if on_cpu and onnx_available() else "torch"
+    if engine == "onnxruntime":
+        module = ScoringModule(net, io, final="raw")
+        payload = scoring_module_to_onnx(module, graph.input_shape, name, "raw")
+        # The graph returns raw outputs; sigmoid/softmax happen on the host in float64.
+        return OnnxClassifier(payload, name=name, input_shape=graph.input_shape,
+                              io=replace(io, preprocess="raw", layout="nhwc"),
+                              providers=_providers(options.device),
+                              batch_size=options.batch_size, fingerprint=fingerprint)
+    return TorchClassifier(net, graph.input_shape, name, io, _torch_options(options),
+                           fingerprint=fingerprint)
+
+
+def _torch_options(options: ModelOptions) -> TorchOptions:
+    return TorchOptions(device=options.device, dtype=options.dtype, batch_size=options.batch_size)
+
+
+def _providers(device: str) -> str:
+    return "auto" if device == "auto" else ("cpu" if device == "cpu" else "cuda")
+
+
+def _torchscript_input_shape(net, path: Path) -> tuple[int, int, int]:
+    shape = getattr(net, "input_shape", None)
+    if shape is not None:
+        return tuple(int(s) for s in shape)  # type: ignore[return-value]
+    log.info("%s has no input_shape attribute; assuming 64x64x3 (set input_shape to change)", path)
+    return (64, 64, 3)

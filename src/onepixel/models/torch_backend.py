@@ -1,0 +1,209 @@
+"""PyTorch classifier adapter: an ``nn.Module`` or a TorchScript file, on CPU or CUDA."""
+
+from __future__ import annotations
+
+import logging
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from onepixel.errors import ModelError
+from onepixel.models.base import ModelIO, check_batch
+
+log = logging.getLogger(__name__)
+
+_DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16,
+           "float64": torch.float64}
+
+
+def resolve_device_name(device: str) -> str:
+    """Check the spelling of a device name (auto, cpu, cuda, cuda:N) without touching a GPU."""
+    if device in ("auto", "cpu", "cuda") or (device.startswith("cuda:") and device[5:].isdigit()):
+        return device
+    raise ModelError(f"unknown device {device!r}: use auto, cpu or cuda[:N]")
+
+
+def resolve_device(device: str | torch.device = "auto") -> torch.device:
+    """``auto`` means CUDA when available, else CPU; an unavailable CUDA is an error."""
+    if isinstance(device, torch.device):
+        return device
+    resolve_device_name(device)
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise ModelError("--device cuda was asked for but no CUDA GPU is available; use cpu or auto")
+    return torch.device(device)
+
+
+def resolve_dtype(dtype: str | torch.dtype) -> torch.dtype:
+    if isinstance(dtype, torch.dtype):
+        return dtype
+    try:
+        return _DTYPES[dtype]
+    except KeyError:
+        raise ModelError(f"unknown dtype {dtype!r}: use one of {', '.join(_DTYPES)}") from None
+
+
+class ScoringModule(nn.Module):
+    """uint8 images (N, H, W, 3) -> raw network output or positive probability, in one module.
+
+    Wraps a network with the :class:`ModelIO` preprocessing so the whole scoring path can run
+    on a device (and be exported to ONNX as one graph).
+
+    Parameters
+    ----------
+    net : nn.Module
+        Takes preprocessed float input in ``io.layout``.
+    io : ModelIO
+    final : {"raw", "probability"}
+        ``raw`` returns the network output as is (N, K); ``probability`` applies the output
+        activation and picks the positive column, returning (N, 1).
+    """
+
+    def __init__(self, net: nn.Module, io: ModelIO, final: str = "raw"):
+        super().__init__()
+        self.net = net
+        self.layout = io.layout
+        self.preprocess = io.preprocess
+        self.output = io.output
+        self.positive_index = io.positive_index or 0
+        self.final = final
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        dtype = next(self.net.parameters()).dtype
+        x = images.to(dtype)
+        if self.preprocess == "max":
+            x = (x / 255.0 - 0.5) * 2.0
+        elif self.preprocess == "unit":
+            x = x / 255.0
+        if self.layout == "nchw":
+            x = x.permute(0, 3, 1, 2)
+        out = self.net(x)
+        out = out.reshape(out.shape[0], -1)
+        if self.final == "raw":
+            return out
+        if self.output == "logit":
+            out = torch.sigmoid(out) if out.shape[1] == 1 else torch.softmax(out, dim=1)
+        return out[:, self.positive_index : self.positive_index + 1]
+
+
+@dataclass(frozen=True)
+class TorchOptions:
+    """Where and how a torch model runs."""
+
+    device: str = "auto"
+    dtype: str = "float32"
+    batch_size: int = 512
+    optimize: bool = True  # CPU: trace + freeze (folds batch norm); CUDA: channels-last
+
+    def __post_init__(self) -> None:
+        if self.batch_size < 1:
+            raise ModelError(f"batch size must be >= 1, got {self.batch_size}")
+        resolve_dtype(self.dtype)
+
+
+class TorchClassifier:
+    """Classifier over a torch module.
+
+    Parameters
+    ----------
+    net : nn.Module
+        Maps preprocessed float input (layout per ``io``) to outputs (N, K).
+    input_shape : (H, W, 3)
+    name : str
+    io : ModelIO
+    options : TorchOptions
+    fingerprint : str
+        sha256 of the model file, for provenance.
+    """
+
+    def __init__(self, net: nn.Module, input_shape: tuple[int, int, int], name: str,
+                 io: ModelIO, options: TorchOptions | None = None, fingerprint: str = ""):
+        self.options = options or TorchOptions()
+        self.name = name
+        self.io = io
+        self.fingerprint = fingerprint
+        self._input_shape = tuple(int(s) for s in input_shape)
+        self.device = resolve_device(self.options.device)
+        self.dtype = resolve_dtype(self.options.dtype)
+        module = ScoringModule(net, io).eval().to(device=self.device, dtype=self.dtype)
+        for p in module.parameters():
+            p.requires_grad_(False)
+        self.module = self._optimize(module) if self.options.optimize else module
+        self._checked_outputs = False
+
+    @property
+    def input_shape(self) -> tuple[int, int, int]:
+        return self._input_shape  # type: ignore[return-value]
+
+    def _optimize(self, module: nn.Module) -> nn.Module:
+        if self.device.type == "cuda":
+            return module.to(memory_format=torch.channels_last)
+        example = torch.zeros((2, *self.input_shape), dtype=torch.uint8, device=self.device)
+        try:
+            with torch.no_grad(), warnings.catch_warnings():
+                # TorchScript is deprecated in favour of torch.compile, but it folds batch norm
+                # with no compiler toolchain and no warm-up cost; see bench/ for the numbers.
+                warnings.simplefilter("ignore", DeprecationWarning)
+                traced = torch.jit.trace(module, example, check_trace=False)
+                return torch.jit.optimize_for_inference(torch.jit.freeze(traced))
+        except (RuntimeError, torch.jit.Error) as exc:  # pragma: no cover - model dependent
+            log.warning("%s: TorchScript optimisation failed (%s); running eager", self.name, exc)
+            return module
+
+    def score_tensor(self, images: torch.Tensor) -> torch.Tensor:
+        """Score uint8 images already on the device.
+
+        Parameters
+        ----------
+        images : Tensor, shape (N, H, W, 3), uint8, on ``self.device``
+
+        Returns
+        -------
+        Tensor, shape (N,), float64, on ``self.device``
+        """
+        out = self.module(images).to(torch.float64)
+        if not self._checked_outputs:
+            self._check_outputs(out.shape[1])
+        if out.shape[1] == 1:
+            return torch.sigmoid(out[:, 0]) if self.io.output == "logit" else out[:, 0]
+        idx = self.io.positive_index
+        return torch.softmax(out, dim=1)[:, idx] if self.io.output == "logit" else out[:, idx]
+
+    def _check_outputs(self, k: int) -> None:
+        idx = self.io.positive_index
+        if k > 1 and idx is None:
+            raise ModelError(f"{self.name} returns {k} outputs per image; give --positive-index")
+        if idx is not None and idx >= k:
+            raise ModelError(f"--positive-index {idx} is out of range for {k} outputs")
+        self._checked_outputs = True
+
+    def scores(self, images: np.ndarray) -> np.ndarray:
+        """Probabilities of the positive class, shape (N,), float64, for uint8 (N, H, W, 3)."""
+        images = check_batch(images, self.input_shape, self.name)
+        out = np.empty(len(images), dtype=np.float64)
+        bs = self.options.batch_size
+        with torch.inference_mode():
+            for start in range(0, len(images), bs):
+                chunk = torch.from_numpy(np.ascontiguousarray(images[start : start + bs]))
+                out[start : start + bs] = self.score_tensor(chunk.to(self.device)).cpu().numpy()
+        return out
+
+
+def load_torchscript(path: str | Path) -> nn.Module:
+    """Load a TorchScript archive (never a pickled arbitrary object)."""
+    path = Path(path)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", DeprecationWarning)
+            return torch.jit.load(str(path), map_location="cpu").eval()
+    except (RuntimeError, ValueError) as exc:
+        raise ModelError(
+            f"cannot load {path} as TorchScript ({exc}). Save your model with "
+            "torch.jit.script(model).save(path) or torch.jit.trace(...).save(path); pickled "
+            "modules (torch.save(model)) are not loaded because unpickling runs arbitrary code"
+        ) from exc

@@ -1,0 +1,87 @@
+"""The command line, run as a real subprocess (exit codes and messages as a user sees them)."""
+
+from __future__ import annotations
+
+import csv
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from PIL import Image
+
+
+def run_cli(*args, cwd=None):
+    env = dict(os.environ)
+    return subprocess.run([sys.executable, "-m", "onepixel.cli", *map(str, args)],
+                          capture_output=True, text=True, cwd=cwd, env=env, timeout=300)
+
+
+def test_predict_writes_csv(tmp_path, max_model_path, true_png, false_png):
+    out = tmp_path / "scores.csv"
+    proc = run_cli("predict", true_png, false_png, "--model", max_model_path, "-o", out)
+    assert proc.returncode == 0, proc.stderr
+    rows = list(csv.DictReader(out.open()))
+    assert [r["image"] for r in rows] == [str(true_png), str(false_png)]
+    assert abs(float(rows[0]["score"]) - 0.9884441494941711) < 1e-5
+    assert float(rows[1]["score"]) < 1e-4
+    assert proc.stdout.splitlines()[0] == "image,score"
+
+
+def test_predict_builtin_model_and_folder(true_png):
+    proc = run_cli("-q", "predict", true_png.parent)
+    assert proc.returncode == 0, proc.stderr
+    lines = proc.stdout.splitlines()
+    assert lines[0] == "image,score" and len(lines) == 3
+
+
+@pytest.mark.parametrize(
+    ("make_args", "message"),
+    [
+        (lambda d: ["predict", d / "missing.png"], "image not found"),
+        (lambda d: ["predict", d / "small.png"], "32x32"),
+        (lambda d: ["predict", d / "corrupt.png"], "cannot read image"),
+        (lambda d: ["predict", d / "small.png", "--model", "vgg16"], "unknown model spec"),
+        (lambda d: ["predict", d / "small.png", "--model", d / "none.onnx"], "not found"),
+        (lambda d: ["predict", d / "small.png", "--device", "tpu"], "unknown device"),
+        (lambda d: ["predict", d / "emptydir"], "no images"),
+        (lambda d: ["export", "vgg16.bin", "-o", d / "x.onnx"], "export supports"),
+    ],
+)
+def test_bad_input_exits_nonzero_with_message(tmp_path, max_model_path, make_args, message):
+    Image.fromarray(np.zeros((32, 32, 3), np.uint8)).save(tmp_path / "small.png")
+    (tmp_path / "corrupt.png").write_bytes(b"\x89PNG\r\n\x1a\n garbage")
+    (tmp_path / "emptydir").mkdir()
+    proc = run_cli(*make_args(tmp_path))
+    assert proc.returncode == 2
+    assert message in proc.stderr
+    assert "Traceback" not in proc.stderr
+
+
+def test_checksum_mismatch_exits_nonzero(tmp_path):
+    folder = tmp_path / "assets" / "max-mitosis"
+    folder.mkdir(parents=True)
+    (folder / "deep_histopath_model.hdf5").write_bytes(b"tampered")
+    Image.fromarray(np.zeros((64, 64, 3), np.uint8)).save(tmp_path / "x.png")
+    proc = run_cli("--assets", tmp_path / "assets", "predict", tmp_path / "x.png")
+    assert proc.returncode == 2
+    assert "checksum mismatch" in proc.stderr and "deep_histopath_model.hdf5" in proc.stderr
+
+
+def test_export_then_predict_with_onnx(tmp_path, max_model_path, true_png):
+    onnx_path = tmp_path / "model.onnx"
+    proc = run_cli("export", "max-mitosis", "-o", onnx_path)
+    assert proc.returncode == 0, proc.stderr
+    proc = run_cli("predict", true_png, "--model", onnx_path)
+    assert proc.returncode == 0, proc.stderr
+    assert abs(float(proc.stdout.splitlines()[1].split(",")[1]) - 0.9884441494941711) < 1e-5
+
+
+def test_demo_scores_samples(max_model_path):
+    proc = run_cli("-q", "demo")
+    assert proc.returncode == 0, proc.stderr
+    scores = {line.split()[0]: float(line.split()[1]) for line in proc.stdout.splitlines()[1:]}
+    assert len(scores) == 9
+    assert all(v > 0.96 for k, v in scores.items() if k.startswith("true.png"))
+    assert scores["false.png"] < 1e-3
