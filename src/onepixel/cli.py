@@ -28,7 +28,8 @@ def _add_model_options(p: argparse.ArgumentParser) -> None:
                    help="engine for Keras/built-in models; auto = ONNX Runtime on CPU, torch on CUDA")
     g.add_argument("--dtype", default="float32",
                    help="torch compute dtype: float32, bfloat16, float16 (default: float32)")
-    g.add_argument("--batch-size", type=int, default=512, help="images per model call")
+    g.add_argument("--batch-size", type=int, default=None,
+                   help="images per model call (default: 32 on CPU, 2048 on CUDA)")
     g.add_argument("--output", choices=["logit", "probability"], default=None,
                    help="what the model returns (default: from the model)")
     g.add_argument("--preprocess", choices=["max", "unit", "raw"], default=None,
@@ -64,6 +65,30 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-o", "--out", default=None, metavar="CSV", help="also write the scores here")
     _add_model_options(p)
     p.set_defaults(func=cmd_predict)
+
+    p = sub.add_parser("attack", help="one-pixel attack every image of a dataset (resumable)")
+    p.add_argument("dataset", help="folder with 'mitosis'/'normal' sub-folders (at any depth)")
+    p.add_argument("--out", required=True, metavar="RUN", help="RUN folder (resumed if it exists)")
+    g = p.add_argument_group("differential evolution (defaults: the papers')")
+    g.add_argument("--popsize", type=int, default=200, help="population size in total")
+    g.add_argument("--maxiter", type=int, default=100, help="maximum generations")
+    g.add_argument("--mutation", type=float, default=0.5, help="mutation factor F")
+    g.add_argument("--recombination", type=float, default=0.7, help="crossover probability CR")
+    g.add_argument("--tol", type=float, default=0.01, help="relative convergence tolerance")
+    g.add_argument("--atol", type=float, default=0.0, help="absolute convergence tolerance")
+    g.add_argument("--updating", choices=["immediate", "deferred"], default="immediate",
+                   help="scipy's updating mode (immediate is scipy's default and the papers')")
+    g.add_argument("--seed", type=int, default=0, help="random seed")
+    g = p.add_argument_group("campaign")
+    g.add_argument("--limit", type=int, default=None, help="only the first N images (sorted)")
+    g.add_argument("--batch-images", type=int, default=64, help="images attacked at once")
+    g.add_argument("--positive-label", default="mitosis", help="folder name of positives")
+    g.add_argument("--negative-label", default="normal", help="folder name of negatives")
+    g.add_argument("--skip-positive-below", type=float, default=0.9)
+    g.add_argument("--skip-negative-above", type=float, default=0.1)
+    g.add_argument("--no-progress", action="store_true", help="no progress bar")
+    _add_model_options(p)
+    p.set_defaults(func=cmd_attack)
 
     p = sub.add_parser("export", help="write a Keras/built-in model as a self-contained ONNX file")
     p.add_argument("model", help="max-mitosis or a Keras *.h5/*.hdf5 file")
@@ -125,6 +150,36 @@ def cmd_predict(args: argparse.Namespace) -> int:
     writer.writerow(("image", "score"))
     writer.writerows(rows)
     sys.stdout.write(buf.getvalue())
+    return 0
+
+
+def cmd_attack(args: argparse.Namespace) -> int:
+    from onepixel.attack import AttackConfig
+    from onepixel.campaign import CampaignConfig, run_campaign
+    from onepixel.de import DEConfig
+    from onepixel.summary import format_summary
+
+    try:
+        de = DEConfig(population=args.popsize, maxiter=args.maxiter, mutation=args.mutation,
+                      recombination=args.recombination, tol=args.tol, atol=args.atol,
+                      updating=args.updating, seed=args.seed)
+    except ValueError as exc:
+        raise OnepixelError(str(exc)) from exc
+    attack = AttackConfig(de=de, skip_positive_below=args.skip_positive_below,
+                          skip_negative_above=args.skip_negative_above)
+    config = CampaignConfig(dataset=Path(args.dataset), out=Path(args.out), model=args.model,
+                            model_options=_model_options(args), attack=attack,
+                            batch_images=args.batch_images, limit=args.limit,
+                            positive_label=args.positive_label,
+                            negative_label=args.negative_label, progress=not args.no_progress)
+    try:
+        summary = run_campaign(config)
+    except KeyboardInterrupt:
+        print(f"onepixel: interrupted; run the same command again to continue {args.out}",
+              file=sys.stderr)
+        return 130
+    print(format_summary(summary))
+    print(f"results in {args.out}/attacks.csv, summary in {args.out}/summary.json")
     return 0
 
 

@@ -457,6 +457,7 @@ class BatchDESolver:
         # (B, maxiter + 1) best energy after init and after each generation
         self._history = np.full((self.n_problems, config.maxiter + 1), np.nan)
         self._results: list[DEResult | None] = [None] * self.n_problems
+        self._taken: set[int] = set()
 
     # ------------------------------------------------------------------ properties
     @property
@@ -650,6 +651,18 @@ class BatchDESolver:
         best = E[:, 0].copy()
         self._finish(finished, converged)
         return ids, best
+
+    def take_finished(self) -> list[tuple[int, DEResult]]:
+        """``(batch position, result)`` of problems finished since the last call.
+
+        Lets a caller store each problem's result as soon as it stops, while others run on.
+        """
+        out = []
+        for b, result in enumerate(self._results):
+            if result is not None and b not in self._taken:
+                self._taken.add(b)
+                out.append((b, result))
+        return out
 
     def results(self) -> list[DEResult]:
         """(B,) results in batch order; only once :attr:`done`."""

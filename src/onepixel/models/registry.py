@@ -30,6 +30,8 @@ BUILTIN = "max-mitosis"
 #: The MAX service's conventions: deep-histopath "resnet_custom" scaling, one logit out.
 MAX_IO = ModelIO(layout="nchw", preprocess="max", output="logit")
 ENGINES = ("auto", "torch", "onnxruntime")
+CPU_BATCH = 32
+CUDA_BATCH = 2048
 
 
 @dataclass(frozen=True)
@@ -40,7 +42,9 @@ class ModelOptions:
     ----------
     device : {"auto", "cpu", "cuda", "cuda:N"}
     dtype : torch dtype name, for torch engines
-    batch_size : int
+    batch_size : int, optional
+        Images per model call. Default: 32 on CPU, where small batches stay in cache and run
+        fastest (bench/results/predict-cpu.md), 2048 on CUDA.
     engine : {"auto", "torch", "onnxruntime"}
         For Keras and built-in models. ``auto`` runs ONNX Runtime on CPU (fastest there, see
         bench/) and torch on CUDA.
@@ -52,7 +56,7 @@ class ModelOptions:
 
     device: str = "auto"
     dtype: str = "float32"
-    batch_size: int = 512
+    batch_size: int | None = None
     engine: str = "auto"
     output: str | None = None
     preprocess: str | None = None
@@ -65,6 +69,14 @@ class ModelOptions:
         if self.engine not in ENGINES:
             raise ModelError(f"unknown engine {self.engine!r}: use one of {', '.join(ENGINES)}")
         resolve_device_name(self.device)
+        if self.batch_size is not None and self.batch_size < 1:
+            raise ModelError(f"batch size must be >= 1, got {self.batch_size}")
+
+    def resolved_batch_size(self) -> int:
+        """The batch size to use on this options' device."""
+        if self.batch_size is not None:
+            return self.batch_size
+        return CPU_BATCH if resolve_device(self.device).type == "cpu" else CUDA_BATCH
 
     def apply(self, io: ModelIO) -> ModelIO:
         """``io`` with the user's overrides applied."""
@@ -107,7 +119,7 @@ def load_classifier(spec: str, options: ModelOptions | None = None) -> Classifie
                                                           "positive_index")):
             io = options.apply(ModelIO(layout="nchw", preprocess="unit", output="probability"))
         return OnnxClassifier(path, io=io, providers=_providers(options.device),
-                              batch_size=options.batch_size, fingerprint=fingerprint)
+                              batch_size=options.resolved_batch_size(), fingerprint=fingerprint)
     net = load_torchscript(path)
     shape = options.input_shape or _torchscript_input_shape(net, path)
     io = options.apply(ModelIO(layout="nchw", preprocess="unit", output="logit"))
@@ -131,13 +143,13 @@ def keras_classifier(path: str | Path, options: ModelOptions, name: str, io: Mod
         return OnnxClassifier(payload, name=name, input_shape=graph.input_shape,
                               io=replace(io, preprocess="raw", layout="nhwc"),
                               providers=_providers(options.device),
-                              batch_size=options.batch_size, fingerprint=fingerprint)
+                              batch_size=options.resolved_batch_size(), fingerprint=fingerprint)
     return TorchClassifier(net, graph.input_shape, name, io, _torch_options(options),
                            fingerprint=fingerprint)
 
 
 def _torch_options(options: ModelOptions) -> TorchOptions:
-    return TorchOptions(device=options.device, dtype=options.dtype, batch_size=options.batch_size)
+    return TorchOptions(device=options.device, dtype=options.dtype, batch_size=options.resolved_batch_size())
 
 
 def _providers(device: str) -> str:

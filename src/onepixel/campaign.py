@@ -1,0 +1,205 @@
+"""A campaign: every image of a dataset attacked in its direction, resumable, into a RUN folder.
+
+Images are scored first (batched); ambiguous ones are recorded as skipped at once; the rest are
+attacked ``batch_images`` at a time (the DE's B dimension) and each image's row is appended as
+soon as its attack stops. Running the same campaign again on the same RUN continues where it
+stopped; because each image's DE stream is seeded by its name, the resumed results equal those
+of an uninterrupted run.
+"""
+
+from __future__ import annotations
+
+import logging
+import platform
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+
+import numpy as np
+from tqdm.auto import tqdm
+
+from onepixel import __version__
+from onepixel.attack import (
+    AttackConfig,
+    AttackPlan,
+    AttackResult,
+    OnePixelAttack,
+    attack_result,
+    plan_attack,
+    problem_id_for,
+    skipped_result,
+)
+from onepixel.data import Dataset, LabeledImage, load_image, scan_dataset
+from onepixel.errors import OnepixelError
+from onepixel.evaluate import make_evaluator
+from onepixel.models import ModelOptions, load_classifier
+from onepixel.runstore import SUMMARY, RunStore, write_json_atomic
+from onepixel.summary import summarize
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class CampaignConfig:
+    """Everything a campaign needs.
+
+    Attributes
+    ----------
+    dataset : path
+        Folder with ``positive_label`` / ``negative_label`` sub-folders at any depth.
+    out : path
+        The RUN folder.
+    model : str
+        Model spec (``max-mitosis``, a file).
+    model_options : ModelOptions
+    attack : AttackConfig
+    batch_images : int
+        Images attacked at once (memory: ``batch_images * population`` candidates per call in
+        deferred mode).
+    limit : int, optional
+        Only the first N images of the dataset (sorted order).
+    progress : bool
+        Show a progress bar.
+    """
+
+    dataset: Path
+    out: Path
+    model: str = "max-mitosis"
+    model_options: ModelOptions = field(default_factory=ModelOptions)
+    attack: AttackConfig = field(default_factory=AttackConfig)
+    batch_images: int = 64
+    limit: int | None = None
+    positive_label: str = "mitosis"
+    negative_label: str = "normal"
+    progress: bool = True
+
+    def __post_init__(self) -> None:
+        if self.batch_images < 1 or self.batch_images > 32767:
+            raise OnepixelError(f"--batch-images must be within 1..32767, got {self.batch_images}")
+        if self.limit is not None and self.limit < 1:
+            raise OnepixelError(f"--limit must be >= 1, got {self.limit}")
+
+
+def _versions() -> dict[str, str]:
+    import torch
+
+    out = {"python": platform.python_version(), "numpy": np.__version__, "torch": torch.__version__}
+    try:
+        import onnxruntime
+
+        out["onnxruntime"] = onnxruntime.__version__
+    except ImportError:
+        pass
+    return out
+
+
+def run_config(cfg: CampaignConfig, dataset: Dataset, classifier) -> dict:
+    """The config.json content of a campaign."""
+    return {
+        "format": 1,
+        "onepixel_version": __version__,
+        "created": datetime.now(UTC).isoformat(timespec="seconds"),
+        "dataset": str(dataset.root.resolve()),
+        "positive_label": cfg.positive_label,
+        "negative_label": cfg.negative_label,
+        "model": {"spec": cfg.model, "name": classifier.name,
+                  "sha256": getattr(classifier, "fingerprint", "")},
+        "attack": {**cfg.attack.de.__dict__,
+                   **{k: v for k, v in cfg.attack.to_dict().items() if k not in ("de", "memoize")}},
+        "device": cfg.model_options.device,
+        "engine": type(classifier).__name__,
+        "batch_images": cfg.batch_images,
+        "limit": cfg.limit,
+        "versions": _versions(),
+    }
+
+
+@dataclass
+class _Pending:
+    item: LabeledImage
+    name: str
+    plan: AttackPlan
+    original: float
+    image: np.ndarray
+
+
+def run_campaign(cfg: CampaignConfig,
+                 on_result: Callable[[AttackResult], None] | None = None) -> dict:
+    """Run (or resume) a campaign; return the summary (also written to RUN/summary.json).
+
+    Parameters
+    ----------
+    on_result : callable, optional
+        Called with each image's :class:`AttackResult` after it has been stored.
+    """
+    dataset = scan_dataset(cfg.dataset, cfg.positive_label, cfg.negative_label)
+    items = list(dataset.items[: cfg.limit] if cfg.limit else dataset.items)
+    classifier = load_classifier(cfg.model, cfg.model_options)
+    evaluator = make_evaluator(classifier)
+    store = RunStore(cfg.out)
+    done = store.open(run_config(cfg, dataset, classifier))
+    todo = [it for it in items if dataset.relative_name(it) not in done]
+    log.info("%s: %d images, %d already done, %d to go", cfg.out, len(items),
+             len(items) - len(todo), len(todo))
+    attack = OnePixelAttack(evaluator, cfg.attack)
+    bar = tqdm(total=len(items), initial=len(items) - len(todo), unit="img",
+               disable=not cfg.progress, desc="attacking", dynamic_ncols=True)
+    started = time.perf_counter()
+
+    def store_result(result: AttackResult) -> None:
+        store.append([result])
+        bar.update(1)
+        if on_result is not None:
+            on_result(result)
+
+    def progress(active: int, evaluations: int) -> None:
+        rate = evaluations / max(time.perf_counter() - started, 1e-9)
+        bar.set_postfix(active=active, evals_per_s=f"{rate:,.0f}", refresh=False)
+
+    queue: list[_Pending] = []
+    try:
+        for start in range(0, len(todo), max(cfg.batch_images, 256)):
+            chunk = todo[start : start + max(cfg.batch_images, 256)]
+            images = np.stack([load_image(it.path, classifier.input_shape) for it in chunk])
+            originals = classifier.scores(images)
+            for it, image, score in zip(chunk, images, originals, strict=True):
+                name = dataset.relative_name(it)
+                plan = plan_attack(float(score), it.positive, cfg.positive_label,
+                                   cfg.negative_label, cfg.attack)
+                if plan.skip_reason:
+                    store_result(skipped_result(name, it.label, plan, float(score)))
+                else:
+                    queue.append(_Pending(it, name, plan, float(score), image))
+            while len(queue) >= cfg.batch_images:
+                _attack_batch(attack, queue[: cfg.batch_images], cfg.attack, store_result, progress)
+                del queue[: cfg.batch_images]
+        if queue:
+            _attack_batch(attack, queue, cfg.attack, store_result, progress)
+    finally:
+        bar.close()
+    summary = summarize(store.read_attacks())
+    summary["evaluations_this_session"] = evaluator.n_evaluations
+    write_json_atomic(store.dir / SUMMARY, summary)
+    return summary
+
+
+def _attack_batch(attack: OnePixelAttack, batch: list[_Pending], config: AttackConfig,
+                  store_result: Callable[[AttackResult], None],
+                  progress: Callable[[int, int], None]) -> None:
+    t0 = time.perf_counter()
+
+    def finished(i: int, result, score_history: np.ndarray) -> None:
+        p = batch[i]
+        # The batch's wall time so far, shared among its images.
+        seconds = (time.perf_counter() - t0) / len(batch)
+        store_result(attack_result(p.name, p.item.label, p.plan, p.original, result,
+                                   score_history, config, seconds))
+
+    attack.run(np.stack([p.image for p in batch]), [p.plan.goal for p in batch],
+               [problem_id_for(p.name) for p in batch], on_finish=finished,
+               on_generation=progress)
+    memo = getattr(attack, "memo", None)
+    if memo is not None:
+        log.debug("batch of %d: %d memo hits", len(batch), memo.hits)

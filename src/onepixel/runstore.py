@@ -1,0 +1,177 @@
+"""The RUN folder on disk: config.json, attacks.csv and history.csv, append-only and resumable.
+
+Each finished image is appended with one ``write`` per file (history first, then the attack
+row), flushed and fsynced. An image counts as done once its attacks.csv row is complete. On
+reopening, a torn last line (a crash mid-write) is cut off and history rows of images without
+an attacks.csv row are dropped, so a resumed campaign neither loses nor duplicates rows.
+See docs/run-format.md.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import logging
+import os
+import tempfile
+from collections.abc import Iterable
+from pathlib import Path
+
+from onepixel.attack import AttackResult
+from onepixel.errors import OnepixelError
+
+log = logging.getLogger(__name__)
+
+CONFIG = "config.json"
+ATTACKS = "attacks.csv"
+HISTORY = "history.csv"
+SUMMARY = "summary.json"
+HISTORY_COLUMNS = ("image", "generation", "best_score")
+#: config.json keys that must match for a RUN to be resumed.
+RESUME_KEYS = ("dataset", "positive_label", "negative_label", "model.sha256", "attack")
+
+
+class RunError(OnepixelError):
+    """A RUN folder cannot be used (settings differ, damaged files)."""
+
+
+def write_json_atomic(path: Path, data: dict) -> None:
+    """Write JSON through a temporary file and rename, so readers never see half a file."""
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w") as fh:
+            json.dump(data, fh, indent=2, sort_keys=False)
+            fh.write("\n")
+        os.replace(tmp, path)
+    finally:
+        Path(tmp).unlink(missing_ok=True)
+
+
+def _lookup(config: dict, dotted: str):
+    value = config
+    for part in dotted.split("."):
+        value = value.get(part) if isinstance(value, dict) else None
+    return value
+
+
+def _cut_torn_line(path: Path) -> None:
+    """Truncate a file after its last newline (drops a line cut short by a crash)."""
+    size = path.stat().st_size
+    if size == 0:
+        return
+    with open(path, "rb+") as fh:
+        fh.seek(-1, os.SEEK_END)
+        if fh.read(1) == b"\n":
+            return
+        fh.seek(0)
+        keep = fh.read().rfind(b"\n") + 1
+        fh.truncate(keep)
+        log.warning("%s: dropped an incomplete last line (interrupted write)", path)
+
+
+def _csv_text(rows: Iterable[Iterable]) -> str:
+    buf = io.StringIO()
+    csv.writer(buf, lineterminator="\n").writerows(rows)
+    return buf.getvalue()
+
+
+class RunStore:
+    """Reads and appends the files of one RUN folder."""
+
+    def __init__(self, run_dir: str | Path):
+        self.dir = Path(run_dir)
+
+    @property
+    def attacks_path(self) -> Path:
+        return self.dir / ATTACKS
+
+    @property
+    def history_path(self) -> Path:
+        return self.dir / HISTORY
+
+    def open(self, config: dict) -> set[str]:
+        """Create or reopen the RUN; return the names of images already done.
+
+        Raises
+        ------
+        RunError
+            The RUN was made with other settings (names the differing keys), or its files are
+            not onepixel's.
+        """
+        if self.dir.exists() and not self.dir.is_dir():
+            raise RunError(f"--out {self.dir} is a file; give a folder for the RUN")
+        self.dir.mkdir(parents=True, exist_ok=True)
+        config_path = self.dir / CONFIG
+        if config_path.exists():
+            try:
+                old = json.loads(config_path.read_text())
+            except json.JSONDecodeError as exc:
+                raise RunError(f"{config_path} is not valid JSON ({exc}); use a new --out") from exc
+            differ = [k for k in RESUME_KEYS if _lookup(old, k) != _lookup(config, k)]
+            if differ:
+                raise RunError(
+                    f"{self.dir} holds a run with other settings ({', '.join(differ)} differ); "
+                    "use the same settings to resume it, or a new --out folder")
+            log.info("resuming %s", self.dir)
+        else:
+            write_json_atomic(config_path, config)
+        done = self._repair()
+        return done
+
+    def _repair(self) -> set[str]:
+        if not self.attacks_path.exists():
+            self.attacks_path.write_text(",".join(AttackResult.CSV_COLUMNS) + "\n")
+        if not self.history_path.exists():
+            self.history_path.write_text(",".join(HISTORY_COLUMNS) + "\n")
+        _cut_torn_line(self.attacks_path)
+        _cut_torn_line(self.history_path)
+        rows = self.read_attacks()
+        done = {row["image"] for row in rows}
+        if len(done) != len(rows):
+            raise RunError(f"{self.attacks_path} has duplicate image rows; it was not written by "
+                           "this version of onepixel or was edited")
+        with open(self.history_path, newline="") as fh:
+            reader = csv.reader(fh)
+            header = next(reader, None)
+            history = list(reader)
+        if tuple(header or ()) != HISTORY_COLUMNS:
+            raise RunError(f"{self.history_path} has columns {header}, expected {HISTORY_COLUMNS}")
+        kept = [r for r in history if r and r[0] in done]
+        if len(kept) != len(history):
+            log.info("%s: dropping %d history rows of unfinished images",
+                     self.history_path, len(history) - len(kept))
+            fd, tmp = tempfile.mkstemp(prefix=".history.", dir=self.dir)
+            with os.fdopen(fd, "w", newline="") as fh:
+                fh.write(_csv_text([HISTORY_COLUMNS, *kept]))
+            os.replace(tmp, self.history_path)
+        return done
+
+    def read_attacks(self) -> list[dict[str, str]]:
+        """All attacks.csv rows as dicts (strings)."""
+        with open(self.attacks_path, newline="") as fh:
+            reader = csv.DictReader(fh)
+            if tuple(reader.fieldnames or ()) != AttackResult.CSV_COLUMNS:
+                raise RunError(f"{self.attacks_path} has columns {reader.fieldnames}, expected "
+                               f"{list(AttackResult.CSV_COLUMNS)}")
+            return list(reader)
+
+    def append(self, results: Iterable[AttackResult]) -> None:
+        """Append finished images: their history rows, then their attacks.csv rows."""
+        results = list(results)
+        history = [(r.image, g, repr(v)) for r in results for g, v in enumerate(r.history)]
+        if history:
+            self._append(self.history_path, _csv_text(history))
+        self._append(self.attacks_path, _csv_text(r.csv_row() for r in results))
+
+    @staticmethod
+    def _append(path: Path, text: str) -> None:
+        data = text.encode()
+        fd = os.open(path, os.O_WRONLY | os.O_APPEND)
+        try:
+            written = os.write(fd, data)
+            while written < len(data):  # pragma: no cover - short writes on odd filesystems
+                written += os.write(fd, data[written:])
+            os.fsync(fd)
+        finally:
+            os.close(fd)

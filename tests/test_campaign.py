@@ -1,0 +1,161 @@
+"""Campaigns over a real dataset folder: rows, skips, history, summary, resume after a kill."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from onepixel.attack import AttackConfig
+from onepixel.campaign import CampaignConfig, run_campaign
+from onepixel.de import DEConfig
+from onepixel.demo import dihedral_variants
+from onepixel.errors import OnepixelError
+from onepixel.models import ModelOptions
+from onepixel.runstore import RunError, RunStore
+
+FAST = AttackConfig(de=DEConfig(population=20, maxiter=6))
+
+
+@pytest.fixture(scope="module")
+def dataset(tmp_path_factory, true_png, false_png):
+    """Real patches: 8 rotations/flips of true.png, false.png, and an ambiguous 'mitosis'
+    (false.png filed as mitosis, so it scores < 0.9 and must be skipped)."""
+    from onepixel.data import load_image
+
+    root = tmp_path_factory.mktemp("dataset")
+    (root / "train" / "mitosis").mkdir(parents=True)
+    (root / "val" / "normal").mkdir(parents=True)
+    for key, img in dihedral_variants(load_image(true_png)).items():
+        Image.fromarray(img).save(root / "train" / "mitosis" / f"true-{key}.png")
+    false = load_image(false_png)
+    Image.fromarray(false).save(root / "val" / "normal" / "false.png")
+    Image.fromarray(np.ascontiguousarray(false[::-1])).save(root / "val" / "normal" / "false-flip.png")
+    Image.fromarray(false).save(root / "train" / "mitosis" / "zz-ambiguous.png")
+    return root
+
+
+def _config(dataset, out, **kw):
+    return CampaignConfig(dataset=dataset, out=out, model_options=ModelOptions(device="cpu"),
+                          attack=kw.pop("attack", FAST), progress=False, **kw)
+
+
+def _rows(run: Path) -> list[dict]:
+    with open(run / "attacks.csv", newline="") as fh:
+        rows = sorted(csv.DictReader(fh), key=lambda r: r["image"])
+    for r in rows:
+        r.pop("seconds")
+    return rows
+
+
+def _history(run: Path) -> list[tuple]:
+    with open(run / "history.csv", newline="") as fh:
+        return sorted(tuple(r) for r in csv.reader(fh))
+
+
+def test_campaign_writes_every_row(dataset, tmp_path, max_model_path):
+    summary = run_campaign(_config(dataset, tmp_path / "run", batch_images=4))
+    rows = _rows(tmp_path / "run")
+    assert len(rows) == 11
+    by_name = {r["image"]: r for r in rows}
+    skipped = by_name["train/mitosis/zz-ambiguous.png"]
+    assert skipped["status"] == "skipped" and "< 0.9" in skipped["skip_reason"]
+    assert skipped["attacked_score"] == "" and skipped["x"] == ""
+    for r in rows:
+        if r["status"] != "attacked":
+            continue
+        assert r["direction"] == ("mitosis-to-normal" if r["label"] == "mitosis" else "normal-to-mitosis")
+        before, after = float(r["original_score"]), float(r["attacked_score"])
+        assert (after <= before) if r["goal"] == "decrease" else (after >= before)
+        assert 0 <= int(r["x"]) < 64 and 0 <= int(r["y"]) < 64
+        assert int(r["nfev"]) == 20 * (int(r["nit"]) + 1)
+        assert r["early_converged"] == ("1" if r["nit"] == "1" else "0")
+        assert r["success"] == ("1" if (after < 0.5 if r["goal"] == "decrease" else after > 0.5) else "0")
+    history = _history(tmp_path / "run")
+    attacked = [r for r in rows if r["status"] == "attacked"]
+    assert len(history) - 1 == sum(int(r["nit"]) + 1 for r in attacked)
+    config = json.loads((tmp_path / "run" / "config.json").read_text())
+    assert config["model"]["sha256"].startswith("1888efc3")
+    assert config["attack"]["population"] == 20
+    on_disk = json.loads((tmp_path / "run" / "summary.json").read_text())
+    m2n = on_disk["directions"]["mitosis-to-normal"]
+    assert m2n["attacked"] == 8 and m2n["skipped"] == 1
+    assert summary["directions"]["normal-to-mitosis"]["attacked"] == 2
+
+
+def test_resume_after_kill_equals_uninterrupted(dataset, tmp_path, max_model_path):
+    """A real process killed mid-campaign (SIGKILL) and started again loses and duplicates
+    nothing, and gives the same rows as a run that was never interrupted."""
+    reference = tmp_path / "reference"
+    run_campaign(_config(dataset, reference, batch_images=2))
+    run = tmp_path / "killed"
+    cmd = [sys.executable, "-m", "onepixel.cli", "-q", "attack", str(dataset), "--out", str(run),
+           "--popsize", "20", "--maxiter", "6", "--batch-images", "2", "--device", "cpu",
+           "--no-progress"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                            env=dict(os.environ))
+    deadline = time.time() + 120
+    while time.time() < deadline:
+        path = run / "attacks.csv"
+        if path.exists() and path.read_text().count("\n") >= 5:  # header + 4 rows
+            break
+        time.sleep(0.02)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    done_before = _rows(run)
+    assert 4 <= len(done_before) < 11, "the kill should land mid-campaign"
+    resumed = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    assert resumed.returncode == 0, resumed.stderr
+    assert _rows(run) == _rows(reference)
+    assert _history(run) == _history(reference)
+
+
+def test_resume_refuses_other_settings(dataset, tmp_path, max_model_path):
+    run_campaign(_config(dataset, tmp_path / "run", limit=2))
+    other = AttackConfig(de=DEConfig(population=20, maxiter=7))
+    with pytest.raises(RunError, match="attack"):
+        run_campaign(_config(dataset, tmp_path / "run", attack=other))
+    # A larger --limit on the same settings continues the run.
+    run_campaign(_config(dataset, tmp_path / "run", limit=4))
+    assert len(_rows(tmp_path / "run")) == 4
+
+
+def test_store_repairs_torn_lines_and_orphan_history(tmp_path):
+    store = RunStore(tmp_path / "run")
+    assert store.open({"attack": {}}) == set()
+    with open(store.attacks_path, "a") as fh:
+        fh.write("img1.png,mitosis,mitosis-to-normal,decrease,skipped,why,0.5,,,,,,,0,0,0,0,0,0.0\n")
+        fh.write("img2.png,mitosis,mitosis-to")  # killed mid-write
+    with open(store.history_path, "a") as fh:
+        fh.write("img3.png,0,0.9\nimg3.png,1,0.8\nimg1.png,0")
+    assert store.open({"attack": {}}) == {"img1.png"}
+    assert store.attacks_path.read_text().endswith("0.0\n")
+    assert store.history_path.read_text() == "image,generation,best_score\n"
+
+
+def test_campaign_input_errors(tmp_path, max_model_path):
+    with pytest.raises(OnepixelError, match="not found"):
+        run_campaign(_config(tmp_path / "missing", tmp_path / "run"))
+    with pytest.raises(OnepixelError, match="batch-images"):
+        _config(tmp_path, tmp_path / "run", batch_images=0)
+    (tmp_path / "afile").write_text("x")
+    (tmp_path / "ds" / "mitosis").mkdir(parents=True)
+    Image.fromarray(np.zeros((64, 64, 3), np.uint8)).save(tmp_path / "ds" / "mitosis" / "a.png")
+    with pytest.raises(RunError, match="is a file"):
+        run_campaign(_config(tmp_path / "ds", tmp_path / "afile"))
+
+
+def test_cli_attack_reports_bad_settings(tmp_path):
+    proc = subprocess.run([sys.executable, "-m", "onepixel.cli", "attack", str(tmp_path),
+                           "--out", str(tmp_path / "run"), "--popsize", "3"],
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2 and "population" in proc.stderr and "Traceback" not in proc.stderr
