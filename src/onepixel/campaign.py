@@ -34,7 +34,7 @@ from onepixel.attack import (
 from onepixel.data import Dataset, LabeledImage, load_image, scan_dataset
 from onepixel.errors import OnepixelError
 from onepixel.evaluate import make_evaluator
-from onepixel.models import ModelOptions, load_classifier
+from onepixel.models import Classifier, ModelOptions, load_classifier
 from onepixel.runstore import SUMMARY, RunStore, write_json_atomic
 from onepixel.summary import summarize
 
@@ -125,18 +125,21 @@ class _Pending:
     image: np.ndarray
 
 
-def run_campaign(cfg: CampaignConfig,
+def run_campaign(cfg: CampaignConfig, classifier: Classifier | None = None,
                  on_result: Callable[[AttackResult], None] | None = None) -> dict:
     """Run (or resume) a campaign; return the summary (also written to RUN/summary.json).
 
     Parameters
     ----------
+    classifier : Classifier, optional
+        Use this model instead of loading ``cfg.model`` (``cfg.model`` is still recorded).
     on_result : callable, optional
         Called with each image's :class:`AttackResult` after it has been stored.
     """
     dataset = scan_dataset(cfg.dataset, cfg.positive_label, cfg.negative_label)
     items = list(dataset.items[: cfg.limit] if cfg.limit else dataset.items)
-    classifier = load_classifier(cfg.model, cfg.model_options)
+    if classifier is None:
+        classifier = load_classifier(cfg.model, cfg.model_options)
     evaluator = make_evaluator(classifier)
     store = RunStore(cfg.out)
     done = store.open(run_config(cfg, dataset, classifier))
