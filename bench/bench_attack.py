@@ -27,7 +27,7 @@ from onepixel import assets
 from onepixel.attack import AttackConfig, OnePixelAttack
 from onepixel.data import load_image
 from onepixel.de import DEConfig
-from onepixel.demo import dihedral_variants
+from onepixel.demo_dataset import dihedral_variants
 from onepixel.evaluate import HostEvaluator, make_evaluator
 from onepixel.models import ModelOptions, load_classifier
 

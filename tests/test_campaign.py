@@ -18,7 +18,7 @@ from PIL import Image
 from onepixel.attack import AttackConfig
 from onepixel.campaign import CampaignConfig, run_campaign
 from onepixel.de import DEConfig
-from onepixel.demo import dihedral_variants
+from onepixel.demo_dataset import dihedral_variants
 from onepixel.errors import OnepixelError
 from onepixel.models import ModelOptions
 from onepixel.runstore import RunError, RunStore

@@ -102,3 +102,29 @@ def test_tiles_command(tmp_path):
     proc = run_cli("tiles", tmp_path / "notes.txt", "--out", tmp_path / "more")
     assert proc.returncode == 2 and "notes.txt" in proc.stderr
     assert not (tmp_path / "more").exists()
+
+
+def test_attack_analyze_report_pipeline(tmp_path, true_png, false_png):
+    """The main job end to end through the CLI on real patches (small DE settings)."""
+    from onepixel.data import load_image
+    from onepixel.demo_dataset import dihedral_variants
+
+    for label in ("mitosis", "normal"):
+        (tmp_path / "ds" / label).mkdir(parents=True)
+    for key, img in list(dihedral_variants(load_image(true_png)).items())[:3]:
+        Image.fromarray(img).save(tmp_path / "ds" / "mitosis" / f"{key}.png")
+    Image.fromarray(load_image(false_png)).save(tmp_path / "ds" / "normal" / "false.png")
+    run = tmp_path / "run"
+    proc = run_cli("-q", "attack", tmp_path / "ds", "--out", run, "--popsize", "20",
+                   "--maxiter", "5", "--no-progress")
+    assert proc.returncode == 0, proc.stderr
+    assert "mitosis-to-normal: 3 attacked" in proc.stdout
+    proc = run_cli("-q", "analyze", run)
+    assert proc.returncode == 0, proc.stderr
+    assert "Periodicity" in proc.stdout and (run / "analysis" / "tables.md").exists()
+    proc = run_cli("-q", "report", run)
+    assert proc.returncode == 0, proc.stderr
+    html = (run / "report.html").read_text()
+    assert html.count("data:image/png;base64,") >= 3
+    proc = run_cli("report", tmp_path / "nothing")
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr

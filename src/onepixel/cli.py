@@ -90,6 +90,20 @@ def build_parser() -> argparse.ArgumentParser:
     _add_model_options(p)
     p.set_defaults(func=cmd_attack)
 
+    p = sub.add_parser("analyze", help="the papers' tables and figures of a RUN -> RUN/analysis")
+    p.add_argument("run", metavar="RUN", help="folder written by `onepixel attack --out RUN`")
+    p.add_argument("--no-figures", action="store_true", help="tables only (no matplotlib needed)")
+    p.add_argument("--workers", type=int, default=None,
+                   help="processes for reading the original images")
+    p.set_defaults(func=cmd_analyze)
+
+    p = sub.add_parser("report", help="self-contained HTML report of a RUN -> RUN/report.html")
+    p.add_argument("run", metavar="RUN", help="folder written by `onepixel attack --out RUN`")
+    p.add_argument("-o", "--out", default=None, metavar="HTML", help="default: RUN/report.html")
+    p.add_argument("--reanalyze", action="store_true",
+                   help="recompute RUN/analysis even if it is up to date")
+    p.set_defaults(func=cmd_report)
+
     p = sub.add_parser("export", help="write a Keras/built-in model as a self-contained ONNX file")
     p.add_argument("model", help="max-mitosis or a Keras *.h5/*.hdf5 file")
     p.add_argument("-o", "--out", required=True, metavar="ONNX", help="output .onnx file")
@@ -238,6 +252,21 @@ def cmd_attack(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_analyze(args: argparse.Namespace) -> int:
+    from onepixel.report import analyze_run, format_main_tables
+
+    result = analyze_run(args.run, figures=not args.no_figures, workers=args.workers)
+    print(format_main_tables(result))
+    return 0
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from onepixel.report import write_report
+
+    print(f"wrote {write_report(args.run, args.out, reanalyze=args.reanalyze)}")
+    return 0
+
+
 def cmd_export(args: argparse.Namespace) -> int:
     from onepixel.models import ModelOptions, export_onnx
 
@@ -304,6 +333,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("onepixel: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:
+        # Output piped into `head` and the like: stop quietly, as Unix tools do.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return 141
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -12,19 +12,10 @@ import numpy as np
 
 from onepixel import assets
 from onepixel.data import load_image
+from onepixel.demo_dataset import dihedral_variants
 from onepixel.models import ModelOptions, load_classifier
 
 log = logging.getLogger(__name__)
-
-
-def dihedral_variants(image: np.ndarray) -> dict[str, np.ndarray]:
-    """The 8 rotations/flips of an (H, W, 3) image, keyed ``rot0``..``rot270``, ``flip-rot0``..."""
-    out = {}
-    for flip in (False, True):
-        base = image[:, ::-1] if flip else image
-        for k in range(4):
-            out[f"{'flip-' if flip else ''}rot{90 * k}"] = np.ascontiguousarray(np.rot90(base, k))
-    return out
 
 
 def score_samples(model: str = "max-mitosis",

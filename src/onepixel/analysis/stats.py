@@ -1,0 +1,411 @@
+"""The papers' statistics as pure functions on arrays.
+
+Score tables (Tables 1-2 of the breast-cancer paper), success counts, early convergence and
+generations (``nit``), attack colours, spatial statistics (Tables 1-2 of the chromatic paper)
+and coordinate periodicity. Every function takes plain arrays and returns a frozen dataclass,
+so each can be checked against hand-computed values.
+
+Conventions: ``sd`` is the sample standard deviation (``ddof=1``, ``nan`` for fewer than two
+values); statistics of an empty selection are ``nan``; percentages are of the selection's size.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+__all__ = [
+    "SPATIAL_COLUMNS", "ColourCount", "EarlyConvergence", "NitStats", "ParityCounts", "ScoreStats",
+    "SpatialStats", "SuccessCounts", "colour_name", "early_convergence", "expected_parity", "gain",
+    "location_map", "nit_distribution", "nit_stats", "parity_counts", "percent", "score_stats",
+    "spatial_stats", "spearman", "success_counts", "top_colours",
+]
+
+SPATIAL_COLUMNS = ("X", "Y", "R", "G", "B")
+
+
+def percent(count: int, total: int) -> float:
+    """``100 * count / total``; ``nan`` when ``total`` is 0."""
+    return 100.0 * count / total if total else float("nan")
+
+
+def _sd(values: np.ndarray) -> float:
+    return float(np.std(values, ddof=1)) if values.size > 1 else float("nan")
+
+
+@dataclass(frozen=True)
+class ScoreStats:
+    """Maximum, mean, median, sample SD and minimum of ``n`` scores (the papers' Tables 1-2)."""
+
+    n: int
+    max: float
+    mean: float
+    median: float
+    sd: float
+    min: float
+
+    ROWS = (("Maximum", "max"), ("Mean", "mean"), ("Median", "median"),
+            ("Standard deviation", "sd"), ("Minimum", "min"))
+
+
+def score_stats(values: Sequence[float] | np.ndarray) -> ScoreStats:
+    """Summary statistics of scores.
+
+    Parameters
+    ----------
+    values : array_like, (N,)
+        Scores; ``nan`` entries are ignored.
+
+    Returns
+    -------
+    ScoreStats
+        All ``nan`` when no value is left; ``sd`` is ``nan`` for a single value.
+    """
+    v = np.asarray(values, dtype=np.float64).ravel()
+    v = v[~np.isnan(v)]
+    if v.size == 0:
+        nan = float("nan")
+        return ScoreStats(0, nan, nan, nan, nan, nan)
+    return ScoreStats(int(v.size), float(v.max()), float(v.mean()), float(np.median(v)), _sd(v),
+                      float(v.min()))
+
+
+def gain(goal: str, before: np.ndarray, after: np.ndarray) -> np.ndarray:
+    """Score change towards the attack's goal: ``before - after`` for ``decrease``, else ``after - before``.
+
+    Parameters
+    ----------
+    goal : {"decrease", "increase"}
+    before, after : ndarray, (N,)
+
+    Returns
+    -------
+    ndarray, (N,) float64; positive means the attack moved the score the way it wanted.
+    """
+    before = np.asarray(before, dtype=np.float64)
+    after = np.asarray(after, dtype=np.float64)
+    return before - after if goal == "decrease" else after - before
+
+
+@dataclass(frozen=True)
+class SuccessCounts:
+    """How many of ``n`` attacks crossed the success and the strong-success thresholds."""
+
+    n: int
+    success: int
+    strong: int
+    success_threshold: float
+    strong_threshold: float
+    goal: str
+
+    @property
+    def success_percent(self) -> float:
+        return percent(self.success, self.n)
+
+    @property
+    def strong_percent(self) -> float:
+        return percent(self.strong, self.n)
+
+    @property
+    def criterion(self) -> str:
+        """Human-readable thresholds, e.g. ``< 0.5 / < 0.05``."""
+        op = "<" if self.goal == "decrease" else ">"
+        return f"{op} {self.success_threshold:g} / {op} {self.strong_threshold:g}"
+
+
+def success_counts(goal: str, attacked_scores: np.ndarray, success_threshold: float = 0.5,
+                   strong_threshold: float | None = None) -> SuccessCounts:
+    """Count attacks whose final score crossed the thresholds (strictly, as the campaign judges).
+
+    Parameters
+    ----------
+    goal : {"decrease", "increase"}
+    attacked_scores : ndarray, (N,)
+        Final scores of the attacks (``nan`` entries are not counted at all).
+    success_threshold : float
+        Success means ``score < t`` for ``decrease``, ``score > t`` for ``increase``.
+    strong_threshold : float, optional
+        Default 0.05 for ``decrease`` and 0.95 for ``increase``.
+
+    Returns
+    -------
+    SuccessCounts
+    """
+    s = np.asarray(attacked_scores, dtype=np.float64)
+    s = s[~np.isnan(s)]
+    if strong_threshold is None:
+        strong_threshold = 0.05 if goal == "decrease" else 0.95
+    if goal == "decrease":
+        ok, strong = s < success_threshold, s < strong_threshold
+    else:
+        ok, strong = s > success_threshold, s > strong_threshold
+    return SuccessCounts(int(s.size), int(ok.sum()), int(strong.sum()), float(success_threshold),
+                         float(strong_threshold), goal)
+
+
+@dataclass(frozen=True)
+class EarlyConvergence:
+    """Attacks that stopped after their first generation (failed attacks in the papers).
+
+    ``mean_gain_early`` is the mean score change towards the goal of those attacks (the paper's
+    "only 0.06 change on mean"); ``median_gain_rest`` the median change of the others (0.81).
+    """
+
+    n: int
+    early: int
+    mean_gain_early: float
+    median_gain_rest: float
+
+    @property
+    def percent(self) -> float:
+        return percent(self.early, self.n)
+
+
+def early_convergence(goal: str, before: np.ndarray, after: np.ndarray,
+                      early: np.ndarray) -> EarlyConvergence:
+    """Early-convergence count and the score changes with and without it.
+
+    Parameters
+    ----------
+    goal : {"decrease", "increase"}
+    before, after : ndarray, (N,)
+        Original and attacked scores of attacked images.
+    early : ndarray, (N,) bool
+        ``early_converged`` flags.
+    """
+    early = np.asarray(early, dtype=bool)
+    g = gain(goal, before, after)
+    ge, gr = g[early], g[~early]
+    return EarlyConvergence(int(early.size), int(early.sum()),
+                            float(ge.mean()) if ge.size else float("nan"),
+                            float(np.median(gr)) if gr.size else float("nan"))
+
+
+@dataclass(frozen=True)
+class NitStats:
+    """Distribution of the number of DE generations run (``nit``)."""
+
+    n: int
+    mean: float
+    median: float
+    min: float
+    q25: float
+    q75: float
+    max: float
+    at_limit: int
+    maxiter: int
+
+
+def nit_stats(nit: np.ndarray, maxiter: int = 100) -> NitStats:
+    """Mean, quartiles and extremes of ``nit`` (N,), and how many attacks reached ``maxiter``."""
+    v = np.asarray(nit, dtype=np.float64)
+    if v.size == 0:
+        nan = float("nan")
+        return NitStats(0, nan, nan, nan, nan, nan, nan, 0, int(maxiter))
+    q25, med, q75 = np.percentile(v, [25, 50, 75])
+    return NitStats(int(v.size), float(v.mean()), float(med), float(v.min()), float(q25), float(q75),
+                    float(v.max()), int((v >= maxiter).sum()), int(maxiter))
+
+
+def nit_distribution(nit: np.ndarray, maxiter: int = 100) -> list[tuple[str, int]]:
+    """Counts of ``nit`` in the bins 1 (early convergence), 2-10, 11-25, 26-50, 51..maxiter-1, maxiter.
+
+    Returns
+    -------
+    list of (label, count); with a small ``maxiter`` the bins are cut at it (the last bin
+    also holds any value above ``maxiter``).
+    """
+    v = np.asarray(nit, dtype=np.int64)
+    maxiter = max(int(maxiter), 1)
+    starts = sorted({c for c in (1, 2, 11, 26, 51) if c < maxiter} | {maxiter})
+    bins = [(lo, nxt - 1) for lo, nxt in itertools.pairwise(starts)]
+    out = [(str(lo) if lo == hi else f"{lo}-{hi}", int(((v >= lo) & (v <= hi)).sum())) for lo, hi in bins]
+    out.append((str(maxiter), int((v >= maxiter).sum())))
+    below = int((v < 1).sum())
+    if below:
+        out.insert(0, ("0", below))
+    return out
+
+
+@dataclass(frozen=True)
+class ColourCount:
+    """One attack colour and how often it was used."""
+
+    rgb: tuple[int, int, int]
+    count: int
+    percent: float
+
+    @property
+    def hex(self) -> str:
+        return "#{:02x}{:02x}{:02x}".format(*self.rgb)
+
+
+_NAMED = {(255, 255, 0): "pure yellow", (255, 255, 255): "pure white", (0, 0, 0): "pure black",
+          (255, 0, 0): "pure red", (0, 255, 0): "pure green", (0, 0, 255): "pure blue",
+          (0, 255, 255): "pure cyan", (255, 0, 255): "pure magenta"}
+
+
+def colour_name(rgb: Sequence[int]) -> str:
+    """``"pure yellow"`` for (255, 255, 0) and the other corners of the RGB cube, else ``""``."""
+    return _NAMED.get(tuple(int(c) for c in rgb), "")
+
+
+def top_colours(rgb: np.ndarray, k: int = 10) -> tuple[ColourCount, ...]:
+    """The ``k`` most common attack colours.
+
+    Parameters
+    ----------
+    rgb : ndarray, (N, 3) int
+        Attack colours 0..255.
+    k : int
+
+    Returns
+    -------
+    tuple of ColourCount, most common first; ties by colour value (r, g, b ascending).
+    """
+    rgb = np.asarray(rgb, dtype=np.int64).reshape(-1, 3)
+    if rgb.shape[0] == 0:
+        return ()
+    codes = (rgb[:, 0] << 16) | (rgb[:, 1] << 8) | rgb[:, 2]
+    values, counts = np.unique(codes, return_counts=True)
+    order = np.lexsort((values, -counts))[:k]
+    total = rgb.shape[0]
+    return tuple(ColourCount((int(v >> 16), int((v >> 8) & 255), int(v & 255)), int(c),
+                             percent(int(c), total))
+                 for v, c in zip(values[order], counts[order], strict=True))
+
+
+@dataclass(frozen=True)
+class SpatialStats:
+    """Mean, median and sample SD of the attack vectors' X, Y, R, G, B (chromatic paper, Tables 1-2).
+
+    ``mean``, ``median`` and ``sd`` are tuples of 5 floats in :data:`SPATIAL_COLUMNS` order.
+    """
+
+    n: int
+    mean: tuple[float, ...]
+    median: tuple[float, ...]
+    sd: tuple[float, ...]
+
+
+def spatial_stats(vectors: np.ndarray) -> SpatialStats:
+    """Statistics of attack vectors.
+
+    Parameters
+    ----------
+    vectors : ndarray, (N, 5)
+        Columns ``x, y, r, g, b``.
+    """
+    v = np.asarray(vectors, dtype=np.float64).reshape(-1, 5)
+    if v.shape[0] == 0:
+        nan = (float("nan"),) * 5
+        return SpatialStats(0, nan, nan, nan)
+    sd = tuple(_sd(v[:, i]) for i in range(5))
+    return SpatialStats(int(v.shape[0]), tuple(float(a) for a in v.mean(axis=0)),
+                        tuple(float(a) for a in np.median(v, axis=0)), sd)
+
+
+@dataclass(frozen=True)
+class ParityCounts:
+    """Even/odd coordinates of attack pixels (chromatic paper, section 3.3)."""
+
+    n: int
+    both_even: int
+    one_odd: int
+    both_odd: int
+    x_even: int
+    x_odd: int
+    y_even: int
+    y_odd: int
+
+    FIELDS = (("both_even", "both coordinates even"), ("one_odd", "exactly one coordinate odd"),
+              ("both_odd", "both coordinates odd"), ("x_even", "x even"), ("x_odd", "x odd"),
+              ("y_even", "y even"), ("y_odd", "y odd"))
+
+    def percent(self, name: str) -> float:
+        """Percentage of ``n`` for one of the count fields."""
+        return percent(getattr(self, name), self.n)
+
+
+def parity_counts(x: np.ndarray, y: np.ndarray) -> ParityCounts:
+    """Count attack pixels by coordinate parity.
+
+    Parameters
+    ----------
+    x, y : ndarray, (N,) int
+        Column and row of each attack pixel.
+    """
+    x = np.asarray(x, dtype=np.int64)
+    y = np.asarray(y, dtype=np.int64)
+    xe, ye = x % 2 == 0, y % 2 == 0
+    return ParityCounts(int(x.size), int((xe & ye).sum()), int((xe ^ ye).sum()), int((~xe & ~ye).sum()),
+                        int(xe.sum()), int((~xe).sum()), int(ye.sum()), int((~ye).sum()))
+
+
+def expected_parity(width: int = 64, height: int = 64) -> dict[str, float]:
+    """Fractions expected if attack pixels were placed uniformly at random on a ``width x height`` image.
+
+    Returns
+    -------
+    dict
+        Keys as :class:`ParityCounts` fields; values in [0, 1] (0.25 for ``both_even`` at 64x64).
+    """
+    px = (width + 1) // 2 / width  # columns 0, 2, ... are even
+    py = (height + 1) // 2 / height
+    return {"both_even": px * py, "one_odd": px * (1 - py) + (1 - px) * py,
+            "both_odd": (1 - px) * (1 - py), "x_even": px, "x_odd": 1 - px,
+            "y_even": py, "y_odd": 1 - py}
+
+
+def location_map(x: np.ndarray, y: np.ndarray, shape: tuple[int, int] = (64, 64)) -> np.ndarray:
+    """How many attack pixels fell on each image position.
+
+    Parameters
+    ----------
+    x, y : ndarray, (N,) int
+        Column and row, ``0 <= x < W``, ``0 <= y < H``; others are ignored.
+    shape : (H, W)
+
+    Returns
+    -------
+    ndarray, (H, W) int64; ``map[y, x]`` is the count at column x, row y.
+    """
+    h, w = int(shape[0]), int(shape[1])
+    x = np.asarray(x, dtype=np.int64)
+    y = np.asarray(y, dtype=np.int64)
+    ok = (x >= 0) & (x < w) & (y >= 0) & (y < h)
+    return np.bincount(y[ok] * w + x[ok], minlength=h * w).reshape(h, w).astype(np.int64)
+
+
+def _rank(values: np.ndarray) -> np.ndarray:
+    """Ranks 1..N with ties given their average rank."""
+    order = np.argsort(values, kind="mergesort")
+    sorted_vals = values[order]
+    ranks = np.empty(values.size, dtype=np.float64)
+    ranks[order] = np.arange(1, values.size + 1, dtype=np.float64)
+    _, inverse, counts = np.unique(sorted_vals, return_inverse=True, return_counts=True)
+    if (counts > 1).any():
+        sums = np.bincount(inverse, weights=np.arange(1, values.size + 1, dtype=np.float64))
+        ranks[order] = (sums / counts)[inverse]
+    return ranks
+
+
+def spearman(a: np.ndarray, b: np.ndarray) -> float:
+    """Spearman rank correlation of two (N,) arrays (pairs with a ``nan`` dropped).
+
+    Returns ``nan`` for fewer than 3 pairs or a constant input.
+    """
+    a = np.asarray(a, dtype=np.float64)
+    b = np.asarray(b, dtype=np.float64)
+    ok = ~(np.isnan(a) | np.isnan(b))
+    a, b = a[ok], b[ok]
+    if a.size < 3:
+        return float("nan")
+    ra, rb = _rank(a), _rank(b)
+    ra -= ra.mean()
+    rb -= rb.mean()
+    den = np.sqrt((ra * ra).sum() * (rb * rb).sum())
+    return float((ra * rb).sum() / den) if den > 0 else float("nan")

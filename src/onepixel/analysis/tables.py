@@ -1,0 +1,598 @@
+"""The analysis as tables: CSV, Markdown and plain text, each with a one-sentence reading.
+
+:func:`build_tables` turns a :class:`~onepixel.analysis.compute.RunAnalysis` into
+:class:`Table` objects. A table's ``reading`` is computed from its numbers (for example
+"Pixels with both coordinates even are 3.9x more common than expected ...").
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import math
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from onepixel.analysis.compute import DirectionAnalysis, RunAnalysis, parity_expected
+from onepixel.analysis.confmaps import confmap_stats
+from onepixel.analysis.stats import SPATIAL_COLUMNS, ColourCount, ScoreStats, colour_name
+
+__all__ = ["Table", "build_tables", "fmt", "slug"]
+
+DASH = "–"
+
+
+def slug(text: str) -> str:
+    """A file-name-safe lower-case form of ``text`` (``mitosis-to-normal`` stays as it is)."""
+    return re.sub(r"[^A-Za-z0-9]+", "-", text).strip("-").lower() or "x"
+
+
+def fmt(value: Any, spec: str = "") -> str:
+    """Format one cell for people: ints with thousands separators (a float ``spec`` does not apply
+    to them), floats with ``spec`` (default ``.4g``), ``nan``/None as an en dash."""
+    if value is None:
+        return DASH
+    if isinstance(value, bool | np.bool_):
+        return "yes" if value else "no"
+    if isinstance(value, int | np.integer):
+        return format(int(value), spec) if spec in ("d", ",", "x") else f"{int(value):,}"
+    if isinstance(value, float | np.floating):
+        if math.isnan(value):
+            return DASH
+        text = format(float(value), spec or ".4g")
+        if text.startswith("-") and float(text) == 0:
+            text = text[1:]  # "-0.00" reads as a sign where there is none
+        return text
+    return str(value)
+
+
+def _csv_value(value: Any) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, float | np.floating):
+        return "" if math.isnan(value) else repr(float(value))
+    if isinstance(value, np.integer):
+        return str(int(value))
+    return str(value)
+
+
+def _json_value(value: Any) -> Any:
+    if isinstance(value, float | np.floating):
+        return None if math.isnan(value) else float(value)
+    if isinstance(value, np.integer):
+        return int(value)
+    return value
+
+
+@dataclass(frozen=True)
+class Table:
+    """One result table.
+
+    Attributes
+    ----------
+    name : str
+        File stem (``scores_mitosis-to-normal``).
+    title, caption : str
+    section : str
+        Report section key (see :data:`onepixel.analysis.compute.SECTIONS`).
+    columns : tuple of str
+    rows : tuple of tuples
+        Cell values: str, int or float (``nan`` for not applicable).
+    formats : tuple of str
+        Per column format spec for people (``".1f"``); ``""`` picks a default.
+    reading : str
+        One sentence saying what the table shows, computed from its numbers.
+    markdown : bool
+        False for large grids (location maps): CSV only.
+    """
+
+    name: str
+    title: str
+    section: str
+    columns: tuple[str, ...]
+    rows: tuple[tuple[Any, ...], ...]
+    formats: tuple[str, ...] = ()
+    caption: str = ""
+    reading: str = ""
+    markdown: bool = True
+
+    def cells(self) -> list[list[str]]:
+        """Rows formatted for people."""
+        specs = self.formats or ("",) * len(self.columns)
+        return [[fmt(v, s) for v, s in zip(row, specs, strict=True)] for row in self.rows]
+
+    def numeric(self) -> list[bool]:
+        """Per column: all values are numbers (right-aligned)."""
+        out = []
+        for j in range(len(self.columns)):
+            vals = [row[j] for row in self.rows]
+            out.append(bool(vals) and all(isinstance(v, int | float | np.integer | np.floating)
+                                          and not isinstance(v, bool) for v in vals))
+        return out
+
+    def to_csv(self) -> str:
+        """Machine-readable CSV: full precision, empty cells for ``nan``."""
+        buf = io.StringIO()
+        writer = csv.writer(buf, lineterminator="\n")
+        writer.writerow(self.columns)
+        writer.writerows([_csv_value(v) for v in row] for row in self.rows)
+        return buf.getvalue()
+
+    def to_markdown(self) -> str:
+        """A Markdown document: title, caption, the table, and its reading."""
+        def esc(s: str) -> str:
+            return s.replace("|", "\\|").replace("\n", " ")
+
+        lines = [f"## {self.title}", ""]
+        if self.caption:
+            lines += [self.caption, ""]
+        if self.rows:
+            align = ["---:" if n else "---" for n in self.numeric()]
+            lines.append("| " + " | ".join(esc(c) for c in self.columns) + " |")
+            lines.append("|" + "|".join(align) + "|")
+            lines += ["| " + " | ".join(esc(c) for c in row) + " |" for row in self.cells()]
+        else:
+            lines.append("(no rows)")
+        if self.reading:
+            lines += ["", self.reading]
+        return "\n".join(lines) + "\n"
+
+    def to_text(self) -> str:
+        """Aligned plain text for a terminal."""
+        cells = self.cells()
+        widths = [max([len(c)] + [len(r[j]) for r in cells]) for j, c in enumerate(self.columns)]
+        num = self.numeric()
+
+        def line(values: Sequence[str]) -> str:
+            return "  ".join(v.rjust(w) if n else v.ljust(w)
+                             for v, w, n in zip(values, widths, num, strict=True)).rstrip()
+
+        out = [self.title, line(self.columns), line(["-" * w for w in widths])]
+        out += [line(r) for r in cells] if cells else ["(no rows)"]
+        if self.reading:
+            out.append(self.reading)
+        return "\n".join(out)
+
+    def to_dict(self) -> dict:
+        return {"name": self.name, "title": self.title, "section": self.section,
+                "columns": list(self.columns), "rows": [[_json_value(v) for v in r] for r in self.rows],
+                "formats": list(self.formats), "caption": self.caption, "reading": self.reading,
+                "markdown": self.markdown}
+
+    @classmethod
+    def from_dict(cls, data: dict) -> Table:
+        rows = tuple(tuple(float("nan") if v is None else v for v in r) for r in data["rows"])
+        return cls(name=data["name"], title=data["title"], section=data["section"],
+                   columns=tuple(data["columns"]), rows=rows, formats=tuple(data.get("formats", ())),
+                   caption=data.get("caption", ""), reading=data.get("reading", ""),
+                   markdown=bool(data.get("markdown", True)))
+
+    def write(self, folder: Path) -> list[Path]:
+        """Write ``<name>.csv`` (and ``<name>.md`` unless ``markdown`` is False) into ``folder``."""
+        folder.mkdir(parents=True, exist_ok=True)
+        paths = [folder / f"{self.name}.csv"]
+        paths[0].write_text(self.to_csv(), encoding="utf-8")
+        if self.markdown:
+            paths.append(folder / f"{self.name}.md")
+            paths[1].write_text(self.to_markdown(), encoding="utf-8")
+        return paths
+
+
+# --------------------------------------------------------------------------- readings
+
+
+def pct(value: float) -> str:
+    """``91.0%``; an en dash for nan."""
+    return DASH if math.isnan(value) else f"{value:.1f}%"
+
+
+def num(value: float, spec: str = ".3g") -> str:
+    return fmt(float(value), spec)
+
+
+def towards(goal: str) -> str:
+    return "below" if goal == "decrease" else "above"
+
+
+def colour_label(c: ColourCount) -> str:
+    name = colour_name(c.rgb)
+    rgb = f"({c.rgb[0]}, {c.rgb[1]}, {c.rgb[2]})"
+    return f"{name} {rgb}" if name else f"RGB {rgb}"
+
+
+def _join(parts: Sequence[str]) -> str:
+    parts = [p for p in parts if p]
+    if not parts:
+        return ""
+    text = "; ".join(parts)
+    return text[0].upper() + text[1:] + "."
+
+
+# --------------------------------------------------------------------------- builders
+
+
+def build_tables(analysis: RunAnalysis) -> tuple[Table, ...]:
+    """Every table of the analysis, in report order.
+
+    Returns
+    -------
+    tuple of Table
+        ``run_info``, ``summary``, ``skipped``, ``scores_<direction>``, ``success``,
+        ``early_convergence``, ``nit``, ``nit_distribution``, ``colours``, ``colours_success``,
+        ``chromatic`` (when the dataset was readable), ``spatial_<direction>``, ``periodicity``,
+        ``locations_<direction>`` (CSV only). Per-direction tables exist for directions with
+        attacked images; tables over all directions keep a row for each (with zeros and a reading
+        that says so). When no image was attacked only ``run_info``, ``summary`` and ``skipped``
+        are returned.
+    """
+    tables = [run_info_table(analysis), summary_table(analysis)]
+    if analysis.total_skipped:
+        tables.append(skipped_table(analysis))
+    dirs = analysis.directions
+    attacked = [d for d in dirs if d.attacked]
+    if attacked:
+        tables += [scores_table(d) for d in attacked]
+        tables += [success_table(dirs), early_table(dirs), nit_table(dirs), nit_distribution_table(dirs),
+                   colours_table(dirs, success_only=False), colours_table(dirs, success_only=True)]
+        if analysis.dataset_available:
+            tables.append(chromatic_table(dirs))
+        tables += [spatial_table(d) for d in attacked]
+        tables.append(periodicity_table(analysis))
+        tables += [locations_table(d) for d in attacked]
+    if analysis.confmaps:
+        tables.append(confmaps_table(analysis))
+    return tuple(tables)
+
+
+def run_info_table(analysis: RunAnalysis) -> Table:
+    cfg = analysis.run.config
+    model = cfg.get("model") or {}
+    attack = cfg.get("attack") or {}
+    rows: list[tuple[str, str]] = [
+        ("Model", str(model.get("name") or model.get("spec") or "unknown")),
+        ("Model spec", str(model.get("spec", DASH))),
+        ("Model sha256", str(model.get("sha256", DASH))),
+        ("Dataset", str(cfg.get("dataset", DASH)) + ("" if analysis.dataset_available else
+                                                       " (not reachable here)")),
+        ("Labels", f"{cfg.get('positive_label', 'mitosis')} (positive) / "
+                   f"{cfg.get('negative_label', 'normal')} (negative)"),
+        ("Campaign created", str(cfg.get("created", DASH))),
+        ("onepixel version of the campaign", str(cfg.get("onepixel_version", DASH))),
+        ("Device", str(cfg.get("device", DASH))),
+    ]
+    if cfg.get("limit") is not None:
+        rows.append(("Image limit", str(cfg["limit"])))
+    keys = ("population", "maxiter", "mutation", "recombination", "tol", "atol", "updating", "seed")
+    de = ", ".join(f"{k} {attack[k]}" for k in keys if k in attack)
+    rows.append(("Differential evolution", de or "papers' defaults (not recorded)"))
+    rows.append(("Skip rule", f"positives scoring < {analysis.run.setting('skip_positive_below'):g}, "
+                              f"negatives scoring > {analysis.run.setting('skip_negative_above'):g}"))
+    rows.append(("Success thresholds",
+                 f"crosses {analysis.run.setting('success_threshold'):g}; strong: < "
+                 f"{analysis.run.setting('strong_decrease_below'):g} (decrease) / > "
+                 f"{analysis.run.setting('strong_increase_above'):g} (increase)"))
+    rows.append(("Image size", f"{analysis.image_shape[1]}x{analysis.image_shape[0]}"))
+    pop, maxiter = attack.get("population"), attack.get("maxiter")
+    de_text = (f" with differential evolution (population {pop}, at most {maxiter} generations)"
+               if pop is not None and maxiter is not None else "")
+    reading = (f"The campaign scored {analysis.total_images:,} images of {analysis.image_shape[1]}x"
+               f"{analysis.image_shape[0]} pixels with {rows[0][1]} and attacked "
+               f"{analysis.total_attacked:,} of them{de_text}.")
+    return Table("run_info", "Run settings", "summary", ("Setting", "Value"), tuple(rows),
+                 caption="From config.json of the RUN folder.", reading=reading)
+
+
+def summary_table(analysis: RunAnalysis) -> Table:
+    rows = []
+    for d in analysis.directions:
+        rows.append((d.direction, d.images, d.attacked, d.skipped, d.early.early, d.early.percent,
+                     d.success_all.success, d.success_all.success_percent, d.success_all.strong,
+                     d.success_all.strong_percent, d.nit.mean))
+    if len(analysis.directions) > 1:
+        rows.append(("all directions", analysis.total_images, analysis.total_attacked,
+                     analysis.total_skipped, sum(d.early.early for d in analysis.directions),
+                     float("nan"), sum(d.success_all.success for d in analysis.directions), float("nan"),
+                     sum(d.success_all.strong for d in analysis.directions), float("nan"), float("nan")))
+    columns = ("Direction", "Images", "Attacked", "Skipped", "Early-converged", "Early %", "Success",
+               "Success %", "Strong success", "Strong %", "Mean nit")
+    formats = ("", "", "", "", "", ".1f", "", ".1f", "", ".1f", ".1f")
+    if not analysis.directions:
+        reading = "The RUN has no images yet."
+    elif not analysis.total_attacked:
+        reading = f"All {analysis.total_images:,} images were skipped, so nothing was attacked."
+    else:
+        parts = []
+        for d in analysis.directions:
+            if d.attacked:
+                parts.append(f"{d.success_all.success_percent:.1f}% of the {d.attacked:,} {d.direction} "
+                             f"attacks crossed {d.success_all.success_threshold:g} "
+                             f"({d.success_all.strong_percent:.1f}% crossed "
+                             f"{d.success_all.strong_threshold:g})")
+            else:
+                parts.append(f"no {d.direction} image was attacked ({d.skipped:,} skipped)")
+        reading = _join(parts)
+    return Table("summary", "Attacks per direction", "summary", columns, tuple(rows), formats,
+                 caption="Success: the score crossed the success threshold; strong success: it crossed "
+                         "the strong threshold (0.05 / 0.95 by default). Percentages are of the "
+                         "attacked images. Early-converged: stopped after the first generation.",
+                 reading=reading)
+
+
+def skipped_table(analysis: RunAnalysis) -> Table:
+    rows = [(d.direction, reason, count) for d in analysis.directions for reason, count in d.skip_reasons]
+    top = max(rows, key=lambda r: r[2])
+    reading = (f"{analysis.total_skipped:,} of {analysis.total_images:,} images were skipped as "
+               f"ambiguous; the most common reason is “{top[1]}” ({top[2]:,} "
+               f"image{'' if top[2] == 1 else 's'} in {top[0]}).")
+    return Table("skipped", "Images not attacked", "summary", ("Direction", "Reason", "Images"),
+                 tuple(rows), caption="The papers attack only unambiguous images: positives scoring "
+                                      "at least 0.9 and negatives scoring at most 0.1.",
+                 reading=reading)
+
+
+def scores_table(d: DirectionAnalysis) -> Table:
+    (b_rest, a_rest), (b_all, a_all) = d.scores_rest, d.scores_all
+    rows = tuple((label, getattr(b_rest, key), getattr(a_rest, key), getattr(b_all, key),
+                  getattr(a_all, key)) for label, key in ScoreStats.ROWS)
+    rows += (("N", b_rest.n, a_rest.n, b_all.n, a_all.n),)
+    if b_rest.n:
+        reading = (f"Excluding early-converged attacks (N = {b_rest.n:,}), the {d.direction} attack moved "
+                   f"the median score from {num(b_rest.median)} to {num(a_rest.median)} and the mean "
+                   f"from {num(b_rest.mean)} to {num(a_rest.mean)}.")
+    elif b_all.n:
+        reading = (f"Every {d.direction} attack converged early; over all {b_all.n:,} attacks the median "
+                   f"score went from {num(b_all.median)} to {num(a_all.median)}.")
+    else:
+        reading = f"No {d.direction} image was attacked ({d.skipped:,} skipped), so there are no scores."
+    return Table(f"scores_{slug(d.direction)}", f"Confidence scores, {d.direction}", "scores",
+                 ("Statistic", "Before (excl. early)", "After (excl. early)", "Before (all)", "After (all)"),
+                 rows, ("", ".4g", ".4g", ".4g", ".4g"),
+                 caption="Before: score of the original image; after: score with the attack pixel. "
+                         "'Excl. early' leaves out attacks that converged after the first generation, "
+                         "as Tables 1-2 of the breast-cancer paper do. SD with ddof=1.",
+                 reading=reading)
+
+
+def success_table(dirs: Sequence[DirectionAnalysis]) -> Table:
+    rows = []
+    parts = []
+    for d in dirs:
+        for subset, s in (("all attacked", d.success_all), ("excluding early-converged", d.success_rest)):
+            rows.append((d.direction, subset, s.n, s.criterion, s.success, s.success_percent, s.strong,
+                         s.strong_percent))
+        a, r = d.success_all, d.success_rest
+        if a.n:
+            parts.append(f"{d.direction}: {pct(a.success_percent)} of the attacks pushed the score "
+                         f"{towards(d.goal)} {a.success_threshold:g} and {pct(a.strong_percent)} "
+                         f"{towards(d.goal)} {a.strong_threshold:g}"
+                         + (f" ({pct(r.success_percent)} and {pct(r.strong_percent)} without the "
+                            f"early-converged ones)" if r.n and r.n != a.n else ""))
+        else:
+            parts.append(f"{d.direction}: no attacks")
+    return Table("success", "Success counts", "scores",
+                 ("Direction", "Subset", "Attacks", "Criterion (success / strong)", "Success", "Success %",
+                  "Strong", "Strong %"), tuple(rows), ("", "", "", "", "", ".1f", "", ".1f"),
+                 caption="Counted from the attacked scores with the thresholds of config.json "
+                         "(strict inequalities, as the campaign judges).",
+                 reading=_join(parts))
+
+
+def early_table(dirs: Sequence[DirectionAnalysis]) -> Table:
+    rows = [(d.direction, d.early.n, d.early.early, d.early.percent, d.early.mean_gain_early,
+             d.early.median_gain_rest) for d in dirs]
+    parts = []
+    for d in dirs:
+        e = d.early
+        if not e.n:
+            continue
+        text = f"{pct(e.percent)} of the {d.direction} attacks stopped after the first generation"
+        if e.early:
+            text += f" and moved the score by only {num(e.mean_gain_early, '.2g')} on average"
+        if e.n > e.early:
+            text += f", against a median change of {num(e.median_gain_rest, '.2g')} for the others"
+        parts.append(text)
+    return Table("early_convergence", "Early convergence", "convergence",
+                 ("Direction", "Attacked", "Early-converged", "%", "Mean change (early)",
+                  "Median change (others)"), tuple(rows), ("", "", "", ".1f", ".3g", ".3g"),
+                 caption="An attack that stops after its first generation has converged early: the "
+                         "papers count it as failed. Change: score moved towards the goal "
+                         "(before - after for decrease, after - before for increase).",
+                 reading=_join(parts) or "No attacks.")
+
+
+def nit_table(dirs: Sequence[DirectionAnalysis]) -> Table:
+    rows = [(d.direction, d.nit.n, d.nit.mean, d.nit.median, d.nit.min, d.nit.q25, d.nit.q75, d.nit.max,
+             d.nit.at_limit) for d in dirs]
+    parts = [f"{d.direction} attacks ran {num(d.nit.mean, '.1f')} generations on average (median "
+             f"{num(d.nit.median, 'g')}), {d.nit.at_limit:,} reached the limit of {d.nit.maxiter}"
+             for d in dirs if d.nit.n]
+    maxiter = dirs[0].nit.maxiter if dirs else 100
+    return Table("nit", "Generations run (nit)", "convergence",
+                 ("Direction", "Attacks", "Mean", "Median", "Min", "25%", "75%", "Max",
+                  f"At maxiter ({maxiter})"), tuple(rows), ("", "", ".1f", "g", "g", "g", "g", "g", ""),
+                 caption="DE generations per attack, as recorded in attacks.csv.",
+                 reading=_join(parts) or "No attacks.")
+
+
+def nit_distribution_table(dirs: Sequence[DirectionAnalysis]) -> Table:
+    labels = [label for label, _ in dirs[0].nit_bins]
+    for d in dirs[1:]:
+        for label, _ in d.nit_bins:
+            if label not in labels:
+                labels.insert(0, label)
+    rows = [(d.direction, *(dict(d.nit_bins).get(label, 0) for label in labels)) for d in dirs]
+    parts = []
+    for d in dirs:
+        if d.nit.n:
+            bins = dict(d.nit_bins)
+            top = max(labels, key=lambda lb, b=bins: b.get(lb, 0))
+            parts.append(f"the largest share of {d.direction} attacks "
+                         f"({pct(100 * bins.get(top, 0) / d.nit.n)}) ran {top} "
+                         f"generation{'' if top == '1' else 's'}")
+    return Table("nit_distribution", "Distribution of generations run", "convergence",
+                 ("Direction", *(f"nit {lb}" for lb in labels)), tuple(rows),
+                 caption="Attacks per range of DE generations; nit 1 is early convergence.",
+                 reading=_join(parts) or "No attacks.")
+
+
+def colours_table(dirs: Sequence[DirectionAnalysis], success_only: bool, k: int = 10) -> Table:
+    rows = []
+    parts = []
+    for d in dirs:
+        colours = d.colours_success if success_only else d.colours
+        total = d.success_all.success if success_only else d.attacked
+        for rank, c in enumerate(colours[:k], start=1):
+            rows.append((d.direction, rank, f"{c.rgb[0]}, {c.rgb[1]}, {c.rgb[2]}", c.hex,
+                         colour_name(c.rgb), c.count, c.percent))
+        if colours:
+            c = colours[0]
+            parts.append(f"the most common {d.direction} colour is {colour_label(c)}, used in "
+                         f"{c.count:,} of {total:,} {'successful ' if success_only else ''}"
+                         f"attack{'' if total == 1 else 's'} "
+                         f"({pct(c.percent)})")
+        elif success_only:
+            parts.append(f"no {d.direction} attack succeeded")
+    which = "successful attacks" if success_only else "all attacks"
+    return Table("colours_success" if success_only else "colours", f"Most common attack colours, {which}",
+                 "colours", ("Direction", "Rank", "RGB", "Hex", "Name", "Count", "%"), tuple(rows),
+                 ("", "", "", "", "", "", ".1f"),
+                 caption=f"The {k} most frequent attack pixel colours per direction over {which}.",
+                 reading=_join(parts) or "No attacks.")
+
+
+def chromatic_table(dirs: Sequence[DirectionAnalysis]) -> Table:
+    rows = []
+    parts = []
+    for d in dirs:
+        for subset, c in (("paper filter", d.chromatic_filtered), ("all attacks", d.chromatic_all)):
+            if c is None:
+                continue
+            rows.append((d.direction, subset, c.n, c.mean, c.median, c.sd, c.rho, c.gain_high, c.gain_low))
+        c = d.chromatic_filtered
+        if c is not None and c.n >= 2 and not math.isnan(c.gain_high):
+            if abs(c.gain_high - c.gain_low) < 0.01:
+                verdict = "about as"
+            else:
+                verdict = "more" if c.gain_high > c.gain_low else "less"
+            rho = "" if math.isnan(c.rho) else f" (Spearman ρ = {fmt(c.rho, '.2f')})"
+            parts.append(f"{d.direction} attacks with a colour difference h above its median "
+                         f"{num(c.median, '.2f')} moved the score by {num(c.gain_high, '.2f')} on "
+                         f"average against {num(c.gain_low, '.2f')} for the rest{rho}, so larger colour "
+                         f"differences were {verdict} effective")
+        elif c is not None:
+            parts.append(f"too few {d.direction} attacks pass the paper filter ({c.n}) to compare")
+    return Table("chromatic", "Chromatic analysis: colour difference h to the neighbours", "chromatic",
+                 ("Direction", "Subset", "N", "Mean h", "Median h", "SD h", "Spearman ρ (h, change)",
+                  "Mean change, h > median", "Mean change, h ≤ median"), tuple(rows),
+                 ("", "", "", ".3f", ".3f", ".3f", ".2f", ".3f", ".3f"),
+                 caption="h = sqrt(((r-rμ)² + (g-gμ)² + (b-bμ)²) / 3) on values scaled to [0, 1], μ the "
+                         "mean of the attack pixel's 8 neighbours in the original image (5 at an edge, "
+                         "3 in a corner). Paper filter: decrease attacks that ended below 0.9, increase "
+                         "attacks that ended above 0.1. Change: score moved towards the goal.",
+                 reading=_join(parts) or "No attacks with readable original images.")
+
+
+def _channel_word(v: float) -> str:
+    return "high" if v >= 170 else ("low" if v <= 85 else "mid-range")
+
+
+def spatial_table(d: DirectionAnalysis) -> Table:
+    rows = []
+    for subset, s in (("paper filter", d.spatial_filtered), ("all attacks", d.spatial_all)):
+        for label, values in (("Mean", s.mean), ("Median", s.median), ("SD", s.sd)):
+            rows.append((subset, s.n, label, *values))
+    s = d.spatial_filtered if d.spatial_filtered.n else d.spatial_all
+    if s.n:
+        h, w = d.location.shape
+        cx, cy = (w - 1) / 2, (h - 1) / 2
+        dist = math.hypot(s.mean[0] - cx, s.mean[1] - cy)
+        r, g, b = s.mean[2:]
+        reading = (f"{d.direction} attack pixels lie at mean (X, Y) = ({s.mean[0]:.1f}, {s.mean[1]:.1f}), "
+                   f"{dist:.1f} px from the image centre, with mean colour ({r:.0f}, {g:.0f}, {b:.0f}): "
+                   f"{_channel_word(r)} red, {_channel_word(g)} green and {_channel_word(b)} blue.")
+    else:
+        reading = f"No {d.direction} attacks to describe."
+    return Table(f"spatial_{slug(d.direction)}", f"Spatial statistics, {d.direction}", "spatial",
+                 ("Subset", "N", "Statistic", *SPATIAL_COLUMNS), tuple(rows),
+                 ("", "", "", ".2f", ".2f", ".2f", ".2f", ".2f"),
+                 caption="Mean, median and SD (ddof=1) of the attack vectors (Tables 1-2 of the chromatic "
+                         "paper, which use the paper filter: decrease attacks that ended below 0.9, "
+                         "increase attacks that ended above 0.1).",
+                 reading=reading)
+
+
+def parity_sentence(direction: str, n: int, both_even_pct: float, expected: float) -> str:
+    """The periodicity reading for one direction."""
+    if not n:
+        return ""
+    ratio = both_even_pct / (100 * expected) if expected else float("nan")
+    if math.isnan(ratio):
+        return ""
+    how = f"{ratio:.1f}x more common" if ratio >= 1 else f"only {ratio:.2f}x as common"
+    return (f"{direction}: pixels with both coordinates even are {how} than expected under uniform "
+            f"placement ({both_even_pct:.1f}% of {n:,} attacks vs {100 * expected:.0f}%)")
+
+
+def periodicity_table(analysis: RunAnalysis) -> Table:
+    expected = parity_expected(analysis)
+    rows = []
+    parts = []
+    for d in analysis.directions:
+        for subset, p in (("all attacks", d.parity_all), ("successful", d.parity_success)):
+            for key, label in p.FIELDS:
+                e = expected[key]
+                obs = p.percent(key)
+                rows.append((d.direction, subset, label, getattr(p, key), obs, 100 * e,
+                             obs / (100 * e) if e and p.n else float("nan")))
+        parts.append(parity_sentence(d.direction, d.parity_all.n, d.parity_all.percent("both_even"),
+                                     expected["both_even"]))
+    h, w = analysis.image_shape
+    return Table("periodicity", "Periodicity: parity of the attack coordinates", "periodicity",
+                 ("Direction", "Subset", "Coordinates", "Count", "%", "Expected %", "Ratio"), tuple(rows),
+                 ("", "", "", "", ".1f", ".1f", ".2f"),
+                 caption=f"Expected: the share if attack pixels were spread uniformly over the {w}x{h} "
+                         f"image. Ratio = observed / expected. Successful: crossed the success threshold.",
+                 reading=_join(parts) or "No attacks.")
+
+
+def locations_table(d: DirectionAnalysis) -> Table:
+    grid = d.location
+    rows = tuple((y, *(int(v) for v in grid[y])) for y in range(grid.shape[0]))
+    if grid.sum():
+        y, x = np.unravel_index(int(np.argmax(grid)), grid.shape)
+        reading = f"The most attacked {d.direction} pixel is (x={x}, y={y}) with {int(grid[y, x]):,} attacks."
+    else:
+        reading = f"No {d.direction} attacks."
+    return Table(f"locations_{slug(d.direction)}", f"Attack locations, {d.direction}", "periodicity",
+                 ("y \\ x", *(str(x) for x in range(grid.shape[1]))), rows,
+                 caption="Number of attacks per pixel: row y, column x.", reading=reading, markdown=False)
+
+
+def confmaps_table(analysis: RunAnalysis) -> Table:
+    rows = []
+    parts = []
+    for cm in analysis.confmaps:
+        st = confmap_stats(cm)
+        rgb = "" if st.lowest_rgb is None else ", ".join(map(str, st.lowest_rgb))
+        rgb_hi = "" if st.highest_rgb is None else ", ".join(map(str, st.highest_rgb))
+        rows.append((cm.name, str(cm.metadata.get("image", "")), cm.original_score, st.lowest,
+                     f"{st.lowest_xy[0]}, {st.lowest_xy[1]}", rgb, st.highest,
+                     f"{st.highest_xy[0]}, {st.highest_xy[1]}", rgb_hi, st.even_min_mean,
+                     st.other_min_mean))
+        parts.append(f"map {cm.name}: scores range from {num(st.lowest, '.4g')} at (x={st.lowest_xy[0]}, "
+                     f"y={st.lowest_xy[1]}) to {num(st.highest, '.4g')}, and the min map averages "
+                     f"{num(st.even_min_mean, '.3g')} on even-even pixels against "
+                     f"{num(st.other_min_mean, '.3g')} elsewhere")
+    return Table("confmaps", "One-pixel confidence maps", "confmaps",
+                 ("Map", "Image", "Original score", "Lowest score", "Lowest at (x, y)", "RGB at lowest",
+                  "Highest score", "Highest at (x, y)", "RGB at highest", "Min map, even-even pixels",
+                  "Min map, other pixels"), tuple(rows),
+                 ("", "", ".4g", ".4g", "", "", ".4g", "", "", ".4g", ".4g"),
+                 caption="Per pixel, the lowest (min), highest (max) and mean score over the colour grid "
+                         "of `onepixel confmap` (chromatic paper, Algorithm 1).",
+                 reading=_join(parts))
