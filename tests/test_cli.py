@@ -78,15 +78,6 @@ def test_export_then_predict_with_onnx(tmp_path, max_model_path, true_png):
     assert abs(float(proc.stdout.splitlines()[1].split(",")[1]) - 0.9884441494941711) < 1e-5
 
 
-def test_demo_scores_samples(max_model_path):
-    proc = run_cli("-q", "demo")
-    assert proc.returncode == 0, proc.stderr
-    scores = {line.split()[0]: float(line.split()[1]) for line in proc.stdout.splitlines()[1:]}
-    assert len(scores) == 9
-    assert all(v > 0.96 for k, v in scores.items() if k.startswith("true.png"))
-    assert scores["false.png"] < 1e-3
-
-
 def test_tiles_command(tmp_path):
     from onepixel import assets
     from onepixel.errors import AssetError
@@ -128,3 +119,15 @@ def test_attack_analyze_report_pipeline(tmp_path, true_png, false_png):
     assert html.count("data:image/png;base64,") >= 3
     proc = run_cli("report", tmp_path / "nothing")
     assert proc.returncode == 2 and "Traceback" not in proc.stderr
+
+
+def test_confmap_command(tmp_path, true_png, max_model_path):
+    proc = run_cli("-q", "confmap", true_png, "--out", tmp_path / "map", "--step", "255",
+                   "--no-progress")
+    assert proc.returncode == 0, proc.stderr
+    assert "lowest" in proc.stdout and (tmp_path / "map" / "confmap.npz").exists()
+    for args, message in ((["--step", "0"], "step"), (["--step", "256"], "step")):
+        proc = run_cli("confmap", true_png, "--out", tmp_path / "bad", *args)
+        assert proc.returncode == 2 and message in proc.stderr and "Traceback" not in proc.stderr
+    proc = run_cli("confmap", "--out", tmp_path / "bad")
+    assert proc.returncode == 2 and "give IMAGE" in proc.stderr

@@ -90,6 +90,22 @@ def build_parser() -> argparse.ArgumentParser:
     _add_model_options(p)
     p.set_defaults(func=cmd_attack)
 
+    p = sub.add_parser("confmap", help="one-pixel confidence map: every pixel x a colour grid")
+    p.add_argument("image", nargs="?", metavar="IMAGE", help="an image of the model's input size")
+    p.add_argument("--out", metavar="DIR", help="output folder (confmap.npz, PNGs, checkpoint)")
+    p.add_argument("--run", metavar="RUN", help="map selected images of an attack run into RUN/confmaps/")
+    p.add_argument("--images", nargs="+", metavar="NAME", default=None,
+                   help="with --run: these images (default: most and least successful per direction)")
+    p.add_argument("--step", type=int, default=5,
+                   help="colour step per channel, 1..255 (default 5: 52^3 colours)")
+    p.add_argument("--method", choices=["auto", "fast", "brute"], default="auto",
+                   help="auto: the exact fast path where it applies, else brute force")
+    p.add_argument("--checkpoint-seconds", type=float, default=60.0)
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    _add_model_options(p)
+    # None: max-mitosis for IMAGE, the run's own model for --run
+    p.set_defaults(func=cmd_confmap, model=None)
+
     p = sub.add_parser("analyze", help="the papers' tables and figures of a RUN -> RUN/analysis")
     p.add_argument("run", metavar="RUN", help="folder written by `onepixel attack --out RUN`")
     p.add_argument("--no-figures", action="store_true", help="tables only (no matplotlib needed)")
@@ -164,7 +180,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_preprocess_tupac)
 
-    p = sub.add_parser("demo", help="the main job on the built-in model and sample images")
+    p = sub.add_parser("demo", help="the whole study on the built-in model and real images")
+    p.add_argument("--out", default="onepixel-demo", metavar="DIR",
+                   help="where the dataset, RUN and report go (default: %(default)s)")
+    p.add_argument("--n-normal", type=int, default=40, help="normal images in the demo dataset")
+    p.add_argument("--confmap-step", type=int, default=None,
+                   help="confidence-map colour step (default: 85 on CPU, 5 on a GPU)")
+    p.add_argument("--no-confmaps", action="store_true", help="skip the confidence maps")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars")
     _add_model_options(p)
     p.set_defaults(func=cmd_demo)
     return parser
@@ -252,6 +275,36 @@ def cmd_attack(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_confmap(args: argparse.Namespace) -> int:
+    from onepixel.confmap import ConfmapConfig, confmap_image_file, confmap_run
+
+    if (args.run is None) == (args.image is None):
+        raise OnepixelError("give IMAGE --out DIR, or --run RUN")
+    config = ConfmapConfig(step=args.step, method=args.method, batch_size=args.batch_size,
+                           device=args.device, dtype=args.dtype,
+                           checkpoint_seconds=args.checkpoint_seconds, progress=not args.no_progress)
+    options = _model_options(args)
+    try:
+        if args.run:
+            for ri, folder, res in confmap_run(args.run, images=args.images, config=config,
+                                               model_options=options, model=args.model):
+                print(f"{ri.image} ({ri.direction}, {ri.why}): lowest {res.extreme('min')[2]:.4g}, "
+                      f"highest {res.extreme('max')[2]:.4g} -> {folder}")
+            return 0
+        if not args.out:
+            raise OnepixelError("--out DIR is required with IMAGE")
+        result, written = confmap_image_file(args.image, args.out, args.model or "max-mitosis",
+                                             options, config)
+    except KeyboardInterrupt:
+        print("onepixel: interrupted; run the same command again to resume the map", file=sys.stderr)
+        return 130
+    x, y, lo, rgb = result.extreme("min")
+    print(f"original {result.original_score:.6f}; lowest {lo:.6f} at x={x}, y={y}, rgb={rgb}; "
+          f"{result.evaluations:,} evaluations in {result.seconds:.1f} s ({result.method})")
+    print("wrote " + ", ".join(map(str, written)))
+    return 0
+
+
 def cmd_analyze(args: argparse.Namespace) -> int:
     from onepixel.report import analyze_run, format_main_tables
 
@@ -310,13 +363,21 @@ def cmd_preprocess_tupac(args: argparse.Namespace) -> int:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    from onepixel.demo import score_samples
+    from onepixel.demo import DemoConfig, run_demo
 
-    table = score_samples(args.model, _model_options(args))
-    width = max(len(name) for name, _ in table)
-    print(f"{'image':<{width}}  score")
-    for name, score in table:
-        print(f"{name:<{width}}  {score:.6f}")
+    result = run_demo(DemoConfig(out=Path(args.out), model=args.model,
+                                 model_options=_model_options(args), n_normal=args.n_normal,
+                                 confmap_step=args.confmap_step, confmaps=not args.no_confmaps,
+                                 progress=not args.no_progress))
+    from onepixel.summary import format_summary
+
+    print(format_summary(result.summary))
+    print("\nHeadlines:")
+    for line in result.headlines:
+        print(f"  - {line}")
+    timing = ", ".join(f"{k} {v:.0f} s" for k, v in result.seconds.items())
+    print(f"\nTime: {timing}")
+    print(f"Report: {result.report.resolve()}")
     return 0
 
 

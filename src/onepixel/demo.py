@@ -1,41 +1,138 @@
-"""``onepixel demo``: the main job on the built-in model and images.
+"""``onepixel demo``: the whole study on the built-in model and real images, in one command.
 
-For now it scores the two MAX sample patches and the 8 rotations/flips of ``true.png``
-(the demo dataset's mitosis class); attacks, analysis and the report join as they land.
+1. builds the demo dataset (:mod:`onepixel.demo_dataset`) in ``OUT/dataset``;
+2. attacks it in both directions with the papers' settings into ``OUT/run`` (resumable);
+3. analyzes the run (``OUT/run/analysis``);
+4. computes confidence maps for the most and the least successful mitosis-to-normal attack
+   (a coarse colour step on CPU, the papers' step 5 on a GPU);
+5. writes ``OUT/run/report.html`` and returns the headline numbers.
+
+Running it again reuses what is already there (dataset, finished attacks, finished maps).
 """
 
 from __future__ import annotations
 
 import logging
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
 
-import numpy as np
-
-from onepixel import assets
-from onepixel.data import load_image
-from onepixel.demo_dataset import dihedral_variants
+from onepixel.attack import AttackConfig
+from onepixel.campaign import CampaignConfig, run_campaign
+from onepixel.demo_dataset import build_demo_dataset
 from onepixel.models import ModelOptions, load_classifier
+from onepixel.models.torch_backend import resolve_device
+from onepixel.runstore import RunStore
 
 log = logging.getLogger(__name__)
 
+CPU_CONFMAP_STEP = 85  # levels 0, 85, 170, 255: 64 colours, 262,144 evaluations per map
+GPU_CONFMAP_STEP = 5  # the papers' grid: 140,608 colours, 575,930,368 evaluations per map
 
-def score_samples(model: str = "max-mitosis",
-                  options: ModelOptions | None = None) -> list[tuple[str, float]]:
-    """Score the sample patches and the rotations/flips of true.png.
 
-    Returns
-    -------
-    list of (name, score)
-    """
-    options = options or ModelOptions()
-    classifier = load_classifier(model, options)
-    names, images = [], []
-    for asset in assets.SAMPLE_IMAGES:
-        path = assets.ensure(asset, options.assets_dir)
-        names.append(path.name)
-        images.append(load_image(path, classifier.input_shape))
-    for key, variant in dihedral_variants(images[0]).items():
-        if key != "rot0":
-            names.append(f"true.png:{key}")
-            images.append(variant)
-    scores = classifier.scores(np.stack(images))
-    return list(zip(names, (float(s) for s in scores), strict=True))
+@dataclass(frozen=True)
+class DemoConfig:
+    """Settings of the demo; the attack uses the papers' defaults."""
+
+    out: Path = Path("onepixel-demo")
+    model: str = "max-mitosis"
+    model_options: ModelOptions = field(default_factory=ModelOptions)
+    n_normal: int = 40
+    confmap_step: int | None = None  # None: 5 on CUDA, 85 on CPU
+    confmaps: bool = True
+    progress: bool = True
+    attack: AttackConfig = field(default_factory=AttackConfig)  # the papers' settings
+
+
+@dataclass(frozen=True)
+class DemoResult:
+    """Where things are and the headline numbers."""
+
+    report: Path
+    run: Path
+    summary: dict
+    headlines: tuple[str, ...]
+    seconds: dict[str, float]
+
+
+def headlines(rows: list[dict[str, str]]) -> tuple[str, ...]:
+    """The papers' three findings, read from attacks.csv rows."""
+    out = []
+    attacked = [r for r in rows if r["status"] == "attacked"]
+    for direction in sorted({r["direction"] for r in attacked}):
+        group = [r for r in attacked if r["direction"] == direction]
+        wins = sum(r["success"] == "1" for r in group)
+        early = sum(r["early_converged"] == "1" for r in group)
+        out.append(f"{direction}: {wins} of {len(group)} attacks crossed 0.5 "
+                   f"({100 * wins / len(group):.0f}%), {early} converged early")
+    effective = [r for r in attacked if r["early_converged"] == "0"]
+    if effective:
+        even = sum(int(r["x"]) % 2 == 0 and int(r["y"]) % 2 == 0 for r in effective)
+        out.append(f"both pixel coordinates even in {even} of {len(effective)} attacks that ran "
+                   f"past the first generation ({100 * even / len(effective):.0f}%; 25% expected "
+                   "by chance)")
+        colours: dict[tuple[int, int, int], int] = {}
+        for r in effective:
+            rgb = (int(r["r"]), int(r["g"]), int(r["b"]))
+            colours[rgb] = colours.get(rgb, 0) + 1
+        rgb, count = max(colours.items(), key=lambda kv: (kv[1], kv[0]))
+        out.append(f"most common attack colour {rgb} ({count} of {len(effective)})")
+    return tuple(out)
+
+
+def run_demo(cfg: DemoConfig) -> DemoResult:
+    """Run the whole demo (see the module docstring)."""
+    from onepixel.confmap import ConfmapConfig, confmap_run
+    from onepixel.report import analyze_run, write_report
+
+    seconds: dict[str, float] = {}
+    t0 = time.perf_counter()
+    classifier = load_classifier(cfg.model, cfg.model_options)
+    dataset = cfg.out / "dataset"
+    if not (dataset / "dataset.json").exists():
+        info = build_demo_dataset(dataset, classifier, cfg.n_normal, cfg.model_options.assets_dir)
+        log.info("demo dataset: %d mitosis, %d normal images in %s", info.n_mitosis,
+                 info.n_normal, dataset)
+    seconds["dataset"] = time.perf_counter() - t0
+
+    t0 = time.perf_counter()
+    run = cfg.out / "run"
+    campaign = CampaignConfig(dataset=dataset, out=run, model=cfg.model,
+                              model_options=cfg.model_options, attack=cfg.attack,
+                              progress=cfg.progress)
+    summary = run_campaign(campaign, classifier)
+    seconds["attack"] = time.perf_counter() - t0
+
+    t0 = time.perf_counter()
+    analyze_run(run)
+    seconds["analyze"] = time.perf_counter() - t0
+
+    if cfg.confmaps:
+        t0 = time.perf_counter()
+        on_gpu = resolve_device(cfg.model_options.device).type == "cuda"
+        step = cfg.confmap_step or (GPU_CONFMAP_STEP if on_gpu else CPU_CONFMAP_STEP)
+        rows = RunStore(run).read_attacks()
+        chosen = _confmap_images(rows)
+        if chosen:
+            confmap_run(run, chosen, ConfmapConfig(step=step, progress=cfg.progress,
+                                                   device=cfg.model_options.device),
+                        model_options=cfg.model_options)
+        seconds["confmaps"] = time.perf_counter() - t0
+
+    t0 = time.perf_counter()
+    report = write_report(run)
+    seconds["report"] = time.perf_counter() - t0
+    return DemoResult(report, run, summary, headlines(RunStore(run).read_attacks()), seconds)
+
+
+def _confmap_images(rows: list[dict[str, str]]) -> list[str]:
+    """The most successful and the least successful (failed) mitosis-to-normal attack."""
+    down = [r for r in rows if r["status"] == "attacked" and r["goal"] == "decrease"]
+    if not down:
+        down = [r for r in rows if r["status"] == "attacked"]
+    if not down:
+        return []
+    gain = sorted(down, key=lambda r: (abs(float(r["original_score"]) - float(r["attacked_score"])),
+                                       r["image"]))
+    best, worst = gain[-1]["image"], gain[0]["image"]
+    return [best] if best == worst else [best, worst]

@@ -133,6 +133,8 @@ class TorchClassifier:
         module = ScoringModule(net, io).eval().to(device=self.device, dtype=self.dtype)
         for p in module.parameters():
             p.requires_grad_(False)
+        # Kept un-optimised: the exact fast confidence-map path walks its layers.
+        self.scoring_module = module
         self.module = self._optimize(module) if self.options.optimize else module
         self._checked_outputs = False
 

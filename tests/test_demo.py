@@ -1,0 +1,74 @@
+"""The demo: dataset building and the whole pipeline on real assets (small DE settings)."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from onepixel.attack import AttackConfig
+from onepixel.data import load_image, scan_dataset
+from onepixel.de import DEConfig
+from onepixel.demo import DemoConfig, headlines, run_demo
+from onepixel.demo_dataset import build_demo_dataset
+from onepixel.models import ModelOptions, load_classifier
+
+
+@pytest.fixture(scope="module")
+def classifier(max_model_path):
+    return load_classifier("max-mitosis", ModelOptions(device="cpu"))
+
+
+def test_demo_dataset_is_real_deterministic_and_unambiguous(tmp_path, classifier):
+    try:
+        from onepixel import assets
+
+        for name in assets.HE_IMAGES:
+            assets.ensure(name, download=False)
+    except Exception:
+        pytest.skip("needs the shared H&E images (ONEPIXEL_ASSETS)")
+    a = build_demo_dataset(tmp_path / "a", classifier, n_normal=12)
+    b = build_demo_dataset(tmp_path / "b", classifier, n_normal=12)
+    assert (a.n_mitosis, a.n_normal) == (8, 12)
+    ds, ds_b = scan_dataset(a.root), scan_dataset(b.root)
+    names = [ds.relative_name(i) for i in ds.items]
+    assert names == [ds_b.relative_name(i) for i in ds_b.items]
+    images = np.stack([load_image(i.path) for i in ds.items])
+    scores = classifier.scores(images)
+    positive = np.array([i.positive for i in ds.items])
+    assert positive.sum() == 8 and np.all(scores[positive] > 0.96)
+    assert np.all(scores[~positive] <= 0.1)
+    meta = json.loads((a.root / "dataset.json").read_text())
+    assert len(meta["tiles"]) == 11 and "false.png" in meta["normal"]
+
+
+def test_demo_end_to_end(tmp_path, max_model_path):
+    cfg = DemoConfig(out=tmp_path / "demo", model_options=ModelOptions(device="cpu"), n_normal=4,
+                     confmap_step=255, progress=False,
+                     attack=AttackConfig(de=DEConfig(population=20, maxiter=8)))
+    result = run_demo(cfg)
+    assert result.report.exists() and result.report.stat().st_size > 10_000
+    assert (result.run / "analysis" / "tables.md").exists()
+    maps = list((result.run / "confmaps").glob("*/confmap.npz"))
+    assert 1 <= len(maps) <= 2
+    assert result.summary["directions"]["mitosis-to-normal"]["attacked"] == 8
+    assert any("crossed 0.5" in h for h in result.headlines)
+    again = run_demo(cfg)  # reuses the dataset and the finished run
+    assert again.summary["directions"] == result.summary["directions"]
+    assert again.summary["evaluations_this_session"] == 0
+
+
+def test_headlines_from_rows():
+    rows = [
+        {"status": "attacked", "direction": "m-to-n", "success": "1", "early_converged": "0",
+         "x": "2", "y": "4", "r": "255", "g": "255", "b": "0"},
+        {"status": "attacked", "direction": "m-to-n", "success": "0", "early_converged": "1",
+         "x": "3", "y": "4", "r": "1", "g": "2", "b": "3"},
+        {"status": "skipped", "direction": "n-to-m", "success": "0", "early_converged": "0",
+         "x": "", "y": "", "r": "", "g": "", "b": ""},
+    ]
+    lines = headlines(rows)
+    assert lines[0] == "m-to-n: 1 of 2 attacks crossed 0.5 (50%), 1 converged early"
+    assert "1 of 1" in lines[1] and "(100%" in lines[1]
+    assert "(255, 255, 0)" in lines[2]
