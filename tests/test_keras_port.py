@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from keras_reference import run_keras_h5
-from onepixel.demo import dihedral_variants
+from onepixel.demo_dataset import dihedral_variants
 from onepixel.models import ModelOptions, load_classifier, load_keras_module
 from onepixel.models.base import preprocess_numpy
 

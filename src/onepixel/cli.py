@@ -22,7 +22,8 @@ def _add_model_options(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("model")
     g.add_argument("--model", default="max-mitosis",
                    help="max-mitosis (built-in), *.h5/*.hdf5 (Keras), *.onnx, *.pt/*.ts "
-                        "(TorchScript); default: %(default)s")
+                        "(TorchScript), http://HOST:PORT (a MAX-API service; key from "
+                        "$ONEPIXEL_API_KEY); default: %(default)s")
     g.add_argument("--device", default="auto", help="auto, cpu or cuda[:N] (default: auto)")
     g.add_argument("--engine", default="auto", choices=["auto", "torch", "onnxruntime"],
                    help="engine for Keras/built-in models; auto = ONNX Runtime on CPU, torch on CUDA")
@@ -179,6 +180,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--overwrite", action="store_true", help="replace a non-empty --out folder")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_preprocess_tupac)
+
+    p = sub.add_parser("serve", help="serve a model with the MAX HTTP API (docs/server.md)")
+    from onepixel.server import add_server_arguments  # argparse only: no web framework imported
+
+    add_server_arguments(p)
+    _add_model_options(p)
+    p.set_defaults(func=cmd_serve)
 
     p = sub.add_parser("demo", help="the whole study on the built-in model and real images")
     p.add_argument("--out", default="onepixel-demo", metavar="DIR",
@@ -359,6 +367,14 @@ def cmd_preprocess_tupac(args: argparse.Namespace) -> int:
         print(f"{split}: {len(cases)} cases, {counts['mitosis']} mitosis and {counts['normal']} "
               f"normal patches")
     print(f"wrote {result.out} (settings: {result.out / 'preprocess.json'})")
+    return 0
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    from onepixel.models import load_classifier
+    from onepixel.server import serve, server_options
+
+    serve(load_classifier(args.model, _model_options(args)), **server_options(args))
     return 0
 
 

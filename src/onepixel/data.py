@@ -55,7 +55,7 @@ def load_image(path: str | Path, expected_shape: Sequence[int] | None = None) ->
             if mode != "RGB":
                 log.info("%s: converting %s image to RGB%s", path, mode,
                          " (alpha dropped)" if "A" in mode else "")
-                img = _to_rgb(img)
+                img = to_rgb(img)
             array = np.asarray(img, dtype=np.uint8)
     except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as exc:
         raise ImageError(f"cannot read image {path}: {exc}") from exc
@@ -64,7 +64,7 @@ def load_image(path: str | Path, expected_shape: Sequence[int] | None = None) ->
     return array
 
 
-def _to_rgb(img: Image.Image) -> Image.Image:
+def to_rgb(img: Image.Image) -> Image.Image:
     # 16-bit greyscale ("I;16", "I") must be scaled to 8 bits, which PIL's convert does not do.
     if img.mode in ("I;16", "I;16B", "I;16L", "I"):
         arr = np.asarray(img, dtype=np.float64)

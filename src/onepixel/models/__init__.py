@@ -3,6 +3,7 @@
 from onepixel.models.base import Classifier, ModelIO
 from onepixel.models.callable_backend import CallableClassifier
 from onepixel.models.export import export_onnx
+from onepixel.models.http_backend import HttpClassifier
 from onepixel.models.keras_h5 import KerasGraph, KerasNet, load_keras_module, read_keras_h5
 from onepixel.models.onnx_backend import OnnxClassifier
 from onepixel.models.registry import BUILTIN, ModelOptions, load_classifier
@@ -12,6 +13,7 @@ __all__ = [
     "BUILTIN",
     "CallableClassifier",
     "Classifier",
+    "HttpClassifier",
     "KerasGraph",
     "KerasNet",
     "ModelIO",

@@ -1,7 +1,7 @@
 """Turn a model spec string into a Classifier.
 
 Specs: ``max-mitosis`` (built-in), ``*.h5`` / ``*.hdf5`` (Keras 2), ``*.onnx``, ``*.pt`` /
-``*.ts`` (TorchScript).
+``*.ts`` (TorchScript), ``http://HOST:PORT`` (a service with the MAX API, see docs/server.md).
 """
 
 from __future__ import annotations
@@ -98,7 +98,11 @@ def load_classifier(spec: str, options: ModelOptions | None = None) -> Classifie
         path = assets.ensure(BUILTIN, options.assets_dir)
         return keras_classifier(path, options, name=BUILTIN, io=MAX_IO)
     if spec.startswith(("http://", "https://")):
-        raise ModelError(f"{spec}: models over HTTP are not supported in this version yet")
+        from onepixel.models.http_backend import HttpClassifier
+
+        # A MAX-API service; --batch-size is the images per batch request.
+        return HttpClassifier(spec, batch_size=options.batch_size or 128,
+                              input_shape=options.input_shape)
     path = Path(spec)
     suffix = path.suffix.lower()
     known = {".h5", ".hdf5", ".onnx", ".pt", ".ts"}

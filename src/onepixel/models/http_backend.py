@@ -1,0 +1,478 @@
+"""A Classifier behind an HTTP service that speaks the MAX API (the papers' black-box setting).
+
+:class:`HttpClassifier` sends images as lossless PNG to ``POST /model/predict`` (one image per
+request, what IBM's MAX containers offer) or, when the server offers it, to
+``POST /model/predict_batch`` (many images per request; ``onepixel serve`` does), over a pool of
+keep-alive connections with several requests in flight. Connection errors, timeouts and 5xx
+answers are retried with exponential backoff, so a server that restarts costs a few seconds,
+not results. 4xx answers are errors at once (:class:`HttpError` and subclasses, all
+:class:`~onepixel.errors.ModelError`), with the server's message.
+
+PNG is lossless, and the server's JSON carries each float64 score with all its digits, so the
+scores equal the in-process scores of the same model exactly, and an attack over HTTP follows
+the same path as an attack in process.
+
+Needs httpx (``pip install 'onepixel[server]'``).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import ipaddress
+import json
+import logging
+import os
+import random
+import struct
+import threading
+import time
+import zlib
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+from urllib.parse import urlsplit
+
+import numpy as np
+
+from onepixel.errors import ModelError
+from onepixel.models.base import check_batch
+
+log = logging.getLogger(__name__)
+
+#: Environment variable holding the API key (the server reads the same one).
+API_KEY_ENV = "ONEPIXEL_API_KEY"
+PREDICT = "/model/predict"
+PREDICT_BATCH = "/model/predict_batch"
+METADATA = "/model/metadata"
+DEFAULT_SHAPE = (64, 64, 3)
+_PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+_RETRY_STATUS = frozenset({429, 500, 502, 503, 504})
+
+
+class HttpError(ModelError):
+    """The model service answered with an error, or not at all.
+
+    Attributes
+    ----------
+    status : int or None
+        The HTTP status; None when no answer came.
+    url : str
+    """
+
+    def __init__(self, message: str, status: int | None = None, url: str = ""):
+        super().__init__(message)
+        self.status = status
+        self.url = url
+
+
+class HttpAuthError(HttpError):
+    """401 / 403: the service wants an API key, or another one."""
+
+
+class HttpUnavailableError(HttpError):
+    """No usable answer after every retry (connection refused, timeouts, 5xx)."""
+
+
+def _require_httpx():
+    try:
+        import httpx
+    except ImportError as exc:
+        raise ModelError("models over HTTP need httpx: pip install 'onepixel[server]'") from exc
+    return httpx
+
+
+def _chunk(kind: bytes, data: bytes) -> bytes:
+    return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(data, zlib.crc32(kind)))
+
+
+def encode_png(image: np.ndarray, level: int = 0) -> bytes:
+    """Encode a uint8 RGB image (H, W, 3) as a PNG, losslessly.
+
+    8-bit truecolour, no interlace, filter 0 on every row, zlib ``level`` (0 = stored: about
+    10 µs for 64x64 and 12 KiB; 1-9 smaller and slower). Any PNG decoder reads back the exact
+    array.
+    """
+    image = np.asarray(image)
+    if image.dtype != np.uint8 or image.ndim != 3 or image.shape[2] != 3:
+        raise ModelError(f"encode_png needs uint8 (H, W, 3), got {image.dtype} {image.shape}")
+    h, w, _ = image.shape
+    raw = np.empty((h, 1 + 3 * w), dtype=np.uint8)
+    raw[:, 0] = 0
+    raw[:, 1:] = image.reshape(h, 3 * w)
+    header = struct.pack(">IIBBBBB", w, h, 8, 2, 0, 0, 0)
+    return (_PNG_SIGNATURE + _chunk(b"IHDR", header)
+            + _chunk(b"IDAT", zlib.compress(raw.tobytes(), level)) + _chunk(b"IEND", b""))
+
+
+def _multipart(files: Sequence[bytes], field: str = "image") -> tuple[bytes, str]:
+    """A multipart/form-data body with ``field`` repeated, one PNG each, and its content type."""
+    while True:
+        boundary = os.urandom(16).hex()
+        marker = boundary.encode()
+        if not any(marker in f for f in files):
+            break
+    pieces = []
+    for i, data in enumerate(files):
+        pieces.append(b"--%s\r\nContent-Disposition: form-data; name=\"%s\"; filename=\"%d.png\"\r\n"
+                      b"Content-Type: image/png\r\n\r\n" % (marker, field.encode(), i))
+        pieces.append(data)
+        pieces.append(b"\r\n")
+    pieces.append(b"--%s--\r\n" % marker)
+    return b"".join(pieces), f"multipart/form-data; boundary={boundary}"
+
+
+def base_url(url: str) -> str:
+    """The service root of a MAX API URL (``/model/predict`` and the like are stripped)."""
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.netloc:
+        raise ModelError(f"not an HTTP URL: {url!r}; use http://HOST:PORT (the MAX service root)")
+    path = parts.path.rstrip("/")
+    for suffix in (PREDICT_BATCH, PREDICT, METADATA, "/model"):
+        if path.endswith(suffix):
+            path = path[: -len(suffix)]
+            break
+    return f"{parts.scheme}://{parts.netloc}{path}"
+
+
+def _is_loopback(host: str | None) -> bool:
+    if not host:
+        return False
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+class HttpClassifier:
+    """Classifier for a model served with the MAX HTTP API.
+
+    Parameters
+    ----------
+    url : str
+        Service root, e.g. ``http://127.0.0.1:5000`` (a ``/model/predict`` suffix is accepted).
+    api_key : str, optional
+        Sent as ``X-API-Key``; default ``$ONEPIXEL_API_KEY``.
+    timeout : float
+        Seconds for one request (connect: at most 10).
+    retries : int
+        Retries of a request after a connection error, a timeout or a 5xx/429 answer, with
+        exponential backoff ``backoff * 2**k`` (capped at ``max_backoff``, times a random
+        factor in [0.5, 1]): the defaults wait 16 to 32 s in all before giving up, enough for
+        a server restart.
+    concurrency : int
+        Requests in flight at once (and pooled keep-alive connections).
+    batch : bool
+        Use ``/model/predict_batch`` when the service offers it (told by its metadata, or
+        found by trying once); False always sends one image per request.
+    batch_size : int
+        Images per batch request (the server's ``max_batch`` lowers it).
+    png_level : int
+        zlib level of the PNGs (0, stored, is the fastest; raise it for slow networks).
+    input_shape : (H, W, 3), optional
+        Default: from the service's metadata, else (64, 64, 3).
+    transport : httpx transport, optional
+        For tests (``httpx.MockTransport``).
+
+    Attributes
+    ----------
+    name, fingerprint : str
+        From the service's metadata: ``onepixel serve`` reports the model's name and file
+        sha256 (so RUN folders resume across in-process and HTTP runs); for other services the
+        name is the metadata ``id`` and the fingerprint the sha256 of the metadata JSON.
+    metadata : dict
+        The ``/model/metadata`` answer ({} when the service has none).
+    n_queries, n_images, n_retries : int
+        Model requests answered, images scored, requests retried.
+    """
+
+    def __init__(self, url: str, api_key: str | None = None, timeout: float = 60.0,
+                 retries: int = 8, concurrency: int = 4, batch: bool = True, batch_size: int = 128,
+                 *, backoff: float = 0.25, max_backoff: float = 8.0, png_level: int = 0,
+                 input_shape: tuple[int, int, int] | None = None, transport: Any = None):
+        httpx = _require_httpx()
+        if not timeout > 0:
+            raise ModelError(f"HTTP timeout must be > 0 seconds, got {timeout}")
+        if retries < 0:
+            raise ModelError(f"HTTP retries must be >= 0, got {retries}")
+        if concurrency < 1:
+            raise ModelError(f"HTTP concurrency must be >= 1, got {concurrency}")
+        if batch_size < 1:
+            raise ModelError(f"HTTP batch size must be >= 1, got {batch_size}")
+        if not 0 <= png_level <= 9:
+            raise ModelError(f"png_level must be within 0..9, got {png_level}")
+        if backoff < 0 or max_backoff < 0:
+            raise ModelError("backoff times must be >= 0")
+        self.url = base_url(url)
+        self.retries = retries
+        self.concurrency = concurrency
+        self.png_level = png_level
+        self.backoff = backoff
+        self.max_backoff = max_backoff
+        self.n_queries = 0
+        self.n_images = 0
+        self.n_retries = 0
+        self._lock = threading.Lock()
+        self._rng = random.Random()
+        self._pool: ThreadPoolExecutor | None = None
+        key = api_key if api_key is not None else os.environ.get(API_KEY_ENV)
+        headers = {"accept": "application/json", "user-agent": "onepixel-http-classifier"}
+        if key:
+            headers["x-api-key"] = key
+        self._has_key = bool(key)
+        self._client = httpx.Client(
+            base_url=self.url, headers=headers, transport=transport,
+            timeout=httpx.Timeout(timeout, connect=min(timeout, 10.0)),
+            limits=httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency),
+            # Proxies from the environment never apply to this machine's own services.
+            trust_env=not _is_loopback(urlsplit(self.url).hostname))
+        self._httpx = httpx
+        try:
+            self.metadata = self._fetch_metadata()
+        except BaseException:
+            self._client.close()
+            raise
+        ours = self.metadata.get("onepixel") if isinstance(self.metadata.get("onepixel"), dict) else {}
+        self.name = str(ours.get("model") or self.metadata.get("id") or self.metadata.get("name")
+                        or f"http-{urlsplit(self.url).netloc}")
+        self.fingerprint = _fingerprint(self.metadata)
+        shape = input_shape or ours.get("input_shape") or DEFAULT_SHAPE
+        try:
+            shape = tuple(int(s) for s in shape)
+        except (TypeError, ValueError):
+            shape = ()
+        if len(shape) != 3 or shape[2] != 3 or min(shape) < 1:
+            raise ModelError(f"{self.url}: input shape {shape} is not (H, W, 3); give input_shape")
+        self._input_shape: tuple[int, int, int] = shape  # type: ignore[assignment]
+        #: True / False once known; None: try the batch endpoint on first use.
+        self.batch_supported: bool | None = None
+        self.batch_size = batch_size
+        if not batch:
+            self.batch_supported = False
+        elif ours.get("predict_batch"):
+            self.batch_supported = True
+            if isinstance(ours.get("max_batch"), int) and ours["max_batch"] >= 1:
+                self.batch_size = min(batch_size, ours["max_batch"])
+        log.info("%s: model %s, input %s, batch endpoint %s", self.url, self.name, self._input_shape,
+                 {True: "yes", False: "no", None: "to be found"}[self.batch_supported])
+
+    # -- Classifier -------------------------------------------------------------------------
+
+    @property
+    def input_shape(self) -> tuple[int, int, int]:
+        return self._input_shape
+
+    def scores(self, images: np.ndarray) -> np.ndarray:
+        """Probabilities of the positive class, shape (N,), float64, for uint8 (N, H, W, 3).
+
+        Raises
+        ------
+        HttpAuthError
+            The service refused the API key (or wants one).
+        HttpError
+            The service refused the images (4xx) or answered something that is not the MAX API.
+        HttpUnavailableError
+            No answer after every retry.
+        """
+        images = check_batch(images, self.input_shape, self.name)
+        n = len(images)
+        out = np.empty(n, dtype=np.float64)
+        start = 0
+        while start < n and self.batch_supported is None:  # find out once, on real images
+            stop = min(start + self.batch_size, n)
+            out[start:stop] = self._score_chunk(images[start:stop])
+            start = stop
+        step = self.batch_size if self.batch_supported else 1
+        spans = [(a, min(a + step, n)) for a in range(start, n, step)]
+        if len(spans) <= 1 or self.concurrency == 1:
+            for a, b in spans:
+                out[a:b] = self._score_chunk(images[a:b])
+            return out
+        pool = self._executor()
+        futures = [pool.submit(self._score_chunk, images[a:b]) for a, b in spans]
+        try:
+            for (a, b), future in zip(spans, futures, strict=True):
+                out[a:b] = future.result()
+        except BaseException:
+            for future in futures:
+                future.cancel()
+            raise
+        return out
+
+    def close(self) -> None:
+        """Close the connections and the worker threads."""
+        if self._pool is not None:
+            self._pool.shutdown(wait=True, cancel_futures=True)
+            self._pool = None
+        self._client.close()
+
+    def __enter__(self) -> HttpClassifier:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"HttpClassifier({self.url!r}, name={self.name!r})"
+
+    # -- internals --------------------------------------------------------------------------
+
+    def _executor(self) -> ThreadPoolExecutor:
+        with self._lock:
+            if self._pool is None:
+                self._pool = ThreadPoolExecutor(self.concurrency, thread_name_prefix="onepixel-http")
+            return self._pool
+
+    def _score_chunk(self, images: np.ndarray) -> np.ndarray:
+        """Scores of a few images: one batch request, or one request per image."""
+        if self.batch_supported is False:
+            return np.array([self._post(PREDICT, images[i : i + 1])[0] for i in range(len(images))])
+        try:
+            scores = self._post(PREDICT_BATCH, images)
+        except HttpError as exc:
+            if self.batch_supported is None and exc.status in (404, 405):
+                log.info("%s offers no %s; sending one image per request", self.url, PREDICT_BATCH)
+                self.batch_supported = False
+                return self._score_chunk(images)
+            if exc.status == 413 and len(images) > 1:
+                half = len(images) // 2
+                with self._lock:
+                    self.batch_size = max(1, min(self.batch_size, half))
+                log.warning("%s: %d images are too large for one request; sending %d at a time",
+                            self.url, len(images), self.batch_size)
+                return np.concatenate([self._score_chunk(images[:half]),
+                                       self._score_chunk(images[half:])])
+            raise
+        self.batch_supported = True
+        return scores
+
+    def _post(self, path: str, images: np.ndarray) -> np.ndarray:
+        body, ctype = _multipart([encode_png(img, self.png_level) for img in images])
+        answer = self._request("POST", path, content=body, headers={"content-type": ctype})
+        scores = self._parse_predictions(answer, path, len(images))
+        with self._lock:
+            self.n_queries += 1
+            self.n_images += len(images)
+        return scores
+
+    def _parse_predictions(self, answer: Any, path: str, n: int) -> np.ndarray:
+        where = f"{self.url}{path}"
+        try:
+            if answer.get("status") not in (None, "ok"):
+                raise ValueError(f"status {answer.get('status')!r}")
+            preds = answer["predictions"]
+            if len(preds) != n:
+                raise ValueError(f"{len(preds)} predictions for {n} images")
+            scores = np.array([float(p["probability"]) for p in preds], dtype=np.float64)
+        except (AttributeError, KeyError, TypeError, ValueError, IndexError) as exc:
+            raise HttpError(f"{where} did not answer with the MAX API "
+                            f"({{'status': 'ok', 'predictions': [{{'probability': p}}]}}): {exc}",
+                            url=where) from None
+        if not np.all(np.isfinite(scores)) or scores.min(initial=0) < 0 or scores.max(initial=0) > 1:
+            raise HttpError(f"{where} returned probabilities outside [0, 1]", url=where)
+        return scores
+
+    def _fetch_metadata(self) -> dict:
+        try:
+            meta = self._request("GET", METADATA)
+        except HttpError as exc:
+            if exc.status in (404, 405):
+                log.warning("%s has no %s; assuming a %s input", self.url, METADATA, DEFAULT_SHAPE)
+                return {}
+            raise
+        return meta if isinstance(meta, dict) else {}
+
+    def _delay(self, attempt: int, retry_after: str | None) -> float:
+        if retry_after:
+            try:
+                return min(self.max_backoff, max(0.0, float(retry_after)))
+            except ValueError:
+                pass
+        base = min(self.max_backoff, self.backoff * 2.0 ** attempt)
+        return base * (0.5 + 0.5 * self._rng.random())
+
+    def _request(self, method: str, path: str, **kwargs: Any) -> Any:
+        """Send with retries; the decoded JSON of a 2xx answer, or an :class:`HttpError`."""
+        httpx = self._httpx
+        where = f"{self.url}{path}"
+        last = ""
+        lost_connection = False
+        for attempt in range(self.retries + 1):
+            retry_after = None
+            try:
+                response = self._client.request(method, path, **kwargs)
+            except httpx.TransportError as exc:  # connect/read/write errors and timeouts
+                last = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+                lost_connection = True
+            else:
+                status = response.status_code
+                if status < 400:
+                    try:
+                        answer = response.json()
+                    except ValueError:
+                        raise HttpError(f"{where} answered {status} with a body that is not JSON: "
+                                        f"{response.text[:200]!r}", status, where) from None
+                    if lost_connection and path != METADATA:
+                        self._check_same_model()
+                    return answer
+                message = _server_message(response)
+                if status not in _RETRY_STATUS:
+                    raise self._client_error(status, message, where)
+                last = f"HTTP {status}: {message}"
+                retry_after = response.headers.get("retry-after")
+            if attempt == self.retries:
+                break
+            delay = self._delay(attempt, retry_after)
+            with self._lock:
+                self.n_retries += 1
+            log.warning("%s: %s; retry %d/%d in %.2f s", where, last, attempt + 1, self.retries, delay)
+            time.sleep(delay)
+        raise HttpUnavailableError(
+            f"{where}: no answer after {self.retries + 1} tries (last: {last}); is the server "
+            "running at that address? (start one with: onepixel serve --port PORT)", None, where)
+
+    def _check_same_model(self) -> None:
+        """After a lost connection (a restart?), make sure the service still runs our model."""
+        if not self.fingerprint:
+            return
+        now = _fingerprint(self._fetch_metadata())
+        if now != self.fingerprint:
+            raise HttpError(f"{self.url} came back with another model (fingerprint {now[:16]}... "
+                            f"instead of {self.fingerprint[:16]}...); stopping so that results of "
+                            "two models are not mixed: serve the same model again and resume",
+                            url=self.url)
+        log.info("%s is back with the same model", self.url)
+
+    def _client_error(self, status: int, message: str, where: str) -> HttpError:
+        if status in (401, 403):
+            hint = ("set the key with $ONEPIXEL_API_KEY (or api_key=)" if not self._has_key
+                    else "the key sent was refused; check $ONEPIXEL_API_KEY (or api_key=)")
+            return HttpAuthError(f"{where} answered {status}: {message}; {hint}", status, where)
+        if status == 413:
+            return HttpError(f"{where} answered 413 (request too large): {message}; use a smaller "
+                             "batch_size", status, where)
+        return HttpError(f"{where} answered {status}: {message}", status, where)
+
+
+def _fingerprint(metadata: dict) -> str:
+    """The model's sha256 as the service reports it, else the sha256 of its metadata JSON."""
+    ours = metadata.get("onepixel")
+    if isinstance(ours, dict) and ours.get("sha256"):
+        return str(ours["sha256"])
+    if metadata:
+        canonical = json.dumps(metadata, sort_keys=True, separators=(",", ":"))
+        return hashlib.sha256(canonical.encode()).hexdigest()
+    return ""
+
+
+def _server_message(response) -> str:
+    try:
+        body = response.json()
+    except ValueError:
+        return response.text[:300].strip() or response.reason_phrase
+    if isinstance(body, dict):
+        for key in ("message", "detail", "error"):
+            if body.get(key):
+                return str(body[key])
+    return json.dumps(body)[:300]
