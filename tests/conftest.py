@@ -10,8 +10,9 @@ import pytest
 from onepixel import assets
 from onepixel.errors import AssetError
 
-SKIP_REASON = ("needs the MAX assets: set ONEPIXEL_ASSETS to a folder holding max-mitosis/ "
-               "(e.g. ../shared/assets) or run once with internet to fill the cache")
+SKIP_REASON = ("needs the real assets (MAX model, sample patches, H&E images): set ONEPIXEL_ASSETS "
+               "to a folder holding max-mitosis/ and he-images/ (e.g. ../shared/assets), or run "
+               "once with internet to fill the cache")
 
 
 def _asset(name: str) -> Path:
@@ -24,6 +25,13 @@ def _asset(name: str) -> Path:
 @pytest.fixture(scope="session")
 def max_model_path() -> Path:
     return _asset("max-mitosis")
+
+
+@pytest.fixture(scope="session")
+def he_dir() -> Path:
+    """The folder holding the registered H&E images (he-images/), verified."""
+    paths = [_asset(name) for name in assets.HE_IMAGES]
+    return paths[0].parent
 
 
 @pytest.fixture(scope="session")

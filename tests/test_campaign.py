@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-import csv
 import json
 import os
 import signal
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -18,30 +16,18 @@ from PIL import Image
 from onepixel.attack import AttackConfig
 from onepixel.campaign import CampaignConfig, run_campaign
 from onepixel.de import DEConfig
-from onepixel.demo_dataset import dihedral_variants
 from onepixel.errors import OnepixelError
 from onepixel.models import ModelOptions
 from onepixel.runstore import RunError, RunStore
+from run_files import attack_rows, history_rows, write_patch_dataset
 
 FAST = AttackConfig(de=DEConfig(population=20, maxiter=6))
 
 
 @pytest.fixture(scope="module")
 def dataset(tmp_path_factory, true_png, false_png):
-    """Real patches: 8 rotations/flips of true.png, false.png, and an ambiguous 'mitosis'
-    (false.png filed as mitosis, so it scores < 0.9 and must be skipped)."""
-    from onepixel.data import load_image
-
-    root = tmp_path_factory.mktemp("dataset")
-    (root / "train" / "mitosis").mkdir(parents=True)
-    (root / "val" / "normal").mkdir(parents=True)
-    for key, img in dihedral_variants(load_image(true_png)).items():
-        Image.fromarray(img).save(root / "train" / "mitosis" / f"true-{key}.png")
-    false = load_image(false_png)
-    Image.fromarray(false).save(root / "val" / "normal" / "false.png")
-    Image.fromarray(np.ascontiguousarray(false[::-1])).save(root / "val" / "normal" / "false-flip.png")
-    Image.fromarray(false).save(root / "train" / "mitosis" / "zz-ambiguous.png")
-    return root
+    return write_patch_dataset(tmp_path_factory.mktemp("dataset") / "train", true_png, false_png,
+                               ambiguous=True)
 
 
 def _config(dataset, out, **kw):
@@ -49,25 +35,12 @@ def _config(dataset, out, **kw):
                           attack=kw.pop("attack", FAST), progress=False, **kw)
 
 
-def _rows(run: Path) -> list[dict]:
-    with open(run / "attacks.csv", newline="") as fh:
-        rows = sorted(csv.DictReader(fh), key=lambda r: r["image"])
-    for r in rows:
-        r.pop("seconds")
-    return rows
-
-
-def _history(run: Path) -> list[tuple]:
-    with open(run / "history.csv", newline="") as fh:
-        return sorted(tuple(r) for r in csv.reader(fh))
-
-
 def test_campaign_writes_every_row(dataset, tmp_path, max_model_path):
     summary = run_campaign(_config(dataset, tmp_path / "run", batch_images=4))
-    rows = _rows(tmp_path / "run")
+    rows = attack_rows(tmp_path / "run")
     assert len(rows) == 11
     by_name = {r["image"]: r for r in rows}
-    skipped = by_name["train/mitosis/zz-ambiguous.png"]
+    skipped = by_name["mitosis/zz-ambiguous.png"]
     assert skipped["status"] == "skipped" and "< 0.9" in skipped["skip_reason"]
     assert skipped["attacked_score"] == "" and skipped["x"] == ""
     for r in rows:
@@ -80,7 +53,7 @@ def test_campaign_writes_every_row(dataset, tmp_path, max_model_path):
         assert int(r["nfev"]) == 20 * (int(r["nit"]) + 1)
         assert r["early_converged"] == ("1" if r["nit"] == "1" else "0")
         assert r["success"] == ("1" if (after < 0.5 if r["goal"] == "decrease" else after > 0.5) else "0")
-    history = _history(tmp_path / "run")
+    history = history_rows(tmp_path / "run")
     attacked = [r for r in rows if r["status"] == "attacked"]
     assert len(history) - 1 == sum(int(r["nit"]) + 1 for r in attacked)
     config = json.loads((tmp_path / "run" / "config.json").read_text())
@@ -111,12 +84,12 @@ def test_resume_after_kill_equals_uninterrupted(dataset, tmp_path, max_model_pat
         time.sleep(0.02)
     proc.send_signal(signal.SIGKILL)
     proc.wait()
-    done_before = _rows(run)
+    done_before = attack_rows(run)
     assert 4 <= len(done_before) < 11, "the kill should land mid-campaign"
     resumed = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
     assert resumed.returncode == 0, resumed.stderr
-    assert _rows(run) == _rows(reference)
-    assert _history(run) == _history(reference)
+    assert attack_rows(run) == attack_rows(reference)
+    assert history_rows(run) == history_rows(reference)
 
 
 def test_resume_refuses_other_settings(dataset, tmp_path, max_model_path):
@@ -126,10 +99,10 @@ def test_resume_refuses_other_settings(dataset, tmp_path, max_model_path):
         run_campaign(_config(dataset, tmp_path / "run", attack=other))
     # A larger --limit on the same settings continues the run.
     run_campaign(_config(dataset, tmp_path / "run", limit=4))
-    assert len(_rows(tmp_path / "run")) == 4
+    assert len(attack_rows(tmp_path / "run")) == 4
 
 
-def test_store_repairs_torn_lines_and_orphan_history(tmp_path):
+def test_store_repairs_torn_lines_and_orphanhistory_rows(tmp_path):
     store = RunStore(tmp_path / "run")
     assert store.open({"attack": {}}) == set()
     with open(store.attacks_path, "a") as fh:

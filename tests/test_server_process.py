@@ -7,7 +7,6 @@ test shows no errors and no memory growth in the server.
 
 from __future__ import annotations
 
-import csv
 import io
 import os
 import signal
@@ -26,10 +25,10 @@ from PIL import Image
 from onepixel.attack import AttackConfig, OnePixelAttack
 from onepixel.campaign import CampaignConfig, run_campaign
 from onepixel.de import DEConfig
-from onepixel.demo_dataset import dihedral_variants
 from onepixel.evaluate import HostEvaluator
 from onepixel.models import ModelOptions, load_classifier
 from onepixel.models.http_backend import HttpAuthError, HttpClassifier, encode_png
+from run_files import attack_rows, history_rows, write_patch_dataset
 
 httpx = pytest.importorskip("httpx")
 pytest.importorskip("fastapi")
@@ -223,30 +222,7 @@ def test_load_no_errors_no_memory_growth(server, sample_images):
 
 @pytest.fixture(scope="module")
 def dataset(tmp_path_factory, true_png, false_png):
-    from onepixel.data import load_image
-
-    root = tmp_path_factory.mktemp("http-dataset")
-    (root / "mitosis").mkdir()
-    (root / "normal").mkdir()
-    for name, img in dihedral_variants(load_image(true_png)).items():
-        Image.fromarray(img).save(root / "mitosis" / f"true-{name}.png")
-    false = load_image(false_png)
-    Image.fromarray(false).save(root / "normal" / "false.png")
-    Image.fromarray(np.ascontiguousarray(false[::-1])).save(root / "normal" / "false-flip.png")
-    return root
-
-
-def _rows(run: Path) -> list[dict]:
-    with open(run / "attacks.csv", newline="") as fh:
-        rows = sorted(csv.DictReader(fh), key=lambda r: r["image"])
-    for r in rows:
-        r.pop("seconds")
-    return rows
-
-
-def _history(run: Path) -> list[tuple]:
-    with open(run / "history.csv", newline="") as fh:
-        return sorted(tuple(r) for r in csv.reader(fh))
+    return write_patch_dataset(tmp_path_factory.mktemp("http-dataset"), true_png, false_png)
 
 
 def test_campaign_survives_a_server_restart(dataset, tmp_path, local):
@@ -286,9 +262,9 @@ def test_campaign_survives_a_server_restart(dataset, tmp_path, local):
     finally:
         srv.stop()
     assert restarted.is_set(), "the server was never restarted"
-    assert _rows(run) == _rows(tmp_path / "reference")
-    assert len(_rows(run)) == 10
-    assert _history(run) == _history(tmp_path / "reference")
+    assert attack_rows(run) == attack_rows(tmp_path / "reference")
+    assert len(attack_rows(run)) == 10
+    assert history_rows(run) == history_rows(tmp_path / "reference")
     assert retries > 0, "the kill landed after the campaign's last request"
     assert summary["directions"]["mitosis-to-normal"]["attacked"] == 8
 

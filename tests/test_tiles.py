@@ -8,7 +8,6 @@ small synthetic images written into a temporary folder.
 from __future__ import annotations
 
 import csv
-import os
 from pathlib import Path
 
 import numpy as np
@@ -33,18 +32,6 @@ tifffile = pytest.importorskip("tifffile", reason="tiling SVS/TIFF needs tifffil
 SVS = "cmu-small-region.svs"
 JPG = "stardist-histo.jpg"
 TUPAC = ("tupac-tr-002-tile-r34-c34.png", "tupac-tr-002-tile-r35-c37.png")
-
-
-@pytest.fixture(scope="module")
-def he_dir() -> Path:
-    root = os.environ.get("ONEPIXEL_ASSETS")
-    if not root:
-        pytest.skip("needs the shared H&E images: set ONEPIXEL_ASSETS to the assets folder that "
-                    "holds he-images/ (e.g. ONEPIXEL_ASSETS=../shared/assets)")
-    folder = Path(root) / "he-images"
-    if not all((folder / name).is_file() for name in (SVS, JPG, *TUPAC)):
-        pytest.skip(f"{folder} lacks the H&E images ({SVS}, {JPG}, {', '.join(TUPAC)})")
-    return folder
 
 
 @pytest.fixture(scope="module")

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import csv
 import json
-import os
 from pathlib import Path
 
 import numpy as np
@@ -45,26 +44,15 @@ ANNOTATIONS: dict[tuple[str, str], list[tuple[int, int]]] = {
 }
 
 
-def _he_dir() -> Path:
-    root = os.environ.get("ONEPIXEL_ASSETS")
-    if not root:
-        pytest.skip("needs the shared H&E images: set ONEPIXEL_ASSETS to the assets folder that "
-                    "holds he-images/ (e.g. ONEPIXEL_ASSETS=../shared/assets)")
-    folder = Path(root) / "he-images"
-    if not folder.is_dir():
-        pytest.skip(f"{folder} not found")
-    return folder
-
-
 def _write_csv(path: Path, coords) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text("".join(f"{r},{c}\n" for r, c in coords))
 
 
 @pytest.fixture(scope="module")
-def tupac_src(tmp_path_factory) -> tuple[Path, dict[tuple[str, str], np.ndarray]]:
+def tupac_src(tmp_path_factory, he_dir) -> tuple[Path, dict[tuple[str, str], np.ndarray]]:
     """SRC/mitoses_image_data/<case>/<region>.tif + SRC/mitoses_ground_truth/<case>/<region>.csv."""
-    he = _he_dir()
+    he = he_dir
     svs = tifffile.imread(he / "cmu-small-region.svs")
     tile1 = np.asarray(Image.open(he / "tupac-tr-002-tile-r34-c34.png").convert("RGB"))
     tile2 = np.asarray(Image.open(he / "tupac-tr-002-tile-r35-c37.png").convert("RGB"))
