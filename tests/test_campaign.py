@@ -132,3 +132,41 @@ def test_cli_attack_reports_bad_settings(tmp_path):
                            "--out", str(tmp_path / "run"), "--popsize", "3"],
                           capture_output=True, text=True, timeout=120)
     assert proc.returncode == 2 and "population" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_unreadable_image_is_reported_and_skipped(tmp_path, true_png, false_png, max_model_path,
+                                                  caplog):
+    root = write_patch_dataset(tmp_path / "ds", true_png, false_png)
+    (root / "mitosis" / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n not really")
+    Image.fromarray(np.zeros((32, 32, 3), np.uint8)).save(root / "normal" / "small.png")
+    summary = run_campaign(_config(root, tmp_path / "run", limit=None))
+    rows = {r["image"]: r for r in attack_rows(tmp_path / "run")}
+    assert len(rows) == 12
+    for name in ("mitosis/broken.png", "normal/small.png"):
+        assert rows[name]["status"] == "skipped" and rows[name]["original_score"] == ""
+        assert rows[name]["skip_reason"].startswith("unreadable image:")
+        assert name.split("/")[1] in caplog.text
+    assert "32x32" in rows["normal/small.png"]["skip_reason"]
+    assert summary["directions"]["mitosis-to-normal"]["attacked"] == 8
+    from onepixel.report import analyze_run
+
+    analyze_run(tmp_path / "run", figures=False)  # the analysis reads such rows too
+
+
+@pytest.mark.slow
+def test_papers_findings_on_true_png_rotations(tmp_path, true_png, false_png, max_model_path):
+    """The papers' settings on the 8 rotations/flips of true.png: even coordinates, pure yellow,
+    early convergence recorded, and the attacks that ran on crossed 0.5."""
+    root = write_patch_dataset(tmp_path / "ds", true_png, false_png)
+    run_campaign(CampaignConfig(dataset=root, out=tmp_path / "run",
+                                model_options=ModelOptions(device="cpu"), progress=False))
+    rows = [r for r in attack_rows(tmp_path / "run") if r["label"] == "mitosis"]
+    assert len(rows) == 8 and all(r["status"] == "attacked" for r in rows)
+    even = [int(r["x"]) % 2 == 0 and int(r["y"]) % 2 == 0 for r in rows]
+    assert sum(even) > len(rows) / 2
+    colours = [(int(r["r"]), int(r["g"]), int(r["b"])) for r in rows]
+    assert max(set(colours), key=colours.count) == (255, 255, 0)
+    early = [r for r in rows if r["early_converged"] == "1"]
+    assert all(r["nit"] == "1" for r in early)
+    ran_on = [r for r in rows if r["early_converged"] == "0"]
+    assert ran_on and all(float(r["attacked_score"]) < 0.5 for r in ran_on)

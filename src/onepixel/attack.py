@@ -102,7 +102,7 @@ class AttackResult:
     goal: Goal
     status: Literal["attacked", "skipped"]
     skip_reason: str
-    original_score: float
+    original_score: float | None  # None when the image could not be read
     attacked_score: float | None = None
     x: int | None = None
     y: int | None = None

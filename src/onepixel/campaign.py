@@ -32,7 +32,7 @@ from onepixel.attack import (
     skipped_result,
 )
 from onepixel.data import Dataset, LabeledImage, load_image, scan_dataset
-from onepixel.errors import OnepixelError
+from onepixel.errors import ImageError, OnepixelError
 from onepixel.evaluate import make_evaluator
 from onepixel.models import Classifier, ModelOptions, load_classifier
 from onepixel.runstore import SUMMARY, RunStore, write_json_atomic
@@ -164,9 +164,18 @@ def run_campaign(cfg: CampaignConfig, classifier: Classifier | None = None,
     queue: list[_Pending] = []
     try:
         for start in range(0, len(todo), max(cfg.batch_images, 256)):
-            chunk = todo[start : start + max(cfg.batch_images, 256)]
-            images = np.stack([load_image(it.path, classifier.input_shape) for it in chunk])
-            originals = classifier.scores(images)
+            chunk, images = [], []
+            for it in todo[start : start + max(cfg.batch_images, 256)]:
+                try:
+                    images.append(load_image(it.path, classifier.input_shape))
+                    chunk.append(it)
+                except ImageError as exc:
+                    # One bad file must not stop a campaign over thousands: record and go on.
+                    log.warning("skipping %s", exc)
+                    store_result(unreadable_result(dataset.relative_name(it), it, cfg, str(exc)))
+            if not chunk:
+                continue
+            originals = classifier.scores(np.stack(images))
             for it, image, score in zip(chunk, images, originals, strict=True):
                 name = dataset.relative_name(it)
                 plan = plan_attack(float(score), it.positive, cfg.positive_label,
@@ -186,6 +195,15 @@ def run_campaign(cfg: CampaignConfig, classifier: Classifier | None = None,
     summary["evaluations_this_session"] = evaluator.n_evaluations
     write_json_atomic(store.dir / SUMMARY, summary)
     return summary
+
+
+def unreadable_result(name: str, item: LabeledImage, cfg: CampaignConfig,
+                      error: str) -> AttackResult:
+    """The skipped row of an image that cannot be read (or has the wrong size)."""
+    plan = plan_attack(0.5, item.positive, cfg.positive_label, cfg.negative_label, cfg.attack)
+    return AttackResult(image=name, label=item.label, direction=plan.direction, goal=plan.goal,
+                        status="skipped", skip_reason=f"unreadable image: {error}",
+                        original_score=None)
 
 
 def _attack_batch(attack: OnePixelAttack, batch: list[_Pending], config: AttackConfig,

@@ -193,7 +193,8 @@ def _parse_attacks(records: list[list[str]], source: str, first_line: int) -> At
     table = AttackTable(
         image=strings("image"), label=strings("label"), direction=strings("direction"), goal=goal,
         status=status, skip_reason=strings("skip_reason"),
-        original_score=numbers("original_score", float, optional=False),
+        # Empty for images that could not be read (skipped rows).
+        original_score=numbers("original_score", float, optional=True),
         attacked_score=numbers("attacked_score", float, optional=True),
         x=numbers("x", int, optional=True), y=numbers("y", int, optional=True),
         r=numbers("r", int, optional=True), g=numbers("g", int, optional=True),
