@@ -131,3 +131,13 @@ def test_confmap_command(tmp_path, true_png, max_model_path):
         assert proc.returncode == 2 and message in proc.stderr and "Traceback" not in proc.stderr
     proc = run_cli("confmap", "--out", tmp_path / "bad")
     assert proc.returncode == 2 and "give IMAGE" in proc.stderr
+
+
+def test_unsupported_keras_layer_exits_nonzero(tmp_path):
+    from keras_files import tiny_classifier_file
+
+    model = tiny_classifier_file(tmp_path / "odd.h5", extra_layer="Dropout")
+    Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(tmp_path / "x.png")
+    proc = run_cli("predict", tmp_path / "x.png", "--model", model)
+    assert proc.returncode == 2
+    assert "'odd' is a Dropout" in proc.stderr and "Traceback" not in proc.stderr
