@@ -21,7 +21,6 @@ import argparse
 import csv
 import json
 import os
-import platform
 import shutil
 import tempfile
 import time
@@ -30,6 +29,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from benchutil import machine
 from onepixel.analysis import ATTACK_COLUMNS
 from onepixel.report import analyze_run, write_report
 
@@ -108,19 +108,10 @@ def synthetic_run(root: Path, n: int, seed: int = 0) -> Path:
     return run
 
 
-def machine() -> str:
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
+def machine_line() -> str:
     import matplotlib
 
-    return (f"{platform.platform()}, Python {platform.python_version()}, numpy {np.__version__}, "
-            f"matplotlib {matplotlib.__version__}, {os.cpu_count()} CPUs ({cpu})")
+    return machine(f"numpy {np.__version__}", f"matplotlib {matplotlib.__version__}")
 
 
 def main() -> None:
@@ -166,7 +157,7 @@ def main() -> None:
         lines = [
             "# Analysis and report benchmark",
             "",
-            f"Machine: {machine()}",
+            f"Machine: {machine_line()}",
             "",
             f"Synthetic RUN: {args.attacks:,} attacked images + {args.attacks // 20:,} skipped, "
             f"{rows:,} history.csv rows, one 64x64 PNG per attacked image (500 distinct images "

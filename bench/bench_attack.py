@@ -17,12 +17,12 @@ from __future__ import annotations
 import argparse
 import platform
 import time
-from pathlib import Path
 
 import numpy as np
 import torch
 from scipy.optimize import differential_evolution
 
+from benchutil import emit
 from onepixel import assets
 from onepixel.attack import AttackConfig, OnePixelAttack
 from onepixel.data import load_image
@@ -140,10 +140,7 @@ def main() -> None:
     rows = [f"| {n} | {k} | {s:.1f} | {r:.3f} | {r / scipy_rate:.2f}x | {e:,.0f} | {f:.3f} | {it:.1f} |"
             for n, k, s, r, e, f, it in lines]
     table = "\n".join(header + rows)
-    print("\n" + table)
-    if args.out:
-        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.out).write_text(table + "\n")
+    emit(table, args.out)
 
 
 if __name__ == "__main__":

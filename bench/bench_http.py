@@ -27,18 +27,17 @@ from __future__ import annotations
 
 import argparse
 import os
-import platform
 import socket
 import subprocess
 import sys
 import threading
 import time
-from pathlib import Path
 
 import httpx
 import numpy as np
 import torch
 
+from benchutil import emit, machine
 from onepixel import assets
 from onepixel.attack import AttackConfig, OnePixelAttack
 from onepixel.data import load_image
@@ -49,20 +48,11 @@ from onepixel.models import ModelOptions, load_classifier
 from onepixel.models.http_backend import HttpClassifier, _multipart, encode_png
 
 
-def machine() -> str:
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
+def machine_line() -> str:
     load = ""
     if hasattr(os, "getloadavg"):
-        load = f", 1-min load average {os.getloadavg()[0]:.2f} at the start (shared machine)"
-    return (f"{platform.platform()}, Python {platform.python_version()}, {os.cpu_count()} CPUs "
-            f"({cpu}), torch {torch.__version__}, httpx {httpx.__version__}{load}")
+        load = f"1-min load average {os.getloadavg()[0]:.2f} at the start (shared machine)"
+    return machine(f"torch {torch.__version__}", f"httpx {httpx.__version__}", load)
 
 
 def free_port() -> int:
@@ -150,7 +140,7 @@ def main() -> None:
                         help="images attacked at once, comma-separated (default: %(default)s)")
     parser.add_argument("--out", default=None, help="write the markdown tables here")
     args = parser.parse_args()
-    where = machine()  # before the load starts
+    where = machine_line()  # before the load starts
 
     assets.ensure("max-mitosis")
     port = free_port()
@@ -224,10 +214,7 @@ def main() -> None:
                            f"in-process time (mean of two runs each); same pixels and scores: {same}.")
     lines += ["", *summary]
     table = "\n".join(lines)
-    print("\n" + table)
-    if args.out:
-        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.out).write_text(table + "\n")
+    emit(table, args.out)
 
 
 if __name__ == "__main__":

@@ -12,14 +12,13 @@ numbers are what ``Classifier.scores`` delivers. The baseline is plain PyTorch e
 from __future__ import annotations
 
 import argparse
-import platform
 import time
 from collections.abc import Callable
-from pathlib import Path
 
 import numpy as np
 import torch
 
+from benchutil import emit, machine
 from onepixel import assets
 from onepixel.models import ModelOptions, load_classifier
 from onepixel.models.keras_h5 import load_keras_module
@@ -52,11 +51,10 @@ def eager_scorer(net, device: torch.device, channels_last: bool, dtype=torch.flo
     return score
 
 
-def machine() -> str:
+def machine_line() -> str:
     gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "none"
-    return (f"{platform.platform()}, Python {platform.python_version()}, torch {torch.__version__}, "
-            f"{torch.get_num_threads()} torch threads, CPU: {platform.processor() or platform.machine()}, "
-            f"GPU: {gpu}")
+    return machine(f"torch {torch.__version__}", f"{torch.get_num_threads()} torch threads",
+                   f"GPU: {gpu}")
 
 
 def main() -> None:
@@ -106,16 +104,13 @@ def main() -> None:
         f"{ModelOptions(device=args.device).resolved_batch_size()})", default.scores)
 
     base = rows[0][1]
-    lines = [f"Machine: {machine()}", f"Batch {args.batch}, {args.seconds:.0f} s per row, "
+    lines = [f"Machine: {machine_line()}", f"Batch {args.batch}, {args.seconds:.0f} s per row, "
              f"device {args.device}, uint8 images in, probabilities out; 'model batch' is what "
              "one engine call sees (scores() splits its input).", "",
              "| backend | images/s | vs eager |", "|---|---:|---:|"]
     lines += [f"| {name} | {rate:,.0f} | {rate / base:.2f}x |" for name, rate in rows]
     table = "\n".join(lines)
-    print("\n" + table)
-    if args.out:
-        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.out).write_text(table + "\n")
+    emit(table, args.out)
 
 
 if __name__ == "__main__":
