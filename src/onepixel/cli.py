@@ -8,7 +8,6 @@ import io
 import logging
 import os
 import sys
-import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -201,33 +200,13 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _expand_images(paths: Sequence[str]) -> list[Path]:
-    from onepixel.data import IMAGE_SUFFIXES
-
-    out: list[Path] = []
-    for raw in paths:
-        path = Path(raw)
-        if path.is_dir():
-            found = sorted(p for p in path.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
-            if not found:
-                raise OnepixelError(f"no images (png, jpg, tif, bmp) in folder {path}")
-            out.extend(found)
-        else:
-            out.append(path)
-    return out
-
-
 def _write_csv_atomic(path: Path, header: Sequence[str], rows: Sequence[Sequence]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", newline="") as fh:
-            writer = csv.writer(fh)
-            writer.writerow(header)
-            writer.writerows(rows)
-        os.replace(tmp, path)
-    finally:
-        Path(tmp).unlink(missing_ok=True)
+    from onepixel.atomic import atomic_open
+
+    with atomic_open(path, "w", newline="") as fh:
+        writer = csv.writer(fh)
+        writer.writerow(header)
+        writer.writerows(rows)
 
 
 def _score_rows(model_spec: str, options, images: Sequence[Path]) -> list[tuple[str, str]]:
@@ -241,7 +220,9 @@ def _score_rows(model_spec: str, options, images: Sequence[Path]) -> list[tuple[
 
 
 def cmd_predict(args: argparse.Namespace) -> int:
-    rows = _score_rows(args.model, _model_options(args), _expand_images(args.images))
+    from onepixel.data import expand_image_paths
+
+    rows = _score_rows(args.model, _model_options(args), expand_image_paths(args.images))
     if args.out:
         _write_csv_atomic(Path(args.out), ("image", "score"), rows)
         log.info("wrote %d scores to %s", len(rows), args.out)

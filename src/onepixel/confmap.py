@@ -32,8 +32,6 @@ import hashlib
 import json
 import logging
 import math
-import os
-import tempfile
 import time
 from collections import deque
 from collections.abc import Callable, Iterator, Sequence
@@ -46,6 +44,7 @@ import numpy as np
 import torch
 
 from onepixel import __version__
+from onepixel.atomic import atomic_open
 from onepixel.errors import ImageError, OnepixelError
 from onepixel.evaluate import HostEvaluator, TorchEvaluator, make_evaluator
 from onepixel.models.base import Classifier
@@ -303,14 +302,8 @@ class _Reducer:
 
 # ---------------------------------------------------------------------------- checkpoints
 def _atomic_savez(path: Path, **arrays) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            np.savez(fh, **arrays)
-        os.replace(tmp, path)
-    finally:
-        Path(tmp).unlink(missing_ok=True)
+    with atomic_open(path, "wb") as fh:
+        np.savez(fh, **arrays)
 
 
 def _checkpoint_key(image: np.ndarray, classifier: Classifier, config: ConfmapConfig,
@@ -985,20 +978,13 @@ def _folder_names(images: Sequence[str]) -> dict[str, str]:
 
 
 def _write_index(path: Path, results) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", newline="") as fh:
-            writer = csv.writer(fh)
-            writer.writerow(["image", "direction", "why", "folder", "original_score",
-                             "attacked_score", "min_score", "max_score", "step", "method"])
-            for ri, folder, res in results:
-                writer.writerow([ri.image, ri.direction, ri.why, folder.name,
-                                 f"{res.original_score:.10g}",
-                                 "" if ri.attacked_score is None else f"{ri.attacked_score:.10g}",
-                                 f"{np.nanmin(res.min):.10g}", f"{np.nanmax(res.max):.10g}",
-                                 res.step, res.method])
-        os.replace(tmp, path)
-    finally:
-        with contextlib.suppress(FileNotFoundError):
-            Path(tmp).unlink()
+    with atomic_open(path, "w", newline="") as fh:
+        writer = csv.writer(fh)
+        writer.writerow(["image", "direction", "why", "folder", "original_score",
+                         "attacked_score", "min_score", "max_score", "step", "method"])
+        for ri, folder, res in results:
+            writer.writerow([ri.image, ri.direction, ri.why, folder.name,
+                             f"{res.original_score:.10g}",
+                             "" if ri.attacked_score is None else f"{ri.attacked_score:.10g}",
+                             f"{np.nanmin(res.min):.10g}", f"{np.nanmax(res.max):.10g}",
+                             res.step, res.method])

@@ -75,6 +75,36 @@ def to_rgb(img: Image.Image) -> Image.Image:
     return img.convert("RGB")
 
 
+def expand_image_paths(paths: Iterable[str | Path],
+                       suffixes: frozenset[str] = IMAGE_SUFFIXES) -> list[Path]:
+    """Files as given, folders replaced by the images under them (sorted, recursive).
+
+    Parameters
+    ----------
+    paths : iterable of path
+    suffixes : set of str
+        Lower-case file suffixes that count as images inside folders.
+
+    Raises
+    ------
+    ImageError
+        A folder holds no image.
+    """
+    out: list[Path] = []
+    for raw in paths:
+        path = Path(raw)
+        if path.is_dir():
+            found = sorted(p for p in path.rglob("*")
+                           if p.is_file() and p.suffix.lower() in suffixes
+                           and not p.name.startswith("."))
+            if not found:
+                raise ImageError(f"no images ({', '.join(sorted(suffixes))}) in folder {path}")
+            out.extend(found)
+        else:
+            out.append(path)
+    return out
+
+
 def check_image_shape(array: np.ndarray, expected_shape: Sequence[int], source: str) -> None:
     """Raise :class:`ImageError` if ``array`` is not (H, W, 3) uint8 with the expected H, W."""
     h, w = int(expected_shape[0]), int(expected_shape[1])

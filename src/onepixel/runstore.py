@@ -14,10 +14,10 @@ import io
 import json
 import logging
 import os
-import tempfile
 from collections.abc import Iterable
 from pathlib import Path
 
+from onepixel.atomic import atomic_open
 from onepixel.attack import AttackResult
 from onepixel.errors import OnepixelError
 
@@ -38,14 +38,9 @@ class RunError(OnepixelError):
 
 def write_json_atomic(path: Path, data: dict) -> None:
     """Write JSON through a temporary file and rename, so readers never see half a file."""
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w") as fh:
-            json.dump(data, fh, indent=2, sort_keys=False)
-            fh.write("\n")
-        os.replace(tmp, path)
-    finally:
-        Path(tmp).unlink(missing_ok=True)
+    with atomic_open(path, "w") as fh:
+        json.dump(data, fh, indent=2, sort_keys=False)
+        fh.write("\n")
 
 
 def _lookup(config: dict, dotted: str):
@@ -141,10 +136,8 @@ class RunStore:
         if len(kept) != len(history):
             log.info("%s: dropping %d history rows of unfinished images",
                      self.history_path, len(history) - len(kept))
-            fd, tmp = tempfile.mkstemp(prefix=".history.", dir=self.dir)
-            with os.fdopen(fd, "w", newline="") as fh:
+            with atomic_open(self.history_path, "w", newline="") as fh:
                 fh.write(_csv_text([HISTORY_COLUMNS, *kept]))
-            os.replace(tmp, self.history_path)
         return done
 
     def read_attacks(self) -> list[dict[str, str]]:

@@ -48,7 +48,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
-from onepixel.data import IMAGE_SUFFIXES, load_image
+from onepixel.data import IMAGE_SUFFIXES, expand_image_paths, load_image
 from onepixel.errors import ImageError, OnepixelError
 
 log = logging.getLogger(__name__)
@@ -574,29 +574,6 @@ def tile_name(stem: str, row: int, col: int, height: int, width: int) -> str:
     return f"{stem}_r{row:0{digits}d}_c{col:0{digits}d}.png"
 
 
-def expand_inputs(paths: Iterable[str | Path]) -> list[Path]:
-    """Files as given, folders replaced by the images under them (sorted, recursive).
-
-    Raises
-    ------
-    ImageError
-        A folder holds no image.
-    """
-    out: list[Path] = []
-    for raw in paths:
-        path = Path(raw)
-        if path.is_dir():
-            found = sorted(p for p in path.rglob("*")
-                           if p.is_file() and p.suffix.lower() in TILE_SUFFIXES
-                           and not p.name.startswith("."))
-            if not found:
-                raise ImageError(f"no images ({', '.join(sorted(TILE_SUFFIXES))}) in folder {path}")
-            out.extend(found)
-        else:
-            out.append(path)
-    return out
-
-
 def iter_slide_tiles(
     path: str | Path,
     size: int = DEFAULT_SIZE,
@@ -744,7 +721,7 @@ def tile_images(
     config = config or TileConfig()
     if isinstance(paths, str | Path):
         paths = [paths]
-    files = expand_inputs(paths)
+    files = expand_image_paths(paths, TILE_SUFFIXES)
     if not files:
         raise ImageError("no images given")
     check_output_outside(out, files)

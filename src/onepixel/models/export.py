@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 import logging
-import os
-import tempfile
 from pathlib import Path
 
 from onepixel import assets
+from onepixel.atomic import atomic_open
 from onepixel.errors import ModelError
 from onepixel.models.keras_h5 import load_keras_module
 from onepixel.models.onnx_backend import scoring_module_to_onnx
@@ -37,14 +36,8 @@ def export_onnx(spec: str, out: str | Path, options: ModelOptions | None = None)
     payload = scoring_module_to_onnx(ScoringModule(net, io, final="probability"),
                                      graph.input_shape, name, "probability")
     out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
     # Write-then-rename so an interrupted export never leaves a truncated model behind.
-    fd, tmp = tempfile.mkstemp(prefix=f".{out.name}.", dir=out.parent)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(payload)
-        os.replace(tmp, out)
-    finally:
-        Path(tmp).unlink(missing_ok=True)
+    with atomic_open(out, "wb") as fh:
+        fh.write(payload)
     log.info("wrote %s (%d bytes)", out, len(payload))
     return out

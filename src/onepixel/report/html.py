@@ -11,15 +11,14 @@ from __future__ import annotations
 import base64
 import html
 import logging
-import os
 import struct
-import tempfile
 import time
 from pathlib import Path
 
 from onepixel import __version__
 from onepixel.analysis import SECTIONS, Note, Table
 from onepixel.analysis.run import AnalysisError
+from onepixel.atomic import atomic_open
 from onepixel.report.analyze import AnalysisResult, analyze_run, is_stale, load_analysis
 from onepixel.report.figures import FigureInfo
 
@@ -290,14 +289,7 @@ def write_report(run_dir: str | Path, out: str | Path | None = None, *, reanalyz
         result = load_analysis(run_dir)
     text = render_report(result)
     path = Path(out) if out is not None else run_dir / "report.html"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(text)
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    finally:
-        Path(tmp).unlink(missing_ok=True)
+    with atomic_open(path, "w", encoding="utf-8", permissions=0o644) as fh:
+        fh.write(text)
     log.info("wrote %s (%.1f MB)", path, path.stat().st_size / 1e6)
     return path
