@@ -204,8 +204,9 @@ class OnePixelAttack:
         if len(goal_up) != len(images) or len(problem_ids) != len(images):
             raise OnepixelError("images, goals and problem ids must have the same length")
         torch_eval = isinstance(self.evaluator, TorchEvaluator)
+        memo = _Memo() if self.config.memoize and not torch_eval else None
         objective = self._torch_objective(images, goal_up) if torch_eval else \
-            self._numpy_objective(images, goal_up)
+            self._numpy_objective(images, goal_up, memo)
         solver = BatchDESolver(
             objective, self.bounds, n_problems=len(images),
             problem_ids=np.asarray(problem_ids, dtype=np.int64), integrality=[True] * 5,
@@ -218,6 +219,8 @@ class OnePixelAttack:
             self._report(solver, goal_up, on_finish)
             if on_generation is not None:
                 on_generation(len(ids), self.evaluator.n_evaluations)
+        if memo is not None:
+            log.debug("attack of %d images: %d memo hits", len(images), memo.hits)
         return solver.results()
 
     @staticmethod
@@ -226,8 +229,7 @@ class OnePixelAttack:
             if on_finish is not None:
                 on_finish(b, result, _to_score(goal_up[b], result.history))
 
-    def _numpy_objective(self, images: np.ndarray, goal_up: np.ndarray):
-        memo = _Memo() if self.config.memoize else None
+    def _numpy_objective(self, images: np.ndarray, goal_up: np.ndarray, memo: _Memo | None):
         evaluator = self.evaluator
 
         def objective(rows: np.ndarray, X: np.ndarray) -> np.ndarray:
@@ -238,7 +240,6 @@ class OnePixelAttack:
                 scores = self._memo_scores(memo, images, rows, pix)
             return np.where(goal_up[rows][:, None], 1.0 - scores, scores)
 
-        self.memo = memo
         return objective
 
     def _memo_scores(self, memo: _Memo, images, rows, pix) -> np.ndarray:
@@ -267,7 +268,6 @@ class OnePixelAttack:
             scores = evaluator.scores_tensor(base[idx], X.to(torch.int64))
             return torch.where(up[idx][:, None], 1.0 - scores, scores)
 
-        self.memo = None
         return objective
 
 

@@ -163,9 +163,11 @@ def run_campaign(cfg: CampaignConfig, classifier: Classifier | None = None,
 
     queue: list[_Pending] = []
     try:
-        for start in range(0, len(todo), max(cfg.batch_images, 256)):
+        # Originals are scored in chunks of at least 256 (cheap), attacks run batch_images at once.
+        score_chunk = max(cfg.batch_images, 256)
+        for start in range(0, len(todo), score_chunk):
             chunk, images = [], []
-            for it in todo[start : start + max(cfg.batch_images, 256)]:
+            for it in todo[start : start + score_chunk]:
                 try:
                     images.append(load_image(it.path, classifier.input_shape))
                     chunk.append(it)
@@ -221,6 +223,3 @@ def _attack_batch(attack: OnePixelAttack, batch: list[_Pending], config: AttackC
     attack.run(np.stack([p.image for p in batch]), [p.plan.goal for p in batch],
                [problem_id_for(p.name) for p in batch], on_finish=finished,
                on_generation=progress)
-    memo = getattr(attack, "memo", None)
-    if memo is not None:
-        log.debug("batch of %d: %d memo hits", len(batch), memo.hits)

@@ -111,8 +111,7 @@ def run_demo(cfg: DemoConfig) -> DemoResult:
         t0 = time.perf_counter()
         on_gpu = resolve_device(cfg.model_options.device).type == "cuda"
         step = cfg.confmap_step or (GPU_CONFMAP_STEP if on_gpu else CPU_CONFMAP_STEP)
-        rows = RunStore(run).read_attacks()
-        chosen = _confmap_images(rows)
+        chosen = _confmap_images(run)
         if chosen:
             confmap_run(run, chosen, ConfmapConfig(step=step, progress=cfg.progress,
                                                    device=cfg.model_options.device),
@@ -125,14 +124,14 @@ def run_demo(cfg: DemoConfig) -> DemoResult:
     return DemoResult(report, run, summary, headlines(RunStore(run).read_attacks()), seconds)
 
 
-def _confmap_images(rows: list[dict[str, str]]) -> list[str]:
-    """The most successful and the least successful (failed) mitosis-to-normal attack."""
-    down = [r for r in rows if r["status"] == "attacked" and r["goal"] == "decrease"]
-    if not down:
-        down = [r for r in rows if r["status"] == "attacked"]
-    if not down:
+def _confmap_images(run: Path) -> list[str]:
+    """The most and the least successful attack of one direction (mitosis-to-normal when it
+    was attacked): one map of a success and one of a failure, not four."""
+    from onepixel.confmap import ConfmapError, select_run_images
+
+    try:
+        picks = select_run_images(run)
+    except ConfmapError:  # nothing was attacked: no map to draw
         return []
-    gain = sorted(down, key=lambda r: (abs(float(r["original_score"]) - float(r["attacked_score"])),
-                                       r["image"]))
-    best, worst = gain[-1]["image"], gain[0]["image"]
-    return [best] if best == worst else [best, worst]
+    goal = "decrease" if any(p.goal == "decrease" for p in picks) else picks[0].goal
+    return list(dict.fromkeys(p.image for p in picks if p.goal == goal))
