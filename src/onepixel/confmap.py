@@ -45,7 +45,7 @@ import torch
 
 from onepixel import __version__
 from onepixel.atomic import atomic_open
-from onepixel.errors import ImageError, OnepixelError
+from onepixel.errors import ImageError, ModelError, OnepixelError
 from onepixel.evaluate import HostEvaluator, TorchEvaluator, make_evaluator
 from onepixel.models.base import Classifier
 from onepixel.models.registry import ModelOptions
@@ -229,31 +229,15 @@ def load_confmap_classifier(spec: str, options: ModelOptions | None = None,
     ``method`` is ``brute``, which uses :func:`~onepixel.models.load_classifier` as is (ONNX
     Runtime on CPU by default: the fastest brute force there).
     """
-    from onepixel import assets
-    from onepixel.models import load_keras_module
-    from onepixel.models.registry import BUILTIN, MAX_IO, load_classifier
-    from onepixel.models.torch_backend import TorchOptions
+    from onepixel.models.registry import is_keras_spec, load_classifier, load_eager_keras
 
     options = options or ModelOptions()
-    is_keras = spec == BUILTIN or Path(spec).suffix.lower() in (".h5", ".hdf5")
-    if method == "brute" or not is_keras or options.engine == "onnxruntime":
+    if method == "brute" or not is_keras_spec(spec) or options.engine == "onnxruntime":
         return load_classifier(spec, options)
-    if spec == BUILTIN:
-        path, name, io = assets.ensure(BUILTIN, options.assets_dir), BUILTIN, MAX_IO
-    else:
-        path = Path(spec)
-        if not path.is_file():
-            raise ConfmapError(f"model file not found: {path}")
-        name, io = path.stem, options.apply(MAX_IO)
-    net, graph = load_keras_module(path)
-    device = resolve_device(options.device)
-    # On CPU the classifier's TorchScript freeze would hide the network from the fast path.
-    batch = options.resolved_batch_size() if hasattr(options, "resolved_batch_size") \
-        else options.batch_size
-    torch_options = TorchOptions(device=options.device, dtype=options.dtype, batch_size=batch,
-                                 optimize=device.type == "cuda")
-    return TorchClassifier(net, graph.input_shape, name, io, torch_options,
-                           fingerprint=assets.sha256_of(path))
+    try:
+        return load_eager_keras(spec, options)
+    except ModelError as exc:
+        raise ConfmapError(str(exc)) from exc
 
 
 # ---------------------------------------------------------------------------- reductions

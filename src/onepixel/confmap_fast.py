@@ -193,7 +193,8 @@ class FastConfmap:
         param = next(net.parameters())
         self.device = param.device
         self.dtype = param.dtype
-        self.steps = self._compile(fold_bn)
+        self.steps = compile_steps(net, self.input_shape, self.device, self.dtype, fold_bn)
+        self.output_name = net.output_name
         # Free each windowed value after its last consumer: bounds memory to a few tensors.
         last: dict[str, int] = {}
         for i, st in enumerate(self.steps):
@@ -212,72 +213,6 @@ class FastConfmap:
             raise ValueError(fast_path_unavailable_reason(classifier))
         net, io = found
         return cls(net, io, classifier.input_shape)
-
-    # ------------------------------------------------------------------ compile
-    def _compile(self, fold_bn: bool) -> list[_Step]:
-        net = self.net
-        h, w = self.input_shape[:2]
-        consumers: dict[str, list[str]] = {}
-        for name, _kind, inputs in net.plan:
-            for i in inputs:
-                consumers.setdefault(i, []).append(name)
-        hw: dict[str, tuple[int, int] | None] = {net.input_name: (h, w)}
-        steps: list[_Step] = []
-        skip: set[str] = set()
-        with torch.no_grad():
-            probe = {net.input_name: torch.zeros(1, self.input_shape[2], h, w, device=self.device,
-                                                 dtype=self.dtype)}
-            for name, kind, inputs in net.plan:
-                if name in skip:
-                    continue
-                op = net.ops[_key(name)] if _key(name) in net.ops else None  # noqa: SIM401
-                # Shapes by running the op once on zeros (cheap, exact).
-                out = sum(probe[i] for i in inputs) if kind == "Add" else op(probe[inputs[0]])
-                probe[name] = out
-                out_hw = tuple(out.shape[2:]) if out.dim() == 4 else None
-                hw[name] = out_hw
-                in_4d = all(hw.get(i) is not None for i in inputs)
-                if kind == "Conv2D" and isinstance(op, _Conv2d) and in_4d \
-                        and tuple(op.conv.dilation) == (1, 1) and op.conv.groups == 1:
-                    dt = self.dtype
-                    # Fold in fp32 (or better) and round once to the compute dtype.
-                    weight = op.conv.weight.detach().to(torch.promote_types(dt, torch.float32))
-                    bias = op.conv.bias.detach().to(weight.dtype) if op.conv.bias is not None else None
-                    out_name, activation = name, op.activation
-                    nxt = consumers.get(name, [])
-                    if fold_bn and activation == "linear" and len(nxt) == 1:
-                        bn_name = nxt[0]
-                        bn_kind = next(k for n, k, _ in net.plan if n == bn_name)
-                        if bn_kind == "BatchNormalization" and out.dim() == 4:
-                            scale, shift = _bn_affine(net.ops[_key(bn_name)])
-                            weight = weight * scale[:, None, None, None]
-                            bias = shift if bias is None else bias * scale + shift
-                            skip.add(bn_name)
-                            out_name = bn_name
-                            probe[bn_name] = net.ops[_key(bn_name)](out)
-                            hw[bn_name] = out_hw
-                    steps.append(_Step(out_name, "conv", inputs, tuple(op.conv.kernel_size),
-                                       tuple(op.conv.stride), tuple(op.pad),
-                                       weight.to(dt).contiguous(memory_format=torch.channels_last),
-                                       None if bias is None else bias.to(dt), activation,
-                                       out_hw=out_hw))
-                elif kind in ("AveragePooling2D", "MaxPooling2D") and isinstance(op, _Pool2d) \
-                        and not any(op.pad) and in_4d:
-                    steps.append(_Step(name, "pool", inputs, tuple(op.kernel), tuple(op.stride),
-                                       pool=op.kind, out_hw=out_hw))
-                elif kind == "BatchNormalization" and in_4d and out.dim() == 4:
-                    scale, shift = _bn_affine(op)
-                    steps.append(_Step(name, "affine", inputs,
-                                       weight=scale.to(self.dtype).view(1, -1, 1, 1),
-                                       bias=shift.to(self.dtype).view(1, -1, 1, 1), out_hw=out_hw))
-                elif kind == "Activation" and in_4d:
-                    steps.append(_Step(name, "act", inputs, activation=op.activation, out_hw=out_hw))
-                elif kind == "Add" and in_4d:
-                    steps.append(_Step(name, "add", inputs, out_hw=out_hw))
-                else:
-                    steps.append(_Step(name, "full", inputs, module=op, out_hw=out_hw))
-        self.output_name = net.output_name
-        return steps
 
     def _count_macs(self) -> tuple[float, float]:
         """Multiply-adds of the convolutions per evaluation: full network, mean over pixels."""
@@ -393,23 +328,7 @@ class FastConfmap:
         return PreparedImage(values, values[self.output_name])
 
     def _full_op(self, st: _Step, xs: list[torch.Tensor]) -> torch.Tensor:
-        if st.kind == "conv":
-            out = F.conv2d(F.pad(xs[0], st.pad) if any(st.pad) else xs[0], st.weight, st.bias,
-                           st.stride)
-            return _apply_activation(out, st.activation)
-        if st.kind == "pool":
-            fn = F.avg_pool2d if st.pool == "avg" else F.max_pool2d
-            return fn(xs[0], st.kernel, st.stride)
-        if st.kind == "affine":
-            return torch.addcmul(st.bias, xs[0], st.weight)
-        if st.kind == "act":
-            return _apply_activation(xs[0], st.activation)
-        if st.kind == "add":
-            out = xs[0]
-            for other in xs[1:]:
-                out = out + other
-            return out
-        return st.module(xs[0])
+        return run_full_step(st, xs)
 
     def _base_padded(self, prep: PreparedImage, name: str, pad: tuple[int, int, int, int]):
         key = (name, pad)
@@ -528,6 +447,93 @@ class FastConfmap:
         if out is None:
             out = prep.logits.expand(N, *prep.logits.shape[1:])
         return out.reshape(N, -1)
+
+
+def compile_steps(net: KerasNet, input_shape: tuple[int, int, int], device: torch.device,
+                  dtype: torch.dtype, fold_bn: bool = True) -> list[_Step]:
+    """The network as a list of :class:`_Step` (batch norms after linear convolutions folded)."""
+    h, w = input_shape[:2]
+    consumers: dict[str, list[str]] = {}
+    for name, _kind, inputs in net.plan:
+        for i in inputs:
+            consumers.setdefault(i, []).append(name)
+    hw: dict[str, tuple[int, int] | None] = {net.input_name: (h, w)}
+    steps: list[_Step] = []
+    skip: set[str] = set()
+    with torch.no_grad():
+        probe = {net.input_name: torch.zeros(1, input_shape[2], h, w, device=device,
+                                             dtype=dtype)}
+        for name, kind, inputs in net.plan:
+            if name in skip:
+                continue
+            op = net.ops[_key(name)] if _key(name) in net.ops else None  # noqa: SIM401
+            # Shapes by running the op once on zeros (cheap, exact).
+            out = sum(probe[i] for i in inputs) if kind == "Add" else op(probe[inputs[0]])
+            probe[name] = out
+            out_hw = tuple(out.shape[2:]) if out.dim() == 4 else None
+            hw[name] = out_hw
+            in_4d = all(hw.get(i) is not None for i in inputs)
+            if kind == "Conv2D" and isinstance(op, _Conv2d) and in_4d \
+                    and tuple(op.conv.dilation) == (1, 1) and op.conv.groups == 1:
+                dt = dtype
+                # Fold in fp32 (or better) and round once to the compute dtype.
+                weight = op.conv.weight.detach().to(torch.promote_types(dt, torch.float32))
+                bias = op.conv.bias.detach().to(weight.dtype) if op.conv.bias is not None else None
+                out_name, activation = name, op.activation
+                nxt = consumers.get(name, [])
+                if fold_bn and activation == "linear" and len(nxt) == 1:
+                    bn_name = nxt[0]
+                    bn_kind = next(k for n, k, _ in net.plan if n == bn_name)
+                    if bn_kind == "BatchNormalization" and out.dim() == 4:
+                        scale, shift = _bn_affine(net.ops[_key(bn_name)])
+                        weight = weight * scale[:, None, None, None]
+                        bias = shift if bias is None else bias * scale + shift
+                        skip.add(bn_name)
+                        out_name = bn_name
+                        probe[bn_name] = net.ops[_key(bn_name)](out)
+                        hw[bn_name] = out_hw
+                steps.append(_Step(out_name, "conv", inputs, tuple(op.conv.kernel_size),
+                                   tuple(op.conv.stride), tuple(op.pad),
+                                   weight.to(dt).contiguous(memory_format=torch.channels_last),
+                                   None if bias is None else bias.to(dt), activation,
+                                   out_hw=out_hw))
+            elif kind in ("AveragePooling2D", "MaxPooling2D") and isinstance(op, _Pool2d) \
+                    and not any(op.pad) and in_4d:
+                steps.append(_Step(name, "pool", inputs, tuple(op.kernel), tuple(op.stride),
+                                   pool=op.kind, out_hw=out_hw))
+            elif kind == "BatchNormalization" and in_4d and out.dim() == 4:
+                scale, shift = _bn_affine(op)
+                steps.append(_Step(name, "affine", inputs,
+                                   weight=scale.to(dtype).view(1, -1, 1, 1),
+                                   bias=shift.to(dtype).view(1, -1, 1, 1), out_hw=out_hw))
+            elif kind == "Activation" and in_4d:
+                steps.append(_Step(name, "act", inputs, activation=op.activation, out_hw=out_hw))
+            elif kind == "Add" and in_4d:
+                steps.append(_Step(name, "add", inputs, out_hw=out_hw))
+            else:
+                steps.append(_Step(name, "full", inputs, module=op, out_hw=out_hw))
+    return steps
+
+
+def run_full_step(st: _Step, xs: list[torch.Tensor]) -> torch.Tensor:
+    """One step on whole feature maps (the base pass)."""
+    if st.kind == "conv":
+        out = F.conv2d(F.pad(xs[0], st.pad) if any(st.pad) else xs[0], st.weight, st.bias,
+                       st.stride)
+        return _apply_activation(out, st.activation)
+    if st.kind == "pool":
+        fn = F.avg_pool2d if st.pool == "avg" else F.max_pool2d
+        return fn(xs[0], st.kernel, st.stride)
+    if st.kind == "affine":
+        return torch.addcmul(st.bias, xs[0], st.weight)
+    if st.kind == "act":
+        return _apply_activation(xs[0], st.activation)
+    if st.kind == "add":
+        out = xs[0]
+        for other in xs[1:]:
+            out = out + other
+        return out
+    return st.module(xs[0])
 
 
 def _starts(steps: list[_Step], traces: list[tuple[_Ax, ...]]) -> np.ndarray:

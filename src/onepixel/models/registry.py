@@ -152,6 +152,37 @@ def keras_classifier(path: str | Path, options: ModelOptions, name: str, io: Mod
                            fingerprint=fingerprint)
 
 
+def is_keras_spec(spec: str) -> bool:
+    """Whether ``spec`` names the built-in model or a Keras HDF5 file."""
+    return spec == BUILTIN or Path(spec).suffix.lower() in (".h5", ".hdf5")
+
+
+def load_eager_keras(spec: str, options: ModelOptions | None = None) -> TorchClassifier:
+    """A built-in or Keras model as a torch classifier that keeps its eager :class:`KerasNet`.
+
+    The incremental engines (:mod:`onepixel.confmap_fast`, :mod:`onepixel.incremental`) need
+    the network's layers, which the CPU TorchScript freeze of :func:`load_classifier` hides.
+    """
+    options = options or ModelOptions()
+    if not is_keras_spec(spec):
+        raise ModelError(f"{spec!r} is not a Keras model: incremental scoring needs "
+                         f"'{BUILTIN}' or a Keras file (*.h5, *.hdf5)")
+    if spec == BUILTIN:
+        path, name, io = assets.ensure(BUILTIN, options.assets_dir), BUILTIN, MAX_IO
+    else:
+        path = Path(spec)
+        if not path.is_file():
+            raise ModelError(f"model file not found: {path}")
+        name, io = path.stem, options.apply(MAX_IO)
+    net, graph = load_keras_module(path)
+    device = resolve_device(options.device)
+    torch_options = TorchOptions(device=options.device, dtype=options.dtype,
+                                 batch_size=options.resolved_batch_size(),
+                                 optimize=device.type == "cuda")
+    return TorchClassifier(net, graph.input_shape, name, io, torch_options,
+                           fingerprint=assets.sha256_of(path))
+
+
 def _torch_options(options: ModelOptions) -> TorchOptions:
     return TorchOptions(device=options.device, dtype=options.dtype, batch_size=options.resolved_batch_size())
 

@@ -168,7 +168,11 @@ class TorchClassifier:
         -------
         Tensor, shape (N,), float64, on ``self.device``
         """
-        out = self.module(images).to(torch.float64)
+        return self.scores_from_outputs(self.module(images))
+
+    def scores_from_outputs(self, out: torch.Tensor) -> torch.Tensor:
+        """Raw network outputs (N, K) -> positive-class probabilities (N,) float64."""
+        out = out.to(torch.float64)
         if not self._checked_outputs:
             self._check_outputs(out.shape[1])
         if out.shape[1] == 1:
