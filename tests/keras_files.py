@@ -50,3 +50,47 @@ def tiny_classifier_file(path, units=3, seed=0, extra_layer=None):
         layers.append(layer("odd", extra_layer, ["dense"]))
         return write_model(path, layers, weights, "odd")
     return write_model(path, layers, weights, "dense")
+
+
+def residual_classifier_file(path, size=18, seed=0):
+    """A small residual network with the structures the incremental engine handles.
+
+    Input size x size x 3 -> Conv 3x3/2 same -> BatchNorm -> ReLU -> [Conv 3x3 relu -> Conv
+    3x3] + shortcut (Add) -> Conv 1x1/2 -> Conv 3x3 relu -> AveragePooling 2x2 -> Flatten ->
+    Dense(1) logit. An odd ``size`` gives odd feature-map sizes (Keras' asymmetric padding).
+    """
+    rng = np.random.default_rng(seed)
+
+    def conv(name, inputs, filters, k, s, activation="linear"):
+        return layer(name, "Conv2D", inputs, filters=filters, kernel_size=[k, k], strides=[s, s],
+                     padding="same", activation=activation, use_bias=True,
+                     data_format="channels_last", dilation_rate=[1, 1])
+
+    c = 6
+    layers = [
+        layer("in", "InputLayer", [], batch_input_shape=[None, size, size, 3]),
+        conv("c1", ["in"], c, 3, 2),
+        layer("bn1", "BatchNormalization", ["c1"], axis=-1, epsilon=1e-3),
+        layer("a1", "Activation", ["bn1"], activation="relu"),
+        conv("c2", ["a1"], c, 3, 1, "relu"),
+        conv("c3", ["c2"], c, 3, 1),
+        layer("add1", "Add", ["a1", "c3"]),
+        conv("c4", ["add1"], c, 1, 2),
+        conv("c5", ["c4"], c, 3, 1, "relu"),
+        layer("pool", "AveragePooling2D", ["c5"], pool_size=[2, 2], strides=[2, 2],
+              padding="valid", data_format="channels_last"),
+        layer("flat", "Flatten", ["pool"]),
+        layer("dense", "Dense", ["flat"], units=1, activation="linear", use_bias=True),
+    ]
+    half = -(-size // 2)
+    pooled = (-(-half // 2)) // 2
+    weights = {name: {"kernel": rng.normal(scale=0.4, size=(k, k, cin, c)),
+                      "bias": rng.normal(scale=0.1, size=c)}
+               for name, k, cin in (("c1", 3, 3), ("c2", 3, c), ("c3", 3, c), ("c4", 1, c),
+                                    ("c5", 3, c))}
+    weights["bn1"] = {"gamma": rng.uniform(0.5, 1.5, c), "beta": rng.normal(scale=0.1, size=c),
+                      "moving_mean": rng.normal(scale=0.1, size=c),
+                      "moving_variance": rng.uniform(0.5, 1.5, c)}
+    weights["dense"] = {"kernel": rng.normal(scale=0.3, size=(pooled * pooled * c, 1)),
+                        "bias": np.zeros(1)}
+    return write_model(path, layers, weights, "dense")

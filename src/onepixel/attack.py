@@ -230,19 +230,28 @@ class OnePixelAttack:
                 on_finish(b, result, _to_score(goal_up[b], result.history))
 
     def _numpy_objective(self, images: np.ndarray, goal_up: np.ndarray, memo: _Memo | None):
-        evaluator = self.evaluator
+        score_rows = self._row_scorer(images)
 
         def objective(rows: np.ndarray, X: np.ndarray) -> np.ndarray:
             pix = X.astype(np.int64)
-            if memo is None:
-                scores = evaluator.scores(images[rows], pix)
-            else:
-                scores = self._memo_scores(memo, images, rows, pix)
+            scores = score_rows(rows, pix) if memo is None else \
+                self._memo_scores(memo, score_rows, rows, pix)
             return np.where(goal_up[rows][:, None], 1.0 - scores, scores)
 
         return objective
 
-    def _memo_scores(self, memo: _Memo, images, rows, pix) -> np.ndarray:
+    def _row_scorer(self, images: np.ndarray) -> Callable[[np.ndarray, np.ndarray], np.ndarray]:
+        """``score_rows(rows (R,), pixels (R, P, 5)) -> (R, P)`` on ``images[rows]``.
+
+        Evaluators that keep per-image state (the incremental one) prepare the images once.
+        """
+        evaluator = self.evaluator
+        if hasattr(evaluator, "prepare"):
+            prepared = evaluator.prepare(images)
+            return lambda rows, pix: evaluator.scores_prepared(prepared, rows, pix)
+        return lambda rows, pix: evaluator.scores(images[rows], pix)
+
+    def _memo_scores(self, memo: _Memo, score_rows, rows, pix) -> np.ndarray:
         keys = memo.keys(rows, pix)
         flat = keys.ravel()
         scores = np.array([memo.table.get(k, np.nan) for k in flat.tolist()])
@@ -253,7 +262,7 @@ class OnePixelAttack:
             uniq, first, inverse = np.unique(flat[missing], return_index=True, return_inverse=True)
             src = missing[first]
             k_idx, p_idx = np.divmod(src, pix.shape[1])
-            new = self.evaluator.scores(images[rows[k_idx]], pix[k_idx, p_idx][:, None, :])[:, 0]
+            new = score_rows(rows[k_idx], pix[k_idx, p_idx][:, None, :])[:, 0]
             scores[missing] = new[inverse]
             memo.table.update(zip(uniq.tolist(), new.tolist(), strict=True))
         return scores.reshape(keys.shape)
