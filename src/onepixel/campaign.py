@@ -33,8 +33,8 @@ from onepixel.attack import (
 )
 from onepixel.data import Dataset, LabeledImage, load_image, scan_dataset
 from onepixel.errors import ImageError, OnepixelError
-from onepixel.evaluate import make_evaluator
-from onepixel.models import Classifier, ModelOptions, load_classifier
+from onepixel.evaluate import EVALUATORS, evaluator_for, load_attack_evaluator
+from onepixel.models import Classifier, ModelOptions
 from onepixel.runstore import SUMMARY, RunStore, write_json_atomic
 from onepixel.summary import summarize
 
@@ -62,6 +62,9 @@ class CampaignConfig:
         Only the first N images of the dataset (sorted order).
     progress : bool
         Show a progress bar.
+    evaluator : {"auto", "incremental", "full"}
+        How candidates are scored (:func:`onepixel.evaluate.evaluator_for`); every choice gives
+        the same scores up to float rounding.
     """
 
     dataset: Path
@@ -74,8 +77,12 @@ class CampaignConfig:
     positive_label: str = "mitosis"
     negative_label: str = "normal"
     progress: bool = True
+    evaluator: str = "auto"
 
     def __post_init__(self) -> None:
+        if self.evaluator not in EVALUATORS:
+            raise OnepixelError(f"--evaluator must be one of {', '.join(EVALUATORS)}, "
+                                f"got {self.evaluator!r}")
         if self.batch_images < 1 or self.batch_images > 32767:
             raise OnepixelError(f"--batch-images must be within 1..32767, got {self.batch_images}")
         if self.limit is not None and self.limit < 1:
@@ -95,7 +102,7 @@ def _versions() -> dict[str, str]:
     return out
 
 
-def run_config(cfg: CampaignConfig, dataset: Dataset, classifier) -> dict:
+def run_config(cfg: CampaignConfig, dataset: Dataset, classifier, evaluator=None) -> dict:
     """The config.json content of a campaign."""
     return {
         "format": 1,
@@ -110,6 +117,7 @@ def run_config(cfg: CampaignConfig, dataset: Dataset, classifier) -> dict:
                    **{k: v for k, v in cfg.attack.to_dict().items() if k not in ("de", "memoize")}},
         "device": cfg.model_options.device,
         "engine": type(classifier).__name__,
+        "evaluator": type(evaluator).__name__ if evaluator is not None else cfg.evaluator,
         "batch_images": cfg.batch_images,
         "limit": cfg.limit,
         "versions": _versions(),
@@ -139,10 +147,12 @@ def run_campaign(cfg: CampaignConfig, classifier: Classifier | None = None,
     dataset = scan_dataset(cfg.dataset, cfg.positive_label, cfg.negative_label)
     items = list(dataset.items[: cfg.limit] if cfg.limit else dataset.items)
     if classifier is None:
-        classifier = load_classifier(cfg.model, cfg.model_options)
-    evaluator = make_evaluator(classifier)
+        evaluator = load_attack_evaluator(cfg.model, cfg.model_options, cfg.evaluator)
+    else:
+        evaluator = evaluator_for(classifier, cfg.evaluator)
+    classifier = evaluator.classifier
     store = RunStore(cfg.out)
-    done = store.open(run_config(cfg, dataset, classifier))
+    done = store.open(run_config(cfg, dataset, classifier, evaluator))
     todo = [it for it in items if dataset.relative_name(it) not in done]
     log.info("%s: %d images, %d already done, %d to go", cfg.out, len(items),
              len(items) - len(todo), len(todo))

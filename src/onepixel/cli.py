@@ -82,6 +82,9 @@ def build_parser() -> argparse.ArgumentParser:
     g = p.add_argument_group("campaign")
     g.add_argument("--limit", type=int, default=None, help="only the first N images (sorted)")
     g.add_argument("--batch-images", type=int, default=64, help="images attacked at once")
+    g.add_argument("--evaluator", choices=["auto", "incremental", "full"], default="auto",
+                   help="how candidates are scored: incremental recomputes only what the pixel "
+                        "changes (Keras/built-in models); auto = incremental on CPU, full on CUDA")
     g.add_argument("--positive-label", default="mitosis", help="folder name of positives")
     g.add_argument("--negative-label", default="normal", help="folder name of negatives")
     g.add_argument("--skip-positive-below", type=float, default=0.9)
@@ -252,7 +255,8 @@ def cmd_attack(args: argparse.Namespace) -> int:
                             model_options=_model_options(args), attack=attack,
                             batch_images=args.batch_images, limit=args.limit,
                             positive_label=args.positive_label,
-                            negative_label=args.negative_label, progress=not args.no_progress)
+                            negative_label=args.negative_label, progress=not args.no_progress,
+                            evaluator=args.evaluator)
     try:
         summary = run_campaign(config)
     except KeyboardInterrupt:

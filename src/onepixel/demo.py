@@ -20,7 +20,8 @@ from pathlib import Path
 from onepixel.attack import AttackConfig
 from onepixel.campaign import CampaignConfig, run_campaign
 from onepixel.demo_dataset import build_demo_dataset
-from onepixel.models import ModelOptions, load_classifier
+from onepixel.evaluate import load_attack_evaluator
+from onepixel.models import ModelOptions
 from onepixel.models.torch_backend import resolve_device
 from onepixel.runstore import RunStore
 
@@ -87,7 +88,8 @@ def run_demo(cfg: DemoConfig) -> DemoResult:
 
     seconds: dict[str, float] = {}
     t0 = time.perf_counter()
-    classifier = load_classifier(cfg.model, cfg.model_options)
+    # The model as the attack will run it (an eager network on CPU, for incremental scoring).
+    classifier = load_attack_evaluator(cfg.model, cfg.model_options).classifier
     dataset = cfg.out / "dataset"
     if not (dataset / "dataset.json").exists():
         info = build_demo_dataset(dataset, classifier, cfg.n_normal, cfg.model_options.assets_dir)
