@@ -170,3 +170,25 @@ def test_papers_findings_on_true_png_rotations(tmp_path, true_png, false_png, ma
     assert all(r["nit"] == "1" for r in early)
     ran_on = [r for r in rows if r["early_converged"] == "0"]
     assert ran_on and all(float(r["attacked_score"]) < 0.5 for r in ran_on)
+
+
+def test_deferred_campaign_runs_incremental_and_matches_the_full_network(dataset, tmp_path,
+                                                                          max_model_path):
+    deferred = AttackConfig(de=DEConfig(population=20, maxiter=6, updating="deferred"))
+    run_campaign(_config(dataset, tmp_path / "inc", attack=deferred, limit=6))
+    run_campaign(_config(dataset, tmp_path / "full", attack=deferred, limit=6, evaluator="full"))
+    assert json.loads((tmp_path / "inc" / "config.json").read_text())["evaluator"] == \
+        "IncrementalEvaluator"
+    assert json.loads((tmp_path / "full" / "config.json").read_text())["evaluator"] == \
+        "HostEvaluator"
+    inc, full = attack_rows(tmp_path / "inc"), attack_rows(tmp_path / "full")
+    assert len(inc) == len(full) == 6
+    for a, b in zip(inc, full, strict=True):
+        assert [a[k] for k in "xyrgb"] == [b[k] for k in "xyrgb"] and a["nit"] == b["nit"]
+        if a["status"] == "attacked":
+            assert float(a["attacked_score"]) == pytest.approx(float(b["attacked_score"]), abs=1e-5)
+
+
+def test_unknown_evaluator_is_a_clear_error(dataset, tmp_path):
+    with pytest.raises(OnepixelError, match="--evaluator must be one of auto, incremental, full"):
+        _config(dataset, tmp_path / "run", evaluator="fast")

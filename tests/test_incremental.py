@@ -89,7 +89,7 @@ def test_scores_do_not_depend_on_the_batch(tmp_path, model, request):
 
 def test_max_model_random_candidates_match_onnx_runtime(max_model_path, sample_images):
     """The real MAX network: incremental scores equal the default (ONNX Runtime) classifier's."""
-    inc = load_attack_evaluator("max-mitosis", ModelOptions(device="cpu"))
+    inc = load_attack_evaluator("max-mitosis", ModelOptions(device="cpu"), updating="deferred")
     assert isinstance(inc, IncrementalEvaluator)
     rng = np.random.default_rng(0)
     cand = np.concatenate([rng.integers(0, 64, (2, 400, 2)), rng.integers(0, 256, (2, 400, 3))], 2)
@@ -117,13 +117,19 @@ def test_attack_results_equal_the_full_network_evaluator(tmp_path, updating):
 def test_evaluator_choice(tmp_path):
     path = str(residual_classifier_file(tmp_path / "res.h5"))
     cpu = ModelOptions(device="cpu")
-    assert isinstance(load_attack_evaluator(path, cpu), IncrementalEvaluator)
-    assert isinstance(load_attack_evaluator(path, cpu, "full"), HostEvaluator)  # ONNX Runtime
-    assert isinstance(load_attack_evaluator(path, ModelOptions(device="cpu", engine="torch")),
-                      TorchEvaluator)  # a chosen engine is respected
+    deferred = dict(updating="deferred")
+    assert isinstance(load_attack_evaluator(path, cpu, **deferred), IncrementalEvaluator)
+    assert isinstance(load_attack_evaluator(path, cpu, "full", **deferred),
+                      HostEvaluator)  # ONNX Runtime
+    # Immediate updating (the default) scores too few candidates per call for it to pay off.
+    assert isinstance(load_attack_evaluator(path, cpu), HostEvaluator)
+    assert isinstance(load_attack_evaluator(path, cpu, "incremental"), IncrementalEvaluator)
+    assert isinstance(load_attack_evaluator(path, ModelOptions(device="cpu", engine="torch"),
+                                            **deferred), TorchEvaluator)  # a chosen engine wins
     eager = load_eager_keras(path, cpu)
-    assert isinstance(evaluator_for(eager), IncrementalEvaluator)
-    assert isinstance(evaluator_for(eager, "full"), TorchEvaluator)
+    assert isinstance(evaluator_for(eager, **deferred), IncrementalEvaluator)
+    assert isinstance(evaluator_for(eager), TorchEvaluator)
+    assert isinstance(evaluator_for(eager, "full", **deferred), TorchEvaluator)
     onnx = load_classifier(path, cpu)
     assert isinstance(evaluator_for(onnx), HostEvaluator)
     with pytest.raises(OnepixelError, match="use --evaluator full"):

@@ -147,9 +147,10 @@ def run_campaign(cfg: CampaignConfig, classifier: Classifier | None = None,
     dataset = scan_dataset(cfg.dataset, cfg.positive_label, cfg.negative_label)
     items = list(dataset.items[: cfg.limit] if cfg.limit else dataset.items)
     if classifier is None:
-        evaluator = load_attack_evaluator(cfg.model, cfg.model_options, cfg.evaluator)
+        evaluator = load_attack_evaluator(cfg.model, cfg.model_options, cfg.evaluator,
+                                          cfg.attack.de.updating)
     else:
-        evaluator = evaluator_for(classifier, cfg.evaluator)
+        evaluator = evaluator_for(classifier, cfg.evaluator, cfg.attack.de.updating)
     classifier = evaluator.classifier
     store = RunStore(cfg.out)
     done = store.open(run_config(cfg, dataset, classifier, evaluator))

@@ -84,7 +84,8 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--batch-images", type=int, default=64, help="images attacked at once")
     g.add_argument("--evaluator", choices=["auto", "incremental", "full"], default="auto",
                    help="how candidates are scored: incremental recomputes only what the pixel "
-                        "changes (Keras/built-in models); auto = incremental on CPU, full on CUDA")
+                        "changes (Keras/built-in models); auto = incremental on CPU with "
+                        "--updating deferred, else full")
     g.add_argument("--positive-label", default="mitosis", help="folder name of positives")
     g.add_argument("--negative-label", default="normal", help="folder name of negatives")
     g.add_argument("--skip-positive-below", type=float, default=0.9)

@@ -89,7 +89,8 @@ def run_demo(cfg: DemoConfig) -> DemoResult:
     seconds: dict[str, float] = {}
     t0 = time.perf_counter()
     # The model as the attack will run it (an eager network on CPU, for incremental scoring).
-    classifier = load_attack_evaluator(cfg.model, cfg.model_options).classifier
+    classifier = load_attack_evaluator(cfg.model, cfg.model_options,
+                                       updating=cfg.attack.de.updating).classifier
     dataset = cfg.out / "dataset"
     if not (dataset / "dataset.json").exists():
         info = build_demo_dataset(dataset, classifier, cfg.n_normal, cfg.model_options.assets_dir)

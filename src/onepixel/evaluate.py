@@ -153,11 +153,15 @@ def make_evaluator(classifier: Classifier, max_batch: int | None = None) -> Eval
     return HostEvaluator(classifier, max_batch or 4096)
 
 
-def evaluator_for(classifier: Classifier, kind: str = "auto") -> Evaluator:
+def evaluator_for(classifier: Classifier, kind: str = "auto",
+                  updating: str = "immediate") -> Evaluator:
     """An evaluator for ``classifier``: see :data:`EVALUATORS`.
 
-    ``auto`` is incremental for an eager Keras network on CPU (about twice the full network's
-    throughput there) and the full network otherwise (CUDA runs whole batches fast).
+    ``auto`` is incremental for an eager Keras network on CPU when the attack scores whole
+    generations at once (``updating="deferred"``: about 2.4x the full network there); with
+    immediate updating each call holds one candidate per image, too few for it to pay off, and
+    on CUDA the full network runs whole batches fast (bench/results/attack-cpu.md).
+    ``updating`` is the attack's (:class:`~onepixel.de.DEConfig`; scipy's default, immediate).
     """
     from onepixel.confmap_fast import keras_net_of
     from onepixel.incremental import IncrementalEvaluator
@@ -169,25 +173,28 @@ def evaluator_for(classifier: Classifier, kind: str = "auto") -> Evaluator:
             f"--evaluator incremental needs a Keras or built-in model run by torch; "
             f"{getattr(classifier, 'name', type(classifier).__name__)} is "
             f"{type(classifier).__name__} (use --evaluator full)")
-    if kind == "incremental" or (kind == "auto" and eager and classifier.device.type == "cpu"):
+    if kind == "incremental" or (kind == "auto" and eager and classifier.device.type == "cpu"
+                                 and updating == "deferred"):
         batch = INCREMENTAL_CPU_BATCH if classifier.device.type == "cpu" else 4096
         return IncrementalEvaluator(classifier, max_batch=batch)
     return make_evaluator(classifier)
 
 
 def load_attack_evaluator(spec: str, options: ModelOptions | None = None,
-                          kind: str = "auto") -> Evaluator:
+                          kind: str = "auto", updating: str = "immediate") -> Evaluator:
     """Load model ``spec`` for attacks, with the fastest exact evaluator for it.
 
-    ``auto`` loads Keras and built-in models as eager torch networks on CPU (unless an
-    ``engine`` is chosen) so the incremental evaluator applies; see :func:`evaluator_for`.
+    Where :func:`evaluator_for` would choose the incremental evaluator (and no ``engine`` is
+    chosen), Keras and built-in models are loaded as eager torch networks so that it applies;
+    otherwise as :func:`~onepixel.models.load_classifier` loads them.
     """
     options = options or ModelOptions()
     _check_kind(kind)
     on_cpu = resolve_device(options.device).type == "cpu"
-    incremental = kind == "incremental" or (kind == "auto" and on_cpu and options.engine == "auto")
+    incremental = kind == "incremental" or (kind == "auto" and on_cpu and options.engine == "auto"
+                                            and updating == "deferred")
     if incremental and is_keras_spec(spec):
-        return evaluator_for(load_eager_keras(spec, options), kind)
+        return evaluator_for(load_eager_keras(spec, options), kind, updating)
     return evaluator_for(load_classifier(spec, options), "full" if kind == "auto" else kind)
 
 
