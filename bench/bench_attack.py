@@ -1,59 +1,71 @@
-"""Attacks/s of onepixel's batched attack vs a scipy reference, same model backend, one process.
+"""Attacks/s of onepixel's batched attack vs scipy references, same model, one process.
 
 Usage::
 
     ONEPIXEL_ASSETS=../shared/assets python bench/bench_attack.py [--images 64]
-        [--scipy-images 8] [--device cpu] [--out bench/results/attack-cpu.md]
+        [--scipy-images 16] [--device cpu] [--evaluators full,incremental]
+        [--modes immediate,deferred] [--out bench/results/attack-cpu.md]
 
 The images are real mitosis patches: the 8 rotations/flips of the MAX sample true.png, each
 repeated under distinct names (so each gets its own DE stream). Settings are the papers'
-(population 200, maxiter 100, F 0.5, CR 0.7, tol 0.01). The scipy reference is
+(population 200, maxiter 100, F 0.5, CR 0.7, tol 0.01). Each scipy reference is
 ``scipy.optimize.differential_evolution(..., vectorized=True)`` (which implies deferred
-updating) on one image at a time, scoring through the very same classifier object.
+updating) on one image at a time, scoring through one of onepixel's evaluators:
+
+- ``full``: the whole network per candidate, on the default classifier (ONNX Runtime on CPU,
+  torch on CUDA);
+- ``incremental``: onepixel's exact incremental evaluator (only what the pixel changes).
+
+Every onepixel run uses the attack's defaults (memo of scored pixels on), 64 images at once.
 """
 
 from __future__ import annotations
 
 import argparse
-import platform
 import time
 
 import numpy as np
 import torch
 from scipy.optimize import differential_evolution
 
-from benchutil import emit
+from benchutil import emit, machine
 from onepixel import assets
 from onepixel.attack import AttackConfig, OnePixelAttack
 from onepixel.data import load_image
 from onepixel.de import DEConfig
 from onepixel.demo_dataset import dihedral_variants
-from onepixel.evaluate import HostEvaluator, make_evaluator
-from onepixel.models import ModelOptions, load_classifier
+from onepixel.evaluate import load_attack_evaluator
 
 BOUNDS = [(0, 63), (0, 63), (0, 255), (0, 255), (0, 255)]
 
 
-def scipy_attack(classifier, image: np.ndarray, seed: int):
-    """The papers' attack, one image, scipy's solver; returns (result, evaluations)."""
-    evaluator = HostEvaluator(classifier)
+def scipy_attack(evaluator, image: np.ndarray, seed: int):
+    """The papers' attack on one image with scipy's solver; returns (result, evaluations)."""
+    before = evaluator.n_evaluations
+    if hasattr(evaluator, "prepare"):
+        prepared = evaluator.prepare(image[None])
+
+        def score(pixels):
+            return evaluator.scores_prepared(prepared, np.zeros(1, np.int64), pixels)[0]
+    else:
+        def score(pixels):
+            return evaluator.scores(image[None], pixels)[0]
 
     def energy(v: np.ndarray) -> np.ndarray:  # v: (5, S) in vectorized mode
-        pixels = np.asarray(v).T.astype(np.int64)[None]
-        return evaluator.scores(image[None], pixels)[0]
+        return score(np.asarray(v).T.astype(np.int64)[None])
 
     res = differential_evolution(energy, BOUNDS, strategy="best1bin", popsize=40,
                                  init="latinhypercube", mutation=0.5, recombination=0.7, tol=0.01,
                                  atol=0, maxiter=100, polish=False, integrality=[True] * 5,
                                  seed=seed, vectorized=True)
-    return res, evaluator.n_evaluations
+    return res, evaluator.n_evaluations - before
 
 
-def time_model_calls(evaluator) -> dict[str, float]:
+def time_scoring(evaluator) -> dict[str, float]:
     """Wrap the evaluator's scoring methods in place to add up the seconds spent in them."""
     spent = {"seconds": 0.0}
     cuda = torch.cuda.is_available()
-    for name in ("scores", "scores_tensor"):
+    for name in ("scores", "scores_tensor", "scores_prepared"):
         inner = getattr(evaluator, name, None)
         if inner is None:
             continue
@@ -70,12 +82,24 @@ def time_model_calls(evaluator) -> dict[str, float]:
     return spent
 
 
-def raw_throughput(classifier, images: np.ndarray, seconds: float = 3.0) -> float:
-    """Images/s of plain batched ``classifier.scores`` on ``images`` (no DE, no perturbation)."""
-    classifier.scores(images)
+def raw_throughput(evaluator, images: np.ndarray, seconds: float = 3.0) -> float:
+    """Candidates/s of the evaluator alone: one random pixel per image, batches of len(images)."""
+    rng = np.random.default_rng(0)
+    cand = np.concatenate([rng.integers(0, 64, (len(images), 1, 2)),
+                           rng.integers(0, 256, (len(images), 1, 3))], axis=2)
+    rows = np.arange(len(images))
+    if hasattr(evaluator, "prepare"):
+        prepared = evaluator.prepare(images)
+
+        def call():
+            evaluator.scores_prepared(prepared, rows, cand)
+    else:
+        def call():
+            evaluator.scores(images, cand)
+    call()
     done, t0 = 0, time.perf_counter()
     while time.perf_counter() - t0 < seconds:
-        classifier.scores(images)
+        call()
         done += len(images)
     return done / (time.perf_counter() - t0)
 
@@ -83,64 +107,82 @@ def raw_throughput(classifier, images: np.ndarray, seconds: float = 3.0) -> floa
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--images", type=int, default=64, help="images attacked at once")
-    parser.add_argument("--scipy-images", type=int, default=8,
-                        help="images for the scipy reference (8 = one per rotation/flip)")
+    parser.add_argument("--scipy-images", type=int, default=16,
+                        help="images per scipy reference (16 = two per rotation/flip)")
     parser.add_argument("--device", default="cpu")
-    parser.add_argument("--engine", default="auto")
+    parser.add_argument("--evaluators", default="full,incremental")
     parser.add_argument("--modes", default="immediate,deferred")
     parser.add_argument("--out", default=None)
     args = parser.parse_args()
 
     variants = list(dihedral_variants(load_image(assets.ensure("true.png"))).values())
     images = np.stack([variants[i % 8] for i in range(args.images)])
-    classifier = load_classifier("max-mitosis", ModelOptions(device=args.device, engine=args.engine))
-    lines = []
+    from onepixel.models import ModelOptions
 
-    t0 = time.perf_counter()
-    ref = [scipy_attack(classifier, images[i], seed=i) for i in range(args.scipy_images)]
-    scipy_s = time.perf_counter() - t0
-    scipy_rate = args.scipy_images / scipy_s
-    ref_evals = sum(n for _, n in ref)
-    lines.append(("scipy differential_evolution, vectorized (deferred), 1 image at a time",
-                  args.scipy_images, scipy_s, scipy_rate, ref_evals / scipy_s,
-                  np.mean([r.fun for r, _ in ref]), np.mean([r.nit for r, _ in ref])))
-    print(f"scipy: {scipy_rate:.3f} attacks/s", flush=True)
+    options = ModelOptions(device=args.device)
+    kinds = args.evaluators.split(",")
+    evaluators = {kind: load_attack_evaluator("max-mitosis", options, kind, "deferred")
+                  for kind in kinds}
+    raw = {kind: raw_throughput(ev, images[:64]) for kind, ev in evaluators.items()}
+    for kind, rate in raw.items():
+        print(f"{kind}: {rate:,.0f} candidates/s alone (batches of 64)", flush=True)
 
-    raw = raw_throughput(classifier, images)
-    print(f"raw batched model throughput: {raw:,.0f} images/s", flush=True)
-    for mode in args.modes.split(","):
-        for memoize in (True, False):
-            evaluator = make_evaluator(classifier)
-            in_model = time_model_calls(evaluator)
-            attack = OnePixelAttack(evaluator, AttackConfig(de=DEConfig(updating=mode),
-                                                            memoize=memoize))
+    lines, scipy_rate = [], {}
+    for kind, ev in evaluators.items():
+        t0 = time.perf_counter()
+        ref = [scipy_attack(ev, images[i], seed=i) for i in range(args.scipy_images)]
+        seconds = time.perf_counter() - t0
+        scipy_rate[kind] = args.scipy_images / seconds
+        evals = sum(n for _, n in ref)
+        lines.append((f"scipy, vectorized (deferred), 1 image at a time, {kind} evaluator",
+                      args.scipy_images, seconds, scipy_rate[kind], evals / seconds,
+                      evals / args.scipy_images, np.mean([r.fun for r, _ in ref]),
+                      np.mean([r.nit for r, _ in ref]), None))
+        print(f"scipy ({kind}): {scipy_rate[kind]:.3f} attacks/s", flush=True)
+    base = scipy_rate[kinds[0]]
+
+    for kind in kinds:
+        for mode in args.modes.split(","):
+            ev = load_attack_evaluator("max-mitosis", options, kind, mode)
+            in_scoring = time_scoring(ev)
+            attack = OnePixelAttack(ev, AttackConfig(de=DEConfig(updating=mode)))
             t0 = time.perf_counter()
             results = attack.run(images, ["decrease"] * len(images), list(range(len(images))))
             seconds = time.perf_counter() - t0
             rate = len(images) / seconds
-            name = f"onepixel {mode}, {len(images)} images at once" + (", memo" if memoize else "")
-            name += f"; DE bookkeeping {100 * (1 - in_model['seconds'] / seconds):.0f}% of the time"
-            lines.append((name, len(images), seconds, rate, evaluator.n_evaluations / seconds,
-                          np.mean([r.fun for r in results]), np.mean([r.nit for r in results])))
-            print(f"{name}: {rate:.3f} attacks/s ({rate / scipy_rate:.2f}x)", flush=True)
-            if not isinstance(evaluator, HostEvaluator):
-                break  # memoisation applies to the host evaluator only
+            bookkeeping = 1 - in_scoring["seconds"] / seconds
+            lines.append((f"onepixel {mode}, {len(images)} images at once, {kind} evaluator",
+                          len(images), seconds, rate, ev.n_evaluations / seconds,
+                          ev.n_evaluations / len(images), np.mean([r.fun for r in results]),
+                          np.mean([r.nit for r in results]), bookkeeping))
+            print(f"{lines[-1][0]}: {rate:.3f} attacks/s ({rate / base:.2f}x)", flush=True)
 
     gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "none"
     header = [
-        f"Machine: {platform.platform()}, Python {platform.python_version()}, torch "
-        f"{torch.__version__}, {torch.get_num_threads()} threads, GPU: {gpu}; model "
-        f"{type(classifier).__name__} on {args.device}; raw batched model throughput in the same "
-        f"run: {raw:,.0f} images/s (batches of {len(images)}).",
+        "Machine: " + machine(f"torch {torch.__version__}", f"{torch.get_num_threads()} threads",
+                              f"GPU: {gpu}", f"device {args.device}") + ".",
+        "Evaluators alone in the same run (one random pixel on each of 64 images per call): "
+        + ", ".join(f"{k} {ev_name(evaluators[k])} {r:,.0f} candidates/s" for k, r in raw.items())
+        + ".",
         "Papers' settings (population 200, maxiter 100, F 0.5, CR 0.7, tol 0.01), real mitosis "
-        "patches (rotations/flips of true.png).", "",
-        "| run | images | seconds | attacks/s | vs scipy | model evals/s | mean best score "
-        "| mean generations |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|"]
-    rows = [f"| {n} | {k} | {s:.1f} | {r:.3f} | {r / scipy_rate:.2f}x | {e:,.0f} | {f:.3f} | {it:.1f} |"
-            for n, k, s, r, e, f, it in lines]
-    table = "\n".join(header + rows)
-    emit(table, args.out)
+        "patches (rotations/flips of true.png). 'vs scipy' columns divide by each scipy "
+        "reference's attacks/s. 'evals' counts model evaluations actually run (onepixel's memo "
+        "skips pixels already scored for that image).", "",
+        "| run | images | seconds | attacks/s | " + " | ".join(f"vs scipy ({k})" for k in kinds)
+        + " | evals/s | evals per attack | mean best score | mean generations | DE bookkeeping |",
+        "|---|" + "---:|" * (8 + len(kinds))]
+    rows = []
+    for n, k, s, r, e, per, f, it, book in lines:
+        ratios = " | ".join(f"{r / scipy_rate[kind]:.2f}x" for kind in kinds)
+        book_s = "" if book is None else f"{100 * book:.0f}%"
+        rows.append(f"| {n} | {k} | {s:.1f} | {r:.3f} | {ratios} | {e:,.0f} | {per:,.0f} | "
+                    f"{f:.3f} | {it:.1f} | {book_s} |")
+    emit("\n".join(header + rows), args.out)
+
+
+def ev_name(evaluator) -> str:
+    """The evaluator and the classifier behind it, e.g. 'HostEvaluator(OnnxClassifier)'."""
+    return f"{type(evaluator).__name__}({type(evaluator.classifier).__name__})"
 
 
 if __name__ == "__main__":

@@ -158,7 +158,7 @@ def evaluator_for(classifier: Classifier, kind: str = "auto",
     """An evaluator for ``classifier``: see :data:`EVALUATORS`.
 
     ``auto`` is incremental for an eager Keras network on CPU when the attack scores whole
-    generations at once (``updating="deferred"``: about 2.4x the full network there); with
+    generations at once (``updating="deferred"``: about 1.8x the full network there); with
     immediate updating each call holds one candidate per image, too few for it to pay off, and
     on CUDA the full network runs whole batches fast (bench/results/attack-cpu.md).
     ``updating`` is the attack's (:class:`~onepixel.de.DEConfig`; scipy's default, immediate).
