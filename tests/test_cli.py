@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import json
 import os
 import subprocess
 import sys
@@ -119,6 +120,19 @@ def test_attack_analyze_report_pipeline(tmp_path, true_png, false_png):
     assert html.count("data:image/png;base64,") >= 3
     proc = run_cli("report", tmp_path / "nothing")
     assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    # Deferred updating with the incremental evaluator; a plain model cannot run it.
+    proc = run_cli("-q", "attack", tmp_path / "ds", "--out", tmp_path / "inc", "--popsize", "20",
+                   "--maxiter", "5", "--updating", "deferred", "--evaluator", "incremental",
+                   "--no-progress")
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads((tmp_path / "inc" / "config.json").read_text())["evaluator"] == \
+        "IncrementalEvaluator"
+    proc = run_cli("attack", tmp_path / "ds", "--out", tmp_path / "bad", "--evaluator", "fast")
+    assert proc.returncode == 2 and "--evaluator" in proc.stderr
+    proc = run_cli("attack", tmp_path / "ds", "--out", tmp_path / "bad", "--engine",
+                   "onnxruntime", "--evaluator", "incremental")
+    assert proc.returncode == 2 and "use --evaluator full" in proc.stderr
+    assert "Traceback" not in proc.stderr and not (tmp_path / "bad").exists()
 
 
 def test_confmap_command(tmp_path, true_png, max_model_path):

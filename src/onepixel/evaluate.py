@@ -190,6 +190,9 @@ def load_attack_evaluator(spec: str, options: ModelOptions | None = None,
     """
     options = options or ModelOptions()
     _check_kind(kind)
+    if kind == "incremental" and options.engine == "onnxruntime":
+        raise OnepixelError("--evaluator incremental runs the network itself with torch: drop "
+                            "--engine onnxruntime, or use --evaluator full")
     on_cpu = resolve_device(options.device).type == "cpu"
     incremental = kind == "incremental" or (kind == "auto" and on_cpu and options.engine == "auto"
                                             and updating == "deferred")
