@@ -57,6 +57,10 @@ def test_prepared_rows_mix_images_in_one_batch(tmp_path):
                                HostEvaluator(clf).scores(images[rows], cand), atol=1e-5, rtol=0)
     with pytest.raises(OnepixelError, match="rows must index the 4 prepared images"):
         inc.scores_prepared(prepared, np.array([4]), cand[:1])
+    with pytest.raises(OnepixelError, match=r"uint8 of shape \(B, 18, 18, 3\), got float64"):
+        inc.prepare(images.astype(np.float64))
+    with pytest.raises(OnepixelError, match="got uint8 \\(4, 18, 3\\)"):
+        inc.prepare(images[:, 0])
     with pytest.raises(OnepixelError, match="outside"):
         inc.scores_prepared(prepared, np.array([0]), np.array([[[18, 0, 0, 0, 0]]]))
 

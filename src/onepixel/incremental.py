@@ -299,11 +299,14 @@ class IncrementalScorer:
         One image at a time: convolution rounding can depend on the batch, and an image's stored
         outputs must not depend on which images share its campaign batch.
         """
-        images = torch.as_tensor(np.asarray(images) if not isinstance(images, torch.Tensor)
-                                 else images).to(self.device)
-        if images.dim() != 4 or tuple(images.shape[1:]) != self.input_shape:
-            raise OnepixelError(f"base images must have shape (B, {', '.join(map(str, self.input_shape))}),"
-                                f" got {tuple(images.shape)}")
+        if not isinstance(images, torch.Tensor):
+            images = torch.from_numpy(np.array(images))  # a writable copy, as torch wants
+        images = images.to(self.device)
+        if images.dim() != 4 or tuple(images.shape[1:]) != self.input_shape \
+                or images.dtype != torch.uint8:
+            raise OnepixelError(
+                f"base images must be uint8 of shape (B, {', '.join(map(str, self.input_shape))}),"
+                f" got {str(images.dtype).removeprefix('torch.')} {tuple(images.shape)}")
         wanted: dict[str, set[tuple[int, int, int, int]]] = {}
         for st, tables, plan in zip(self.steps, self._tables, self.plans, strict=True):
             for name, place, tab in zip(st.inputs, plan.places, tables, strict=True):
