@@ -3,7 +3,7 @@
 Usage::
 
     ONEPIXEL_ASSETS=../shared/assets python bench/bench_attack.py [--images 64]
-        [--scipy-images 16] [--device cpu] [--evaluators full,incremental]
+        [--scipy-images 32] [--device cpu] [--evaluators full,incremental]
         [--modes immediate,deferred] [--out bench/results/attack-cpu.md]
 
 The images are real mitosis patches: the 8 rotations/flips of the MAX sample true.png, each
@@ -107,8 +107,8 @@ def raw_throughput(evaluator, images: np.ndarray, seconds: float = 3.0) -> float
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--images", type=int, default=64, help="images attacked at once")
-    parser.add_argument("--scipy-images", type=int, default=16,
-                        help="images per scipy reference (16 = two per rotation/flip)")
+    parser.add_argument("--scipy-images", type=int, default=32,
+                        help="images per scipy reference (32 = four per rotation/flip)")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--evaluators", default="full,incremental")
     parser.add_argument("--modes", default="immediate,deferred")
