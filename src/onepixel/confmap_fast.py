@@ -196,13 +196,7 @@ class FastConfmap:
         self.steps = compile_steps(net, self.input_shape, self.device, self.dtype, fold_bn)
         self.output_name = net.output_name
         # Free each windowed value after its last consumer: bounds memory to a few tensors.
-        last: dict[str, int] = {}
-        for i, st in enumerate(self.steps):
-            for name in st.inputs:
-                last[name] = i
-        self._dead_after: list[tuple[str, ...]] = [
-            tuple(n for n, j in last.items() if j == i and n != self.output_name)
-            for i in range(len(self.steps))]
+        self._dead_after = dead_after(self.steps, self.output_name)
         self._groups: list[PixelGroup] | None = None
         self.macs_full, self.macs_window = self._count_macs()
 
@@ -311,12 +305,7 @@ class FastConfmap:
     # ------------------------------------------------------------------ execution
     def preprocess(self, images: torch.Tensor) -> torch.Tensor:
         """uint8 (..., 3) -> preprocessed float in the compute dtype, as ScoringModule does."""
-        x = images.to(self.dtype)
-        if self.io.preprocess == "max":
-            x = (x / 255.0 - 0.5) * 2.0
-        elif self.io.preprocess == "unit":
-            x = x / 255.0
-        return x
+        return preprocess_pixels(images, self.io, self.dtype)
 
     @torch.inference_mode()
     def prepare(self, image: torch.Tensor) -> PreparedImage:
@@ -513,6 +502,25 @@ def compile_steps(net: KerasNet, input_shape: tuple[int, int, int], device: torc
             else:
                 steps.append(_Step(name, "full", inputs, module=op, out_hw=out_hw))
     return steps
+
+
+def preprocess_pixels(images: torch.Tensor, io: ModelIO, dtype: torch.dtype) -> torch.Tensor:
+    """uint8 (..., 3) -> preprocessed float in ``dtype``, as ScoringModule does."""
+    x = images.to(dtype)
+    if io.preprocess == "max":
+        x = (x / 255.0 - 0.5) * 2.0
+    elif io.preprocess == "unit":
+        x = x / 255.0
+    return x
+
+
+def dead_after(steps: list[_Step], keep: str) -> list[tuple[str, ...]]:
+    """Per step, the values no later step reads (``keep``, the output, excepted)."""
+    last: dict[str, int] = {}
+    for i, st in enumerate(steps):
+        for name in st.inputs:
+            last[name] = i
+    return [tuple(n for n, j in last.items() if j == i and n != keep) for i in range(len(steps))]
 
 
 def run_full_step(st: _Step, xs: list[torch.Tensor]) -> torch.Tensor:

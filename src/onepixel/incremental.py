@@ -30,7 +30,14 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from onepixel.confmap_fast import _Step, compile_steps, keras_net_of, run_full_step
+from onepixel.confmap_fast import (
+    _Step,
+    compile_steps,
+    dead_after,
+    keras_net_of,
+    preprocess_pixels,
+    run_full_step,
+)
 from onepixel.errors import OnepixelError
 from onepixel.evaluate import check_candidates
 from onepixel.models.base import positive_probability
@@ -233,12 +240,7 @@ class IncrementalScorer:
                              for plan_in in self._input_windows()]
         self._tables = [tuple(None if p is None else tuple(self._axis_tables(a) for a in p)
                               for p in plan.places) for plan in self.plans]
-        last: dict[str, int] = {}
-        for i, st in enumerate(self.steps):
-            for name in st.inputs:
-                last[name] = i
-        self._dead_after = [tuple(n for n, j in last.items() if j == i and n != self.output_name)
-                            for i in range(len(self.steps))]
+        self._dead_after = dead_after(self.steps, self.output_name)
         self.macs_full, self.macs_window = self._count_macs()
         # From here on no step reads stored base outputs: the tail can run in smaller slices.
         self._tail_start = len(self.steps)
@@ -285,12 +287,7 @@ class IncrementalScorer:
     # ---------------------------------------------------------------- base pass
     def preprocess(self, images: torch.Tensor) -> torch.Tensor:
         """uint8 (..., 3) -> preprocessed float in the compute dtype, as ScoringModule does."""
-        x = images.to(self.dtype)
-        if self.io.preprocess == "max":
-            x = (x / 255.0 - 0.5) * 2.0
-        elif self.io.preprocess == "unit":
-            x = x / 255.0
-        return x
+        return preprocess_pixels(images, self.io, self.dtype)
 
     @torch.inference_mode()
     def prepare(self, images) -> PreparedBatch:
