@@ -88,7 +88,7 @@ def run_demo(cfg: DemoConfig) -> DemoResult:
 
     seconds: dict[str, float] = {}
     t0 = time.perf_counter()
-    # The model as the attack will run it (an eager network on CPU, for incremental scoring).
+    # The model as the attack will run it (the incremental evaluator needs an eager network).
     classifier = load_attack_evaluator(cfg.model, cfg.model_options,
                                        updating=cfg.attack.de.updating).classifier
     dataset = cfg.out / "dataset"
