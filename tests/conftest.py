@@ -46,6 +46,6 @@ def false_png() -> Path:
 
 @pytest.fixture(scope="session")
 def sample_images(true_png, false_png) -> np.ndarray:
-    from onepixel.data import load_images
+    from onepixel.datasets.images import load_images
 
     return load_images([true_png, false_png], (64, 64))

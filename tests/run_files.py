@@ -8,8 +8,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from onepixel.data import load_image
-from onepixel.demo_dataset import dihedral_variants
+from onepixel.datasets.demo import dihedral_variants
+from onepixel.datasets.images import load_image
 
 
 def write_patch_dataset(root: Path, true_png: Path, false_png: Path, mitosis: str = "mitosis",

@@ -316,7 +316,7 @@ def test_read_rgb_matches_load_image_for_every_mode(tmp_path):
     from PIL import Image
 
     from onepixel.analysis.chromatic import read_rgb
-    from onepixel.data import load_image
+    from onepixel.datasets.images import load_image
     from onepixel.errors import ImageError
 
     rng = np.random.default_rng(0)

@@ -14,10 +14,10 @@ from onepixel.attack import (
     plan_attack,
     problem_id_for,
 )
-from onepixel.de import DEConfig
 from onepixel.errors import OnepixelError
-from onepixel.evaluate import HostEvaluator, TorchEvaluator, make_evaluator
 from onepixel.models import CallableClassifier, ModelOptions, load_classifier
+from onepixel.optimize.de import DEConfig
+from onepixel.scoring.evaluators import HostEvaluator, TorchEvaluator, make_evaluator
 
 PEAK = (40, 12)  # (x, y) where the toy model is most sensitive
 
@@ -139,7 +139,7 @@ def _scipy_one_pixel(clf, image, goal, seed, population, maxiter, vectorized):
 @pytest.mark.parametrize("updating", ["deferred", "immediate"])
 def test_one_pixel_objective_matches_scipy_in_distribution(max_model_path, true_png, updating):
     """fun / nit / nfev over seeds on the real model agree with scipy (two-sample KS tests)."""
-    from onepixel.data import load_image
+    from onepixel.datasets.images import load_image
 
     clf = load_classifier(str(max_model_path), ModelOptions(device="cpu"))
     image = load_image(true_png)

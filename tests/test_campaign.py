@@ -14,11 +14,11 @@ import pytest
 from PIL import Image
 
 from onepixel.attack import AttackConfig
-from onepixel.campaign import CampaignConfig, run_campaign
-from onepixel.de import DEConfig
-from onepixel.errors import OnepixelError
+from onepixel.attack.campaign import CampaignConfig, run_campaign
+from onepixel.errors import OnepixelError, RunError
 from onepixel.models import ModelOptions
-from onepixel.runstore import RunError, RunStore
+from onepixel.optimize.de import DEConfig
+from onepixel.runs.store import RunStore
 from run_files import attack_rows, history_rows, write_patch_dataset
 
 FAST = AttackConfig(de=DEConfig(population=20, maxiter=6))

@@ -98,8 +98,8 @@ def test_tiles_command(tmp_path):
 
 def test_attack_analyze_report_pipeline(tmp_path, true_png, false_png):
     """The main job end to end through the CLI on real patches (small DE settings)."""
-    from onepixel.data import load_image
-    from onepixel.demo_dataset import dihedral_variants
+    from onepixel.datasets.demo import dihedral_variants
+    from onepixel.datasets.images import load_image
 
     for label in ("mitosis", "normal"):
         (tmp_path / "ds" / label).mkdir(parents=True)

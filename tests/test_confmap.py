@@ -20,7 +20,6 @@ from onepixel.confmap import (
     ConfidenceMap,
     ConfmapConfig,
     ConfmapError,
-    _Reducer,
     colour_grid,
     colour_levels,
     compute_confmap,
@@ -31,11 +30,13 @@ from onepixel.confmap import (
     save_confmap,
     select_run_images,
 )
-from onepixel.confmap_fast import FastConfmap, fast_path_unavailable_reason
+from onepixel.confmap.engine import _Reducer
+from onepixel.confmap.fast import FastConfmap, fast_path_unavailable_reason
 from onepixel.errors import ImageError, OnepixelError
 from onepixel.models import CallableClassifier, ModelOptions, TorchClassifier, TorchOptions, load_classifier
 from onepixel.models.keras_h5 import load_keras_module
 from onepixel.models.registry import MAX_IO
+from onepixel.runs.schema import ATTACK_COLUMNS, AttackResult
 
 TOL = 1e-5
 QUIET = {"progress": False}
@@ -110,7 +111,7 @@ def test_pixel_outside_image_is_an_error():
 
 def test_fast_method_on_other_classifiers_says_what_to_do():
     clf = _linear_classifier()
-    assert "not a torch classifier" in fast_path_unavailable_reason(clf)
+    assert "declares no eager KerasNet" in fast_path_unavailable_reason(clf)
     with pytest.raises(ConfmapError, match="use method 'brute'"):
         compute_confmap(_image(), clf, ConfmapConfig(step=255, method="fast", **QUIET))
 
@@ -226,7 +227,7 @@ def max_reference(max_model_path):
 
 @pytest.fixture(scope="module")
 def true_image(true_png):
-    from onepixel.data import load_image
+    from onepixel.datasets.images import load_image
 
     return load_image(true_png, (64, 64))
 
@@ -304,8 +305,9 @@ def test_save_writes_npz_and_figures(centre_map, true_image, tmp_path):
         assert float(d["original_score"]) == centre_map.original_score
         meta = json.loads(str(d["metadata"]))
         assert meta["evaluations"] == 256 * 64 and meta["levels"] == [0, 85, 170, 255]
-    loaded, image = load_confmap(tmp_path / "out")
-    assert isinstance(loaded, ConfidenceMap) and image.shape == (64, 64, 3)
+    loaded = load_confmap(tmp_path / "out")
+    assert isinstance(loaded, ConfidenceMap) and loaded.original.shape == (64, 64, 3)
+    np.testing.assert_array_equal(loaded.argmin_rgb, centre_map.argmin_rgb)
     np.testing.assert_array_equal(loaded.min, centre_map.min)
     assert loaded.seconds == centre_map.seconds and loaded.method == "fast"
 
@@ -390,20 +392,22 @@ def _fake_run(tmp_path, shape=(8, 8, 3), spec="linear"):
         folder.mkdir(parents=True, exist_ok=True)
         Image.fromarray(_image(shape, seed=i)).save(folder / f"{stem}.png")
         positive = label == "mitosis"
-        rows.append({"image": f"{label}/{stem}.png", "label": label,
-                     "direction": "mitosis-to-normal" if positive else "normal-to-mitosis",
-                     "goal": "decrease" if positive else "increase", "status": "attacked",
-                     "original_score": before, "attacked_score": after})
-    rows.append({"image": "normal/e.png", "label": "normal", "direction": "normal-to-mitosis",
-                 "goal": "increase", "status": "skipped", "original_score": 0.5, "attacked_score": ""})
+        rows.append(AttackResult(
+            image=f"{label}/{stem}.png", label=label,
+            direction="mitosis-to-normal" if positive else "normal-to-mitosis",
+            goal="decrease" if positive else "increase", status="attacked", skip_reason="",
+            original_score=before, attacked_score=after, x=1, y=2, r=3, g=4, b=5, nit=3, nfev=60))
+    rows.append(AttackResult(image="normal/e.png", label="normal", direction="normal-to-mitosis",
+                             goal="increase", status="skipped", skip_reason="ambiguous",
+                             original_score=0.5))
     run = tmp_path / "run"
     run.mkdir()
     (run / "config.json").write_text(json.dumps({"format": 1, "dataset": str(dataset),
                                                   "model": {"spec": spec, "sha256": ""}}))
     with (run / "attacks.csv").open("w", newline="") as fh:
-        writer = csv.DictWriter(fh, fieldnames=list(rows[0]))
-        writer.writeheader()
-        writer.writerows(rows)
+        writer = csv.writer(fh)
+        writer.writerow(ATTACK_COLUMNS)
+        writer.writerows(r.csv_row() for r in rows)
     return run
 
 

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from onepixel.data import load_image, load_images, scan_dataset
+from onepixel.datasets.images import load_image, load_images, scan_dataset
 from onepixel.errors import DatasetError, ImageError
 
 

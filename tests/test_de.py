@@ -1,4 +1,4 @@
-"""Tests of onepixel.de: batched differential evolution vs scipy.optimize.differential_evolution."""
+"""Tests of onepixel.optimize.de: batched differential evolution vs scipy.optimize.differential_evolution."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import torch
 from scipy.optimize import differential_evolution
 from scipy.stats import ks_2samp
 
-from onepixel.de import (
+from onepixel.optimize.de import (
     MESSAGE_MAXITER,
     MESSAGE_SUCCESS,
     BatchDESolver,

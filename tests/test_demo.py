@@ -8,11 +8,15 @@ import numpy as np
 import pytest
 
 from onepixel.attack import AttackConfig
-from onepixel.data import load_image, scan_dataset
-from onepixel.de import DEConfig
-from onepixel.demo import DemoConfig, headlines, run_demo
-from onepixel.demo_dataset import build_demo_dataset
+from onepixel.datasets.demo import build_demo_dataset
+from onepixel.datasets.images import load_image, scan_dataset
+from onepixel.demo import DemoConfig, run_demo
+from onepixel.errors import AssetError
 from onepixel.models import ModelOptions, load_classifier
+from onepixel.optimize.de import DEConfig
+from onepixel.runs.reader import AttackTable
+from onepixel.runs.schema import ATTACK_COLUMNS, AttackResult
+from onepixel.runs.summary import headlines, summarize
 
 
 @pytest.fixture(scope="module")
@@ -26,7 +30,7 @@ def test_demo_dataset_is_real_deterministic_and_unambiguous(tmp_path, classifier
 
         for name in assets.HE_IMAGES:
             assets.ensure(name, download=False)
-    except Exception:
+    except AssetError:
         pytest.skip("needs the shared H&E images (ONEPIXEL_ASSETS)")
     a = build_demo_dataset(tmp_path / "a", classifier, n_normal=12)
     b = build_demo_dataset(tmp_path / "b", classifier, n_normal=12)
@@ -60,15 +64,20 @@ def test_demo_end_to_end(tmp_path, max_model_path):
 
 
 def test_headlines_from_rows():
-    rows = [
-        {"status": "attacked", "direction": "m-to-n", "success": "1", "early_converged": "0",
-         "x": "2", "y": "4", "r": "255", "g": "255", "b": "0"},
-        {"status": "attacked", "direction": "m-to-n", "success": "0", "early_converged": "1",
-         "x": "3", "y": "4", "r": "1", "g": "2", "b": "3"},
-        {"status": "skipped", "direction": "n-to-m", "success": "0", "early_converged": "0",
-         "x": "", "y": "", "r": "", "g": "", "b": ""},
-    ]
-    lines = headlines(rows)
+    def row(image, direction, goal, status, before, after=None, xy=(0, 0), rgb=(0, 0, 0), early=False):
+        attacked = status == "attacked"
+        return AttackResult(image=image, label="x", direction=direction, goal=goal, status=status,
+                            skip_reason="" if attacked else "ambiguous", original_score=before,
+                            attacked_score=after, x=xy[0] if attacked else None,
+                            y=xy[1] if attacked else None, r=rgb[0] if attacked else None,
+                            g=rgb[1] if attacked else None, b=rgb[2] if attacked else None,
+                            nit=1 if early else 5, nfev=200, early_converged=early,
+                            success=attacked and after < 0.5)
+    rows = [row("a", "m-to-n", "decrease", "attacked", 0.99, 0.1, (2, 4), (255, 255, 0)),
+            row("b", "m-to-n", "decrease", "attacked", 0.98, 0.9, (3, 4), (1, 2, 3), early=True),
+            row("c", "n-to-m", "increase", "skipped", 0.5)]
+    table = AttackTable.from_rows(dict(zip(ATTACK_COLUMNS, r.csv_row(), strict=True)) for r in rows)
+    lines = headlines(summarize(table), table)
     assert lines[0] == "m-to-n: 1 of 2 attacks crossed 0.5 (50%), 1 converged early"
     assert "1 of 1" in lines[1] and "(100%" in lines[1]
     assert "(255, 255, 0)" in lines[2]

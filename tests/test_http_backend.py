@@ -21,7 +21,7 @@ from onepixel.models.http_backend import (
     base_url,
     encode_png,
 )
-from onepixel.server import create_app, decode_image
+from onepixel.serving.server import create_app, decode_image
 
 httpx = pytest.importorskip("httpx")
 pytest.importorskip("fastapi")

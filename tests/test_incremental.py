@@ -8,17 +8,13 @@ import torch
 
 from keras_files import residual_classifier_file, tiny_classifier_file
 from onepixel.attack import AttackConfig, OnePixelAttack
-from onepixel.de import DEConfig
 from onepixel.errors import OnepixelError
-from onepixel.evaluate import (
-    HostEvaluator,
-    TorchEvaluator,
-    evaluator_for,
-    load_attack_evaluator,
-)
-from onepixel.incremental import IncrementalEvaluator
 from onepixel.models import ModelOptions, load_classifier
 from onepixel.models.registry import load_eager_keras
+from onepixel.optimize.de import DEConfig
+from onepixel.scoring.evaluators import HostEvaluator, TorchEvaluator
+from onepixel.scoring.incremental import IncrementalEvaluator
+from onepixel.scoring.policy import evaluator_for, load_attack_evaluator
 
 
 def _every_pixel(size: int, colours: np.ndarray) -> np.ndarray:

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from keras_reference import run_keras_h5
-from onepixel.demo_dataset import dihedral_variants
+from onepixel.datasets.demo import dihedral_variants
 from onepixel.models import ModelOptions, load_classifier, load_keras_module
 from onepixel.models.base import preprocess_numpy
 
@@ -43,7 +43,7 @@ def test_unoptimised_module_matches_max(net, sample_images):
 
 
 def test_rotations_and_flips_stay_mitosis(max_model_path, true_png):
-    from onepixel.data import load_image
+    from onepixel.datasets.images import load_image
 
     clf = load_classifier(str(max_model_path), ModelOptions(device="cpu"))
     variants = dihedral_variants(load_image(true_png))

@@ -23,7 +23,7 @@ with warnings.catch_warnings():
 from onepixel.errors import ImageError
 from onepixel.models import CallableClassifier
 from onepixel.models.http_backend import encode_png
-from onepixel.server import (
+from onepixel.serving.server import (
     MAX_MITOSIS_METADATA,
     ServerError,
     ServerLimits,
@@ -207,9 +207,9 @@ def test_a_failing_model_is_a_json_500(images):
 
 
 def test_access_log_is_structured(client, images, caplog):
-    with caplog.at_level(logging.INFO, logger="onepixel.server.access"):
+    with caplog.at_level(logging.INFO, logger="onepixel.serving.server.access"):
         client.post("/model/predict_batch", files=_files(_png(images[0]), _png(images[1])))
-    (record,) = [r for r in caplog.records if r.name == "onepixel.server.access"]
+    (record,) = [r for r in caplog.records if r.name == "onepixel.serving.server.access"]
     assert record.http["path"] == "/model/predict_batch" and record.http["status"] == 200
     assert record.http["images"] == 2 and record.http["bytes_in"] > 0 and record.http["duration_ms"] > 0
 

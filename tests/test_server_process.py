@@ -23,11 +23,11 @@ import pytest
 from PIL import Image
 
 from onepixel.attack import AttackConfig, OnePixelAttack
-from onepixel.campaign import CampaignConfig, run_campaign
-from onepixel.de import DEConfig
-from onepixel.evaluate import HostEvaluator
+from onepixel.attack.campaign import CampaignConfig, run_campaign
 from onepixel.models import ModelOptions, load_classifier
 from onepixel.models.http_backend import HttpAuthError, HttpClassifier, encode_png
+from onepixel.optimize.de import DEConfig
+from onepixel.scoring.evaluators import HostEvaluator
 from run_files import attack_rows, history_rows, write_patch_dataset
 
 httpx = pytest.importorskip("httpx")
@@ -45,7 +45,7 @@ def _free_port() -> int:
 
 
 class ServerProcess:
-    """``python -m onepixel.server`` on a loopback port, with its log in a file."""
+    """``python -m onepixel.serving.server`` on a loopback port, with its log in a file."""
 
     def __init__(self, log_path: Path, api_key: str | None = None):
         self.port = _free_port()
@@ -57,7 +57,7 @@ class ServerProcess:
         self.proc: subprocess.Popen | None = None
 
     def start(self, timeout: float = 90.0) -> None:
-        cmd = [sys.executable, "-m", "onepixel.server", "--port", str(self.port), "--device", "cpu",
+        cmd = [sys.executable, "-m", "onepixel.serving.server", "--port", str(self.port), "--device", "cpu",
                "-q"]
         with open(self.log_path, "ab") as log:
             self.proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=self.env)

@@ -1,4 +1,4 @@
-"""Tiling of large images and whole slides (``onepixel.tiles``).
+"""Tiling of large images and whole slides (``onepixel.datasets.tiles``).
 
 The real-image tests use the shared H&E images (two TUPAC16 tiles, a JPEG and an Aperio SVS) in
 ``$ONEPIXEL_ASSETS/he-images``; they skip with a reason when that variable is unset. The rest use
@@ -14,8 +14,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from onepixel.errors import ImageError, OnepixelError
-from onepixel.tiles import (
+from onepixel.datasets.tiles import (
     TileConfig,
     grid_positions,
     iter_slide_tiles,
@@ -26,6 +25,7 @@ from onepixel.tiles import (
     tile_name,
     tissue_mask,
 )
+from onepixel.errors import ImageError, OnepixelError
 
 tifffile = pytest.importorskip("tifffile", reason="tiling SVS/TIFF needs tifffile (and imagecodecs)")
 

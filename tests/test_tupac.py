@@ -1,4 +1,4 @@
-"""TUPAC16 auxiliary mitosis layout → deep-histopath patch folders (``onepixel.tupac``).
+"""TUPAC16 auxiliary mitosis layout → deep-histopath patch folders (``onepixel.datasets.tupac``).
 
 The fixture dataset is built here, in the TUPAC layout, from the shared real H&E images
 (``$ONEPIXEL_ASSETS/he-images``: two TUPAC16 tiles, a JPEG and crops of an Aperio SVS), cut into
@@ -18,10 +18,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from onepixel.data import scan_dataset
-from onepixel.errors import DatasetError, OnepixelError
-from onepixel.tiles import tissue_fraction
-from onepixel.tupac import (
+from onepixel.datasets.images import scan_dataset
+from onepixel.datasets.tiles import tissue_fraction
+from onepixel.datasets.tupac import (
     TupacConfig,
     extract_patch,
     find_regions,
@@ -31,6 +30,7 @@ from onepixel.tupac import (
     rotated_patch,
     split_cases,
 )
+from onepixel.errors import DatasetError, OnepixelError
 
 tifffile = pytest.importorskip("tifffile", reason="writing the TUPAC .tif fixture needs tifffile")
 
@@ -286,7 +286,7 @@ def test_malformed_csv_names_file_and_line_and_leaves_nothing(tmp_path):
 
 
 def test_failure_mid_run_leaves_nothing(tmp_path, monkeypatch):
-    import onepixel.tupac as tupac
+    import onepixel.datasets.tupac as tupac
 
     src = _synthetic_src(tmp_path / "src", {("01", "01"): "10,20\n"})
     calls = []

@@ -1,3 +1,127 @@
-"""onepixel: one-pixel attack robustness assessment for image classifiers."""
+"""onepixel: one-pixel attack robustness assessment for image classifiers.
+
+The public API, by layer (docs/api.md has a runnable tour):
+
+- models: :func:`load_classifier`, :class:`ModelOptions`, :class:`Classifier`, :class:`ModelIO`
+- scoring: :func:`make_evaluator`, :func:`evaluator_for`, :func:`load_attack_evaluator`
+- optimisation: :class:`DEConfig`, :class:`BatchDESolver`
+- attacks: :class:`OnePixelAttack`, :class:`AttackConfig`, :class:`CampaignConfig`,
+  :func:`run_campaign`
+- RUN folders: :func:`load_run`, :class:`AttackResult`, :class:`AttackTable`, :func:`summarize`,
+  :func:`summarize_run`
+- confidence maps: :class:`ConfmapConfig`, :func:`compute_confmap`, :class:`ConfidenceMap`,
+  :func:`save_confmap`, :func:`load_confmap`
+- analysis and report: :func:`compute_analysis`, :func:`analyze_run`, :func:`write_report`
+- datasets: :func:`scan_dataset`, :func:`load_image`, :func:`load_images`
+- errors: :class:`OnepixelError` and its subclasses in :mod:`onepixel.errors`
+
+Names load on first use, so ``import onepixel`` (and the CLI) stays fast.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
 
 __version__ = "0.1.0"
+
+#: public name -> the module that defines it
+_EXPORTS: dict[str, str] = {
+    "Classifier": "onepixel.models.base",
+    "ModelIO": "onepixel.models.base",
+    "ModelOptions": "onepixel.models.registry",
+    "load_classifier": "onepixel.models.registry",
+    "make_evaluator": "onepixel.scoring.evaluators",
+    "evaluator_for": "onepixel.scoring.policy",
+    "load_attack_evaluator": "onepixel.scoring.policy",
+    "DEConfig": "onepixel.optimize.de",
+    "BatchDESolver": "onepixel.optimize.de",
+    "OnePixelAttack": "onepixel.attack.objective",
+    "AttackConfig": "onepixel.attack.objective",
+    "CampaignConfig": "onepixel.attack.campaign",
+    "run_campaign": "onepixel.attack.campaign",
+    "AttackResult": "onepixel.runs.schema",
+    "AttackTable": "onepixel.runs.reader",
+    "load_run": "onepixel.runs.reader",
+    "summarize": "onepixel.runs.summary",
+    "summarize_run": "onepixel.runs.summary",
+    "ConfmapConfig": "onepixel.confmap.engine",
+    "ConfidenceMap": "onepixel.confmap.result",
+    "compute_confmap": "onepixel.confmap.engine",
+    "save_confmap": "onepixel.confmap.engine",
+    "load_confmap": "onepixel.confmap.result",
+    "compute_analysis": "onepixel.analysis.compute",
+    "analyze_run": "onepixel.report.analyze",
+    "write_report": "onepixel.report.html",
+    "scan_dataset": "onepixel.datasets.images",
+    "load_image": "onepixel.datasets.images",
+    "load_images": "onepixel.datasets.images",
+    "OnepixelError": "onepixel.errors",
+}
+
+__all__ = [
+    "AttackConfig",
+    "AttackResult",
+    "AttackTable",
+    "BatchDESolver",
+    "CampaignConfig",
+    "Classifier",
+    "ConfidenceMap",
+    "ConfmapConfig",
+    "DEConfig",
+    "ModelIO",
+    "ModelOptions",
+    "OnePixelAttack",
+    "OnepixelError",
+    "__version__",
+    "analyze_run",
+    "compute_analysis",
+    "compute_confmap",
+    "evaluator_for",
+    "load_attack_evaluator",
+    "load_classifier",
+    "load_confmap",
+    "load_image",
+    "load_images",
+    "load_run",
+    "make_evaluator",
+    "run_campaign",
+    "save_confmap",
+    "scan_dataset",
+    "summarize",
+    "summarize_run",
+    "write_report",
+]
+
+
+def __getattr__(name: str) -> Any:
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'onepixel' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))
+
+
+if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs
+    from onepixel.analysis.compute import compute_analysis
+    from onepixel.attack.campaign import CampaignConfig, run_campaign
+    from onepixel.attack.objective import AttackConfig, OnePixelAttack
+    from onepixel.confmap.engine import ConfmapConfig, compute_confmap, save_confmap
+    from onepixel.confmap.result import ConfidenceMap, load_confmap
+    from onepixel.datasets.images import load_image, load_images, scan_dataset
+    from onepixel.errors import OnepixelError
+    from onepixel.models.base import Classifier, ModelIO
+    from onepixel.models.registry import ModelOptions, load_classifier
+    from onepixel.optimize.de import BatchDESolver, DEConfig
+    from onepixel.report.analyze import analyze_run
+    from onepixel.report.html import write_report
+    from onepixel.runs.reader import AttackTable, load_run
+    from onepixel.runs.schema import AttackResult
+    from onepixel.runs.summary import summarize, summarize_run
+    from onepixel.scoring.evaluators import make_evaluator
+    from onepixel.scoring.policy import evaluator_for, load_attack_evaluator

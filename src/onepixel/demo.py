@@ -1,6 +1,6 @@
 """``onepixel demo``: the whole study on the built-in model and real images, in one command.
 
-1. builds the demo dataset (:mod:`onepixel.demo_dataset`) in ``OUT/dataset``;
+1. builds the demo dataset (:mod:`onepixel.datasets.demo`) in ``OUT/dataset``;
 2. attacks it in both directions with the papers' settings into ``OUT/run`` (resumable);
 3. analyzes the run (``OUT/run/analysis``);
 4. computes confidence maps for the most and the least successful mitosis-to-normal attack
@@ -17,13 +17,14 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from onepixel.attack import AttackConfig
-from onepixel.campaign import CampaignConfig, run_campaign
-from onepixel.demo_dataset import build_demo_dataset
-from onepixel.evaluate import load_attack_evaluator
+from onepixel.attack.campaign import CampaignConfig, run_campaign
+from onepixel.attack.objective import AttackConfig
+from onepixel.datasets.demo import build_demo_dataset
 from onepixel.models import ModelOptions
 from onepixel.models.torch_backend import resolve_device
-from onepixel.runstore import RunStore
+from onepixel.runs.reader import load_run
+from onepixel.runs.summary import headlines
+from onepixel.scoring.policy import load_attack_evaluator
 
 log = logging.getLogger(__name__)
 
@@ -54,31 +55,6 @@ class DemoResult:
     summary: dict
     headlines: tuple[str, ...]
     seconds: dict[str, float]
-
-
-def headlines(rows: list[dict[str, str]]) -> tuple[str, ...]:
-    """The papers' three findings, read from attacks.csv rows."""
-    out = []
-    attacked = [r for r in rows if r["status"] == "attacked"]
-    for direction in sorted({r["direction"] for r in attacked}):
-        group = [r for r in attacked if r["direction"] == direction]
-        wins = sum(r["success"] == "1" for r in group)
-        early = sum(r["early_converged"] == "1" for r in group)
-        out.append(f"{direction}: {wins} of {len(group)} attacks crossed 0.5 "
-                   f"({100 * wins / len(group):.0f}%), {early} converged early")
-    effective = [r for r in attacked if r["early_converged"] == "0"]
-    if effective:
-        even = sum(int(r["x"]) % 2 == 0 and int(r["y"]) % 2 == 0 for r in effective)
-        out.append(f"both pixel coordinates even in {even} of {len(effective)} attacks that ran "
-                   f"past the first generation ({100 * even / len(effective):.0f}%; 25% expected "
-                   "by chance)")
-        colours: dict[tuple[int, int, int], int] = {}
-        for r in effective:
-            rgb = (int(r["r"]), int(r["g"]), int(r["b"]))
-            colours[rgb] = colours.get(rgb, 0) + 1
-        rgb, count = max(colours.items(), key=lambda kv: (kv[1], kv[0]))
-        out.append(f"most common attack colour {rgb} ({count} of {len(effective)})")
-    return tuple(out)
 
 
 def run_demo(cfg: DemoConfig) -> DemoResult:
@@ -124,13 +100,14 @@ def run_demo(cfg: DemoConfig) -> DemoResult:
     t0 = time.perf_counter()
     report = write_report(run)
     seconds["report"] = time.perf_counter() - t0
-    return DemoResult(report, run, summary, headlines(RunStore(run).read_attacks()), seconds)
+    return DemoResult(report, run, summary, headlines(summary, load_run(run).attacks), seconds)
 
 
 def _confmap_images(run: Path) -> list[str]:
     """The most and the least successful attack of one direction (mitosis-to-normal when it
     was attacked): one map of a success and one of a failure, not four."""
-    from onepixel.confmap import ConfmapError, select_run_images
+    from onepixel.confmap.runs import select_run_images
+    from onepixel.errors import ConfmapError
 
     try:
         picks = select_run_images(run)

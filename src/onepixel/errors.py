@@ -1,6 +1,8 @@
-"""Error types that carry a message meant for the user.
+"""Every error type of onepixel; each carries a message meant for the user.
 
-The CLI prints these without a traceback and exits nonzero; anything else is a bug.
+The CLI prints a :class:`OnepixelError` without a traceback and exits with status 2; any other
+exception is a bug. Errors that also are programming errors in library use (a bad argument to a
+function) subclass ``ValueError`` too, so ``except ValueError`` keeps working.
 """
 
 from __future__ import annotations
@@ -8,6 +10,10 @@ from __future__ import annotations
 
 class OnepixelError(Exception):
     """Base class: something the user can fix (bad input, missing file, bad option)."""
+
+
+class ConfigError(OnepixelError, ValueError):
+    """A setting or argument is out of range or inconsistent; the message says how to fix it."""
 
 
 class AssetError(OnepixelError):
@@ -28,3 +34,51 @@ class DatasetError(OnepixelError):
 
 class ModelError(OnepixelError):
     """A model cannot be loaded: unknown spec, unsupported layer, bad file."""
+
+
+class HttpError(ModelError):
+    """The model service answered with an error, or not at all.
+
+    Attributes
+    ----------
+    status : int or None
+        The HTTP status; None when no answer came.
+    url : str
+    """
+
+    def __init__(self, message: str, status: int | None = None, url: str = ""):
+        super().__init__(message)
+        self.status = status
+        self.url = url
+
+
+class HttpAuthError(HttpError):
+    """401 / 403: the service wants an API key, or another one."""
+
+
+class HttpUnavailableError(HttpError):
+    """No usable answer after every retry (connection refused, timeouts, 5xx)."""
+
+
+class RunError(OnepixelError):
+    """A RUN folder cannot be used: missing, damaged, or made with other settings.
+
+    The one error of every RUN reader and writer (campaign store, analysis, confidence maps,
+    report); the message names the file.
+    """
+
+
+#: The name the analysis used for :class:`RunError` before the RUN reader was shared.
+AnalysisError = RunError
+
+
+class ConfmapError(OnepixelError):
+    """A confidence map cannot be computed as asked (bad option, image, or checkpoint)."""
+
+
+class ServerError(OnepixelError):
+    """The server cannot start: missing dependencies, a bad limit, a port in use."""
+
+
+class SolverStateError(OnepixelError, RuntimeError):
+    """A solver method was called in the wrong state (e.g. ``step()`` after every problem stopped)."""

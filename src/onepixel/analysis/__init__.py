@@ -32,16 +32,6 @@ from onepixel.analysis.compute import (
     generalise_reason,
 )
 from onepixel.analysis.confmaps import Confmap, ConfmapStats, confmap_stats, load_confmap
-from onepixel.analysis.run import (
-    ATTACK_COLUMNS,
-    HISTORY_COLUMNS,
-    AnalysisError,
-    AttackTable,
-    RunData,
-    load_history,
-    load_run,
-    read_attacks_csv,
-)
 from onepixel.analysis.stats import (
     ColourCount,
     EarlyConvergence,
@@ -65,6 +55,16 @@ from onepixel.analysis.stats import (
     top_colours,
 )
 from onepixel.analysis.tables import Table, build_tables
+from onepixel.runs.reader import (
+    ATTACK_COLUMNS,
+    HISTORY_COLUMNS,
+    AnalysisError,
+    AttackTable,
+    RunData,
+    load_history,
+    load_run,
+    read_attacks_csv,
+)
 
 __all__ = [
     "ATTACK_COLUMNS", "HISTORY_COLUMNS", "SECTIONS", "AnalysisError", "AttackTable", "ChromaticStats",

@@ -161,7 +161,7 @@ class OriginalPixels:
 
 
 def read_rgb(path: Path) -> np.ndarray:
-    """An image as uint8 RGB (H, W, 3), with :func:`onepixel.data.load_image`'s semantics.
+    """An image as uint8 RGB (H, W, 3), with :func:`onepixel.datasets.images.load_image`'s semantics.
 
     The common case (an RGB file) is decoded from one ``read`` of the file, about twice as fast
     as letting PIL read the file in small pieces; anything else (greyscale, palette, alpha, a
@@ -179,7 +179,7 @@ def read_rgb(path: Path) -> np.ndarray:
                 return np.asarray(img, dtype=np.uint8)
     except (OSError, ValueError, SyntaxError, UnidentifiedImageError):
         pass
-    from onepixel.data import load_image
+    from onepixel.datasets.images import load_image
 
     return load_image(path)
 

@@ -1,6 +1,6 @@
 """All statistics of a RUN, per attack direction, computed once from its files.
 
-:func:`compute_analysis` turns a :class:`~onepixel.analysis.run.RunData` into a
+:func:`compute_analysis` turns a :class:`~onepixel.runs.reader.RunData` into a
 :class:`RunAnalysis`: the typed results of every function in :mod:`onepixel.analysis.stats`
 and :mod:`onepixel.analysis.chromatic`, plus the arrays the figures need. Tables and figures are
 built from it; statistics always use every row (only plots subsample).
@@ -23,8 +23,6 @@ from onepixel.analysis.chromatic import (
     paper_filter,
     read_original_pixels,
 )
-from onepixel.analysis.confmaps import Confmap, load_confmap
-from onepixel.analysis.run import AnalysisError, AttackTable, RunData
 from onepixel.analysis.stats import (
     ColourCount,
     EarlyConvergence,
@@ -44,6 +42,10 @@ from onepixel.analysis.stats import (
     success_counts,
     top_colours,
 )
+from onepixel.confmap.result import ConfidenceMap, load_confmap
+from onepixel.errors import ConfmapError
+from onepixel.runs.reader import AttackTable, RunData
+from onepixel.runs.schema import judge
 
 log = logging.getLogger(__name__)
 
@@ -150,7 +152,7 @@ class RunAnalysis:
         From the original images when readable, else 64x64 (grown to fit the coordinates).
     dataset_available : bool
     notes : tuple of Note
-    confmaps : tuple of Confmap
+    confmaps : tuple of ConfidenceMap
         The readable maps of ``RUN/confmaps`` (unreadable ones give a note).
     """
 
@@ -159,7 +161,7 @@ class RunAnalysis:
     image_shape: tuple[int, int]
     dataset_available: bool
     notes: tuple[Note, ...] = field(default=())
-    confmaps: tuple[Confmap, ...] = field(default=())
+    confmaps: tuple[ConfidenceMap, ...] = field(default=())
 
     @property
     def total_images(self) -> int:
@@ -262,7 +264,7 @@ def compute_analysis(run: RunData, read_originals: bool = True, workers: int | N
     for path in run.confmap_paths:
         try:
             confmaps.append(load_confmap(path, root))
-        except AnalysisError as exc:
+        except ConfmapError as exc:
             log.warning("%s", exc)
             notes.append(Note("confmaps", f"Left out: {exc}"))
     return RunAnalysis(run, tuple(directions), (int(shape[0]), int(shape[1])), originals is not None,
@@ -282,7 +284,7 @@ def _direction(run: RunData, direction: str, goal: str, everything: AttackTable,
     strong = run.setting("strong_decrease_below" if goal == "decrease" else "strong_increase_above")
     filtered = paper_filter(np.full(len(rows), goal), after, run.setting("skip_positive_below"),
                             run.setting("skip_negative_above"))
-    success = (after < t) if goal == "decrease" else (after > t)
+    success, _strong = judge(goal, after, t, strong, strong)
     vectors = np.stack([rows.x, rows.y, rows.r, rows.g, rows.b], axis=1)
     maxiter = int(run.setting("maxiter"))
     result = DirectionAnalysis(

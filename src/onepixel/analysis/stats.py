@@ -17,6 +17,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from onepixel.runs.summary import ScoreStats, SuccessCounts, percent, score_stats, success_counts
+
 __all__ = [
     "SPATIAL_COLUMNS", "ColourCount", "EarlyConvergence", "NitStats", "ParityCounts", "ScoreStats",
     "SpatialStats", "SuccessCounts", "colour_name", "early_convergence", "expected_parity", "gain",
@@ -27,50 +29,8 @@ __all__ = [
 SPATIAL_COLUMNS = ("X", "Y", "R", "G", "B")
 
 
-def percent(count: int, total: int) -> float:
-    """``100 * count / total``; ``nan`` when ``total`` is 0."""
-    return 100.0 * count / total if total else float("nan")
-
-
 def _sd(values: np.ndarray) -> float:
     return float(np.std(values, ddof=1)) if values.size > 1 else float("nan")
-
-
-@dataclass(frozen=True)
-class ScoreStats:
-    """Maximum, mean, median, sample SD and minimum of ``n`` scores (the papers' Tables 1-2)."""
-
-    n: int
-    max: float
-    mean: float
-    median: float
-    sd: float
-    min: float
-
-    ROWS = (("Maximum", "max"), ("Mean", "mean"), ("Median", "median"),
-            ("Standard deviation", "sd"), ("Minimum", "min"))
-
-
-def score_stats(values: Sequence[float] | np.ndarray) -> ScoreStats:
-    """Summary statistics of scores.
-
-    Parameters
-    ----------
-    values : array_like, (N,)
-        Scores; ``nan`` entries are ignored.
-
-    Returns
-    -------
-    ScoreStats
-        All ``nan`` when no value is left; ``sd`` is ``nan`` for a single value.
-    """
-    v = np.asarray(values, dtype=np.float64).ravel()
-    v = v[~np.isnan(v)]
-    if v.size == 0:
-        nan = float("nan")
-        return ScoreStats(0, nan, nan, nan, nan, nan)
-    return ScoreStats(int(v.size), float(v.max()), float(v.mean()), float(np.median(v)), _sd(v),
-                      float(v.min()))
 
 
 def gain(goal: str, before: np.ndarray, after: np.ndarray) -> np.ndarray:
@@ -88,62 +48,6 @@ def gain(goal: str, before: np.ndarray, after: np.ndarray) -> np.ndarray:
     before = np.asarray(before, dtype=np.float64)
     after = np.asarray(after, dtype=np.float64)
     return before - after if goal == "decrease" else after - before
-
-
-@dataclass(frozen=True)
-class SuccessCounts:
-    """How many of ``n`` attacks crossed the success and the strong-success thresholds."""
-
-    n: int
-    success: int
-    strong: int
-    success_threshold: float
-    strong_threshold: float
-    goal: str
-
-    @property
-    def success_percent(self) -> float:
-        return percent(self.success, self.n)
-
-    @property
-    def strong_percent(self) -> float:
-        return percent(self.strong, self.n)
-
-    @property
-    def criterion(self) -> str:
-        """Human-readable thresholds, e.g. ``< 0.5 / < 0.05``."""
-        op = "<" if self.goal == "decrease" else ">"
-        return f"{op} {self.success_threshold:g} / {op} {self.strong_threshold:g}"
-
-
-def success_counts(goal: str, attacked_scores: np.ndarray, success_threshold: float = 0.5,
-                   strong_threshold: float | None = None) -> SuccessCounts:
-    """Count attacks whose final score crossed the thresholds (strictly, as the campaign judges).
-
-    Parameters
-    ----------
-    goal : {"decrease", "increase"}
-    attacked_scores : ndarray, (N,)
-        Final scores of the attacks (``nan`` entries are not counted at all).
-    success_threshold : float
-        Success means ``score < t`` for ``decrease``, ``score > t`` for ``increase``.
-    strong_threshold : float, optional
-        Default 0.05 for ``decrease`` and 0.95 for ``increase``.
-
-    Returns
-    -------
-    SuccessCounts
-    """
-    s = np.asarray(attacked_scores, dtype=np.float64)
-    s = s[~np.isnan(s)]
-    if strong_threshold is None:
-        strong_threshold = 0.05 if goal == "decrease" else 0.95
-    if goal == "decrease":
-        ok, strong = s < success_threshold, s < strong_threshold
-    else:
-        ok, strong = s > success_threshold, s > strong_threshold
-    return SuccessCounts(int(s.size), int(ok.sum()), int(strong.sum()), float(success_threshold),
-                         float(strong_threshold), goal)
 
 
 @dataclass(frozen=True)

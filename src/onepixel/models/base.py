@@ -27,7 +27,43 @@ class Classifier(Protocol):
     @property
     def input_shape(self) -> tuple[int, int, int]: ...
 
+    # Optional: ``capabilities`` (a :class:`Capabilities`); see :func:`capabilities_of`.
+
     def scores(self, images: np.ndarray) -> np.ndarray: ...
+
+
+@dataclass(frozen=True)
+class Capabilities:
+    """What a classifier declares about itself, so that policies ask instead of probing.
+
+    Attributes
+    ----------
+    fingerprint : str
+        sha256 of the model file ("" when unknown), recorded in RUNs and maps for provenance.
+    device : str
+        Where it computes: ``cpu``, ``cuda:N``, or ``remote`` (a service over HTTP).
+    tensor_scoring : bool
+        It has ``score_tensor(images)`` for uint8 tensors already on ``device`` (the on-device
+        evaluator builds perturbed images there).
+    layers : bool
+        It has ``eager_network()``: the eager :class:`~onepixel.models.keras_h5.KerasNet` and
+        its :class:`ModelIO`, which the incremental engines walk layer by layer.
+    """
+
+    fingerprint: str = ""
+    device: str = "cpu"
+    tensor_scoring: bool = False
+    layers: bool = False
+
+    @property
+    def on_cpu(self) -> bool:
+        return self.device == "cpu"
+
+
+def capabilities_of(classifier: object) -> Capabilities:
+    """A classifier's declared :class:`Capabilities`; plain objects that only score get the defaults."""
+    caps = getattr(classifier, "capabilities", None)
+    return caps if isinstance(caps, Capabilities) else Capabilities()
 
 
 @dataclass(frozen=True)
@@ -65,29 +101,31 @@ class ModelIO:
             raise ModelError(f"positive index must be >= 0, got {self.positive_index}")
 
 
-def preprocess_numpy(images: np.ndarray, mode: Preprocess, dtype=np.float32) -> np.ndarray:
-    """Apply :class:`ModelIO` preprocessing to uint8 images (any shape), in ``dtype``."""
-    x = images.astype(dtype)
+def preprocess(x, mode: Preprocess):
+    """Apply :class:`ModelIO` preprocessing to images already cast to the compute dtype.
+
+    The one preprocessing function of every backend and engine: numpy arrays and torch tensors
+    of any shape, in the MAX service's exact order of operations (so float32 results match it bit
+    for bit): ``max`` is ``(x / 255 - 0.5) * 2``, ``unit`` is ``x / 255``, ``raw`` is ``x``.
+    """
     if mode == "max":
-        # The MAX service's exact order of operations, so float32 results match it bit for bit.
-        return (x / dtype(255.0) - dtype(0.5)) * dtype(2.0)
+        return (x / 255.0 - 0.5) * 2.0
     if mode == "unit":
-        return x / dtype(255.0)
+        return x / 255.0
     return x
 
 
-def positive_probability(outputs: np.ndarray, io: ModelIO, model_name: str) -> np.ndarray:
-    """Reduce raw network outputs (N,) or (N, K) to positive-class probabilities (N,) float64."""
-    out = np.asarray(outputs, dtype=np.float64)
-    out = out.reshape(out.shape[0], -1)
-    k = out.shape[1]
+def preprocess_numpy(images: np.ndarray, mode: Preprocess, dtype=np.float32) -> np.ndarray:
+    """uint8 images (any shape) -> :func:`preprocess` ed float array in ``dtype``."""
+    return preprocess(images.astype(dtype), mode)
+
+
+def output_column(k: int, io: ModelIO, model_name: str) -> int:
+    """The column of the positive class among ``k`` outputs, or a :class:`ModelError` saying why not."""
     if k == 1:
         if io.positive_index not in (None, 0):
             raise ModelError(f"{model_name} has one output; --positive-index must be 0 or unset")
-        col = out[:, 0]
-        if io.output == "logit":
-            return _sigmoid(col)
-        return col
+        return 0
     if io.positive_index is None:
         raise ModelError(
             f"{model_name} returns {k} outputs per image; say which is the positive class with "
@@ -95,11 +133,47 @@ def positive_probability(outputs: np.ndarray, io: ModelIO, model_name: str) -> n
         )
     if io.positive_index >= k:
         raise ModelError(f"--positive-index {io.positive_index} is out of range for {k} outputs")
-    if io.output == "logit":
-        shifted = out - out.max(axis=1, keepdims=True)
-        exp = np.exp(shifted)
-        return exp[:, io.positive_index] / exp.sum(axis=1)
-    return out[:, io.positive_index]
+    return io.positive_index
+
+
+def positive_probability(outputs, io: ModelIO, model_name: str, float64: bool = True):
+    """Reduce raw network outputs (N,) or (N, K) to positive-class probabilities (N,).
+
+    The one output-to-probability rule of every backend and engine: one output is a logit
+    (sigmoid) or a probability; several are logits (softmax) or probabilities, and
+    ``io.positive_index`` picks the column.
+
+    Parameters
+    ----------
+    outputs : ndarray or Tensor, (N,) or (N, K)
+        numpy arrays are reduced on the host (a sign-split sigmoid: element by element the same
+        whatever the batch), tensors on their device.
+    float64 : bool
+        Compute in float64 (the scores' dtype); False keeps a tensor's dtype (graphs for export).
+
+    Returns
+    -------
+    ndarray or Tensor, (N,)
+    """
+    if not isinstance(outputs, np.ndarray) and type(outputs).__module__.startswith("torch"):
+        import torch
+
+        out = outputs.to(torch.float64) if float64 else outputs
+        out = out.reshape(out.shape[0], -1)
+        col = output_column(out.shape[1], io, model_name)
+        if io.output == "probability":
+            return out[:, col]
+        return torch.sigmoid(out[:, 0]) if out.shape[1] == 1 else torch.softmax(out, dim=1)[:, col]
+    out = np.asarray(outputs, dtype=np.float64)
+    out = out.reshape(out.shape[0], -1)
+    col = output_column(out.shape[1], io, model_name)
+    if io.output == "probability":
+        return out[:, col]
+    if out.shape[1] == 1:
+        return _sigmoid(out[:, 0])
+    shifted = out - out.max(axis=1, keepdims=True)
+    exp = np.exp(shifted)
+    return exp[:, col] / exp.sum(axis=1)
 
 
 def _sigmoid(x: np.ndarray) -> np.ndarray:

@@ -6,8 +6,8 @@ import logging
 from pathlib import Path
 
 from onepixel import assets
-from onepixel.atomic import atomic_open
 from onepixel.errors import ModelError
+from onepixel.fileio import atomic_open
 from onepixel.models.keras_h5 import load_keras_module
 from onepixel.models.onnx_backend import scoring_module_to_onnx
 from onepixel.models.registry import BUILTIN, MAX_IO, ModelOptions

@@ -34,8 +34,8 @@ from urllib.parse import urlsplit
 
 import numpy as np
 
-from onepixel.errors import ModelError
-from onepixel.models.base import check_batch
+from onepixel.errors import HttpAuthError, HttpError, HttpUnavailableError, ModelError
+from onepixel.models.base import Capabilities, check_batch
 
 log = logging.getLogger(__name__)
 
@@ -47,30 +47,6 @@ METADATA = "/model/metadata"
 DEFAULT_SHAPE = (64, 64, 3)
 _PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 _RETRY_STATUS = frozenset({429, 500, 502, 503, 504})
-
-
-class HttpError(ModelError):
-    """The model service answered with an error, or not at all.
-
-    Attributes
-    ----------
-    status : int or None
-        The HTTP status; None when no answer came.
-    url : str
-    """
-
-    def __init__(self, message: str, status: int | None = None, url: str = ""):
-        super().__init__(message)
-        self.status = status
-        self.url = url
-
-
-class HttpAuthError(HttpError):
-    """401 / 403: the service wants an API key, or another one."""
-
-
-class HttpUnavailableError(HttpError):
-    """No usable answer after every retry (connection refused, timeouts, 5xx)."""
 
 
 def _require_httpx():
@@ -237,6 +213,7 @@ class HttpClassifier:
         self.name = str(ours.get("model") or self.metadata.get("id") or self.metadata.get("name")
                         or f"http-{urlsplit(self.url).netloc}")
         self.fingerprint = _fingerprint(self.metadata)
+        self.capabilities = Capabilities(fingerprint=self.fingerprint, device="remote")
         shape = input_shape or ours.get("input_shape") or DEFAULT_SHAPE
         try:
             shape = tuple(int(s) for s in shape)

@@ -167,7 +167,7 @@ def _same_padding(size: int, kernel: int, stride: int, dilation: int) -> tuple[i
     return total // 2, total - total // 2
 
 
-class _Conv2d(nn.Module):
+class Conv2d(nn.Module):
     """Conv2D with Keras padding (possibly asymmetric) and fused activation."""
 
     def __init__(self, conv: nn.Conv2d, pad: tuple[int, int, int, int], activation: str):
@@ -179,10 +179,10 @@ class _Conv2d(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if any(self.pad):
             x = F.pad(x, self.pad)
-        return _apply_activation(self.conv(x), self.activation)
+        return apply_activation(self.conv(x), self.activation)
 
 
-class _Pool2d(nn.Module):
+class Pool2d(nn.Module):
     def __init__(self, kind: str, kernel: tuple[int, int], stride: tuple[int, int],
                  pad: tuple[int, int, int, int]):
         super().__init__()
@@ -208,7 +208,7 @@ class _Dense(nn.Module):
         self.linear, self.activation = linear, activation
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return _apply_activation(self.linear(x), self.activation)
+        return apply_activation(self.linear(x), self.activation)
 
 
 class _Activation(nn.Module):
@@ -217,7 +217,7 @@ class _Activation(nn.Module):
         self.activation = activation
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return _apply_activation(x, self.activation)
+        return apply_activation(x, self.activation)
 
 
 class _Flatten(nn.Module):
@@ -228,7 +228,7 @@ class _Flatten(nn.Module):
         return x.reshape(x.shape[0], -1)
 
 
-def _apply_activation(x: torch.Tensor, name: str) -> torch.Tensor:
+def apply_activation(x: torch.Tensor, name: str) -> torch.Tensor:
     if name == "relu":
         return torch.relu(x)
     if name == "sigmoid":
@@ -280,7 +280,7 @@ class KerasNet(nn.Module):
             in_shapes = [shapes[i] for i in layer.inputs]
             op, out_shape = self._build(layer, in_shapes)
             if op is not None:
-                self.ops[_key(layer.name)] = op
+                self.ops[op_key(layer.name)] = op
             self.plan.append((layer.name, layer.kind, layer.inputs))
             shapes[layer.name] = out_shape
         self.output_shape = shapes[graph.output_name]
@@ -325,7 +325,7 @@ class KerasNet(nn.Module):
                 top = bottom = left = right = 0
             oh = (h + top + bottom - kh) // sh + 1
             ow = (w + left + right - kw) // sw + 1
-            pool = _Pool2d("max" if kind == "MaxPooling2D" else "avg", (kh, kw), (sh, sw),
+            pool = Pool2d("max" if kind == "MaxPooling2D" else "avg", (kh, kw), (sh, sw),
                            (left, right, top, bottom))
             return pool, (c, oh, ow)
         if kind == "Flatten":
@@ -374,7 +374,7 @@ class KerasNet(nn.Module):
                 conv.bias.copy_(_tensor(layer.weights["bias"]))
         oh = (h + top + bottom - dh * (kh - 1) - 1) // sh + 1
         ow = (w + left + right - dw * (kw - 1) - 1) // sw + 1
-        return _Conv2d(conv, (left, right, top, bottom), _check_activation(layer)), (filters, oh, ow)
+        return Conv2d(conv, (left, right, top, bottom), _check_activation(layer)), (filters, oh, ow)
 
     def forward(self, x: torch.Tensor, until: str | None = None) -> torch.Tensor:
         """Run the graph on (N, C, H, W) input; ``until`` returns that layer's output instead.
@@ -388,14 +388,14 @@ class KerasNet(nn.Module):
                 for other in inputs[1:]:
                     out = out + values[other]
             else:
-                out = self.ops[_key(name)](values[inputs[0]])
+                out = self.ops[op_key(name)](values[inputs[0]])
             values[name] = out
             if name == until:
                 return out
         return values[self.output_name]
 
 
-def _key(name: str) -> str:
+def op_key(name: str) -> str:
     # ModuleDict keys may not contain dots.
     return name.replace(".", "_")
 

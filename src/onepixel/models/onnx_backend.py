@@ -16,7 +16,7 @@ import numpy as np
 import torch
 
 from onepixel.errors import ModelError
-from onepixel.models.base import ModelIO, check_batch, positive_probability, preprocess_numpy
+from onepixel.models.base import Capabilities, ModelIO, check_batch, positive_probability, preprocess_numpy
 from onepixel.models.torch_backend import ScoringModule
 
 log = logging.getLogger(__name__)
@@ -98,6 +98,8 @@ class OnnxClassifier:
                 io = ModelIO(layout="nchw", preprocess="unit", output="probability")
         self.io = io
         self._input_shape = input_shape or self._static_shape(inp.shape)
+        on_gpu = self.session.get_providers()[0] == "CUDAExecutionProvider"
+        self.capabilities = Capabilities(fingerprint=fingerprint, device="cuda:0" if on_gpu else "cpu")
 
     def _static_shape(self, shape: list) -> tuple[int, int, int]:
         dims = shape[1:]

@@ -85,15 +85,31 @@ class ModelOptions:
         return replace(io, **changes) if changes else io
 
 
-def load_classifier(spec: str, options: ModelOptions | None = None) -> Classifier:
+def load_classifier(spec: str, options: ModelOptions | None = None, *,
+                    layers: bool = False) -> Classifier:
     """Load a classifier from a spec string.
+
+    Parameters
+    ----------
+    spec : str
+        ``max-mitosis``, a Keras ``*.h5``/``*.hdf5``, ``*.onnx`` or TorchScript ``*.pt``/``*.ts``
+        file, or ``http(s)://HOST:PORT`` (a MAX-API service).
+    options : ModelOptions
+    layers : bool
+        Load a Keras or built-in model as an eager torch network that declares its layers
+        (:attr:`~onepixel.models.base.Capabilities.layers`), as the incremental engines need,
+        whatever ``options.engine`` would pick. Which purpose needs it is decided in
+        :mod:`onepixel.scoring.policy`.
 
     Raises
     ------
     ModelError
-        Unknown spec form, missing file, or a file that cannot be loaded; the message names it.
+        Unknown spec form, missing file, or a file that cannot be loaded; the message names it;
+        ``layers`` for a model that is not Keras.
     """
     options = options or ModelOptions()
+    if layers:
+        return _load_eager_keras(spec, options)
     if spec == BUILTIN:
         path = assets.ensure(BUILTIN, options.assets_dir)
         return keras_classifier(path, options, name=BUILTIN, io=MAX_IO)
@@ -158,12 +174,11 @@ def is_keras_spec(spec: str) -> bool:
 
 
 def load_eager_keras(spec: str, options: ModelOptions | None = None) -> TorchClassifier:
-    """A built-in or Keras model as a torch classifier that keeps its eager :class:`KerasNet`.
+    """``load_classifier(spec, options, layers=True)``: a Keras model as an eager torch network."""
+    return _load_eager_keras(spec, options or ModelOptions())
 
-    The incremental engines (:mod:`onepixel.confmap_fast`, :mod:`onepixel.incremental`) need
-    the network's layers, which the CPU TorchScript freeze of :func:`load_classifier` hides.
-    """
-    options = options or ModelOptions()
+
+def _load_eager_keras(spec: str, options: ModelOptions) -> TorchClassifier:
     if not is_keras_spec(spec):
         raise ModelError(f"{spec!r} is not a Keras model: incremental scoring needs "
                          f"'{BUILTIN}' or a Keras file (*.h5, *.hdf5)")

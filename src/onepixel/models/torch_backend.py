@@ -12,7 +12,8 @@ import torch
 from torch import nn
 
 from onepixel.errors import ModelError
-from onepixel.models.base import ModelIO, check_batch
+from onepixel.models.base import Capabilities, ModelIO, check_batch, positive_probability, preprocess
+from onepixel.models.keras_h5 import KerasNet
 
 log = logging.getLogger(__name__)
 
@@ -67,28 +68,20 @@ class ScoringModule(nn.Module):
     def __init__(self, net: nn.Module, io: ModelIO, final: str = "raw"):
         super().__init__()
         self.net = net
+        self.io = io
         self.layout = io.layout
-        self.preprocess = io.preprocess
-        self.output = io.output
-        self.positive_index = io.positive_index or 0
         self.final = final
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         dtype = next(self.net.parameters()).dtype
-        x = images.to(dtype)
-        if self.preprocess == "max":
-            x = (x / 255.0 - 0.5) * 2.0
-        elif self.preprocess == "unit":
-            x = x / 255.0
+        x = preprocess(images.to(dtype), self.io.preprocess)
         if self.layout == "nchw":
             x = x.permute(0, 3, 1, 2)
         out = self.net(x)
         out = out.reshape(out.shape[0], -1)
         if self.final == "raw":
             return out
-        if self.output == "logit":
-            out = torch.sigmoid(out) if out.shape[1] == 1 else torch.softmax(out, dim=1)
-        return out[:, self.positive_index : self.positive_index + 1]
+        return positive_probability(out, self.io, "network", float64=False)[:, None]
 
 
 @dataclass(frozen=True)
@@ -136,11 +129,26 @@ class TorchClassifier:
         # Kept un-optimised: the exact fast confidence-map path walks its layers.
         self.scoring_module = module
         self.module = self._optimize(module) if self.options.optimize else module
-        self._checked_outputs = False
 
     @property
     def input_shape(self) -> tuple[int, int, int]:
         return self._input_shape  # type: ignore[return-value]
+
+    @property
+    def capabilities(self) -> Capabilities:
+        return Capabilities(fingerprint=self.fingerprint, device=str(self.device),
+                            tensor_scoring=True, layers=self.eager_network() is not None)
+
+    def eager_network(self) -> tuple[KerasNet, ModelIO] | None:
+        """The eager :class:`KerasNet` and I/O conventions this classifier runs, if it is one.
+
+        The incremental engines walk its layers; a TorchScript-compiled copy (what CPU loading
+        runs by default) hides them, so only the kept eager module counts.
+        """
+        module = self.scoring_module
+        if isinstance(module, ScoringModule) and isinstance(module.net, KerasNet):
+            return module.net, self.io
+        return None
 
     def _optimize(self, module: nn.Module) -> nn.Module:
         if self.device.type == "cuda":
@@ -172,21 +180,7 @@ class TorchClassifier:
 
     def scores_from_outputs(self, out: torch.Tensor) -> torch.Tensor:
         """Raw network outputs (N, K) -> positive-class probabilities (N,) float64."""
-        out = out.to(torch.float64)
-        if not self._checked_outputs:
-            self._check_outputs(out.shape[1])
-        if out.shape[1] == 1:
-            return torch.sigmoid(out[:, 0]) if self.io.output == "logit" else out[:, 0]
-        idx = self.io.positive_index
-        return torch.softmax(out, dim=1)[:, idx] if self.io.output == "logit" else out[:, idx]
-
-    def _check_outputs(self, k: int) -> None:
-        idx = self.io.positive_index
-        if k > 1 and idx is None:
-            raise ModelError(f"{self.name} returns {k} outputs per image; give --positive-index")
-        if idx is not None and idx >= k:
-            raise ModelError(f"--positive-index {idx} is out of range for {k} outputs")
-        self._checked_outputs = True
+        return positive_probability(out, self.io, self.name)
 
     def scores(self, images: np.ndarray) -> np.ndarray:
         """Probabilities of the positive class, shape (N,), float64, for uint8 (N, H, W, 3)."""

@@ -17,15 +17,13 @@ from __future__ import annotations
 
 import json
 import logging
-import os
-import shutil
-import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from onepixel import __version__
 from onepixel.analysis import SECTIONS, AnalysisError, Note, Table, build_tables, compute_analysis, load_run
+from onepixel.fileio import atomic_output_dir
 from onepixel.report.figures import FigureInfo, all_figures
 
 log = logging.getLogger(__name__)
@@ -207,8 +205,7 @@ def analyze_run(run_dir: str | Path, *, figures: bool = True, read_originals: bo
     tables = build_tables(analysis)
     notes = list(analysis.notes)
     final = run_dir / "analysis"
-    tmp = Path(tempfile.mkdtemp(prefix=".analysis-", dir=run_dir))
-    try:
+    with atomic_output_dir(final, overwrite=True) as tmp:
         figure_list: list[FigureInfo] = []
         if figures:
             figure_list, missing = all_figures(analysis, tmp / "figures")
@@ -229,10 +226,6 @@ def analyze_run(run_dir: str | Path, *, figures: bool = True, read_originals: bo
                     "notes": [{"section": n.section, "text": n.text} for n in result.notes]}
         (tmp / "analysis.json").write_text(json.dumps(manifest, indent=1, ensure_ascii=False),
                                            encoding="utf-8")
-        _swap_in(tmp, final)
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)
     log.info("analysis of %s written to %s in %.1f s (%d tables, %d figures)", run_dir, final,
              result.seconds, len(tables), len(figure_list))
     return result
@@ -246,17 +239,6 @@ def _dedupe(notes: list[Note]) -> list[Note]:
             seen.add((n.section, n.text))
             out.append(n)
     return out
-
-
-def _swap_in(tmp: Path, final: Path) -> None:
-    old = None
-    if final.exists():
-        old = final.with_name(f".analysis-old-{os.getpid()}-{time.monotonic_ns()}")
-        os.replace(final, old)
-    os.replace(tmp, final)
-    os.chmod(final, 0o755)
-    if old is not None:
-        shutil.rmtree(old, ignore_errors=True)
 
 
 def _facts(analysis) -> RunFacts:

@@ -24,8 +24,8 @@ from onepixel.analysis import (
     gain,
     load_history,
 )
-from onepixel.analysis.confmaps import Confmap
 from onepixel.analysis.tables import colour_label, num, pct, slug, towards
+from onepixel.confmap.result import ConfidenceMap
 from onepixel.errors import OnepixelError
 
 log = logging.getLogger(__name__)
@@ -297,7 +297,7 @@ def nit_histogram(analysis: RunAnalysis, folder: Path) -> FigureInfo | None:
 
 
 def _load_original(analysis: RunAnalysis, name: str) -> np.ndarray | None:
-    from onepixel.data import load_image
+    from onepixel.datasets.images import load_image
 
     root = analysis.run.dataset_root
     if root is None:
@@ -488,7 +488,7 @@ def location_heatmap(analysis: RunAnalysis, folder: Path) -> FigureInfo | None:
 
 
 @_styled
-def confmap_panel(cm: Confmap, folder: Path) -> FigureInfo:
+def confmap_panel(cm: ConfidenceMap, folder: Path) -> FigureInfo:
     """Original | min | max | mean score maps of one confidence map."""
     st = confmap_stats(cm)
     panels: list[tuple[str, np.ndarray | None]] = []

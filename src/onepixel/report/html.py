@@ -17,10 +17,10 @@ from pathlib import Path
 
 from onepixel import __version__
 from onepixel.analysis import SECTIONS, Note, Table
-from onepixel.analysis.run import AnalysisError
-from onepixel.atomic import atomic_open
+from onepixel.fileio import atomic_open
 from onepixel.report.analyze import AnalysisResult, analyze_run, is_stale, load_analysis
 from onepixel.report.figures import FigureInfo
+from onepixel.runs.reader import AnalysisError
 
 log = logging.getLogger(__name__)
 

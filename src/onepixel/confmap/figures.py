@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
-from onepixel.confmap import ConfidenceMap
+from onepixel.confmap.result import ConfidenceMap
 
 log = logging.getLogger(__name__)
 

@@ -9,12 +9,12 @@ colours and 575,930,368 evaluations for a 64x64 image).
 Two methods give the same maps:
 
 ``brute``
-    The reference. Perturbed images go through the evaluator (:mod:`onepixel.evaluate`): for
+    The reference. Perturbed images go through the evaluator (:mod:`onepixel.scoring.evaluators`): for
     torch classifiers they are built on the device from the image held there, so no batch
     crosses to the host; any other classifier gets host-built batches.
 ``fast``
     Exact incremental inference for KerasNet-based torch classifiers
-    (:mod:`onepixel.confmap_fast`): only the window of each early feature map that a pixel can
+    (:mod:`onepixel.confmap.fast`): only the window of each early feature map that a pixel can
     change is recomputed. Scores agree with brute force to ~1e-6 (fp32).
 
 ``auto`` (the default) takes ``fast`` when it applies and ``brute`` otherwise.
@@ -27,7 +27,6 @@ matches; a tqdm bar shows evaluations/s and the ETA.
 from __future__ import annotations
 
 import contextlib
-import csv
 import hashlib
 import json
 import logging
@@ -37,58 +36,32 @@ from collections import deque
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from onepixel import __version__
-from onepixel.atomic import atomic_open
-from onepixel.errors import ImageError, ModelError, OnepixelError
-from onepixel.evaluate import HostEvaluator, TorchEvaluator, make_evaluator
-from onepixel.models.base import Classifier
+from onepixel.confmap.result import (
+    FORMAT,
+    RESULT_NAME,
+    ConfidenceMap,
+    check_step,
+    colour_grid,
+    colour_levels,
+    write_confmap_npz,
+)
+from onepixel.errors import ConfmapError, ImageError
+from onepixel.fileio import save_npz_atomic
+from onepixel.models.base import Classifier, capabilities_of
 from onepixel.models.registry import ModelOptions
 from onepixel.models.torch_backend import TorchClassifier, resolve_device
+from onepixel.scoring.evaluators import make_evaluator
+from onepixel.scoring.policy import load_confmap_classifier
 
 log = logging.getLogger(__name__)
 
 METHODS = ("auto", "fast", "brute")
-RESULT_NAME = "confmap.npz"
 PARTIAL_NAME = "confmap.partial.npz"
-FORMAT = 1
-
-
-class ConfmapError(OnepixelError):
-    """A confidence map cannot be computed as asked (bad option, image, or checkpoint)."""
-
-
-def colour_levels(step: int) -> np.ndarray:
-    """Channel values ``{0, step, 2*step, ...} ∪ {255}``, shape (K,), uint8, ascending.
-
-    Raises
-    ------
-    ConfmapError
-        ``step`` is not an integer in 1..255.
-    """
-    _check_step(step)
-    levels = list(range(0, 256, step))
-    if levels[-1] != 255:
-        levels.append(255)
-    return np.asarray(levels, dtype=np.uint8)
-
-
-def colour_grid(step: int) -> np.ndarray:
-    """All colours of the grid, shape (K**3, 3), uint8; index ``(ir * K + ig) * K + ib``."""
-    lv = colour_levels(step)
-    r, g, b = np.meshgrid(lv, lv, lv, indexing="ij")
-    return np.stack([r.ravel(), g.ravel(), b.ravel()], axis=1)
-
-
-def _check_step(step) -> None:
-    if isinstance(step, bool) or not isinstance(step, int | np.integer) or not 1 <= step <= 255:
-        raise ConfmapError(f"colour step must be an integer from 1 to 255, got {step!r} "
-                           "(5 gives the papers' grid of 52 values per channel)")
 
 
 @dataclass(frozen=True)
@@ -130,7 +103,7 @@ class ConfmapConfig:
     workers: int | None = None
 
     def __post_init__(self) -> None:
-        _check_step(self.step)
+        check_step(self.step)
         if self.method not in METHODS:
             raise ConfmapError(f"unknown confmap method {self.method!r}: use one of {', '.join(METHODS)}")
         if self.batch_size is not None and (isinstance(self.batch_size, bool) or self.batch_size < 1):
@@ -151,93 +124,6 @@ class ConfmapConfig:
     @property
     def n_colours(self) -> int:
         return len(self.levels) ** 3
-
-
-@dataclass(frozen=True, eq=False)
-class ConfidenceMap:
-    """A one-pixel confidence map of one image.
-
-    Attributes
-    ----------
-    min, max, mean : ndarray, shape (H, W), float64
-        Score range per pixel over the colour grid (NaN for pixels not mapped).
-    argmin_rgb, argmax_rgb : ndarray, shape (H, W, 3), uint8
-        The first grid colour (r-major order) that reaches the minimum / maximum.
-    original_score : float
-        Score of the unmodified image.
-    step : int
-    evaluations : int
-        Model evaluations the map stands for (pixels mapped x colours).
-    seconds : float
-        Wall time spent computing it (summed over resumed sessions).
-    model : str
-    method : {"fast", "brute"}
-        The path that computed it.
-    device, dtype : str
-    """
-
-    min: np.ndarray
-    max: np.ndarray
-    mean: np.ndarray
-    argmin_rgb: np.ndarray
-    argmax_rgb: np.ndarray
-    original_score: float
-    step: int
-    evaluations: int
-    seconds: float
-    model: str
-    method: str
-    device: str = "cpu"
-    dtype: str = "float32"
-
-    @property
-    def shape(self) -> tuple[int, int]:
-        return self.min.shape  # type: ignore[return-value]
-
-    @property
-    def n_colours(self) -> int:
-        return len(colour_levels(self.step)) ** 3
-
-    def extreme(self, kind: str = "min") -> tuple[int, int, float, tuple[int, int, int]]:
-        """The best pixel for ``kind`` (min or max): (x, y, score, (r, g, b))."""
-        arr = self.min if kind == "min" else self.max
-        flat = np.nanargmin(arr) if kind == "min" else np.nanargmax(arr)
-        y, x = np.unravel_index(flat, arr.shape)
-        rgb = (self.argmin_rgb if kind == "min" else self.argmax_rgb)[y, x]
-        return int(x), int(y), float(arr[y, x]), tuple(int(v) for v in rgb)
-
-    def metadata(self) -> dict:
-        """JSON-able facts about the map (no arrays)."""
-        x0, y0, lo, rgb0 = self.extreme("min")
-        x1, y1, hi, rgb1 = self.extreme("max")
-        return {"format": FORMAT, "onepixel_version": __version__, "model": self.model,
-                "step": self.step, "n_colours": self.n_colours,
-                "levels": [int(v) for v in colour_levels(self.step)],
-                "original_score": self.original_score, "evaluations": self.evaluations,
-                "seconds": self.seconds, "method": self.method, "device": self.device,
-                "dtype": self.dtype, "shape": list(self.shape),
-                "min_score": lo, "min_at": {"x": x0, "y": y0, "rgb": list(rgb0)},
-                "max_score": hi, "max_at": {"x": x1, "y": y1, "rgb": list(rgb1)}}
-
-
-# ---------------------------------------------------------------------------- model loading
-def load_confmap_classifier(spec: str, options: ModelOptions | None = None,
-                            method: str = "auto") -> Classifier:
-    """Load a model for confidence maps.
-
-    Keras and built-in models get an eager torch classifier (so the fast path applies) unless
-    ``method`` is ``brute``, which uses :func:`~onepixel.models.load_classifier` as is (ONNX
-    Runtime on CPU by default: the fastest brute force there).
-    """
-    from onepixel.models.registry import is_keras_spec, load_classifier, load_eager_keras
-
-    options = options or ModelOptions()
-    if method == "brute" or not is_keras_spec(spec) or options.engine == "onnxruntime":
-        return load_classifier(spec, options)
-    try:
-        return load_eager_keras(spec, options)
-    except ModelError as exc:
-        raise ConfmapError(str(exc)) from exc
 
 
 # ---------------------------------------------------------------------------- reductions
@@ -285,11 +171,6 @@ class _Reducer:
 
 
 # ---------------------------------------------------------------------------- checkpoints
-def _atomic_savez(path: Path, **arrays) -> None:
-    with atomic_open(path, "wb") as fh:
-        np.savez(fh, **arrays)
-
-
 def _checkpoint_key(image: np.ndarray, classifier: Classifier, config: ConfmapConfig,
                     dtype: str) -> dict:
     digest = hashlib.sha256(np.ascontiguousarray(image).tobytes()).hexdigest()
@@ -297,7 +178,7 @@ def _checkpoint_key(image: np.ndarray, classifier: Classifier, config: ConfmapCo
     if config.pixels is not None:
         pixels = hashlib.sha256(json.dumps(sorted(config.pixels)).encode()).hexdigest()
     return {"format": FORMAT, "step": config.step, "model": classifier.name,
-            "model_sha256": getattr(classifier, "fingerprint", "") or "",
+            "model_sha256": capabilities_of(classifier).fingerprint,
             "image_sha256": digest, "shape": list(image.shape), "dtype": dtype, "pixels": pixels}
 
 
@@ -357,13 +238,13 @@ class _BrutePlan:
     def __init__(self, classifier: Classifier, batch: int):
         self.evaluator = make_evaluator(classifier, max_batch=batch)
         self.batch = batch
-        self.device = self.evaluator.device if isinstance(self.evaluator, TorchEvaluator) \
-            else torch.device("cpu")
+        self.device = self.evaluator.device
+        self.on_host = not self.evaluator.on_device
 
     def work(self, image: np.ndarray, pixels: np.ndarray, grid: np.ndarray) -> Iterator[_Work]:
         w = image.shape[1]
         n_col = len(grid)
-        if isinstance(self.evaluator, TorchEvaluator):
+        if self.evaluator.on_device:
             ev = self.evaluator
             img = ev.to_device(image)[None]
             grid_t = torch.from_numpy(grid.astype(np.int64)).to(ev.device)
@@ -382,7 +263,7 @@ class _BrutePlan:
                 yield _Work(pixels[sl], pix_t[sl], c0, c1,
                             lambda sl=sl, c0=c0, c1=c1: run_torch(sl, c0, c1))
         else:
-            host: HostEvaluator = self.evaluator  # type: ignore[assignment]
+            host = self.evaluator
 
             def run_host(sl: slice, c0: int, c1: int) -> torch.Tensor:
                 p = pixels[sl]
@@ -400,12 +281,13 @@ class _BrutePlan:
 
 
 class _FastPlan:
-    """The exact incremental path (:class:`onepixel.confmap_fast.FastConfmap`)."""
+    """The exact incremental path (:class:`onepixel.confmap.fast.FastConfmap`)."""
 
     method = "fast"
+    on_host = False
 
     def __init__(self, classifier: TorchClassifier, batch: int):
-        from onepixel.confmap_fast import FastConfmap
+        from onepixel.confmap.fast import FastConfmap
 
         self.engine = FastConfmap.from_classifier(classifier)
         self.classifier = classifier
@@ -437,20 +319,7 @@ class _FastPlan:
     def _scores(self, prep, group, gsl: slice, colours: torch.Tensor) -> torch.Tensor:
         out = self.engine.logits(prep, group, gsl, colours)
         k = gsl.stop - gsl.start
-        return _probabilities(out, self.classifier).reshape(k, len(colours))
-
-
-def _probabilities(out: torch.Tensor, classifier: TorchClassifier) -> torch.Tensor:
-    """Raw network outputs (N, K) -> positive probabilities (N,) float64, as score_tensor does."""
-    out = out.to(torch.float64)
-    io = classifier.io
-    if out.shape[1] == 1:
-        return torch.sigmoid(out[:, 0]) if io.output == "logit" else out[:, 0]
-    idx = io.positive_index
-    if idx is None or idx >= out.shape[1]:
-        raise ConfmapError(f"{classifier.name} returns {out.shape[1]} outputs per image; give a "
-                           "valid --positive-index")
-    return torch.softmax(out, dim=1)[:, idx] if io.output == "logit" else out[:, idx]
+        return self.classifier.scores_from_outputs(out).reshape(k, len(colours))
 
 
 def _default_batch(method: str, device: torch.device, plan_hint: int | None = None) -> int:
@@ -468,7 +337,7 @@ def _default_batch(method: str, device: torch.device, plan_hint: int | None = No
 
 
 def _choose_plan(classifier: Classifier, config: ConfmapConfig):
-    from onepixel.confmap_fast import fast_path_unavailable_reason
+    from onepixel.confmap.fast import fast_path_unavailable_reason
 
     reason = fast_path_unavailable_reason(classifier)
     method = config.method
@@ -486,7 +355,7 @@ def _choose_plan(classifier: Classifier, config: ConfmapConfig):
             hint = 64 << 10  # bytes per evaluation: windows are small; the 8x8 stage dominates
         batch = config.batch_size or _default_batch("fast", device, hint)
         return _FastPlan(classifier, batch)  # type: ignore[arg-type]
-    if isinstance(classifier, TorchClassifier):
+    if capabilities_of(classifier).tensor_scoring:
         batch = config.batch_size or _default_batch("brute", classifier.device, 1 << 20)
     else:
         batch = config.batch_size or _default_batch("host", torch.device("cpu"))
@@ -563,10 +432,11 @@ def _resolve_classifier(classifier: Classifier | str, config: ConfmapConfig) -> 
     if isinstance(classifier, str):
         return load_confmap_classifier(classifier, ModelOptions(device=config.device, dtype=config.dtype),
                                        config.method)
-    if isinstance(classifier, TorchClassifier) and config.device != "auto":
+    have = capabilities_of(classifier).device
+    if config.device != "auto" and have != "remote":
         wanted = resolve_device(config.device)
-        if wanted.type != classifier.device.type:
-            raise ConfmapError(f"{classifier.name} is loaded on {classifier.device} but device "
+        if wanted.type != torch.device(have).type:
+            raise ConfmapError(f"{classifier.name} is loaded on {have} but device "
                                f"{config.device!r} was asked for; load the model there")
     return classifier
 
@@ -620,7 +490,7 @@ def _one_map(image: np.ndarray, classifier: Classifier, config: ConfmapConfig, p
         if partial is None:
             return
         elapsed = seconds_before + time.perf_counter() - start
-        _atomic_savez(partial, config=np.asarray(json.dumps(key)), seconds=np.asarray(elapsed),
+        save_npz_atomic(partial, config=np.asarray(json.dumps(key)), seconds=np.asarray(elapsed),
                       **reducer.state())
 
     bar = _progress(config, len(todo) * n_col, len(pixels) * n_col,
@@ -667,7 +537,7 @@ def _one_map(image: np.ndarray, classifier: Classifier, config: ConfmapConfig, p
     state = reducer.state()  # copies to the host: waits for the device to finish
     seconds = seconds_before + time.perf_counter() - start
     if partial is not None:
-        _atomic_savez(partial, config=np.asarray(json.dumps(key)), seconds=np.asarray(seconds), **state)
+        save_npz_atomic(partial, config=np.asarray(json.dumps(key)), seconds=np.asarray(seconds), **state)
     return _as_result(state, pixels, grid, h, w, n_col, original, config, classifier, plan,
                       seconds, dtype)
 
@@ -681,7 +551,7 @@ def _workers(config: ConfmapConfig, plan) -> int:
     """Worker threads: on CPU torch plans one per torch thread (each op single-threaded)."""
     if config.workers is not None:
         return config.workers
-    if plan.device.type != "cpu" or isinstance(getattr(plan, "evaluator", None), HostEvaluator):
+    if plan.device.type != "cpu" or plan.on_host:
         return 1
     return max(1, torch.get_num_threads())
 
@@ -724,16 +594,11 @@ def _as_result(state: dict[str, np.ndarray], pixels: np.ndarray, grid: np.ndarra
 # ---------------------------------------------------------------------------- files
 def save_confmap(result: ConfidenceMap, out_dir: str | Path, image: np.ndarray | None = None,
                  figures: bool = True, metadata: dict | None = None) -> list[Path]:
-    """Write ``out_dir/confmap.npz`` (+ figures) and drop the finished checkpoint.
+    """Write ``out_dir/confmap.npz`` (:func:`~onepixel.confmap.result.write_confmap_npz`), the
+    figures, and drop the finished checkpoint.
 
-    The npz holds ``min``, ``max``, ``mean`` (H, W) float64, ``argmin_rgb``, ``argmax_rgb``
-    (H, W, 3) uint8, ``levels`` (K,) uint8, ``original_score``, ``step``, ``evaluations``,
-    ``seconds`` (0-d), ``model``, ``method``, ``device``, ``dtype`` (0-d str) and ``metadata``
-    (a JSON string: :meth:`ConfidenceMap.metadata` plus ``metadata``); with ``image``, also
-    ``original`` (H, W, 3) uint8. String values of ``metadata`` (e.g. ``image``: the image's id
-    in a dataset, ``direction``) are also stored as 0-d entries of their own. Figures, when
-    matplotlib is installed: ``confmap_min.png``, ``confmap_max.png``, ``confmap_mean.png``, each
-    the heatmap beside the original image (the papers' Figure 5).
+    Figures, when matplotlib is installed: ``confmap_min.png``, ``confmap_max.png``,
+    ``confmap_mean.png``, each the heatmap beside the original image (the papers' Figure 5).
 
     Returns
     -------
@@ -742,54 +607,18 @@ def save_confmap(result: ConfidenceMap, out_dir: str | Path, image: np.ndarray |
     """
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    arrays = {"min": result.min, "max": result.max, "mean": result.mean,
-              "argmin_rgb": result.argmin_rgb, "argmax_rgb": result.argmax_rgb,
-              "levels": colour_levels(result.step),
-              "original_score": np.asarray(result.original_score),
-              "step": np.asarray(result.step), "evaluations": np.asarray(result.evaluations),
-              "seconds": np.asarray(result.seconds), "model": np.asarray(result.model),
-              "method": np.asarray(result.method), "device": np.asarray(result.device),
-              "dtype": np.asarray(result.dtype),
-              "metadata": np.asarray(json.dumps({**result.metadata(), **(metadata or {}),
-                                                 "created": datetime.now(UTC).isoformat()}))}
-    for key, value in (metadata or {}).items():
-        if isinstance(value, str | int | float) and key not in arrays:
-            arrays[key] = np.asarray(value)
-    if image is not None:
-        arrays["original"] = np.asarray(image, dtype=np.uint8)
-    path = out_dir / RESULT_NAME
-    _atomic_savez(path, **arrays)
+    path = write_confmap_npz(result, out_dir / RESULT_NAME, image=image, metadata=metadata)
     written = [path]
     (out_dir / PARTIAL_NAME).unlink(missing_ok=True)
     if figures:
         try:
-            from onepixel.confmap_figures import save_confmap_figures
+            from onepixel.confmap.figures import save_confmap_figures
         except ImportError as exc:  # matplotlib missing
             log.warning("no confmap figures (%s): pip install 'onepixel[analysis]'", exc)
         else:
             written += save_confmap_figures(result, out_dir, image)
     log.info("wrote %s", ", ".join(str(p) for p in written))
     return written
-
-
-def load_confmap(path: str | Path) -> tuple[ConfidenceMap, np.ndarray | None]:
-    """Read a ``confmap.npz`` (or the folder holding one): the map and the image if saved."""
-    path = Path(path)
-    if path.is_dir():
-        path = path / RESULT_NAME
-    if not path.is_file():
-        raise ConfmapError(f"no confidence map at {path}: run `onepixel confmap` first")
-    try:
-        with np.load(path, allow_pickle=False) as d:
-            result = ConfidenceMap(
-                d["min"], d["max"], d["mean"], d["argmin_rgb"], d["argmax_rgb"],
-                float(d["original_score"]), int(d["step"]), int(d["evaluations"]),
-                float(d["seconds"]), str(d["model"]), str(d["method"]), str(d["device"]),
-                str(d["dtype"]))
-            image = d.get("original")
-    except (OSError, ValueError, KeyError) as exc:
-        raise ConfmapError(f"cannot read confidence map {path}: {exc}") from exc
-    return result, image
 
 
 def confmap_image_file(image: str | Path, out_dir: str | Path, model: str = "max-mitosis",
@@ -799,7 +628,7 @@ def confmap_image_file(image: str | Path, out_dir: str | Path, model: str = "max
 
     Returns the map and the files written (``confmap.npz`` and the figures).
     """
-    from onepixel.data import load_image
+    from onepixel.datasets.images import load_image
 
     config = config or ConfmapConfig()
     options = model_options or ModelOptions(device=config.device, dtype=config.dtype)
@@ -807,168 +636,3 @@ def confmap_image_file(image: str | Path, out_dir: str | Path, model: str = "max
     array = load_image(image, classifier.input_shape)
     result = compute_confmap(array, classifier, config, checkpoint=out_dir)
     return result, save_confmap(result, out_dir, image=array)
-
-
-# ---------------------------------------------------------------------------- attack runs
-@dataclass(frozen=True)
-class RunImage:
-    """An attacked image of a RUN chosen for a confidence map.
-
-    ``why`` is ``most successful``, ``least successful`` or ``named``; ``change`` the score
-    change in the attack's goal direction (positive = the attack helped).
-    """
-
-    image: str
-    direction: str
-    goal: str
-    why: str
-    original_score: float
-    attacked_score: float | None
-    change: float | None
-
-
-def select_run_images(run_dir: str | Path, names: Sequence[str] | None = None) -> list[RunImage]:
-    """Pick images of an attack run for confidence maps.
-
-    Without ``names``: per direction, the most and the least successful attacked image (by
-    score change in the goal direction; ties by name). With ``names``: those images, matched
-    against the ``image`` column, its file name or its stem.
-
-    Raises
-    ------
-    ConfmapError
-        No ``attacks.csv``, no attacked image, or a name that matches nothing (or several).
-    """
-    rows = _read_attacks(Path(run_dir))
-    if names:
-        chosen = []
-        for name in names:
-            hits = [r for r in rows if name in (r["image"], Path(r["image"]).name, Path(r["image"]).stem)]
-            if not hits:
-                raise ConfmapError(f"no image {name!r} in {run_dir}/attacks.csv (use the 'image' column)")
-            if len(hits) > 1:
-                raise ConfmapError(f"{name!r} matches {len(hits)} images in {run_dir}/attacks.csv: "
-                                   f"{', '.join(r['image'] for r in hits[:5])}; give the full path")
-            chosen.append(_run_image(hits[0], "named"))
-        return chosen
-    attacked = [r for r in rows if r.get("status") == "attacked" and r.get("attacked_score")]
-    if not attacked:
-        raise ConfmapError(f"{run_dir}/attacks.csv has no attacked image to map; name images "
-                           "with --images")
-    out: list[RunImage] = []
-    for direction in sorted({r["direction"] for r in attacked}):
-        ranked = sorted((_run_image(r, "") for r in attacked if r["direction"] == direction),
-                        key=lambda ri: (-(ri.change or 0.0), ri.image))
-        out.append(_replace_why(ranked[0], "most successful"))
-        if len(ranked) > 1:
-            out.append(_replace_why(ranked[-1], "least successful"))
-    return out
-
-
-def _replace_why(ri: RunImage, why: str) -> RunImage:
-    from dataclasses import replace
-
-    return replace(ri, why=why)
-
-
-def _read_attacks(run_dir: Path) -> list[dict[str, str]]:
-    path = run_dir / "attacks.csv"
-    if not path.is_file():
-        raise ConfmapError(f"{path} not found: is {run_dir} an attack run (onepixel attack --out RUN)?")
-    with path.open(newline="") as fh:
-        return list(csv.DictReader(fh))
-
-
-def _run_image(row: dict[str, str], why: str) -> RunImage:
-    original = float(row["original_score"])
-    attacked = float(row["attacked_score"]) if row.get("attacked_score") else None
-    change = None
-    if attacked is not None:
-        change = original - attacked if row.get("goal") == "decrease" else attacked - original
-    return RunImage(row["image"], row.get("direction", ""), row.get("goal", ""), why, original,
-                    attacked, change)
-
-
-def confmap_run(run_dir: str | Path, images: Sequence[str] | None = None,
-                config: ConfmapConfig | None = None, classifier: Classifier | None = None,
-                model_options: ModelOptions | None = None,
-                model: str | None = None) -> list[tuple[RunImage, Path, ConfidenceMap]]:
-    """Confidence maps of selected images of an attack run, into ``RUN/confmaps/<image-stem>/``.
-
-    The model is ``classifier``, else the spec ``model``, else the run's (``config.json``:
-    ``model.spec``), loaded with ``model_options``; the images come from the run's dataset
-    folder. Each map checkpoints into its own folder, so an
-    interrupted call resumes. ``RUN/confmaps/index.csv`` lists what was mapped.
-
-    Returns
-    -------
-    list of (RunImage, folder, ConfidenceMap)
-    """
-    from onepixel.data import load_image
-
-    run_dir = Path(run_dir)
-    config = config or ConfmapConfig()
-    run_cfg = _read_run_config(run_dir)
-    chosen = select_run_images(run_dir, images)
-    if classifier is None:
-        spec = model or run_cfg.get("model", {}).get("spec")
-        if not spec:
-            raise ConfmapError(f"{run_dir}/config.json names no model (model.spec); give --model")
-        options = model_options or ModelOptions(device=config.device, dtype=config.dtype)
-        classifier = load_confmap_classifier(spec, options, config.method)
-    want_sha = run_cfg.get("model", {}).get("sha256")
-    have_sha = getattr(classifier, "fingerprint", "")
-    if want_sha and have_sha and want_sha != have_sha:
-        log.warning("the model's sha256 differs from the one the run attacked (%s...): maps are of "
-                    "the model loaded now", want_sha[:12])
-    dataset = Path(run_cfg.get("dataset", ""))
-    folders = _folder_names([c.image for c in chosen])
-    results = []
-    for ri in chosen:
-        path = dataset / ri.image
-        if not path.is_file():
-            raise ConfmapError(f"image {ri.image} of {run_dir}/attacks.csv is not under the run's "
-                               f"dataset folder {dataset} (moved?)")
-        image = load_image(path, classifier.input_shape)
-        out_dir = run_dir / "confmaps" / folders[ri.image]
-        log.info("confmap of %s (%s, %s) -> %s", ri.image, ri.direction, ri.why, out_dir)
-        result = compute_confmap(image, classifier, config, checkpoint=out_dir)
-        extra = {"image": ri.image, "direction": ri.direction, "goal": ri.goal, "why": ri.why}
-        if ri.attacked_score is not None:
-            extra["attacked_score"] = ri.attacked_score
-        save_confmap(result, out_dir, image=image, metadata=extra)
-        results.append((ri, out_dir, result))
-    _write_index(run_dir / "confmaps" / "index.csv", results)
-    return results
-
-
-def _read_run_config(run_dir: Path) -> dict:
-    path = run_dir / "config.json"
-    if not path.is_file():
-        raise ConfmapError(f"{path} not found: is {run_dir} an attack run (onepixel attack --out RUN)?")
-    try:
-        return json.loads(path.read_text())
-    except json.JSONDecodeError as exc:
-        raise ConfmapError(f"{path} is not valid JSON: {exc}") from exc
-
-
-def _folder_names(images: Sequence[str]) -> dict[str, str]:
-    """Folder per image: its stem, or its path with '/' -> '__' where stems collide."""
-    stems: dict[str, int] = {}
-    for im in images:
-        stems[Path(im).stem] = stems.get(Path(im).stem, 0) + 1
-    return {im: Path(im).stem if stems[Path(im).stem] == 1
-            else str(Path(im).with_suffix("").as_posix()).replace("/", "__") for im in images}
-
-
-def _write_index(path: Path, results) -> None:
-    with atomic_open(path, "w", newline="") as fh:
-        writer = csv.writer(fh)
-        writer.writerow(["image", "direction", "why", "folder", "original_score",
-                         "attacked_score", "min_score", "max_score", "step", "method"])
-        for ri, folder, res in results:
-            writer.writerow([ri.image, ri.direction, ri.why, folder.name,
-                             f"{res.original_score:.10g}",
-                             "" if ri.attacked_score is None else f"{ri.attacked_score:.10g}",
-                             f"{np.nanmin(res.min):.10g}", f"{np.nanmax(res.max):.10g}",
-                             res.step, res.method])

@@ -1,10 +1,11 @@
 """The hot path: score one-pixel candidates on base images.
 
-Contract: given base images (B, H, W, 3) uint8 and candidate pixel vectors (B, P, 5) of integers
-``(x, y, r, g, b)`` (``x`` the column, ``y`` the row), return the scores (B, P) of the images
-with that one pixel set. :class:`HostEvaluator` builds the perturbed images with numpy and calls
-any :class:`~onepixel.models.Classifier`; :class:`TorchEvaluator` builds them on the
-classifier's device from base images that stay there, so a GPU never waits on the host.
+Contract (:class:`Evaluator`): given base images (B, H, W, 3) uint8 and candidate pixel vectors
+(B, P, 5) of integers ``(x, y, r, g, b)`` (``x`` the column, ``y`` the row), return the scores
+(B, P) of the images with that one pixel set. :class:`HostEvaluator` builds the perturbed images
+with numpy and calls any :class:`~onepixel.models.Classifier`; :class:`TorchEvaluator` builds
+them on the classifier's device from base images that stay there, so a GPU never waits on the
+host. Every evaluator can ``prepare`` base images once and score candidates on any rows of them.
 """
 
 from __future__ import annotations
@@ -16,29 +17,48 @@ import numpy as np
 import torch
 
 from onepixel.errors import OnepixelError
-from onepixel.models.base import Classifier
-from onepixel.models.registry import ModelOptions, is_keras_spec, load_classifier, load_eager_keras
-from onepixel.models.torch_backend import TorchClassifier, resolve_device
+from onepixel.models.base import Classifier, capabilities_of
+from onepixel.models.torch_backend import TorchClassifier
 
 log = logging.getLogger(__name__)
 
-#: Evaluator kinds for attacks: ``incremental`` recomputes only what one pixel changes (Keras
-#: and built-in models), ``full`` runs the whole network per candidate, ``auto`` picks.
-EVALUATORS = ("auto", "incremental", "full")
-#: Candidates per incremental pass on CPU: big enough for fast convolutions, small enough to
-#: stay in cache (bench/results/attack-cpu.md).
-INCREMENTAL_CPU_BATCH = 256
 
 
 class Evaluator(Protocol):
-    """Scores one-pixel candidates; see the module docstring for the contract."""
+    """Scores one-pixel candidates; see the module docstring for the contract.
 
+    Attributes
+    ----------
+    classifier : Classifier
+        The model it scores with.
+    device : torch.device
+        Where it computes (``cpu`` for host evaluators).
+    on_device : bool
+        It has ``scores_tensor(images, candidates)`` on tensors on ``device`` (the attack then
+        keeps its population there too).
+    n_evaluations : int
+        Candidates scored so far.
+    """
+
+    classifier: Classifier
+    device: torch.device
+    on_device: bool
     n_evaluations: int
 
     @property
     def input_shape(self) -> tuple[int, int, int]: ...
 
-    def scores(self, images, candidates) -> np.ndarray: ...
+    def scores(self, images, candidates) -> np.ndarray:
+        """Scores (B, P) float64 of candidates (B, P, 5) on uint8 images (B, H, W, 3)."""
+        ...
+
+    def prepare(self, images) -> object:
+        """Whatever the evaluator keeps per base image (B, H, W, 3), for :meth:`scores_prepared`."""
+        ...
+
+    def scores_prepared(self, prepared, rows, candidates) -> np.ndarray:
+        """Scores (R, P) float64 of candidates (R, P, 5) on prepared images ``rows`` (R,)."""
+        ...
 
 
 def check_candidates(candidates, n_images: int, input_shape: tuple[int, int, int]) -> None:
@@ -74,6 +94,8 @@ class HostEvaluator:
         self.classifier = classifier
         self.max_batch = max_batch
         self.n_evaluations = 0
+        self.device = torch.device("cpu")
+        self.on_device = False
 
     @property
     def input_shape(self) -> tuple[int, int, int]:
@@ -97,6 +119,14 @@ class HostEvaluator:
         self.n_evaluations += b * p
         return out.reshape(b, p)
 
+    def prepare(self, images) -> np.ndarray:
+        """The base images themselves, (B, H, W, 3) uint8."""
+        return np.asarray(images)
+
+    def scores_prepared(self, prepared: np.ndarray, rows, candidates) -> np.ndarray:
+        """Scores (R, P) of candidates (R, P, 5) on ``prepared[rows]``."""
+        return self.scores(prepared[np.asarray(rows, dtype=np.int64)], candidates)
+
 
 class TorchEvaluator:
     """Build perturbed images on the classifier's device and score them there.
@@ -110,6 +140,7 @@ class TorchEvaluator:
         self.device = classifier.device
         self.max_batch = max_batch
         self.n_evaluations = 0
+        self.on_device = True
 
     @property
     def input_shape(self) -> tuple[int, int, int]:
@@ -145,62 +176,18 @@ class TorchEvaluator:
         check_candidates(cand, len(images), self.input_shape)
         return self.scores_tensor(self.to_device(images), cand).cpu().numpy()
 
+    def prepare(self, images) -> torch.Tensor:
+        """The base images on the device, (B, H, W, 3) uint8."""
+        return self.to_device(images)
+
+    def scores_prepared(self, prepared: torch.Tensor, rows, candidates) -> np.ndarray:
+        """Scores (R, P) of candidates (R, P, 5) on ``prepared[rows]``."""
+        idx = torch.as_tensor(np.asarray(rows, dtype=np.int64), device=self.device)
+        return self.scores(prepared[idx], candidates)
+
 
 def make_evaluator(classifier: Classifier, max_batch: int | None = None) -> Evaluator:
     """The fastest evaluator for a classifier: on-device for torch models, host otherwise."""
-    if isinstance(classifier, TorchClassifier):
+    if capabilities_of(classifier).tensor_scoring:
         return TorchEvaluator(classifier, max_batch or 8192)
     return HostEvaluator(classifier, max_batch or 4096)
-
-
-def evaluator_for(classifier: Classifier, kind: str = "auto",
-                  updating: str = "immediate") -> Evaluator:
-    """An evaluator for ``classifier``: see :data:`EVALUATORS`.
-
-    ``auto`` is incremental for an eager Keras network on CPU when the attack scores whole
-    generations at once (``updating="deferred"``: about 1.8x the full network there); with
-    immediate updating each call holds one candidate per image, too few for it to pay off, and
-    on CUDA the full network runs whole batches fast (bench/results/attack-cpu.md).
-    ``updating`` is the attack's (:class:`~onepixel.de.DEConfig`; scipy's default, immediate).
-    """
-    from onepixel.confmap_fast import keras_net_of
-    from onepixel.incremental import IncrementalEvaluator
-
-    _check_kind(kind)
-    eager = keras_net_of(classifier) is not None
-    if kind == "incremental" and not eager:
-        raise OnepixelError(
-            f"--evaluator incremental needs a Keras or built-in model run by torch; "
-            f"{getattr(classifier, 'name', type(classifier).__name__)} is "
-            f"{type(classifier).__name__} (use --evaluator full)")
-    if kind == "incremental" or (kind == "auto" and eager and classifier.device.type == "cpu"
-                                 and updating == "deferred"):
-        batch = INCREMENTAL_CPU_BATCH if classifier.device.type == "cpu" else 4096
-        return IncrementalEvaluator(classifier, max_batch=batch)
-    return make_evaluator(classifier)
-
-
-def load_attack_evaluator(spec: str, options: ModelOptions | None = None,
-                          kind: str = "auto", updating: str = "immediate") -> Evaluator:
-    """Load model ``spec`` for attacks, with the fastest exact evaluator for it.
-
-    Where :func:`evaluator_for` would choose the incremental evaluator (and no ``engine`` is
-    chosen), Keras and built-in models are loaded as eager torch networks so that it applies;
-    otherwise as :func:`~onepixel.models.load_classifier` loads them.
-    """
-    options = options or ModelOptions()
-    _check_kind(kind)
-    if kind == "incremental" and options.engine == "onnxruntime":
-        raise OnepixelError("--evaluator incremental runs the network itself with torch: drop "
-                            "--engine onnxruntime, or use --evaluator full")
-    on_cpu = resolve_device(options.device).type == "cpu"
-    incremental = kind == "incremental" or (kind == "auto" and on_cpu and options.engine == "auto"
-                                            and updating == "deferred")
-    if incremental and is_keras_spec(spec):
-        return evaluator_for(load_eager_keras(spec, options), kind, updating)
-    return evaluator_for(load_classifier(spec, options), "full" if kind == "auto" else kind)
-
-
-def _check_kind(kind: str) -> None:
-    if kind not in EVALUATORS:
-        raise OnepixelError(f"unknown evaluator {kind!r}: use one of {', '.join(EVALUATORS)}")

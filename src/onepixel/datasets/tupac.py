@@ -44,18 +44,18 @@ import numpy as np
 from PIL import Image
 
 from onepixel import __version__
-from onepixel.data import IMAGE_SUFFIXES
-from onepixel.errors import DatasetError, OnepixelError
-from onepixel.tiles import (
+from onepixel.datasets.images import IMAGE_SUFFIXES
+from onepixel.datasets.tiles import (
     DEFAULT_MIN_SATURATION,
     DEFAULT_MIN_VALUE,
     TIFF_SUFFIXES,
-    atomic_output_dir,
     check_output_outside,
     probe_image,
     read_slide,
     tissue_fraction,
 )
+from onepixel.errors import DatasetError, OnepixelError
+from onepixel.fileio import atomic_output_dir
 
 log = logging.getLogger(__name__)
 
@@ -102,7 +102,7 @@ class TupacConfig:
     normal_fraction : float
         Probability of keeping each eligible normal patch (seeded); default 1.0 keeps all.
     normal_tissue_threshold : float
-        Smallest tissue fraction (the test of :mod:`onepixel.tiles`) of a normal patch; default 0
+        Smallest tissue fraction (the test of :mod:`onepixel.datasets.tiles`) of a normal patch; default 0
         keeps background patches too (TUPAC regions are tissue already).
     border : {"reflect", "skip"}
         Mitosis patches that reach outside the image: ``reflect`` (default, as deep-histopath)

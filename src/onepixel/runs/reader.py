@@ -17,31 +17,16 @@ from typing import Any
 
 import numpy as np
 
-from onepixel.errors import OnepixelError
+from onepixel.errors import AnalysisError
+from onepixel.runs.schema import (
+    ATTACK_COLUMNS,
+    DEFAULT_ATTACK_SETTINGS,
+    GOALS,
+    HISTORY_COLUMNS,
+    STATUSES,
+)
 
 log = logging.getLogger(__name__)
-
-ATTACK_COLUMNS = ("image", "label", "direction", "goal", "status", "skip_reason",
-                  "original_score", "attacked_score", "x", "y", "r", "g", "b", "nit", "nfev",
-                  "early_converged", "success", "strong_success", "seconds")
-HISTORY_COLUMNS = ("image", "generation", "best_score")
-GOALS = ("decrease", "increase")
-STATUSES = ("attacked", "skipped")
-
-#: Attack settings used when ``config.json`` lacks them (the papers' values).
-DEFAULT_ATTACK_SETTINGS: Mapping[str, float] = {
-    "skip_positive_below": 0.9,
-    "skip_negative_above": 0.1,
-    "success_threshold": 0.5,
-    "strong_decrease_below": 0.05,
-    "strong_increase_above": 0.95,
-    "maxiter": 100,
-}
-
-
-class AnalysisError(OnepixelError):
-    """A RUN folder is missing, incomplete or malformed; the message names the file."""
-
 
 @dataclass(frozen=True, eq=False)
 class AttackTable:

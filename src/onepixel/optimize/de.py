@@ -79,6 +79,8 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from onepixel.errors import ConfigError, SolverStateError
+
 if TYPE_CHECKING:
     import torch
 
@@ -165,40 +167,40 @@ class DEConfig:
 
     def __post_init__(self) -> None:
         if not _is_int(self.population) or self.population < 5:
-            raise ValueError(
+            raise ConfigError(
                 f"DEConfig.population must be an integer >= 5 (best1bin needs distinct "
                 f"members), got {self.population!r}; use e.g. population=15 * n_parameters."
             )
         if not _is_int(self.maxiter) or self.maxiter < 0:
-            raise ValueError(
+            raise ConfigError(
                 f"DEConfig.maxiter must be a non-negative integer, got {self.maxiter!r}."
             )
         if not _is_real(self.mutation) or not (0.0 <= self.mutation < 2.0):
-            raise ValueError(
+            raise ConfigError(
                 f"DEConfig.mutation must be a float in [0, 2) (dithering is not supported), "
                 f"got {self.mutation!r}; the papers use 0.5."
             )
         if not _is_real(self.recombination) or not (0.0 <= self.recombination <= 1.0):
-            raise ValueError(
+            raise ConfigError(
                 f"DEConfig.recombination must be a probability in [0, 1], "
                 f"got {self.recombination!r}; scipy's default is 0.7."
             )
         for name in ("tol", "atol"):
             value = getattr(self, name)
             if not _is_real(value) or not math.isfinite(value) or value < 0:
-                raise ValueError(
+                raise ConfigError(
                     f"DEConfig.{name} must be a finite float >= 0, got {value!r}."
                 )
         if self.updating not in _UPDATING:
-            raise ValueError(
+            raise ConfigError(
                 f"DEConfig.updating must be one of {_UPDATING}, got {self.updating!r}."
             )
         if not _is_int(self.seed) or self.seed < 0:
-            raise ValueError(
+            raise ConfigError(
                 f"DEConfig.seed must be a non-negative integer, got {self.seed!r}."
             )
         if not isinstance(self.widen_integer_bounds, bool | np.bool_):
-            raise ValueError(
+            raise ConfigError(
                 f"DEConfig.widen_integer_bounds must be a bool, "
                 f"got {self.widen_integer_bounds!r}."
             )
@@ -259,7 +261,7 @@ class _NumpyOps:
     def energies(self, out: Any, shape: tuple[int, int]) -> np.ndarray:
         e = np.asarray(out, dtype=np.float64)
         if e.shape != shape:
-            raise ValueError(
+            raise ConfigError(
                 f"objective returned shape {e.shape}, expected {shape} "
                 f"(one energy per problem and candidate)"
             )
@@ -294,7 +296,7 @@ class _TorchOps:
         e = out if isinstance(out, torch.Tensor) else torch.as_tensor(out)
         e = e.detach().to(device=self.device, dtype=torch.float64)
         if tuple(e.shape) != shape:
-            raise ValueError(
+            raise ConfigError(
                 f"objective returned shape {tuple(e.shape)}, expected {shape} "
                 f"(one energy per problem and candidate)"
             )
@@ -305,20 +307,20 @@ def _validate_bounds(bounds: Sequence[tuple[float, float]] | np.ndarray) -> np.n
     try:
         b = np.array(bounds, dtype=np.float64)
     except (TypeError, ValueError) as exc:
-        raise ValueError(
+        raise ConfigError(
             f"bounds must be a sequence of (low, high) number pairs, got {bounds!r}"
         ) from exc
     if b.ndim != 2 or b.shape[1] != 2 or b.shape[0] < 1:
-        raise ValueError(
+        raise ConfigError(
             f"bounds must have shape (D, 2): one (low, high) pair per parameter, "
             f"got shape {b.shape}"
         )
     if not np.all(np.isfinite(b)):
-        raise ValueError("bounds must be finite; replace infinite/NaN limits by finite ones")
+        raise ConfigError("bounds must be finite; replace infinite/NaN limits by finite ones")
     bad = np.flatnonzero(b[:, 0] > b[:, 1])
     if bad.size:
         i = int(bad[0])
-        raise ValueError(
+        raise ConfigError(
             f"bounds[{i}] = ({b[i, 0]}, {b[i, 1]}) has low > high; give (low, high) in order"
         )
     return b
@@ -331,7 +333,7 @@ def _validate_integrality(integrality: Any, limits: np.ndarray) -> np.ndarray:
     try:
         mask = np.broadcast_to(np.asarray(integrality, dtype=bool), (D,)).copy()
     except ValueError as exc:
-        raise ValueError(
+        raise ConfigError(
             f"integrality must be a bool or a sequence of {D} bools (one per parameter), "
             f"got {integrality!r}"
         ) from exc
@@ -339,7 +341,7 @@ def _validate_integrality(integrality: Any, limits: np.ndarray) -> np.ndarray:
     bad = np.flatnonzero(mask & (lo > hi))
     if bad.size:
         i = int(bad[0])
-        raise ValueError(
+        raise ConfigError(
             f"integer parameter {i} has bounds ({limits[i, 0]}, {limits[i, 1]}) that contain "
             f"no integer; widen them or mark the parameter as continuous"
         )
@@ -397,15 +399,15 @@ class BatchDESolver:
         device: str | torch.device | None = None,
     ) -> None:
         if not callable(objective):
-            raise ValueError("objective must be callable: objective(problem_index, X) -> (K, N)")
+            raise ConfigError("objective must be callable: objective(problem_index, X) -> (K, N)")
         if not isinstance(config, DEConfig):
-            raise ValueError(f"config must be a DEConfig, got {type(config).__name__}")
+            raise ConfigError(f"config must be a DEConfig, got {type(config).__name__}")
         if not _is_int(n_problems) or n_problems < 1:
-            raise ValueError(f"n_problems must be a positive integer, got {n_problems!r}")
+            raise ConfigError(f"n_problems must be a positive integer, got {n_problems!r}")
         if backend not in _BACKENDS:
-            raise ValueError(f"backend must be one of {_BACKENDS}, got {backend!r}")
+            raise ConfigError(f"backend must be one of {_BACKENDS}, got {backend!r}")
         if backend == "numpy" and device is not None:
-            raise ValueError("device is only meaningful with backend='torch'; drop it or "
+            raise ConfigError("device is only meaningful with backend='torch'; drop it or "
                              "pass backend='torch'")
         if problem_ids is None:
             ids = np.arange(n_problems, dtype=np.int64)
@@ -413,7 +415,7 @@ class BatchDESolver:
             ids = np.asarray(problem_ids)
             if (ids.shape != (n_problems,) or not np.issubdtype(ids.dtype, np.integer)
                     or np.any(ids < 0)):
-                raise ValueError(
+                raise ConfigError(
                     f"problem_ids must be {n_problems} non-negative integers "
                     f"(one per problem), got {problem_ids!r}"
                 )
@@ -632,7 +634,7 @@ class BatchDESolver:
         """
         self.initialize()
         if self.done:
-            raise RuntimeError("all problems have finished; read results() instead of step()")
+            raise SolverStateError("all problems have finished; read results() instead of step()")
         ids = self.active_problem_ids
         if self.config.updating == "immediate":
             self._generation_immediate()
@@ -667,7 +669,7 @@ class BatchDESolver:
     def results(self) -> list[DEResult]:
         """(B,) results in batch order; only once :attr:`done`."""
         if not self.done:
-            raise RuntimeError(
+            raise SolverStateError(
                 f"{self._active.size} problems are still running; call step() until done "
                 f"(or use run())"
             )

@@ -37,19 +37,17 @@ import csv
 import logging
 import math
 import os
-import secrets
-import shutil
 from collections import OrderedDict
 from collections.abc import Iterable, Iterator, Sequence
-from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
-from onepixel.data import IMAGE_SUFFIXES, expand_image_paths, load_image
+from onepixel.datasets.images import IMAGE_SUFFIXES, expand_image_paths, load_image
 from onepixel.errors import ImageError, OnepixelError
+from onepixel.fileio import atomic_output_dir
 
 log = logging.getLogger(__name__)
 
@@ -458,7 +456,7 @@ def read_slide(path: str | Path, max_pixels: int | None = DEFAULT_MAX_PIXELS) ->
     """Read the base (full-resolution) level of an image or whole-slide file as uint8 RGB.
 
     SVS and TIFF files are read with tifffile (JPEG-compressed tiles need imagecodecs); PNG,
-    JPEG and BMP with Pillow (via :func:`onepixel.data.load_image`). Alpha is dropped, greyscale
+    JPEG and BMP with Pillow (via :func:`onepixel.datasets.images.load_image`). Alpha is dropped, greyscale
     repeated to 3 channels, 16-bit samples scaled to 8 bits.
 
     Parameters
@@ -627,48 +625,6 @@ def check_output_outside(out: str | Path, inputs: Iterable[str | Path]) -> None:
         if path == out_abs or out_abs in path.parents:
             raise OnepixelError(f"the output folder {out} holds the input {raw}; choose an --out "
                                 f"outside the inputs")
-
-
-@contextmanager
-def atomic_output_dir(out: str | Path, overwrite: bool = False) -> Iterator[Path]:
-    """Yield a fresh temporary folder beside ``out`` that becomes ``out`` only on success.
-
-    On any exception (KeyboardInterrupt included) the temporary folder is deleted and ``out`` is
-    left as it was. An existing empty ``out`` is replaced; a non-empty one only with
-    ``overwrite=True``, and only after the new folder is complete.
-
-    Raises
-    ------
-    OnepixelError
-        ``out`` is a file, or a non-empty folder and ``overwrite`` is False.
-    """
-    out = Path(os.path.abspath(out))
-    if out.parent == out:
-        raise OnepixelError(f"output folder {out} is a filesystem root; give a sub-folder")
-    if out.exists() and not out.is_dir():
-        raise OnepixelError(f"output {out} exists and is a file; give a folder path for --out")
-    if out.is_dir() and any(out.iterdir()) and not overwrite:
-        raise OnepixelError(f"output folder {out} exists and is not empty; choose another --out, "
-                            f"delete it, or pass --overwrite")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.parent / f".{out.name}.tmp-{os.getpid()}-{secrets.token_hex(4)}"
-    tmp.mkdir()
-    try:
-        yield tmp
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    try:
-        if out.exists():
-            old = out.parent / f".{out.name}.old-{os.getpid()}-{secrets.token_hex(4)}"
-            os.replace(out, old)
-            os.replace(tmp, out)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.replace(tmp, out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
 
 
 def _no_tissue_message(info: ImageInfo, config: TileConfig, best: float) -> str:

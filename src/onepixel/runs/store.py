@@ -17,31 +17,19 @@ import os
 from collections.abc import Iterable
 from pathlib import Path
 
-from onepixel.atomic import atomic_open
-from onepixel.attack import AttackResult
-from onepixel.errors import OnepixelError
+from onepixel.errors import RunError
+from onepixel.fileio import atomic_open, write_json_atomic
+from onepixel.runs.schema import (
+    ATTACK_COLUMNS,
+    ATTACKS,
+    CONFIG,
+    HISTORY,
+    HISTORY_COLUMNS,
+    RESUME_KEYS,
+    AttackResult,
+)
 
 log = logging.getLogger(__name__)
-
-CONFIG = "config.json"
-ATTACKS = "attacks.csv"
-HISTORY = "history.csv"
-SUMMARY = "summary.json"
-HISTORY_COLUMNS = ("image", "generation", "best_score")
-#: config.json keys that must match for a RUN to be resumed.
-RESUME_KEYS = ("dataset", "positive_label", "negative_label", "model.sha256", "attack")
-
-
-class RunError(OnepixelError):
-    """A RUN folder cannot be used (settings differ, damaged files)."""
-
-
-def write_json_atomic(path: Path, data: dict) -> None:
-    """Write JSON through a temporary file and rename, so readers never see half a file."""
-    with atomic_open(path, "w") as fh:
-        json.dump(data, fh, indent=2, sort_keys=False)
-        fh.write("\n")
-
 
 def _lookup(config: dict, dotted: str):
     value = config
@@ -116,7 +104,7 @@ class RunStore:
 
     def _repair(self) -> set[str]:
         if not self.attacks_path.exists():
-            self.attacks_path.write_text(",".join(AttackResult.CSV_COLUMNS) + "\n")
+            self.attacks_path.write_text(",".join(ATTACK_COLUMNS) + "\n")
         if not self.history_path.exists():
             self.history_path.write_text(",".join(HISTORY_COLUMNS) + "\n")
         _cut_torn_line(self.attacks_path)
@@ -144,15 +132,15 @@ class RunStore:
         """All attacks.csv rows as dicts (strings)."""
         with open(self.attacks_path, newline="") as fh:
             reader = csv.DictReader(fh)
-            if tuple(reader.fieldnames or ()) != AttackResult.CSV_COLUMNS:
+            if tuple(reader.fieldnames or ()) != ATTACK_COLUMNS:
                 raise RunError(f"{self.attacks_path} has columns {reader.fieldnames}, expected "
-                               f"{list(AttackResult.CSV_COLUMNS)}")
+                               f"{list(ATTACK_COLUMNS)}")
             return list(reader)
 
     def append(self, results: Iterable[AttackResult]) -> None:
         """Append finished images: their history rows, then their attacks.csv rows."""
         results = list(results)
-        history = [(r.image, g, repr(v)) for r in results for g, v in enumerate(r.history)]
+        history = [row for r in results for row in r.history_rows()]
         if history:
             self._append(self.history_path, _csv_text(history))
         self._append(self.attacks_path, _csv_text(r.csv_row() for r in results))

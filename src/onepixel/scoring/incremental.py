@@ -1,7 +1,7 @@
 """Exact incremental scores of one-pixel candidates on many base images at once.
 
 The attack scores thousands of images that each differ from one of a few base images in one
-pixel. As in :mod:`onepixel.confmap_fast`, every base image goes through the network once and
+pixel. As in :mod:`onepixel.confmap.fast`, every base image goes through the network once and
 its layer outputs are kept; a candidate then recomputes only the window of each layer that its
 pixel can change, reading the halo around it from the stored base outputs. Unlike the confidence
 map engine (which batches many colours of one pixel, grouped by window shape), here every
@@ -30,19 +30,19 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from onepixel.confmap_fast import (
-    _Step,
+from onepixel.errors import OnepixelError
+from onepixel.models.base import positive_probability
+from onepixel.models.keras_h5 import KerasNet, apply_activation
+from onepixel.models.torch_backend import TorchClassifier
+from onepixel.scoring.evaluators import check_candidates
+from onepixel.scoring.keras_steps import (
+    Step,
     compile_steps,
     dead_after,
     keras_net_of,
     preprocess_pixels,
     run_full_step,
 )
-from onepixel.errors import OnepixelError
-from onepixel.evaluate import check_candidates
-from onepixel.models.base import positive_probability
-from onepixel.models.keras_h5 import KerasNet, _apply_activation
-from onepixel.models.torch_backend import TorchClassifier
 
 log = logging.getLogger(__name__)
 
@@ -134,7 +134,7 @@ def _region_axis(win: _Window, target: _Window) -> _Placement | None:
                       (0, target.length))
 
 
-def plan_windows(steps: list[_Step], input_name: str, input_shape: tuple[int, int, int]
+def plan_windows(steps: list[Step], input_name: str, input_shape: tuple[int, int, int]
                  ) -> list[_Plan]:
     """Uniform windows for every step, for a one-pixel change at any coordinate."""
     h, w = input_shape[:2]
@@ -403,7 +403,7 @@ class IncrementalScorer:
                 x = F.pad(ins[0], st.pad) if whole and any(st.pad) else ins[0]
                 out = F.conv2d(x, st.weight, st.bias, st.stride)
                 vals[st.name] = torch.relu_(out) if st.activation == "relu" else \
-                    _apply_activation(out, st.activation)
+                    apply_activation(out, st.activation)
             elif st.kind == "act" and st.activation == "relu" and free[0]:
                 vals[st.name] = torch.relu_(ins[0])
             elif st.kind == "affine" and free[0]:
@@ -421,7 +421,7 @@ class IncrementalScorer:
 
 
 class IncrementalEvaluator:
-    """Evaluator (see :mod:`onepixel.evaluate`) on an :class:`IncrementalScorer`.
+    """Evaluator (see :mod:`onepixel.scoring.evaluators`) on an :class:`IncrementalScorer`.
 
     Parameters
     ----------
@@ -437,6 +437,7 @@ class IncrementalEvaluator:
         self.device = self.scorer.device
         self.max_batch = max_batch
         self.n_evaluations = 0
+        self.on_device = False  # scores come back to the host (numpy's sigmoid, see below)
 
     @property
     def input_shape(self) -> tuple[int, int, int]:

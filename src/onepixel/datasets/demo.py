@@ -11,19 +11,20 @@ from __future__ import annotations
 
 import json
 import logging
-import os
-import shutil
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 from PIL import Image
 
 from onepixel import assets
-from onepixel.data import load_image
-from onepixel.models.base import Classifier
-from onepixel.tiles import iter_slide_tiles
+from onepixel.datasets.images import load_image
+from onepixel.datasets.tiles import iter_slide_tiles
+from onepixel.fileio import atomic_output_dir
+
+if TYPE_CHECKING:  # the dataset is built with a model, but datasets sit below models
+    from onepixel.models.base import Classifier
 
 log = logging.getLogger(__name__)
 
@@ -72,9 +73,7 @@ def build_demo_dataset(out: str | Path, classifier: Classifier, n_normal: int = 
     log.info("demo dataset: %d tissue tiles, %d score <= %g, %d chosen", len(tiles), len(keep),
              normal_below, len(chosen))
 
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
-    try:
+    with atomic_output_dir(out, overwrite=True) as tmp:
         (tmp / "mitosis").mkdir()
         (tmp / "normal").mkdir()
         for key, variant in dihedral_variants(true_img).items():
@@ -87,10 +86,4 @@ def build_demo_dataset(out: str | Path, classifier: Classifier, n_normal: int = 
             "normal": f"false.png and {len(chosen)} tiles of {', '.join(assets.HE_IMAGES)} "
                       f"scoring <= {normal_below}",
             "tiles": {names[i]: float(scores[i]) for i in chosen}}, indent=2))
-        if out.exists():
-            shutil.rmtree(out)
-        os.replace(tmp, out)
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp)
     return DemoDataset(out, 8, len(chosen) + 1, len(tiles), len(keep))

@@ -36,36 +36,18 @@ import torch
 import torch.nn.functional as F
 
 from onepixel.models.base import ModelIO
-from onepixel.models.keras_h5 import KerasNet, _apply_activation, _Conv2d, _key, _Pool2d
-from onepixel.models.torch_backend import ScoringModule, TorchClassifier
+from onepixel.models.keras_h5 import KerasNet, apply_activation
+from onepixel.models.torch_backend import TorchClassifier
+from onepixel.scoring.keras_steps import (
+    Step,
+    compile_steps,
+    dead_after,
+    keras_net_of,
+    preprocess_pixels,
+    run_full_step,
+)
 
 log = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True, eq=False)
-class _Step:
-    """One layer of the compiled plan.
-
-    ``kind`` is ``conv``, ``pool`` (no padding), ``affine`` (inference batch norm on a 4-d
-    tensor, ``x * scale + shift``), ``act``, ``add`` or ``full`` (anything else: run the
-    original op on full tensors).
-    """
-
-    name: str
-    kind: str
-    inputs: tuple[str, ...]
-    kernel: tuple[int, int] = (1, 1)
-    stride: tuple[int, int] = (1, 1)
-    pad: tuple[int, int, int, int] = (0, 0, 0, 0)  # left, right, top, bottom (F.pad order)
-    weight: torch.Tensor | None = None
-    bias: torch.Tensor | None = None
-    activation: str = "linear"
-    pool: str = ""
-    module: torch.nn.Module | None = None
-    out_hw: tuple[int, int] | None = None  # spatial size of the output; None when not 4-d
-
-    def pad_before(self, axis: int) -> int:
-        return self.pad[2] if axis == 0 else self.pad[0]
 
 
 @dataclass(frozen=True)
@@ -140,32 +122,13 @@ class PreparedImage:
     padded: dict[tuple[str, tuple[int, int, int, int]], torch.Tensor] = field(default_factory=dict)
 
 
-def keras_net_of(classifier) -> tuple[KerasNet, ModelIO] | None:
-    """The eager :class:`KerasNet` and I/O conventions behind a classifier, if it has them.
-
-    Looks at ``classifier.scoring_module`` (the eager module, when the classifier keeps it) and
-    then ``classifier.module`` (the module it runs, when not TorchScript-compiled).
-    """
-    if not isinstance(classifier, TorchClassifier):
-        return None
-    for attr in ("scoring_module", "module"):
-        module = getattr(classifier, attr, None)
-        if isinstance(module, ScoringModule) and isinstance(module.net, KerasNet):
-            return module.net, classifier.io
-    return None
-
-
 def fast_path_unavailable_reason(classifier) -> str | None:
     """None when :class:`FastConfmap` applies to ``classifier``, else why not (for logs/errors)."""
-    if not isinstance(classifier, TorchClassifier):
-        return (f"{type(classifier).__name__} is not a torch classifier (the fast path needs the "
-                "network itself: load Keras/built-in models with "
-                "onepixel.confmap.load_confmap_classifier)")
     found = keras_net_of(classifier)
     if found is None:
-        return ("the classifier's network is not an eager KerasNet (TorchScript-compiled, as "
-                "load_classifier does on CPU, or another architecture; load Keras/built-in models "
-                "with onepixel.confmap.load_confmap_classifier)")
+        return (f"{type(classifier).__name__} declares no eager KerasNet (the fast path walks the "
+                "network's layers: load Keras/built-in models with "
+                "onepixel.confmap.load_confmap_classifier, or load_classifier(..., layers=True))")
     if found[1].layout != "nchw":
         return "the fast path needs the KerasNet's NCHW layout"
     return None
@@ -316,7 +279,7 @@ class FastConfmap:
             values[st.name] = self._full_op(st, [values[i] for i in st.inputs])
         return PreparedImage(values, values[self.output_name])
 
-    def _full_op(self, st: _Step, xs: list[torch.Tensor]) -> torch.Tensor:
+    def _full_op(self, st: Step, xs: list[torch.Tensor]) -> torch.Tensor:
         return run_full_step(st, xs)
 
     def _base_padded(self, prep: PreparedImage, name: str, pad: tuple[int, int, int, int]):
@@ -389,14 +352,14 @@ class FastConfmap:
                     patch[:, :, rx.ov0:rx.ov0 + rx.ovlen, cx.ov0:cx.ov0 + cx.ovlen] = crop
                 if st.kind == "conv":
                     out = F.conv2d(patch, st.weight, st.bias, st.stride)
-                    vals[st.name] = _apply_activation(out, st.activation)
+                    vals[st.name] = apply_activation(out, st.activation)
                 else:
                     fn = F.avg_pool2d if st.pool == "avg" else F.max_pool2d
                     vals[st.name] = fn(patch, st.kernel, st.stride)
             elif st.kind == "affine":
                 vals[st.name] = torch.addcmul(st.bias, ins[0], st.weight)
             elif st.kind == "act":
-                vals[st.name] = _apply_activation(ins[0], st.activation)
+                vals[st.name] = apply_activation(ins[0], st.activation)
             elif st.kind == "add":
                 hr, hc = rx.b - rx.a, cx.b - cx.a
                 out = None
@@ -438,124 +401,10 @@ class FastConfmap:
         return out.reshape(N, -1)
 
 
-def compile_steps(net: KerasNet, input_shape: tuple[int, int, int], device: torch.device,
-                  dtype: torch.dtype, fold_bn: bool = True) -> list[_Step]:
-    """The network as a list of :class:`_Step` (batch norms after linear convolutions folded)."""
-    h, w = input_shape[:2]
-    consumers: dict[str, list[str]] = {}
-    for name, _kind, inputs in net.plan:
-        for i in inputs:
-            consumers.setdefault(i, []).append(name)
-    hw: dict[str, tuple[int, int] | None] = {net.input_name: (h, w)}
-    steps: list[_Step] = []
-    skip: set[str] = set()
-    with torch.no_grad():
-        probe = {net.input_name: torch.zeros(1, input_shape[2], h, w, device=device,
-                                             dtype=dtype)}
-        for name, kind, inputs in net.plan:
-            if name in skip:
-                continue
-            op = net.ops[_key(name)] if _key(name) in net.ops else None  # noqa: SIM401
-            # Shapes by running the op once on zeros (cheap, exact).
-            out = sum(probe[i] for i in inputs) if kind == "Add" else op(probe[inputs[0]])
-            probe[name] = out
-            out_hw = tuple(out.shape[2:]) if out.dim() == 4 else None
-            hw[name] = out_hw
-            in_4d = all(hw.get(i) is not None for i in inputs)
-            if kind == "Conv2D" and isinstance(op, _Conv2d) and in_4d \
-                    and tuple(op.conv.dilation) == (1, 1) and op.conv.groups == 1:
-                dt = dtype
-                # Fold in fp32 (or better) and round once to the compute dtype.
-                weight = op.conv.weight.detach().to(torch.promote_types(dt, torch.float32))
-                bias = op.conv.bias.detach().to(weight.dtype) if op.conv.bias is not None else None
-                out_name, activation = name, op.activation
-                nxt = consumers.get(name, [])
-                if fold_bn and activation == "linear" and len(nxt) == 1:
-                    bn_name = nxt[0]
-                    bn_kind = next(k for n, k, _ in net.plan if n == bn_name)
-                    if bn_kind == "BatchNormalization" and out.dim() == 4:
-                        scale, shift = _bn_affine(net.ops[_key(bn_name)])
-                        weight = weight * scale[:, None, None, None]
-                        bias = shift if bias is None else bias * scale + shift
-                        skip.add(bn_name)
-                        out_name = bn_name
-                        probe[bn_name] = net.ops[_key(bn_name)](out)
-                        hw[bn_name] = out_hw
-                steps.append(_Step(out_name, "conv", inputs, tuple(op.conv.kernel_size),
-                                   tuple(op.conv.stride), tuple(op.pad),
-                                   weight.to(dt).contiguous(memory_format=torch.channels_last),
-                                   None if bias is None else bias.to(dt), activation,
-                                   out_hw=out_hw))
-            elif kind in ("AveragePooling2D", "MaxPooling2D") and isinstance(op, _Pool2d) \
-                    and not any(op.pad) and in_4d:
-                steps.append(_Step(name, "pool", inputs, tuple(op.kernel), tuple(op.stride),
-                                   pool=op.kind, out_hw=out_hw))
-            elif kind == "BatchNormalization" and in_4d and out.dim() == 4:
-                scale, shift = _bn_affine(op)
-                steps.append(_Step(name, "affine", inputs,
-                                   weight=scale.to(dtype).view(1, -1, 1, 1),
-                                   bias=shift.to(dtype).view(1, -1, 1, 1), out_hw=out_hw))
-            elif kind == "Activation" and in_4d:
-                steps.append(_Step(name, "act", inputs, activation=op.activation, out_hw=out_hw))
-            elif kind == "Add" and in_4d:
-                steps.append(_Step(name, "add", inputs, out_hw=out_hw))
-            else:
-                steps.append(_Step(name, "full", inputs, module=op, out_hw=out_hw))
-    return steps
-
-
-def preprocess_pixels(images: torch.Tensor, io: ModelIO, dtype: torch.dtype) -> torch.Tensor:
-    """uint8 (..., 3) -> preprocessed float in ``dtype``, as ScoringModule does."""
-    x = images.to(dtype)
-    if io.preprocess == "max":
-        x = (x / 255.0 - 0.5) * 2.0
-    elif io.preprocess == "unit":
-        x = x / 255.0
-    return x
-
-
-def dead_after(steps: list[_Step], keep: str) -> list[tuple[str, ...]]:
-    """Per step, the values no later step reads (``keep``, the output, excepted)."""
-    last: dict[str, int] = {}
-    for i, st in enumerate(steps):
-        for name in st.inputs:
-            last[name] = i
-    return [tuple(n for n, j in last.items() if j == i and n != keep) for i in range(len(steps))]
-
-
-def run_full_step(st: _Step, xs: list[torch.Tensor]) -> torch.Tensor:
-    """One step on whole feature maps (the base pass)."""
-    if st.kind == "conv":
-        out = F.conv2d(F.pad(xs[0], st.pad) if any(st.pad) else xs[0], st.weight, st.bias,
-                       st.stride)
-        return _apply_activation(out, st.activation)
-    if st.kind == "pool":
-        fn = F.avg_pool2d if st.pool == "avg" else F.max_pool2d
-        return fn(xs[0], st.kernel, st.stride)
-    if st.kind == "affine":
-        return torch.addcmul(st.bias, xs[0], st.weight)
-    if st.kind == "act":
-        return _apply_activation(xs[0], st.activation)
-    if st.kind == "add":
-        out = xs[0]
-        for other in xs[1:]:
-            out = out + other
-        return out
-    return st.module(xs[0])
-
-
-def _starts(steps: list[_Step], traces: list[tuple[_Ax, ...]]) -> np.ndarray:
+def _starts(steps: list[Step], traces: list[tuple[_Ax, ...]]) -> np.ndarray:
     """Absolute window starts (S, n_coords): ``n0`` for conv/pool, ``a`` for the rest."""
     out = np.zeros((len(steps), len(traces)), dtype=np.int64)
     for i, st in enumerate(steps):
         attr = "n0" if st.kind in ("conv", "pool") else "a"
         out[i] = [getattr(tr[i], attr) for tr in traces]
     return out
-
-
-def _bn_affine(bn: torch.nn.Module) -> tuple[torch.Tensor, torch.Tensor]:
-    """Inference batch norm as ``x * scale + shift`` (per channel), computed in at least fp32."""
-    dtype = torch.promote_types(bn.weight.dtype, torch.float32)
-    scale = bn.weight.detach().to(dtype) / torch.sqrt(bn.running_var.to(dtype) + bn.eps)
-    shift = bn.bias.detach().to(dtype) - bn.running_mean.to(dtype) * scale
-    return scale, shift

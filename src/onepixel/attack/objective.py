@@ -13,18 +13,18 @@ import hashlib
 import logging
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
-from typing import Literal
 
 import numpy as np
 import torch
 
-from onepixel.de import BatchDESolver, DEConfig, DEResult
 from onepixel.errors import OnepixelError
-from onepixel.evaluate import Evaluator, TorchEvaluator
+from onepixel.optimize.de import BatchDESolver, DEConfig, DEResult
+from onepixel.runs import schema
+from onepixel.runs.schema import AttackResult, Goal
+from onepixel.scoring.evaluators import Evaluator
 
 log = logging.getLogger(__name__)
 
-Goal = Literal["decrease", "increase"]
 
 
 @dataclass(frozen=True)
@@ -47,11 +47,11 @@ class AttackConfig:
     """
 
     de: DEConfig = field(default_factory=DEConfig)
-    skip_positive_below: float = 0.9
-    skip_negative_above: float = 0.1
-    success_threshold: float = 0.5
-    strong_decrease_below: float = 0.05
-    strong_increase_above: float = 0.95
+    skip_positive_below: float = schema.SKIP_POSITIVE_BELOW
+    skip_negative_above: float = schema.SKIP_NEGATIVE_ABOVE
+    success_threshold: float = schema.SUCCESS_THRESHOLD
+    strong_decrease_below: float = schema.STRONG_DECREASE_BELOW
+    strong_increase_above: float = schema.STRONG_INCREASE_ABOVE
     memoize: bool = True
 
     def __post_init__(self) -> None:
@@ -88,65 +88,15 @@ def plan_attack(original_score: float, positive: bool, positive_label: str, nega
     return AttackPlan("increase", direction, reason)
 
 
-@dataclass(frozen=True)
-class AttackResult:
-    """One image's attack outcome: a row of ``attacks.csv`` plus its convergence history.
-
-    ``history`` holds the best score after the initial population and after each generation
-    (empty when skipped).
-    """
-
-    image: str
-    label: str
-    direction: str
-    goal: Goal
-    status: Literal["attacked", "skipped"]
-    skip_reason: str
-    original_score: float | None  # None when the image could not be read
-    attacked_score: float | None = None
-    x: int | None = None
-    y: int | None = None
-    r: int | None = None
-    g: int | None = None
-    b: int | None = None
-    nit: int = 0
-    nfev: int = 0
-    early_converged: bool = False
-    success: bool = False
-    strong_success: bool = False
-    seconds: float = 0.0
-    history: tuple[float, ...] = ()
-
-    CSV_COLUMNS = ("image", "label", "direction", "goal", "status", "skip_reason",
-                   "original_score", "attacked_score", "x", "y", "r", "g", "b", "nit", "nfev",
-                   "early_converged", "success", "strong_success", "seconds")
-
-    def csv_row(self) -> list[str]:
-        """Values in :attr:`CSV_COLUMNS` order; booleans as 0/1, missing values empty."""
-        out = []
-        for name in self.CSV_COLUMNS:
-            value = getattr(self, name)
-            if value is None:
-                out.append("")
-            elif isinstance(value, bool):
-                out.append("1" if value else "0")
-            elif isinstance(value, float):
-                out.append(f"{value:.4f}" if name == "seconds" else repr(value))
-            else:
-                out.append(str(value))
-        return out
-
-
 def problem_id_for(name: str) -> int:
     """A stable 63-bit id for an image name: seeds its DE stream, whatever batch it is in."""
     return int.from_bytes(hashlib.sha256(name.encode()).digest()[:8], "big") >> 1
 
 
 def judge(goal: Goal, attacked: float, config: AttackConfig) -> tuple[bool, bool]:
-    """(success, strong_success) of a final score."""
-    if goal == "decrease":
-        return attacked < config.success_threshold, attacked < config.strong_decrease_below
-    return attacked > config.success_threshold, attacked > config.strong_increase_above
+    """(success, strong_success) of a final score under ``config``'s thresholds."""
+    return schema.judge(goal, attacked, config.success_threshold, config.strong_decrease_below,
+                        config.strong_increase_above)
 
 
 def _to_score(goal_up: np.ndarray, energy: np.ndarray) -> np.ndarray:
@@ -203,7 +153,7 @@ class OnePixelAttack:
         goal_up = np.array([g == "increase" for g in goals])
         if len(goal_up) != len(images) or len(problem_ids) != len(images):
             raise OnepixelError("images, goals and problem ids must have the same length")
-        torch_eval = isinstance(self.evaluator, TorchEvaluator)
+        torch_eval = self.evaluator.on_device
         memo = _Memo() if self.config.memoize and not torch_eval else None
         objective = self._torch_objective(images, goal_up) if torch_eval else \
             self._numpy_objective(images, goal_up, memo)
@@ -246,10 +196,8 @@ class OnePixelAttack:
         Evaluators that keep per-image state (the incremental one) prepare the images once.
         """
         evaluator = self.evaluator
-        if hasattr(evaluator, "prepare"):
-            prepared = evaluator.prepare(images)
-            return lambda rows, pix: evaluator.scores_prepared(prepared, rows, pix)
-        return lambda rows, pix: evaluator.scores(images[rows], pix)
+        prepared = evaluator.prepare(images)
+        return lambda rows, pix: evaluator.scores_prepared(prepared, rows, pix)
 
     def _memo_scores(self, memo: _Memo, score_rows, rows, pix) -> np.ndarray:
         keys = memo.keys(rows, pix)
@@ -268,7 +216,7 @@ class OnePixelAttack:
         return scores.reshape(keys.shape)
 
     def _torch_objective(self, images: np.ndarray, goal_up: np.ndarray):
-        evaluator: TorchEvaluator = self.evaluator  # type: ignore[assignment]
+        evaluator = self.evaluator
         base = evaluator.to_device(images)
         up = torch.as_tensor(goal_up, device=evaluator.device)
 

@@ -185,7 +185,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_preprocess_tupac)
 
     p = sub.add_parser("serve", help="serve a model with the MAX HTTP API (docs/server.md)")
-    from onepixel.server import add_server_arguments  # argparse only: no web framework imported
+    from onepixel.serving.server import add_server_arguments  # argparse only: no web framework imported
 
     add_server_arguments(p)
     _add_model_options(p)
@@ -205,7 +205,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _write_csv_atomic(path: Path, header: Sequence[str], rows: Sequence[Sequence]) -> None:
-    from onepixel.atomic import atomic_open
+    from onepixel.fileio import atomic_open
 
     with atomic_open(path, "w", newline="") as fh:
         writer = csv.writer(fh)
@@ -214,7 +214,7 @@ def _write_csv_atomic(path: Path, header: Sequence[str], rows: Sequence[Sequence
 
 
 def _score_rows(model_spec: str, options, images: Sequence[Path]) -> list[tuple[str, str]]:
-    from onepixel.data import load_images
+    from onepixel.datasets.images import load_images
     from onepixel.models import load_classifier
 
     classifier = load_classifier(model_spec, options)
@@ -224,7 +224,7 @@ def _score_rows(model_spec: str, options, images: Sequence[Path]) -> list[tuple[
 
 
 def cmd_predict(args: argparse.Namespace) -> int:
-    from onepixel.data import expand_image_paths
+    from onepixel.datasets.images import expand_image_paths
 
     rows = _score_rows(args.model, _model_options(args), expand_image_paths(args.images))
     if args.out:
@@ -240,9 +240,9 @@ def cmd_predict(args: argparse.Namespace) -> int:
 
 def cmd_attack(args: argparse.Namespace) -> int:
     from onepixel.attack import AttackConfig
-    from onepixel.campaign import CampaignConfig, run_campaign
-    from onepixel.de import DEConfig
-    from onepixel.summary import format_summary
+    from onepixel.attack.campaign import CampaignConfig, run_campaign
+    from onepixel.optimize.de import DEConfig
+    from onepixel.runs.summary import format_summary
 
     try:
         de = DEConfig(population=args.popsize, maxiter=args.maxiter, mutation=args.mutation,
@@ -323,7 +323,7 @@ def cmd_export(args: argparse.Namespace) -> int:
 
 
 def cmd_tiles(args: argparse.Namespace) -> int:
-    from onepixel.tiles import TileConfig, tile_images
+    from onepixel.datasets.tiles import TileConfig, tile_images
 
     config = TileConfig(size=args.size, stride=args.stride, tissue_threshold=args.tissue_threshold,
                         min_saturation=args.min_saturation, min_value=args.min_value,
@@ -336,7 +336,7 @@ def cmd_tiles(args: argparse.Namespace) -> int:
 
 
 def cmd_preprocess_tupac(args: argparse.Namespace) -> int:
-    from onepixel.tupac import TupacConfig, preprocess_tupac
+    from onepixel.datasets.tupac import TupacConfig, preprocess_tupac
 
     val_cases = tuple(c.strip() for c in args.val_cases.split(",") if c.strip()) \
         if args.val_cases else None
@@ -358,7 +358,7 @@ def cmd_preprocess_tupac(args: argparse.Namespace) -> int:
 
 def cmd_serve(args: argparse.Namespace) -> int:
     from onepixel.models import load_classifier
-    from onepixel.server import serve, server_options
+    from onepixel.serving.server import serve, server_options
 
     serve(load_classifier(args.model, _model_options(args)), **server_options(args))
     return 0
@@ -371,7 +371,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
                                  model_options=_model_options(args), n_normal=args.n_normal,
                                  confmap_step=args.confmap_step, confmaps=not args.no_confmaps,
                                  progress=not args.no_progress))
-    from onepixel.summary import format_summary
+    from onepixel.runs.summary import format_summary
 
     print(format_summary(result.summary))
     print("\nHeadlines:")

@@ -21,22 +21,24 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from onepixel import __version__
-from onepixel.attack import (
+from onepixel.attack.objective import (
     AttackConfig,
     AttackPlan,
-    AttackResult,
     OnePixelAttack,
     attack_result,
     plan_attack,
     problem_id_for,
     skipped_result,
 )
-from onepixel.data import Dataset, LabeledImage, load_image, scan_dataset
+from onepixel.datasets.images import Dataset, LabeledImage, load_image, scan_dataset
 from onepixel.errors import ImageError, OnepixelError
-from onepixel.evaluate import EVALUATORS, evaluator_for, load_attack_evaluator
+from onepixel.fileio import write_json_atomic
 from onepixel.models import Classifier, ModelOptions
-from onepixel.runstore import SUMMARY, RunStore, write_json_atomic
-from onepixel.summary import summarize
+from onepixel.models.base import capabilities_of
+from onepixel.runs.schema import SUMMARY, AttackResult
+from onepixel.runs.store import RunStore
+from onepixel.runs.summary import summarize
+from onepixel.scoring.policy import EVALUATORS, evaluator_for, load_attack_evaluator
 
 log = logging.getLogger(__name__)
 
@@ -63,7 +65,7 @@ class CampaignConfig:
     progress : bool
         Show a progress bar.
     evaluator : {"auto", "incremental", "full"}
-        How candidates are scored (:func:`onepixel.evaluate.evaluator_for`); every choice gives
+        How candidates are scored (:func:`onepixel.scoring.evaluators.evaluator_for`); every choice gives
         the same scores up to float rounding.
     """
 
@@ -112,7 +114,7 @@ def run_config(cfg: CampaignConfig, dataset: Dataset, classifier, evaluator=None
         "positive_label": cfg.positive_label,
         "negative_label": cfg.negative_label,
         "model": {"spec": cfg.model, "name": classifier.name,
-                  "sha256": getattr(classifier, "fingerprint", "")},
+                  "sha256": capabilities_of(classifier).fingerprint},
         "attack": {**cfg.attack.de.__dict__,
                    **{k: v for k, v in cfg.attack.to_dict().items() if k not in ("de", "memoize")}},
         "device": cfg.model_options.device,
@@ -204,7 +206,7 @@ def run_campaign(cfg: CampaignConfig, classifier: Classifier | None = None,
             _attack_batch(attack, queue, cfg.attack, store_result, progress)
     finally:
         bar.close()
-    summary = summarize(store.read_attacks())
+    summary = summarize(store.read_attacks(), cfg.attack.to_dict())
     summary["evaluations_this_session"] = evaluator.n_evaluations
     write_json_atomic(store.dir / SUMMARY, summary)
     return summary

@@ -52,16 +52,15 @@ import numpy as np
 from PIL import Image, UnidentifiedImageError
 
 from onepixel import __version__
-from onepixel.data import to_rgb
-from onepixel.errors import ImageError, OnepixelError
+from onepixel.datasets.images import to_rgb
+from onepixel.errors import ImageError, OnepixelError, ServerError
+from onepixel.models.base import Classifier, capabilities_of
 
 if TYPE_CHECKING:  # pragma: no cover
     from fastapi import FastAPI
 
-    from onepixel.models.base import Classifier
-
 log = logging.getLogger(__name__)
-access_log = logging.getLogger("onepixel.server.access")
+access_log = logging.getLogger("onepixel.serving.server.access")
 
 #: Environment variable holding the API key (server and client).
 API_KEY_ENV = "ONEPIXEL_API_KEY"
@@ -89,10 +88,6 @@ MAX_MITOSIS_METADATA = {
     "license": "Custom",
     "source": "https://developer.ibm.com/exchanges/models/all/max-breast-cancer-mitosis-detector/",
 }
-
-
-class ServerError(OnepixelError):
-    """The server cannot start: missing dependencies, a bad limit, a port in use."""
 
 
 class RequestTooLarge(Exception):  # noqa: N818 - an HTTP condition, answered as 413
@@ -199,7 +194,7 @@ def decode_image(data: bytes, input_shape: Sequence[int], source: str = "image")
 
     The size is checked from the header before any pixel is decoded (so a small file that
     claims a huge image costs nothing). Greyscale, palette and RGBA become RGB, as in
-    :func:`onepixel.data.load_image`.
+    :func:`onepixel.datasets.images.load_image`.
 
     Parameters
     ----------
@@ -362,7 +357,7 @@ def model_metadata(classifier: "Classifier", limits: ServerLimits | None = None,
     meta["onepixel"] = {
         "version": __version__,
         "model": name,
-        "sha256": getattr(classifier, "fingerprint", "") or "",
+        "sha256": capabilities_of(classifier).fingerprint,
         "engine": type(classifier).__name__,
         "input_shape": [int(h), int(w), int(c)],
         "predict_batch": "/model/predict_batch",
@@ -820,8 +815,8 @@ def server_options(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """``python -m onepixel.server [--model SPEC] [--host] [--port] [--api-key] ...``."""
-    parser = argparse.ArgumentParser(prog="python -m onepixel.server",
+    """``python -m onepixel.serving.server [--model SPEC] [--host] [--port] [--api-key] ...``."""
+    parser = argparse.ArgumentParser(prog="python -m onepixel.serving.server",
                                      description="Serve a model with the MAX HTTP API.")
     parser.add_argument("--model", default="max-mitosis", help="model spec (default: %(default)s)")
     parser.add_argument("--device", default="auto", help="auto, cpu or cuda[:N]")

@@ -1,0 +1,102 @@
+"""Attack and campaign settings: frozen dataclasses whose defaults are the papers'.
+
+These are the one place each default is written; the CLI reads its option defaults from them.
+The module imports no model code (numpy only), so building the CLI's parser stays fast.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from onepixel.errors import OnepixelError
+from onepixel.models.options import ModelOptions
+from onepixel.optimize.de import DEConfig
+from onepixel.runs import schema
+from onepixel.scoring.options import EVALUATORS
+
+
+@dataclass(frozen=True)
+class AttackConfig:
+    """Attack settings; the defaults are the papers'.
+
+    Attributes
+    ----------
+    de : DEConfig
+        Differential evolution settings (population 200, maxiter 100, F 0.5, CR 0.7, tol 0.01).
+    skip_positive_below, skip_negative_above : float
+        Positives scoring below / negatives scoring above these are ambiguous and not attacked.
+    success_threshold : float
+        An attack succeeds when the score crosses it.
+    strong_decrease_below, strong_increase_above : float
+        Strong success thresholds.
+    memoize : bool
+        Reuse the score of a candidate pixel already evaluated on the same image (exact: the
+        model is deterministic; ``nfev`` still counts every evaluation as scipy would).
+    """
+
+    de: DEConfig = field(default_factory=DEConfig)
+    skip_positive_below: float = schema.SKIP_POSITIVE_BELOW
+    skip_negative_above: float = schema.SKIP_NEGATIVE_ABOVE
+    success_threshold: float = schema.SUCCESS_THRESHOLD
+    strong_decrease_below: float = schema.STRONG_DECREASE_BELOW
+    strong_increase_above: float = schema.STRONG_INCREASE_ABOVE
+    memoize: bool = True
+
+    def __post_init__(self) -> None:
+        for name in ("skip_positive_below", "skip_negative_above", "success_threshold",
+                     "strong_decrease_below", "strong_increase_above"):
+            value = getattr(self, name)
+            if not 0.0 <= value <= 1.0:
+                raise OnepixelError(f"{name} must be within [0, 1], got {value}")
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class CampaignConfig:
+    """Everything a campaign needs.
+
+    Attributes
+    ----------
+    dataset : path
+        Folder with ``positive_label`` / ``negative_label`` sub-folders at any depth.
+    out : path
+        The RUN folder.
+    model : str
+        Model spec (``max-mitosis``, a file).
+    model_options : ModelOptions
+    attack : AttackConfig
+    batch_images : int
+        Images attacked at once (memory: ``batch_images * population`` candidates per call in
+        deferred mode).
+    limit : int, optional
+        Only the first N images of the dataset (sorted order).
+    progress : bool
+        Show a progress bar.
+    evaluator : {"auto", "incremental", "full"}
+        How candidates are scored (:func:`onepixel.scoring.evaluators.evaluator_for`); every choice gives
+        the same scores up to float rounding.
+    """
+
+    dataset: Path
+    out: Path
+    model: str = "max-mitosis"
+    model_options: ModelOptions = field(default_factory=ModelOptions)
+    attack: AttackConfig = field(default_factory=AttackConfig)
+    batch_images: int = 64
+    limit: int | None = None
+    positive_label: str = "mitosis"
+    negative_label: str = "normal"
+    progress: bool = True
+    evaluator: str = "auto"
+
+    def __post_init__(self) -> None:
+        if self.evaluator not in EVALUATORS:
+            raise OnepixelError(f"--evaluator must be one of {', '.join(EVALUATORS)}, "
+                                f"got {self.evaluator!r}")
+        if self.batch_images < 1 or self.batch_images > 32767:
+            raise OnepixelError(f"--batch-images must be within 1..32767, got {self.batch_images}")
+        if self.limit is not None and self.limit < 1:
+            raise OnepixelError(f"--limit must be >= 1, got {self.limit}")

@@ -1,0 +1,7 @@
+"""``python -m onepixel.cli``."""
+
+import sys
+
+from onepixel.cli.main import main
+
+sys.exit(main())

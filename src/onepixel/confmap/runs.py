@@ -1,0 +1,178 @@
+"""Confidence maps of the images of an attack RUN, into ``RUN/confmaps/<image>/``."""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+import numpy as np
+
+from onepixel.confmap.engine import (
+    ConfmapConfig,
+    compute_confmap,
+    load_confmap_classifier,
+    save_confmap,
+)
+from onepixel.confmap.result import ConfidenceMap
+from onepixel.errors import ConfmapError, RunError
+from onepixel.fileio import write_csv_atomic
+from onepixel.models.base import Classifier, capabilities_of
+from onepixel.models.registry import ModelOptions
+from onepixel.runs.reader import AttackTable, load_run
+from onepixel.runs.schema import CONFMAPS
+
+log = logging.getLogger(__name__)
+
+INDEX_COLUMNS = ("image", "direction", "why", "folder", "original_score", "attacked_score",
+                 "min_score", "max_score", "step", "method")
+
+
+@dataclass(frozen=True)
+class RunImage:
+    """An attacked image of a RUN chosen for a confidence map.
+
+    ``why`` is ``most successful``, ``least successful`` or ``named``; ``change`` the score
+    change in the attack's goal direction (positive = the attack helped).
+    """
+
+    image: str
+    direction: str
+    goal: str
+    why: str
+    original_score: float
+    attacked_score: float | None
+    change: float | None
+
+
+def _attacks(run_dir: Path) -> AttackTable:
+    try:
+        return load_run(run_dir).attacks
+    except RunError as exc:
+        raise ConfmapError(str(exc)) from exc
+
+
+def _run_image(table: AttackTable, i: int, why: str) -> RunImage:
+    original = float(table.original_score[i])
+    attacked = float(table.attacked_score[i])
+    attacked_or_none = None if math.isnan(attacked) else attacked
+    change = None
+    if attacked_or_none is not None:
+        change = original - attacked if table.goal[i] == "decrease" else attacked - original
+    return RunImage(str(table.image[i]), str(table.direction[i]), str(table.goal[i]), why,
+                    original, attacked_or_none, change)
+
+
+def select_run_images(run_dir: str | Path, names: Sequence[str] | None = None) -> list[RunImage]:
+    """Pick images of an attack run for confidence maps.
+
+    Without ``names``: per direction, the most and the least successful attacked image (by
+    score change in the goal direction; ties by name). With ``names``: those images, matched
+    against the ``image`` column, its file name or its stem.
+
+    Raises
+    ------
+    ConfmapError
+        No RUN, no attacked image, or a name that matches nothing (or several).
+    """
+    table = _attacks(Path(run_dir))
+    if names:
+        chosen = []
+        for name in names:
+            hits = [i for i, im in enumerate(table.image.tolist())
+                    if name in (im, Path(im).name, Path(im).stem)]
+            if not hits:
+                raise ConfmapError(f"no image {name!r} in {run_dir}/attacks.csv (use the 'image' column)")
+            if len(hits) > 1:
+                raise ConfmapError(f"{name!r} matches {len(hits)} images in {run_dir}/attacks.csv: "
+                                   f"{', '.join(str(table.image[i]) for i in hits[:5])}; give the full path")
+            chosen.append(_run_image(table, hits[0], "named"))
+        return chosen
+    attacked = [i for i in range(len(table))
+                if table.status[i] == "attacked" and not np.isnan(table.attacked_score[i])]
+    if not attacked:
+        raise ConfmapError(f"{run_dir}/attacks.csv has no attacked image to map; name images "
+                           "with --images")
+    out: list[RunImage] = []
+    for direction in sorted({str(table.direction[i]) for i in attacked}):
+        ranked = sorted((_run_image(table, i, "") for i in attacked if table.direction[i] == direction),
+                        key=lambda ri: (-(ri.change or 0.0), ri.image))
+        out.append(replace(ranked[0], why="most successful"))
+        if len(ranked) > 1:
+            out.append(replace(ranked[-1], why="least successful"))
+    return out
+
+
+def confmap_run(run_dir: str | Path, images: Sequence[str] | None = None,
+                config: ConfmapConfig | None = None, classifier: Classifier | None = None,
+                model_options: ModelOptions | None = None,
+                model: str | None = None) -> list[tuple[RunImage, Path, ConfidenceMap]]:
+    """Confidence maps of selected images of an attack run, into ``RUN/confmaps/<image-stem>/``.
+
+    The model is ``classifier``, else the spec ``model``, else the run's (``config.json``:
+    ``model.spec``), loaded with ``model_options``; the images come from the run's dataset
+    folder. Each map checkpoints into its own folder, so an interrupted call resumes.
+    ``RUN/confmaps/index.csv`` lists what was mapped.
+
+    Returns
+    -------
+    list of (RunImage, folder, ConfidenceMap)
+    """
+    from onepixel.datasets.images import load_image
+
+    run_dir = Path(run_dir)
+    config = config or ConfmapConfig()
+    try:
+        run = load_run(run_dir)
+    except RunError as exc:
+        raise ConfmapError(str(exc)) from exc
+    if not run.config:
+        raise ConfmapError(f"{run_dir}/config.json not found: is {run_dir} an attack run "
+                           "(onepixel attack --out RUN)?")
+    chosen = select_run_images(run_dir, images)
+    model_cfg = run.config.get("model") or {}
+    if classifier is None:
+        spec = model or model_cfg.get("spec")
+        if not spec:
+            raise ConfmapError(f"{run_dir}/config.json names no model (model.spec); give --model")
+        options = model_options or ModelOptions(device=config.device, dtype=config.dtype)
+        classifier = load_confmap_classifier(spec, options, config.method)
+    want_sha = model_cfg.get("sha256")
+    have_sha = capabilities_of(classifier).fingerprint
+    if want_sha and have_sha and want_sha != have_sha:
+        log.warning("the model's sha256 differs from the one the run attacked (%s...): maps are of "
+                    "the model loaded now", want_sha[:12])
+    dataset = run.dataset_root or Path("")
+    folders = _folder_names([c.image for c in chosen])
+    results = []
+    for ri in chosen:
+        path = dataset / ri.image
+        if not path.is_file():
+            raise ConfmapError(f"image {ri.image} of {run_dir}/attacks.csv is not under the run's "
+                               f"dataset folder {dataset} (moved?)")
+        image = load_image(path, classifier.input_shape)
+        out_dir = run_dir / CONFMAPS / folders[ri.image]
+        log.info("confmap of %s (%s, %s) -> %s", ri.image, ri.direction, ri.why, out_dir)
+        result = compute_confmap(image, classifier, config, checkpoint=out_dir)
+        extra = {"image": ri.image, "direction": ri.direction, "goal": ri.goal, "why": ri.why}
+        if ri.attacked_score is not None:
+            extra["attacked_score"] = ri.attacked_score
+        save_confmap(result, out_dir, image=image, metadata=extra)
+        results.append((ri, out_dir, result))
+    write_csv_atomic(run_dir / CONFMAPS / "index.csv", INDEX_COLUMNS, [
+        [ri.image, ri.direction, ri.why, folder.name, f"{res.original_score:.10g}",
+         "" if ri.attacked_score is None else f"{ri.attacked_score:.10g}",
+         f"{np.nanmin(res.min):.10g}", f"{np.nanmax(res.max):.10g}", res.step, res.method]
+        for ri, folder, res in results])
+    return results
+
+
+def _folder_names(images: Sequence[str]) -> dict[str, str]:
+    """Folder per image: its stem, or its path with '/' -> '__' where stems collide."""
+    stems: dict[str, int] = {}
+    for im in images:
+        stems[Path(im).stem] = stems.get(Path(im).stem, 0) + 1
+    return {im: Path(im).stem if stems[Path(im).stem] == 1
+            else str(Path(im).with_suffix("").as_posix()).replace("/", "__") for im in images}

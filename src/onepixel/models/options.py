@@ -1,0 +1,77 @@
+"""How to load and run a model: :class:`ModelOptions` (light: no torch until a device is resolved)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+
+from onepixel.errors import ModelError
+from onepixel.models.base import ModelIO
+
+#: Engines for Keras and built-in models.
+ENGINES = ("auto", "torch", "onnxruntime")
+#: Images per model call by default: small batches stay in cache on CPU and run fastest there
+#: (bench/results/predict-cpu.md); a GPU wants large ones.
+CPU_BATCH = 32
+CUDA_BATCH = 2048
+#: Devices by name; ``cuda:N`` too.
+DEVICES = ("auto", "cpu", "cuda")
+
+
+def resolve_device_name(device: str) -> str:
+    """Check the spelling of a device name (auto, cpu, cuda, cuda:N) without touching a GPU."""
+    if device in DEVICES or (device.startswith("cuda:") and device[5:].isdigit()):
+        return device
+    raise ModelError(f"unknown device {device!r}: use auto, cpu or cuda[:N]")
+
+
+@dataclass(frozen=True)
+class ModelOptions:
+    """How to load and run a model.
+
+    Attributes
+    ----------
+    device : {"auto", "cpu", "cuda", "cuda:N"}
+    dtype : torch dtype name, for torch engines
+    batch_size : int, optional
+        Images per model call. Default: 32 on CPU, where small batches stay in cache and run
+        fastest (bench/results/predict-cpu.md), 2048 on CUDA.
+    engine : {"auto", "torch", "onnxruntime"}
+        For Keras and built-in models. ``auto`` runs ONNX Runtime on CPU (fastest there, see
+        bench/) and torch on CUDA.
+    output, preprocess, layout, positive_index : optional overrides of the model's
+        :class:`ModelIO` conventions.
+    assets_dir : folder with local assets (else ``$ONEPIXEL_ASSETS``, cache, download)
+    input_shape : (H, W, 3) for TorchScript models without an ``input_shape`` attribute
+    """
+
+    device: str = "auto"
+    dtype: str = "float32"
+    batch_size: int | None = None
+    engine: str = "auto"
+    output: str | None = None
+    preprocess: str | None = None
+    layout: str | None = None
+    positive_index: int | None = None
+    assets_dir: str | None = None
+    input_shape: tuple[int, int, int] | None = None
+
+    def __post_init__(self) -> None:
+        if self.engine not in ENGINES:
+            raise ModelError(f"unknown engine {self.engine!r}: use one of {', '.join(ENGINES)}")
+        resolve_device_name(self.device)
+        if self.batch_size is not None and self.batch_size < 1:
+            raise ModelError(f"batch size must be >= 1, got {self.batch_size}")
+
+    def resolved_batch_size(self) -> int:
+        """The batch size to use on this options' device."""
+        if self.batch_size is not None:
+            return self.batch_size
+        from onepixel.models.torch_backend import resolve_device
+
+        return CPU_BATCH if resolve_device(self.device).type == "cpu" else CUDA_BATCH
+
+    def apply(self, io: ModelIO) -> ModelIO:
+        """``io`` with the user's overrides applied."""
+        changes = {k: getattr(self, k) for k in ("output", "preprocess", "layout", "positive_index")
+                   if getattr(self, k) is not None}
+        return replace(io, **changes) if changes else io

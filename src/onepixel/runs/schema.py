@@ -1,0 +1,140 @@
+"""The RUN folder's schema: file names, columns, the attack row, the success rule and defaults.
+
+Everything that writes or reads a RUN (the campaign's store, the reader behind analysis,
+confidence maps, the report and the demo) takes these names from here, so each is written
+once. The format is documented in ``docs/run-format.md``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+import numpy as np
+
+#: File names inside a RUN folder.
+CONFIG = "config.json"
+ATTACKS = "attacks.csv"
+HISTORY = "history.csv"
+SUMMARY = "summary.json"
+CONFMAPS = "confmaps"
+
+#: attacks.csv columns, in order.
+ATTACK_COLUMNS = ("image", "label", "direction", "goal", "status", "skip_reason",
+                  "original_score", "attacked_score", "x", "y", "r", "g", "b", "nit", "nfev",
+                  "early_converged", "success", "strong_success", "seconds")
+#: history.csv columns: the best score after the initial population (generation 0) and after
+#: each generation.
+HISTORY_COLUMNS = ("image", "generation", "best_score")
+GOALS = ("decrease", "increase")
+STATUSES = ("attacked", "skipped")
+#: config.json keys (dotted) that must match for a RUN to be resumed.
+RESUME_KEYS = ("dataset", "positive_label", "negative_label", "model.sha256", "attack")
+
+Goal = Literal["decrease", "increase"]
+
+# The papers' thresholds. AttackConfig takes its defaults from here, and a RUN whose
+# config.json lacks a setting is read with these.
+SKIP_POSITIVE_BELOW = 0.9
+SKIP_NEGATIVE_ABOVE = 0.1
+SUCCESS_THRESHOLD = 0.5
+STRONG_DECREASE_BELOW = 0.05
+STRONG_INCREASE_ABOVE = 0.95
+MAXITER = 100
+
+#: config.json["attack"] settings a reader falls back to (the papers' values).
+DEFAULT_ATTACK_SETTINGS: dict[str, float] = {
+    "skip_positive_below": SKIP_POSITIVE_BELOW,
+    "skip_negative_above": SKIP_NEGATIVE_ABOVE,
+    "success_threshold": SUCCESS_THRESHOLD,
+    "strong_decrease_below": STRONG_DECREASE_BELOW,
+    "strong_increase_above": STRONG_INCREASE_ABOVE,
+    "maxiter": MAXITER,
+}
+
+
+def judge(goal: str, score, success_threshold: float = SUCCESS_THRESHOLD,
+          strong_decrease_below: float = STRONG_DECREASE_BELOW,
+          strong_increase_above: float = STRONG_INCREASE_ABOVE):
+    """The success rule: ``(success, strong_success)`` of a final score (or an array of them).
+
+    ``decrease`` succeeds when the score falls strictly below ``success_threshold`` (strongly:
+    below ``strong_decrease_below``); ``increase`` when it rises strictly above it (strongly:
+    above ``strong_increase_above``). ``nan`` scores are neither.
+
+    Parameters
+    ----------
+    goal : {"decrease", "increase"}
+    score : float or ndarray, (N,)
+
+    Returns
+    -------
+    (bool, bool) for a float, (ndarray (N,) bool, ndarray (N,) bool) for an array.
+    """
+    if goal not in GOALS:
+        raise ValueError(f"goal must be one of {GOALS}, got {goal!r}")
+    s = np.asarray(score, dtype=np.float64)
+    if goal == "decrease":
+        ok, strong = s < success_threshold, s < strong_decrease_below
+    else:
+        ok, strong = s > success_threshold, s > strong_increase_above
+    if s.ndim == 0:
+        return bool(ok), bool(strong)
+    return ok, strong
+
+
+def strong_threshold(goal: str, strong_decrease_below: float = STRONG_DECREASE_BELOW,
+                     strong_increase_above: float = STRONG_INCREASE_ABOVE) -> float:
+    """The strong-success threshold of a goal."""
+    return strong_decrease_below if goal == "decrease" else strong_increase_above
+
+
+@dataclass(frozen=True)
+class AttackResult:
+    """One image's attack outcome: a row of ``attacks.csv`` plus its convergence history.
+
+    ``history`` holds the best score after the initial population and after each generation
+    (empty when skipped); it goes to ``history.csv``.
+    """
+
+    image: str
+    label: str
+    direction: str
+    goal: Goal
+    status: Literal["attacked", "skipped"]
+    skip_reason: str
+    original_score: float | None  # None when the image could not be read
+    attacked_score: float | None = None
+    x: int | None = None
+    y: int | None = None
+    r: int | None = None
+    g: int | None = None
+    b: int | None = None
+    nit: int = 0
+    nfev: int = 0
+    early_converged: bool = False
+    success: bool = False
+    strong_success: bool = False
+    seconds: float = 0.0
+    history: tuple[float, ...] = ()
+
+    CSV_COLUMNS = ATTACK_COLUMNS
+
+    def csv_row(self) -> list[str]:
+        """Values in :data:`ATTACK_COLUMNS` order; booleans as 0/1, missing values empty."""
+        out = []
+        for name in ATTACK_COLUMNS:
+            value = getattr(self, name)
+            if value is None:
+                out.append("")
+            elif isinstance(value, bool):
+                out.append("1" if value else "0")
+            elif isinstance(value, float):
+                out.append(f"{value:.4f}" if name == "seconds" else repr(value))
+            else:
+                out.append(str(value))
+        return out
+
+    def history_rows(self) -> list[tuple[str, int, str]]:
+        """This image's history.csv rows: ``(image, generation, repr(best_score))``."""
+        return [(self.image, g, repr(v)) for g, v in enumerate(self.history)]

@@ -1,0 +1,236 @@
+"""The one campaign summary: the papers' Tables 1-2 and headline counts, per direction.
+
+:func:`summarize` is what ``summary.json`` holds, what ``onepixel attack`` and the demo print,
+and the analysis and the report build their score and success tables from the same
+:func:`score_stats` and :func:`success_counts` (with the one success rule,
+:func:`onepixel.runs.schema.judge`). In ``summary.json`` undefined statistics (no attacked
+image, the SD of one value) are ``null``; in the dataclasses they are ``nan``.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import Counter
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from onepixel.runs import schema
+from onepixel.runs.reader import AttackTable, load_run
+
+
+def percent(count: int, total: int) -> float:
+    """``100 * count / total``; ``nan`` when ``total`` is 0."""
+    return 100.0 * count / total if total else float("nan")
+
+
+@dataclass(frozen=True)
+class ScoreStats:
+    """Maximum, mean, median, sample SD and minimum of ``n`` scores (the papers' Tables 1-2)."""
+
+    n: int
+    max: float
+    mean: float
+    median: float
+    sd: float
+    min: float
+
+    ROWS = (("Maximum", "max"), ("Mean", "mean"), ("Median", "median"),
+            ("Standard deviation", "sd"), ("Minimum", "min"))
+
+
+def score_stats(values: Sequence[float] | np.ndarray) -> ScoreStats:
+    """Summary statistics of scores.
+
+    Parameters
+    ----------
+    values : array_like, (N,)
+        Scores; ``nan`` entries are ignored.
+
+    Returns
+    -------
+    ScoreStats
+        All ``nan`` when no value is left; ``sd`` (``ddof=1``) is ``nan`` for a single value.
+    """
+    v = np.asarray(values, dtype=np.float64).ravel()
+    v = v[~np.isnan(v)]
+    if v.size == 0:
+        nan = float("nan")
+        return ScoreStats(0, nan, nan, nan, nan, nan)
+    sd = float(np.std(v, ddof=1)) if v.size > 1 else float("nan")
+    return ScoreStats(int(v.size), float(v.max()), float(v.mean()), float(np.median(v)), sd,
+                      float(v.min()))
+
+
+@dataclass(frozen=True)
+class SuccessCounts:
+    """How many of ``n`` attacks crossed the success and the strong-success thresholds."""
+
+    n: int
+    success: int
+    strong: int
+    success_threshold: float
+    strong_threshold: float
+    goal: str
+
+    @property
+    def success_percent(self) -> float:
+        return percent(self.success, self.n)
+
+    @property
+    def strong_percent(self) -> float:
+        return percent(self.strong, self.n)
+
+    @property
+    def criterion(self) -> str:
+        """Human-readable thresholds, e.g. ``< 0.5 / < 0.05``."""
+        op = "<" if self.goal == "decrease" else ">"
+        return f"{op} {self.success_threshold:g} / {op} {self.strong_threshold:g}"
+
+
+def success_counts(goal: str, attacked_scores: np.ndarray,
+                   success_threshold: float = schema.SUCCESS_THRESHOLD,
+                   strong_threshold: float | None = None) -> SuccessCounts:
+    """Count attacks whose final score crossed the thresholds (:func:`~onepixel.runs.schema.judge`).
+
+    Parameters
+    ----------
+    goal : {"decrease", "increase"}
+    attacked_scores : ndarray, (N,)
+        Final scores of the attacks (``nan`` entries are not counted at all).
+    success_threshold : float
+    strong_threshold : float, optional
+        Default: the papers' 0.05 for ``decrease`` and 0.95 for ``increase``.
+    """
+    s = np.asarray(attacked_scores, dtype=np.float64).ravel()
+    s = s[~np.isnan(s)]
+    if strong_threshold is None:
+        strong_threshold = schema.strong_threshold(goal)
+    ok, strong = schema.judge(goal, s, success_threshold, strong_threshold, strong_threshold)
+    return SuccessCounts(int(s.size), int(ok.sum()), int(strong.sum()), float(success_threshold),
+                         float(strong_threshold), goal)
+
+
+def _json_number(value: float) -> float | None:
+    return None if math.isnan(value) else float(value)
+
+
+def _count(n: int, total: int) -> dict[str, float | int | None]:
+    return {"count": n, "percent": round(100.0 * n / total, 2) if total else None}
+
+
+def _describe(stats: ScoreStats) -> dict[str, float | None]:
+    return {key: _json_number(getattr(stats, key)) for key in ("max", "mean", "median", "sd", "min")}
+
+
+def summarize(attacks: AttackTable | Iterable[Mapping[str, Any]],
+              settings: Mapping[str, Any] | None = None, top_colours: int = 5) -> dict:
+    """Per-direction summary of a RUN's attacks (``summary.json``; see docs/run-format.md).
+
+    Parameters
+    ----------
+    attacks : AttackTable or iterable of dict
+        The attacks.csv rows, as the reader's table or as dicts (``csv.DictReader`` rows).
+    settings : mapping, optional
+        ``config.json["attack"]``: the thresholds to judge by (default: the papers').
+    top_colours : int
+        How many most common attack colours to list.
+
+    Returns
+    -------
+    dict
+        ``{"images": N, "directions": {direction: {...}}}``.
+    """
+    table = attacks if isinstance(attacks, AttackTable) else AttackTable.from_rows(attacks)
+    s = {**schema.DEFAULT_ATTACK_SETTINGS, **{k: v for k, v in (settings or {}).items()
+                                              if k in schema.DEFAULT_ATTACK_SETTINGS and v is not None}}
+    out: dict = {"images": len(table), "directions": {}}
+    for direction in sorted(set(table.direction.tolist())):
+        group = table.select(table.direction == direction)
+        goal = str(group.goal[0])
+        rows = group.select(group.attacked)
+        n = len(rows)
+        strong = float(s["strong_decrease_below"] if goal == "decrease" else s["strong_increase_above"])
+        late = ~rows.early_converged
+        colours = Counter(zip(rows.r.tolist(), rows.g.tolist(), rows.b.tolist(), strict=True))
+        success = success_counts(goal, rows.attacked_score, float(s["success_threshold"]), strong)
+        success_late = success_counts(goal, rows.attacked_score[late], float(s["success_threshold"]),
+                                      strong)
+        out["directions"][direction] = {
+            "goal": goal,
+            "attacked": n,
+            "skipped": len(group) - n,
+            "before": _describe(score_stats(rows.original_score)),
+            "after": _describe(score_stats(rows.attacked_score)),
+            "success": _count(success.success, n),
+            "strong_success": _count(success.strong, n),
+            "early_converged": _count(int(rows.early_converged.sum()), n),
+            "success_excluding_early": _count(success_late.success, int(late.sum())),
+            "mean_nit": float(rows.nit.mean()) if n else None,
+            "top_colours": [{"rgb": list(rgb), "count": c}
+                            for rgb, c in colours.most_common(top_colours)],
+        }
+    return out
+
+
+def summarize_run(run_dir: str | Path, top_colours: int = 5) -> dict:
+    """:func:`summarize` of a RUN folder, judged by the thresholds in its ``config.json``."""
+    run = load_run(run_dir)
+    return summarize(run.attacks, run.config.get("attack") or {}, top_colours)
+
+
+def headlines(summary: Mapping[str, Any], attacks: AttackTable) -> tuple[str, ...]:
+    """The papers' three findings in words: success per direction, even coordinates, colour.
+
+    Parameters
+    ----------
+    summary : dict
+        :func:`summarize`'s output.
+    attacks : AttackTable
+        The same rows (for the coordinates and colours of attacks that ran past generation 1).
+    """
+    out = []
+    for direction, d in summary["directions"].items():
+        if not d["attacked"]:
+            continue
+        s, e = d["success"], d["early_converged"]
+        out.append(f"{direction}: {s['count']} of {d['attacked']} attacks crossed "
+                   f"{schema.SUCCESS_THRESHOLD:g} ({s['percent']:.0f}%), {e['count']} converged early")
+    effective = attacks.select(attacks.attacked & ~attacks.early_converged)
+    if len(effective):
+        n = len(effective)
+        even = int(((effective.x % 2 == 0) & (effective.y % 2 == 0)).sum())
+        out.append(f"both pixel coordinates even in {even} of {n} attacks that ran past the first "
+                   f"generation ({100 * even / n:.0f}%; 25% expected by chance)")
+        colours = Counter(zip(effective.r.tolist(), effective.g.tolist(), effective.b.tolist(),
+                              strict=True))
+        rgb, count = max(colours.items(), key=lambda kv: (kv[1], kv[0]))
+        out.append(f"most common attack colour {rgb} ({count} of {n})")
+    return tuple(out)
+
+
+def format_summary(summary: dict) -> str:
+    """A plain-text table of :func:`summarize`'s output for the terminal."""
+    lines = [f"{summary['images']} images"]
+    for direction, d in summary["directions"].items():
+        thresholds = ("< 0.5", "< 0.05") if d["goal"] == "decrease" else ("> 0.5", "> 0.95")
+        lines.append(f"\n{direction}: {d['attacked']} attacked, {d['skipped']} skipped")
+        if not d["attacked"]:
+            continue
+        lines.append(f"  {'':8}{'before':>10}{'after':>10}")
+        for key in ("max", "mean", "median", "sd", "min"):
+            b, a = d["before"][key], d["after"][key]
+            fmt = lambda v: f"{v:10.4g}" if v is not None else f"{'-':>10}"  # noqa: E731
+            lines.append(f"  {key:8}{fmt(b)}{fmt(a)}")
+        s, st, e = d["success"], d["strong_success"], d["early_converged"]
+        lines.append(f"  score {thresholds[0]}: {s['count']} ({s['percent']}%), "
+                     f"{thresholds[1]}: {st['count']} ({st['percent']}%)")
+        lines.append(f"  converged early: {e['count']} ({e['percent']}%), "
+                     f"mean generations: {d['mean_nit']:.1f}")
+        if d["top_colours"]:
+            top = ", ".join(f"{tuple(c['rgb'])} x{c['count']}" for c in d["top_colours"][:3])
+            lines.append(f"  most common colours: {top}")
+    return "\n".join(lines)

@@ -1,0 +1,101 @@
+"""The one place that picks how a model is loaded and how its candidates are scored.
+
+Attacks and confidence maps ask here; nothing else decides between the full network (ONNX
+Runtime or torch) and the incremental engines, or re-reads a model spec to guess.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from onepixel.errors import ConfmapError, ModelError, OnepixelError
+from onepixel.models.base import Classifier, capabilities_of
+from onepixel.models.registry import ModelOptions, is_keras_spec, load_classifier
+from onepixel.models.torch_backend import resolve_device
+from onepixel.scoring.evaluators import Evaluator, make_evaluator
+from onepixel.scoring.incremental import IncrementalEvaluator
+
+log = logging.getLogger(__name__)
+
+#: Evaluator kinds for attacks: ``incremental`` recomputes only what one pixel changes (Keras
+#: and built-in models), ``full`` runs the whole network per candidate, ``auto`` picks.
+EVALUATORS = ("auto", "incremental", "full")
+#: Candidates per incremental pass on CPU: big enough for fast convolutions, small enough to
+#: stay in cache (bench/results/attack-cpu.md).
+INCREMENTAL_CPU_BATCH = 256
+
+
+def _check_kind(kind: str) -> None:
+    if kind not in EVALUATORS:
+        raise OnepixelError(f"unknown evaluator {kind!r}: use one of {', '.join(EVALUATORS)}")
+
+
+def incremental_pays_off(on_cpu: bool, updating: str) -> bool:
+    """Whether ``auto`` picks the incremental evaluator for an attack.
+
+    On CPU when the attack scores whole generations at once (``updating="deferred"``: about
+    1.8x the full network there). With immediate updating each call holds one candidate per
+    image, too few for it to pay off, and on CUDA the full network runs whole batches fast
+    (bench/results/attack-cpu.md).
+    """
+    return on_cpu and updating == "deferred"
+
+
+def evaluator_for(classifier: Classifier, kind: str = "auto",
+                  updating: str = "immediate") -> Evaluator:
+    """An evaluator for a loaded ``classifier``: see :data:`EVALUATORS`.
+
+    ``updating`` is the attack's (:class:`~onepixel.optimize.de.DEConfig`; scipy's default,
+    immediate). ``incremental`` needs a classifier that declares its layers
+    (:attr:`~onepixel.models.base.Capabilities.layers`).
+    """
+    _check_kind(kind)
+    caps = capabilities_of(classifier)
+    if kind == "incremental" and not caps.layers:
+        raise OnepixelError(
+            f"--evaluator incremental needs a Keras or built-in model run by torch; "
+            f"{getattr(classifier, 'name', type(classifier).__name__)} is "
+            f"{type(classifier).__name__} (use --evaluator full)")
+    if kind == "incremental" or (kind == "auto" and caps.layers
+                                 and incremental_pays_off(caps.on_cpu, updating)):
+        batch = INCREMENTAL_CPU_BATCH if caps.on_cpu else 4096
+        return IncrementalEvaluator(classifier, max_batch=batch)
+    return make_evaluator(classifier)
+
+
+def load_attack_evaluator(spec: str, options: ModelOptions | None = None,
+                          kind: str = "auto", updating: str = "immediate") -> Evaluator:
+    """Load model ``spec`` for attacks, with the fastest exact evaluator for it.
+
+    Where :func:`evaluator_for` would choose the incremental evaluator (and no ``engine`` is
+    chosen), Keras and built-in models are loaded with their layers so that it applies;
+    otherwise as :func:`~onepixel.models.load_classifier` loads them by default.
+    """
+    options = options or ModelOptions()
+    _check_kind(kind)
+    if kind == "incremental" and options.engine == "onnxruntime":
+        raise OnepixelError("--evaluator incremental runs the network itself with torch: drop "
+                            "--engine onnxruntime, or use --evaluator full")
+    on_cpu = resolve_device(options.device).type == "cpu"
+    incremental = kind == "incremental" or (kind == "auto" and options.engine == "auto"
+                                            and incremental_pays_off(on_cpu, updating))
+    if incremental and is_keras_spec(spec):
+        return evaluator_for(load_classifier(spec, options, layers=True), kind, updating)
+    return evaluator_for(load_classifier(spec, options), "full" if kind == "auto" else kind)
+
+
+def load_confmap_classifier(spec: str, options: ModelOptions | None = None,
+                            method: str = "auto") -> Classifier:
+    """Load a model for confidence maps.
+
+    Keras and built-in models get their layers (so the exact fast path applies) unless
+    ``method`` is ``brute`` or ONNX Runtime is asked for; then the default loading (ONNX
+    Runtime on CPU: the fastest brute force there).
+    """
+    options = options or ModelOptions()
+    if method == "brute" or not is_keras_spec(spec) or options.engine == "onnxruntime":
+        return load_classifier(spec, options)
+    try:
+        return load_classifier(spec, options, layers=True)
+    except ModelError as exc:
+        raise ConfmapError(str(exc)) from exc
