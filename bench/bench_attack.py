@@ -31,10 +31,10 @@ from scipy.optimize import differential_evolution
 from benchutil import emit, machine
 from onepixel import assets
 from onepixel.attack import AttackConfig, OnePixelAttack
-from onepixel.data import load_image
-from onepixel.de import DEConfig
-from onepixel.demo_dataset import dihedral_variants
-from onepixel.evaluate import load_attack_evaluator
+from onepixel.datasets.demo import dihedral_variants
+from onepixel.datasets.images import load_image
+from onepixel.optimize.de import DEConfig
+from onepixel.scoring.policy import load_attack_evaluator
 
 BOUNDS = [(0, 63), (0, 63), (0, 255), (0, 255), (0, 255)]
 

@@ -35,7 +35,7 @@ import torch
 
 from onepixel import assets
 from onepixel.confmap import ConfmapConfig, compute_confmap, load_confmap_classifier
-from onepixel.data import load_image
+from onepixel.datasets.images import load_image
 from onepixel.models import ModelOptions, load_classifier
 
 PAPER_EVALUATIONS = 64 * 64 * 52**3

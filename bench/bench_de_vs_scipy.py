@@ -6,7 +6,7 @@ row, column in [0, 63] and RGB in [0, 255], a different optimum per problem) thi
 * scipy ``differential_evolution(vectorized=True)`` called once per problem (``vectorized``
   forces ``updating='deferred'``), and, on a few problems, scipy's default
   ``updating='immediate'`` without ``vectorized`` (one call per candidate);
-* ``onepixel.de.differential_evolution_batch`` on all problems at once, numpy and torch
+* ``onepixel.optimize.de.differential_evolution_batch`` on all problems at once, numpy and torch
   backends, both updating modes,
 
 with the same settings (best1bin, latinhypercube, F=0.5, CR=0.7, tol=0.01, no polish,
@@ -34,7 +34,7 @@ import numpy as np
 import torch
 from scipy.optimize import differential_evolution
 
-from onepixel.de import DEConfig, DEResult, differential_evolution_batch
+from onepixel.optimize.de import DEConfig, DEResult, differential_evolution_batch
 
 BOUNDS = [(0, 63), (0, 63), (0, 255), (0, 255), (0, 255)]
 HIGH = np.array([b[1] for b in BOUNDS], dtype=np.float64)

@@ -29,7 +29,7 @@ __version__ = "0.1.0"
 _EXPORTS: dict[str, str] = {
     "Classifier": "onepixel.models.base",
     "ModelIO": "onepixel.models.base",
-    "ModelOptions": "onepixel.models.registry",
+    "ModelOptions": "onepixel.models.options",
     "load_classifier": "onepixel.models.registry",
     "make_evaluator": "onepixel.scoring.evaluators",
     "evaluator_for": "onepixel.scoring.policy",
@@ -37,15 +37,15 @@ _EXPORTS: dict[str, str] = {
     "DEConfig": "onepixel.optimize.de",
     "BatchDESolver": "onepixel.optimize.de",
     "OnePixelAttack": "onepixel.attack.objective",
-    "AttackConfig": "onepixel.attack.objective",
-    "CampaignConfig": "onepixel.attack.campaign",
+    "AttackConfig": "onepixel.attack.config",
+    "CampaignConfig": "onepixel.attack.config",
     "run_campaign": "onepixel.attack.campaign",
     "AttackResult": "onepixel.runs.schema",
     "AttackTable": "onepixel.runs.reader",
     "load_run": "onepixel.runs.reader",
     "summarize": "onepixel.runs.summary",
     "summarize_run": "onepixel.runs.summary",
-    "ConfmapConfig": "onepixel.confmap.engine",
+    "ConfmapConfig": "onepixel.confmap.config",
     "ConfidenceMap": "onepixel.confmap.result",
     "compute_confmap": "onepixel.confmap.engine",
     "save_confmap": "onepixel.confmap.engine",
@@ -94,29 +94,44 @@ __all__ = [
 ]
 
 
-def __getattr__(name: str) -> Any:
-    module = _EXPORTS.get(name)
-    if module is None:
-        raise AttributeError(f"module 'onepixel' has no attribute {name!r}")
-    value = getattr(importlib.import_module(module), name)
-    globals()[name] = value
-    return value
+def lazy_exports(package: str, exports: dict[str, str], namespace: dict[str, Any]):
+    """``__getattr__`` and ``__dir__`` for a package whose public names load on first use.
+
+    Each package's ``__init__`` lists its public names and the modules that define them; a
+    name is imported when first asked for, so importing one light module of a package (say a
+    config dataclass, for the CLI's parser) does not load torch through the package.
+    """
+
+    def __getattr__(name: str) -> Any:  # noqa: N807 - the module hook PEP 562 names
+        module = exports.get(name)
+        if module is None:
+            raise AttributeError(f"module {package!r} has no attribute {name!r}")
+        value = getattr(importlib.import_module(module), name)
+        namespace[name] = value
+        return value
+
+    def __dir__() -> list[str]:  # noqa: N807
+        return sorted(set(namespace) | set(exports))
+
+    return __getattr__, __dir__
 
 
-def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(__all__))
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS, globals())
 
 
 if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs
     from onepixel.analysis.compute import compute_analysis
-    from onepixel.attack.campaign import CampaignConfig, run_campaign
-    from onepixel.attack.objective import AttackConfig, OnePixelAttack
-    from onepixel.confmap.engine import ConfmapConfig, compute_confmap, save_confmap
+    from onepixel.attack.campaign import run_campaign
+    from onepixel.attack.config import AttackConfig, CampaignConfig
+    from onepixel.attack.objective import OnePixelAttack
+    from onepixel.confmap.config import ConfmapConfig
+    from onepixel.confmap.engine import compute_confmap, save_confmap
     from onepixel.confmap.result import ConfidenceMap, load_confmap
     from onepixel.datasets.images import load_image, load_images, scan_dataset
     from onepixel.errors import OnepixelError
     from onepixel.models.base import Classifier, ModelIO
-    from onepixel.models.registry import ModelOptions, load_classifier
+    from onepixel.models.options import ModelOptions
+    from onepixel.models.registry import load_classifier
     from onepixel.optimize.de import BatchDESolver, DEConfig
     from onepixel.report.analyze import analyze_run
     from onepixel.report.html import write_report

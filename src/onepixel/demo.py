@@ -17,14 +17,10 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from onepixel.attack.campaign import CampaignConfig, run_campaign
-from onepixel.attack.objective import AttackConfig
-from onepixel.datasets.demo import build_demo_dataset
-from onepixel.models import ModelOptions
-from onepixel.models.torch_backend import resolve_device
+from onepixel.attack.config import AttackConfig, CampaignConfig
+from onepixel.models.options import BUILTIN, ModelOptions, resolve_device
 from onepixel.runs.reader import load_run
 from onepixel.runs.summary import headlines
-from onepixel.scoring.policy import load_attack_evaluator
 
 log = logging.getLogger(__name__)
 
@@ -37,7 +33,7 @@ class DemoConfig:
     """Settings of the demo; the attack uses the papers' defaults."""
 
     out: Path = Path("onepixel-demo")
-    model: str = "max-mitosis"
+    model: str = BUILTIN
     model_options: ModelOptions = field(default_factory=ModelOptions)
     n_normal: int = 40
     confmap_step: int | None = None  # None: 5 on CUDA, 85 on CPU
@@ -59,8 +55,13 @@ class DemoResult:
 
 def run_demo(cfg: DemoConfig) -> DemoResult:
     """Run the whole demo (see the module docstring)."""
-    from onepixel.confmap import ConfmapConfig, confmap_run
+    # Here, not at import time: the CLI reads DemoConfig's defaults without loading torch.
+    from onepixel.attack.campaign import run_campaign
+    from onepixel.confmap.config import ConfmapConfig
+    from onepixel.confmap.runs import confmap_run
+    from onepixel.datasets.demo import build_demo_dataset
     from onepixel.report import analyze_run, write_report
+    from onepixel.scoring.policy import load_attack_evaluator
 
     seconds: dict[str, float] = {}
     t0 = time.perf_counter()

@@ -1,18 +1,23 @@
-"""The one-pixel attack: objective, goals, the papers' skip rule, and campaigns over datasets."""
+"""The one-pixel attack: objective, goals, the papers' skip rule, and campaigns over datasets.
 
-from onepixel.attack.campaign import CampaignConfig, run_campaign
-from onepixel.attack.objective import (
-    AttackConfig,
-    AttackPlan,
-    OnePixelAttack,
-    attack_result,
-    judge,
-    plan_attack,
-    problem_id_for,
-    skipped_result,
-)
-from onepixel.runs.schema import AttackResult, Goal
+Public names load on first use (:func:`onepixel.lazy_exports`).
+"""
 
-__all__ = ["AttackConfig", "AttackPlan", "AttackResult", "CampaignConfig", "Goal", "OnePixelAttack",
-           "attack_result", "judge", "plan_attack", "problem_id_for", "run_campaign",
-           "skipped_result"]
+from onepixel import lazy_exports
+
+_EXPORTS = {
+    "attack_result": "onepixel.attack.objective",
+    "AttackConfig": "onepixel.attack.config",
+    "AttackPlan": "onepixel.attack.objective",
+    "AttackResult": "onepixel.runs.schema",
+    "CampaignConfig": "onepixel.attack.config",
+    "Goal": "onepixel.runs.schema",
+    "judge": "onepixel.attack.objective",
+    "OnePixelAttack": "onepixel.attack.objective",
+    "plan_attack": "onepixel.attack.objective",
+    "problem_id_for": "onepixel.attack.objective",
+    "run_campaign": "onepixel.attack.campaign",
+    "skipped_result": "onepixel.attack.objective",
+}
+__all__ = sorted(_EXPORTS)
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS, globals())

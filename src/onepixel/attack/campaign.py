@@ -13,14 +13,14 @@ import logging
 import platform
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime
-from pathlib import Path
 
 import numpy as np
 from tqdm.auto import tqdm
 
 from onepixel import __version__
+from onepixel.attack.config import CampaignConfig
 from onepixel.attack.objective import (
     AttackConfig,
     AttackPlan,
@@ -31,64 +31,16 @@ from onepixel.attack.objective import (
     skipped_result,
 )
 from onepixel.datasets.images import Dataset, LabeledImage, load_image, scan_dataset
-from onepixel.errors import ImageError, OnepixelError
+from onepixel.errors import ImageError
 from onepixel.fileio import write_json_atomic
-from onepixel.models import Classifier, ModelOptions
+from onepixel.models import Classifier
 from onepixel.models.base import capabilities_of
 from onepixel.runs.schema import SUMMARY, AttackResult
 from onepixel.runs.store import RunStore
 from onepixel.runs.summary import summarize
-from onepixel.scoring.policy import EVALUATORS, evaluator_for, load_attack_evaluator
+from onepixel.scoring.policy import evaluator_for, load_attack_evaluator
 
 log = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True)
-class CampaignConfig:
-    """Everything a campaign needs.
-
-    Attributes
-    ----------
-    dataset : path
-        Folder with ``positive_label`` / ``negative_label`` sub-folders at any depth.
-    out : path
-        The RUN folder.
-    model : str
-        Model spec (``max-mitosis``, a file).
-    model_options : ModelOptions
-    attack : AttackConfig
-    batch_images : int
-        Images attacked at once (memory: ``batch_images * population`` candidates per call in
-        deferred mode).
-    limit : int, optional
-        Only the first N images of the dataset (sorted order).
-    progress : bool
-        Show a progress bar.
-    evaluator : {"auto", "incremental", "full"}
-        How candidates are scored (:func:`onepixel.scoring.evaluators.evaluator_for`); every choice gives
-        the same scores up to float rounding.
-    """
-
-    dataset: Path
-    out: Path
-    model: str = "max-mitosis"
-    model_options: ModelOptions = field(default_factory=ModelOptions)
-    attack: AttackConfig = field(default_factory=AttackConfig)
-    batch_images: int = 64
-    limit: int | None = None
-    positive_label: str = "mitosis"
-    negative_label: str = "normal"
-    progress: bool = True
-    evaluator: str = "auto"
-
-    def __post_init__(self) -> None:
-        if self.evaluator not in EVALUATORS:
-            raise OnepixelError(f"--evaluator must be one of {', '.join(EVALUATORS)}, "
-                                f"got {self.evaluator!r}")
-        if self.batch_images < 1 or self.batch_images > 32767:
-            raise OnepixelError(f"--batch-images must be within 1..32767, got {self.batch_images}")
-        if self.limit is not None and self.limit < 1:
-            raise OnepixelError(f"--limit must be >= 1, got {self.limit}")
 
 
 def _versions() -> dict[str, str]:

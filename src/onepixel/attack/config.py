@@ -10,7 +10,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from onepixel.errors import OnepixelError
-from onepixel.models.options import ModelOptions
+from onepixel.models.options import BUILTIN, ModelOptions
 from onepixel.optimize.de import DEConfig
 from onepixel.runs import schema
 from onepixel.scoring.options import EVALUATORS
@@ -82,7 +82,7 @@ class CampaignConfig:
 
     dataset: Path
     out: Path
-    model: str = "max-mitosis"
+    model: str = BUILTIN
     model_options: ModelOptions = field(default_factory=ModelOptions)
     attack: AttackConfig = field(default_factory=AttackConfig)
     batch_images: int = 64

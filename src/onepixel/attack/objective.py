@@ -12,57 +12,20 @@ from __future__ import annotations
 import hashlib
 import logging
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 import torch
 
+from onepixel.attack.config import AttackConfig
 from onepixel.errors import OnepixelError
-from onepixel.optimize.de import BatchDESolver, DEConfig, DEResult
+from onepixel.optimize.de import BatchDESolver, DEResult
 from onepixel.runs import schema
 from onepixel.runs.schema import AttackResult, Goal
 from onepixel.scoring.evaluators import Evaluator
 
 log = logging.getLogger(__name__)
 
-
-
-@dataclass(frozen=True)
-class AttackConfig:
-    """Attack settings; the defaults are the papers'.
-
-    Attributes
-    ----------
-    de : DEConfig
-        Differential evolution settings (population 200, maxiter 100, F 0.5, CR 0.7, tol 0.01).
-    skip_positive_below, skip_negative_above : float
-        Positives scoring below / negatives scoring above these are ambiguous and not attacked.
-    success_threshold : float
-        An attack succeeds when the score crosses it.
-    strong_decrease_below, strong_increase_above : float
-        Strong success thresholds.
-    memoize : bool
-        Reuse the score of a candidate pixel already evaluated on the same image (exact: the
-        model is deterministic; ``nfev`` still counts every evaluation as scipy would).
-    """
-
-    de: DEConfig = field(default_factory=DEConfig)
-    skip_positive_below: float = schema.SKIP_POSITIVE_BELOW
-    skip_negative_above: float = schema.SKIP_NEGATIVE_ABOVE
-    success_threshold: float = schema.SUCCESS_THRESHOLD
-    strong_decrease_below: float = schema.STRONG_DECREASE_BELOW
-    strong_increase_above: float = schema.STRONG_INCREASE_ABOVE
-    memoize: bool = True
-
-    def __post_init__(self) -> None:
-        for name in ("skip_positive_below", "skip_negative_above", "success_threshold",
-                     "strong_decrease_below", "strong_increase_above"):
-            value = getattr(self, name)
-            if not 0.0 <= value <= 1.0:
-                raise OnepixelError(f"{name} must be within [0, 1], got {value}")
-
-    def to_dict(self) -> dict:
-        return asdict(self)
 
 
 @dataclass(frozen=True)

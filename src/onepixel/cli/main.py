@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import argparse
 import csv
+import dataclasses
 import io
 import logging
 import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 from onepixel import __version__
 from onepixel.errors import OnepixelError
@@ -17,18 +19,33 @@ from onepixel.errors import OnepixelError
 log = logging.getLogger("onepixel")
 
 
+def default(cls: type, name: str) -> Any:
+    """The default of dataclass field ``name`` of ``cls``: each option default is written once,
+    in the config dataclass the command builds."""
+    for f in dataclasses.fields(cls):
+        if f.name == name:
+            if f.default is not dataclasses.MISSING:
+                return f.default
+            if f.default_factory is not dataclasses.MISSING:
+                return f.default_factory()
+    raise KeyError(f"{cls.__name__} has no field {name!r} with a default")
+
+
 def _add_model_options(p: argparse.ArgumentParser) -> None:
+    from onepixel.models.options import BUILTIN, ENGINES, ModelOptions
+
     g = p.add_argument_group("model")
-    g.add_argument("--model", default="max-mitosis",
-                   help="max-mitosis (built-in), *.h5/*.hdf5 (Keras), *.onnx, *.pt/*.ts "
+    g.add_argument("--model", default=BUILTIN,
+                   help=f"{BUILTIN} (built-in), *.h5/*.hdf5 (Keras), *.onnx, *.pt/*.ts "
                         "(TorchScript), http://HOST:PORT (a MAX-API service; key from "
                         "$ONEPIXEL_API_KEY); default: %(default)s")
-    g.add_argument("--device", default="auto", help="auto, cpu or cuda[:N] (default: auto)")
-    g.add_argument("--engine", default="auto", choices=["auto", "torch", "onnxruntime"],
+    g.add_argument("--device", default=default(ModelOptions, "device"),
+                   help="auto, cpu or cuda[:N] (default: %(default)s)")
+    g.add_argument("--engine", default=default(ModelOptions, "engine"), choices=ENGINES,
                    help="engine for Keras/built-in models; auto = ONNX Runtime on CPU, torch on CUDA")
-    g.add_argument("--dtype", default="float32",
-                   help="torch compute dtype: float32, bfloat16, float16 (default: float32)")
-    g.add_argument("--batch-size", type=int, default=None,
+    g.add_argument("--dtype", default=default(ModelOptions, "dtype"),
+                   help="torch compute dtype: float32, bfloat16, float16 (default: %(default)s)")
+    g.add_argument("--batch-size", type=int, default=default(ModelOptions, "batch_size"),
                    help="images per model call (default: 32 on CPU, 2048 on CUDA)")
     g.add_argument("--output", choices=["logit", "probability"], default=None,
                    help="what the model returns (default: from the model)")
@@ -40,7 +57,7 @@ def _add_model_options(p: argparse.ArgumentParser) -> None:
 
 
 def _model_options(args: argparse.Namespace):
-    from onepixel.models import ModelOptions
+    from onepixel.models.options import ModelOptions
 
     return ModelOptions(device=args.device, dtype=args.dtype, batch_size=args.batch_size,
                         engine=args.engine, output=args.output, preprocess=args.preprocess,
@@ -49,6 +66,16 @@ def _model_options(args: argparse.Namespace):
 
 
 def build_parser() -> argparse.ArgumentParser:
+    """The ``onepixel`` parser. Defaults come from the config dataclasses (light modules: no
+    torch, no web framework is imported to build it)."""
+    from onepixel.attack.config import AttackConfig, CampaignConfig
+    from onepixel.confmap.config import METHODS, ConfmapConfig
+    from onepixel.datasets.tiles import TileConfig
+    from onepixel.datasets.tupac import TupacConfig
+    from onepixel.demo import DemoConfig
+    from onepixel.optimize.de import DEConfig
+    from onepixel.scoring.options import EVALUATORS
+
     parser = argparse.ArgumentParser(
         prog="onepixel",
         description="One-pixel attack robustness assessment for image classifiers.")
@@ -70,26 +97,42 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("dataset", help="folder with 'mitosis'/'normal' sub-folders (at any depth)")
     p.add_argument("--out", required=True, metavar="RUN", help="RUN folder (resumed if it exists)")
     g = p.add_argument_group("differential evolution (defaults: the papers')")
-    g.add_argument("--popsize", type=int, default=200, help="population size in total")
-    g.add_argument("--maxiter", type=int, default=100, help="maximum generations")
-    g.add_argument("--mutation", type=float, default=0.5, help="mutation factor F")
-    g.add_argument("--recombination", type=float, default=0.7, help="crossover probability CR")
-    g.add_argument("--tol", type=float, default=0.01, help="relative convergence tolerance")
-    g.add_argument("--atol", type=float, default=0.0, help="absolute convergence tolerance")
-    g.add_argument("--updating", choices=["immediate", "deferred"], default="immediate",
+    g.add_argument("--popsize", type=int, default=default(DEConfig, "population"),
+                   help="population size in total (default: %(default)s)")
+    g.add_argument("--maxiter", type=int, default=default(DEConfig, "maxiter"),
+                   help="maximum generations (default: %(default)s)")
+    g.add_argument("--mutation", type=float, default=default(DEConfig, "mutation"),
+                   help="mutation factor F (default: %(default)s)")
+    g.add_argument("--recombination", type=float, default=default(DEConfig, "recombination"),
+                   help="crossover probability CR (default: %(default)s)")
+    g.add_argument("--tol", type=float, default=default(DEConfig, "tol"),
+                   help="relative convergence tolerance (default: %(default)s)")
+    g.add_argument("--atol", type=float, default=default(DEConfig, "atol"),
+                   help="absolute convergence tolerance (default: %(default)s)")
+    g.add_argument("--updating", choices=["immediate", "deferred"],
+                   default=default(DEConfig, "updating"),
                    help="scipy's updating mode (immediate is scipy's default and the papers')")
-    g.add_argument("--seed", type=int, default=0, help="random seed")
+    g.add_argument("--seed", type=int, default=default(DEConfig, "seed"),
+                   help="random seed (default: %(default)s)")
     g = p.add_argument_group("campaign")
-    g.add_argument("--limit", type=int, default=None, help="only the first N images (sorted)")
-    g.add_argument("--batch-images", type=int, default=64, help="images attacked at once")
-    g.add_argument("--evaluator", choices=["auto", "incremental", "full"], default="auto",
+    g.add_argument("--limit", type=int, default=default(CampaignConfig, "limit"),
+                   help="only the first N images (sorted)")
+    g.add_argument("--batch-images", type=int, default=default(CampaignConfig, "batch_images"),
+                   help="images attacked at once (default: %(default)s)")
+    g.add_argument("--evaluator", choices=EVALUATORS, default=default(CampaignConfig, "evaluator"),
                    help="how candidates are scored: incremental recomputes only what the pixel "
                         "changes (Keras/built-in models); auto = incremental on CPU with "
                         "--updating deferred, else full")
-    g.add_argument("--positive-label", default="mitosis", help="folder name of positives")
-    g.add_argument("--negative-label", default="normal", help="folder name of negatives")
-    g.add_argument("--skip-positive-below", type=float, default=0.9)
-    g.add_argument("--skip-negative-above", type=float, default=0.1)
+    g.add_argument("--positive-label", default=default(CampaignConfig, "positive_label"),
+                   help="folder name of positives (default: %(default)s)")
+    g.add_argument("--negative-label", default=default(CampaignConfig, "negative_label"),
+                   help="folder name of negatives (default: %(default)s)")
+    g.add_argument("--skip-positive-below", type=float,
+                   default=default(AttackConfig, "skip_positive_below"),
+                   help="positives scoring below this are ambiguous, not attacked (default: %(default)s)")
+    g.add_argument("--skip-negative-above", type=float,
+                   default=default(AttackConfig, "skip_negative_above"),
+                   help="negatives scoring above this are ambiguous, not attacked (default: %(default)s)")
     g.add_argument("--no-progress", action="store_true", help="no progress bar")
     _add_model_options(p)
     p.set_defaults(func=cmd_attack)
@@ -100,11 +143,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--run", metavar="RUN", help="map selected images of an attack run into RUN/confmaps/")
     p.add_argument("--images", nargs="+", metavar="NAME", default=None,
                    help="with --run: these images (default: most and least successful per direction)")
-    p.add_argument("--step", type=int, default=5,
-                   help="colour step per channel, 1..255 (default 5: 52^3 colours)")
-    p.add_argument("--method", choices=["auto", "fast", "brute"], default="auto",
+    p.add_argument("--step", type=int, default=default(ConfmapConfig, "step"),
+                   help="colour step per channel, 1..255 (default %(default)s: 52^3 colours)")
+    p.add_argument("--method", choices=METHODS, default=default(ConfmapConfig, "method"),
                    help="auto: the exact fast path where it applies, else brute force")
-    p.add_argument("--checkpoint-seconds", type=float, default=60.0)
+    p.add_argument("--checkpoint-seconds", type=float,
+                   default=default(ConfmapConfig, "checkpoint_seconds"),
+                   help="save a checkpoint this often (default: %(default)s)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     _add_model_options(p)
     # None: max-mitosis for IMAGE, the run's own model for --run
@@ -134,15 +179,16 @@ def build_parser() -> argparse.ArgumentParser:
                    help="PNG/JPEG/TIFF images, SVS/TIFF whole slides (base level), or folders of them")
     p.add_argument("--out", required=True, metavar="DIR",
                    help="output folder: <stem>_r<row>_c<col>.png tiles and tiles.csv")
-    p.add_argument("--size", type=int, default=64, help="tile side in pixels (default: %(default)s)")
-    p.add_argument("--stride", type=int, default=None,
+    p.add_argument("--size", type=int, default=default(TileConfig, "size"),
+                   help="tile side in pixels (default: %(default)s)")
+    p.add_argument("--stride", type=int, default=default(TileConfig, "stride"),
                    help="step between tiles in pixels (default: --size, no overlap)")
-    p.add_argument("--tissue-threshold", type=float, default=0.5,
+    p.add_argument("--tissue-threshold", type=float, default=default(TileConfig, "tissue_threshold"),
                    help="keep tiles whose fraction of tissue pixels is at least this; 0 keeps all "
                         "(default: %(default)s)")
-    p.add_argument("--min-saturation", type=float, default=0.1,
+    p.add_argument("--min-saturation", type=float, default=default(TileConfig, "min_saturation"),
                    help="a tissue pixel has HSV saturation >= this (default: %(default)s)")
-    p.add_argument("--min-value", type=int, default=30,
+    p.add_argument("--min-value", type=int, default=default(TileConfig, "min_value"),
                    help="a tissue pixel has max(R,G,B) >= this, darker is black background "
                         "(default: %(default)s)")
     p.add_argument("--overwrite", action="store_true", help="replace a non-empty --out folder")
@@ -156,28 +202,32 @@ def build_parser() -> argparse.ArgumentParser:
                         "mitoses_ground_truth/<case>/<region>.csv")
     p.add_argument("--out", required=True, metavar="DIR",
                    help="output folder: {train,val}/{mitosis,normal}/*.png, preprocess.json")
-    p.add_argument("--size", type=int, default=64, help="patch side in pixels (default: %(default)s)")
-    p.add_argument("--val-fraction", type=float, default=0.2,
+    p.add_argument("--size", type=int, default=default(TupacConfig, "patch_size"),
+                   help="patch side in pixels (default: %(default)s)")
+    p.add_argument("--val-fraction", type=float, default=default(TupacConfig, "val_fraction"),
                    help="fraction of the cases put in val (default: %(default)s)")
     p.add_argument("--val-cases", default=None, metavar="CASE,...",
                    help="exactly these cases in val (overrides --val-fraction)")
-    p.add_argument("--seed", type=int, default=0, help="split/shift/sampling seed (default: 0)")
-    p.add_argument("--rotations", type=int, default=0,
-                   help="rotated copies per mitosis, evenly spaced angles (default: 0; 3 = 90/180/270)")
-    p.add_argument("--shifts", type=int, default=0,
-                   help="randomly shifted copies per mitosis (default: 0)")
-    p.add_argument("--max-shift", type=int, default=None,
+    p.add_argument("--seed", type=int, default=default(TupacConfig, "seed"),
+                   help="split/shift/sampling seed (default: %(default)s)")
+    p.add_argument("--rotations", type=int, default=default(TupacConfig, "rotations"),
+                   help="rotated copies per mitosis, evenly spaced angles (default: %(default)s; "
+                        "3 = 90/180/270)")
+    p.add_argument("--shifts", type=int, default=default(TupacConfig, "shifts"),
+                   help="randomly shifted copies per mitosis (default: %(default)s)")
+    p.add_argument("--max-shift", type=int, default=default(TupacConfig, "max_shift"),
                    help="largest shift in pixels (default: size/4)")
-    p.add_argument("--normal-stride", type=int, default=None,
+    p.add_argument("--normal-stride", type=int, default=default(TupacConfig, "normal_stride"),
                    help="step of the normal-patch grid (default: --size)")
-    p.add_argument("--exclusion-radius", type=float, default=None,
+    p.add_argument("--exclusion-radius", type=float, default=default(TupacConfig, "exclusion_radius"),
                    help="normal patches keep every pixel this far from every mitosis "
                         "(default: size/2; 0 disables)")
-    p.add_argument("--normal-fraction", type=float, default=1.0,
-                   help="probability of keeping each eligible normal patch (default: 1)")
-    p.add_argument("--normal-tissue-threshold", type=float, default=0.0,
-                   help="minimum tissue fraction of a normal patch (default: 0, keep all)")
-    p.add_argument("--border", choices=["reflect", "skip"], default="reflect",
+    p.add_argument("--normal-fraction", type=float, default=default(TupacConfig, "normal_fraction"),
+                   help="probability of keeping each eligible normal patch (default: %(default)s)")
+    p.add_argument("--normal-tissue-threshold", type=float,
+                   default=default(TupacConfig, "normal_tissue_threshold"),
+                   help="minimum tissue fraction of a normal patch (default: %(default)s, keep all)")
+    p.add_argument("--border", choices=["reflect", "skip"], default=default(TupacConfig, "border"),
                    help="mitosis patches reaching outside the image: mirror-pad or skip "
                         "(default: %(default)s)")
     p.add_argument("--overwrite", action="store_true", help="replace a non-empty --out folder")
@@ -192,30 +242,22 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_serve)
 
     p = sub.add_parser("demo", help="the whole study on the built-in model and real images")
-    p.add_argument("--out", default="onepixel-demo", metavar="DIR",
+    p.add_argument("--out", default=str(default(DemoConfig, "out")), metavar="DIR",
                    help="where the dataset, RUN and report go (default: %(default)s)")
-    p.add_argument("--n-normal", type=int, default=40, help="normal images in the demo dataset")
-    p.add_argument("--confmap-step", type=int, default=None,
+    p.add_argument("--n-normal", type=int, default=default(DemoConfig, "n_normal"),
+                   help="normal images in the demo dataset (default: %(default)s)")
+    p.add_argument("--confmap-step", type=int, default=default(DemoConfig, "confmap_step"),
                    help="confidence-map colour step (default: 85 on CPU, 5 on a GPU)")
     p.add_argument("--no-confmaps", action="store_true", help="skip the confidence maps")
-    p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
     _add_model_options(p)
     p.set_defaults(func=cmd_demo)
     return parser
 
 
-def _write_csv_atomic(path: Path, header: Sequence[str], rows: Sequence[Sequence]) -> None:
-    from onepixel.fileio import atomic_open
-
-    with atomic_open(path, "w", newline="") as fh:
-        writer = csv.writer(fh)
-        writer.writerow(header)
-        writer.writerows(rows)
-
-
 def _score_rows(model_spec: str, options, images: Sequence[Path]) -> list[tuple[str, str]]:
     from onepixel.datasets.images import load_images
-    from onepixel.models import load_classifier
+    from onepixel.models.registry import load_classifier
 
     classifier = load_classifier(model_spec, options)
     batch = load_images(images, classifier.input_shape)
@@ -225,10 +267,11 @@ def _score_rows(model_spec: str, options, images: Sequence[Path]) -> list[tuple[
 
 def cmd_predict(args: argparse.Namespace) -> int:
     from onepixel.datasets.images import expand_image_paths
+    from onepixel.fileio import write_csv_atomic
 
     rows = _score_rows(args.model, _model_options(args), expand_image_paths(args.images))
     if args.out:
-        _write_csv_atomic(Path(args.out), ("image", "score"), rows)
+        write_csv_atomic(Path(args.out), ("image", "score"), rows)
         log.info("wrote %d scores to %s", len(rows), args.out)
     buf = io.StringIO()
     writer = csv.writer(buf, lineterminator="\n")
@@ -239,17 +282,14 @@ def cmd_predict(args: argparse.Namespace) -> int:
 
 
 def cmd_attack(args: argparse.Namespace) -> int:
-    from onepixel.attack import AttackConfig
-    from onepixel.attack.campaign import CampaignConfig, run_campaign
+    from onepixel.attack.campaign import run_campaign
+    from onepixel.attack.config import AttackConfig, CampaignConfig
     from onepixel.optimize.de import DEConfig
     from onepixel.runs.summary import format_summary
 
-    try:
-        de = DEConfig(population=args.popsize, maxiter=args.maxiter, mutation=args.mutation,
-                      recombination=args.recombination, tol=args.tol, atol=args.atol,
-                      updating=args.updating, seed=args.seed)
-    except ValueError as exc:
-        raise OnepixelError(str(exc)) from exc
+    de = DEConfig(population=args.popsize, maxiter=args.maxiter, mutation=args.mutation,
+                  recombination=args.recombination, tol=args.tol, atol=args.atol,
+                  updating=args.updating, seed=args.seed)
     attack = AttackConfig(de=de, skip_positive_below=args.skip_positive_below,
                           skip_negative_above=args.skip_negative_above)
     config = CampaignConfig(dataset=Path(args.dataset), out=Path(args.out), model=args.model,
@@ -270,7 +310,9 @@ def cmd_attack(args: argparse.Namespace) -> int:
 
 
 def cmd_confmap(args: argparse.Namespace) -> int:
-    from onepixel.confmap import ConfmapConfig, confmap_image_file, confmap_run
+    from onepixel.confmap.config import ConfmapConfig
+    from onepixel.confmap.engine import confmap_image_file
+    from onepixel.confmap.runs import confmap_run
 
     if (args.run is None) == (args.image is None):
         raise OnepixelError("give IMAGE --out DIR, or --run RUN")
@@ -315,7 +357,8 @@ def cmd_report(args: argparse.Namespace) -> int:
 
 
 def cmd_export(args: argparse.Namespace) -> int:
-    from onepixel.models import ModelOptions, export_onnx
+    from onepixel.models.export import export_onnx
+    from onepixel.models.options import ModelOptions
 
     out = export_onnx(args.model, args.out, ModelOptions(assets_dir=args.assets))
     print(f"wrote {out}")
@@ -357,7 +400,7 @@ def cmd_preprocess_tupac(args: argparse.Namespace) -> int:
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
-    from onepixel.models import load_classifier
+    from onepixel.models.registry import load_classifier
     from onepixel.serving.server import serve, server_options
 
     serve(load_classifier(args.model, _model_options(args)), **server_options(args))

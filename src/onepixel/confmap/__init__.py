@@ -2,32 +2,31 @@
 
 Brute force on any classifier, and an exact incremental path for Keras networks
 (:mod:`onepixel.confmap.fast`); results, checkpoints and figures.
+
+Public names load on first use (:func:`onepixel.lazy_exports`).
 """
 
-from onepixel.confmap.engine import (
-    METHODS,
-    PARTIAL_NAME,
-    ConfmapConfig,
-    compute_confmap,
-    compute_confmaps,
-    confmap_image_file,
-    load_confmap_classifier,
-    save_confmap,
-)
-from onepixel.confmap.result import (
-    RESULT_NAME,
-    ConfidenceMap,
-    colour_grid,
-    colour_levels,
-    load_confmap,
-    write_confmap_npz,
-)
-from onepixel.confmap.runs import RunImage, confmap_run, select_run_images
-from onepixel.errors import ConfmapError
+from onepixel import lazy_exports
 
-__all__ = [
-    "METHODS", "PARTIAL_NAME", "RESULT_NAME", "ConfidenceMap", "ConfmapConfig", "ConfmapError",
-    "RunImage", "colour_grid", "colour_levels", "compute_confmap", "compute_confmaps",
-    "confmap_image_file", "confmap_run", "load_confmap", "load_confmap_classifier", "save_confmap",
-    "select_run_images", "write_confmap_npz",
-]
+_EXPORTS = {
+    "colour_grid": "onepixel.confmap.result",
+    "colour_levels": "onepixel.confmap.result",
+    "compute_confmap": "onepixel.confmap.engine",
+    "compute_confmaps": "onepixel.confmap.engine",
+    "ConfidenceMap": "onepixel.confmap.result",
+    "confmap_image_file": "onepixel.confmap.engine",
+    "confmap_run": "onepixel.confmap.runs",
+    "ConfmapConfig": "onepixel.confmap.config",
+    "ConfmapError": "onepixel.errors",
+    "load_confmap": "onepixel.confmap.result",
+    "load_confmap_classifier": "onepixel.confmap.engine",
+    "METHODS": "onepixel.confmap.config",
+    "PARTIAL_NAME": "onepixel.confmap.engine",
+    "RESULT_NAME": "onepixel.confmap.result",
+    "RunImage": "onepixel.confmap.runs",
+    "save_confmap": "onepixel.confmap.engine",
+    "select_run_images": "onepixel.confmap.runs",
+    "write_confmap_npz": "onepixel.confmap.result",
+}
+__all__ = sorted(_EXPORTS)
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS, globals())

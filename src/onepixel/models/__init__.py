@@ -1,29 +1,27 @@
-"""Classifier backends: the built-in MAX model, Keras HDF5, torch, ONNX, Python callables."""
+"""Classifier backends: the built-in MAX model, Keras HDF5, torch, ONNX, Python callables.
 
-from onepixel.models.base import Classifier, ModelIO
-from onepixel.models.callable_backend import CallableClassifier
-from onepixel.models.export import export_onnx
-from onepixel.models.http_backend import HttpClassifier
-from onepixel.models.keras_h5 import KerasGraph, KerasNet, load_keras_module, read_keras_h5
-from onepixel.models.onnx_backend import OnnxClassifier
-from onepixel.models.registry import BUILTIN, ModelOptions, load_classifier
-from onepixel.models.torch_backend import ScoringModule, TorchClassifier, TorchOptions
+Public names load on first use (:func:`onepixel.lazy_exports`).
+"""
 
-__all__ = [
-    "BUILTIN",
-    "CallableClassifier",
-    "Classifier",
-    "HttpClassifier",
-    "KerasGraph",
-    "KerasNet",
-    "ModelIO",
-    "ModelOptions",
-    "OnnxClassifier",
-    "ScoringModule",
-    "TorchClassifier",
-    "TorchOptions",
-    "export_onnx",
-    "load_classifier",
-    "load_keras_module",
-    "read_keras_h5",
-]
+from onepixel import lazy_exports
+
+_EXPORTS = {
+    "BUILTIN": "onepixel.models.options",
+    "CallableClassifier": "onepixel.models.callable_backend",
+    "Classifier": "onepixel.models.base",
+    "export_onnx": "onepixel.models.export",
+    "HttpClassifier": "onepixel.models.http_backend",
+    "KerasGraph": "onepixel.models.keras_h5",
+    "KerasNet": "onepixel.models.keras_h5",
+    "load_classifier": "onepixel.models.registry",
+    "load_keras_module": "onepixel.models.keras_h5",
+    "ModelIO": "onepixel.models.base",
+    "ModelOptions": "onepixel.models.options",
+    "OnnxClassifier": "onepixel.models.onnx_backend",
+    "read_keras_h5": "onepixel.models.keras_h5",
+    "ScoringModule": "onepixel.models.torch_backend",
+    "TorchClassifier": "onepixel.models.torch_backend",
+    "TorchOptions": "onepixel.models.torch_backend",
+}
+__all__ = sorted(_EXPORTS)
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS, globals())

@@ -3,10 +3,16 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
+from typing import TYPE_CHECKING
 
 from onepixel.errors import ModelError
 from onepixel.models.base import ModelIO
 
+if TYPE_CHECKING:
+    import torch
+
+#: The built-in model: the MAX mitosis detector of both papers.
+BUILTIN = "max-mitosis"
 #: Engines for Keras and built-in models.
 ENGINES = ("auto", "torch", "onnxruntime")
 #: Images per model call by default: small batches stay in cache on CPU and run fastest there
@@ -22,6 +28,20 @@ def resolve_device_name(device: str) -> str:
     if device in DEVICES or (device.startswith("cuda:") and device[5:].isdigit()):
         return device
     raise ModelError(f"unknown device {device!r}: use auto, cpu or cuda[:N]")
+
+
+def resolve_device(device: str | torch.device = "auto") -> torch.device:
+    """``auto`` means CUDA when available, else CPU; an unavailable CUDA is an error."""
+    import torch  # here, not at import time: building the CLI parser must not load torch
+
+    if isinstance(device, torch.device):
+        return device
+    resolve_device_name(device)
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise ModelError("--device cuda was asked for but no CUDA GPU is available; use cpu or auto")
+    return torch.device(device)
 
 
 @dataclass(frozen=True)
@@ -66,8 +86,6 @@ class ModelOptions:
         """The batch size to use on this options' device."""
         if self.batch_size is not None:
             return self.batch_size
-        from onepixel.models.torch_backend import resolve_device
-
         return CPU_BATCH if resolve_device(self.device).type == "cpu" else CUDA_BATCH
 
     def apply(self, io: ModelIO) -> ModelIO:

@@ -7,7 +7,7 @@ Specs: ``max-mitosis`` (built-in), ``*.h5`` / ``*.hdf5`` (Keras 2), ``*.onnx``, 
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from pathlib import Path
 
 from onepixel import assets
@@ -15,74 +15,19 @@ from onepixel.errors import ModelError
 from onepixel.models.base import Classifier, ModelIO
 from onepixel.models.keras_h5 import load_keras_module
 from onepixel.models.onnx_backend import OnnxClassifier, onnx_available, scoring_module_to_onnx
+from onepixel.models.options import BUILTIN, ModelOptions
 from onepixel.models.torch_backend import (
     ScoringModule,
     TorchClassifier,
     TorchOptions,
     load_torchscript,
     resolve_device,
-    resolve_device_name,
 )
 
 log = logging.getLogger(__name__)
 
-BUILTIN = "max-mitosis"
 #: The MAX service's conventions: deep-histopath "resnet_custom" scaling, one logit out.
 MAX_IO = ModelIO(layout="nchw", preprocess="max", output="logit")
-ENGINES = ("auto", "torch", "onnxruntime")
-CPU_BATCH = 32
-CUDA_BATCH = 2048
-
-
-@dataclass(frozen=True)
-class ModelOptions:
-    """How to load and run a model.
-
-    Attributes
-    ----------
-    device : {"auto", "cpu", "cuda", "cuda:N"}
-    dtype : torch dtype name, for torch engines
-    batch_size : int, optional
-        Images per model call. Default: 32 on CPU, where small batches stay in cache and run
-        fastest (bench/results/predict-cpu.md), 2048 on CUDA.
-    engine : {"auto", "torch", "onnxruntime"}
-        For Keras and built-in models. ``auto`` runs ONNX Runtime on CPU (fastest there, see
-        bench/) and torch on CUDA.
-    output, preprocess, layout, positive_index : optional overrides of the model's
-        :class:`ModelIO` conventions.
-    assets_dir : folder with local assets (else ``$ONEPIXEL_ASSETS``, cache, download)
-    input_shape : (H, W, 3) for TorchScript models without an ``input_shape`` attribute
-    """
-
-    device: str = "auto"
-    dtype: str = "float32"
-    batch_size: int | None = None
-    engine: str = "auto"
-    output: str | None = None
-    preprocess: str | None = None
-    layout: str | None = None
-    positive_index: int | None = None
-    assets_dir: str | None = None
-    input_shape: tuple[int, int, int] | None = None
-
-    def __post_init__(self) -> None:
-        if self.engine not in ENGINES:
-            raise ModelError(f"unknown engine {self.engine!r}: use one of {', '.join(ENGINES)}")
-        resolve_device_name(self.device)
-        if self.batch_size is not None and self.batch_size < 1:
-            raise ModelError(f"batch size must be >= 1, got {self.batch_size}")
-
-    def resolved_batch_size(self) -> int:
-        """The batch size to use on this options' device."""
-        if self.batch_size is not None:
-            return self.batch_size
-        return CPU_BATCH if resolve_device(self.device).type == "cpu" else CUDA_BATCH
-
-    def apply(self, io: ModelIO) -> ModelIO:
-        """``io`` with the user's overrides applied."""
-        changes = {k: getattr(self, k) for k in ("output", "preprocess", "layout", "positive_index")
-                   if getattr(self, k) is not None}
-        return replace(io, **changes) if changes else io
 
 
 def load_classifier(spec: str, options: ModelOptions | None = None, *,

@@ -14,30 +14,12 @@ from torch import nn
 from onepixel.errors import ModelError
 from onepixel.models.base import Capabilities, ModelIO, check_batch, positive_probability, preprocess
 from onepixel.models.keras_h5 import KerasNet
+from onepixel.models.options import resolve_device
 
 log = logging.getLogger(__name__)
 
 _DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16,
            "float64": torch.float64}
-
-
-def resolve_device_name(device: str) -> str:
-    """Check the spelling of a device name (auto, cpu, cuda, cuda:N) without touching a GPU."""
-    if device in ("auto", "cpu", "cuda") or (device.startswith("cuda:") and device[5:].isdigit()):
-        return device
-    raise ModelError(f"unknown device {device!r}: use auto, cpu or cuda[:N]")
-
-
-def resolve_device(device: str | torch.device = "auto") -> torch.device:
-    """``auto`` means CUDA when available, else CPU; an unavailable CUDA is an error."""
-    if isinstance(device, torch.device):
-        return device
-    resolve_device_name(device)
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if device.startswith("cuda") and not torch.cuda.is_available():
-        raise ModelError("--device cuda was asked for but no CUDA GPU is available; use cpu or auto")
-    return torch.device(device)
 
 
 def resolve_dtype(dtype: str | torch.dtype) -> torch.dtype:

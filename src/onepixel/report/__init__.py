@@ -7,18 +7,22 @@ Entry points (the CLI's ``onepixel analyze RUN`` and ``onepixel report RUN``):
 - :func:`format_main_tables` ``(result) -> str``: the main tables as plain text;
 - :func:`write_report` ``(run_dir) -> Path``: ``RUN/report.html``, analysing first when
   ``RUN/analysis`` is missing or stale.
+
+Public names load on first use (:func:`onepixel.lazy_exports`).
 """
 
-from onepixel.report.analyze import (
-    AnalysisResult,
-    RunFacts,
-    analyze_run,
-    format_main_tables,
-    is_stale,
-    load_analysis,
-)
-from onepixel.report.figures import FigureInfo
-from onepixel.report.html import render_report, write_report
+from onepixel import lazy_exports
 
-__all__ = ["AnalysisResult", "FigureInfo", "RunFacts", "analyze_run", "format_main_tables", "is_stale",
-           "load_analysis", "render_report", "write_report"]
+_EXPORTS = {
+    "AnalysisResult": "onepixel.report.analyze",
+    "analyze_run": "onepixel.report.analyze",
+    "FigureInfo": "onepixel.report.figures",
+    "format_main_tables": "onepixel.report.analyze",
+    "is_stale": "onepixel.report.analyze",
+    "load_analysis": "onepixel.report.analyze",
+    "render_report": "onepixel.report.html",
+    "RunFacts": "onepixel.report.analyze",
+    "write_report": "onepixel.report.html",
+}
+__all__ = sorted(_EXPORTS)
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS, globals())

@@ -5,11 +5,21 @@ integers ``(x, y, r, g, b)`` and returns scores (B, P). Engines: :class:`HostEva
 classifier; perturbed images built on the host), :class:`TorchEvaluator` (images built and
 scored on the model's device), :class:`IncrementalEvaluator` (Keras networks: only what one
 pixel changes is recomputed). :func:`evaluator_for` / :func:`load_attack_evaluator` choose.
+
+Public names load on first use (:func:`onepixel.lazy_exports`).
 """
 
-from onepixel.scoring.evaluators import Evaluator, HostEvaluator, TorchEvaluator, make_evaluator
-from onepixel.scoring.incremental import IncrementalEvaluator
-from onepixel.scoring.policy import EVALUATORS, evaluator_for, load_attack_evaluator
+from onepixel import lazy_exports
 
-__all__ = ["EVALUATORS", "Evaluator", "HostEvaluator", "IncrementalEvaluator", "TorchEvaluator",
-           "evaluator_for", "load_attack_evaluator", "make_evaluator"]
+_EXPORTS = {
+    "Evaluator": "onepixel.scoring.evaluators",
+    "evaluator_for": "onepixel.scoring.policy",
+    "EVALUATORS": "onepixel.scoring.options",
+    "HostEvaluator": "onepixel.scoring.evaluators",
+    "IncrementalEvaluator": "onepixel.scoring.incremental",
+    "load_attack_evaluator": "onepixel.scoring.policy",
+    "make_evaluator": "onepixel.scoring.evaluators",
+    "TorchEvaluator": "onepixel.scoring.evaluators",
+}
+__all__ = sorted(_EXPORTS)
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS, globals())

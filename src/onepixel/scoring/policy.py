@@ -14,16 +14,9 @@ from onepixel.models.registry import ModelOptions, is_keras_spec, load_classifie
 from onepixel.models.torch_backend import resolve_device
 from onepixel.scoring.evaluators import Evaluator, make_evaluator
 from onepixel.scoring.incremental import IncrementalEvaluator
+from onepixel.scoring.options import EVALUATORS, INCREMENTAL_CPU_BATCH
 
 log = logging.getLogger(__name__)
-
-#: Evaluator kinds for attacks: ``incremental`` recomputes only what one pixel changes (Keras
-#: and built-in models), ``full`` runs the whole network per candidate, ``auto`` picks.
-EVALUATORS = ("auto", "incremental", "full")
-#: Candidates per incremental pass on CPU: big enough for fast convolutions, small enough to
-#: stay in cache (bench/results/attack-cpu.md).
-INCREMENTAL_CPU_BATCH = 256
-
 
 def _check_kind(kind: str) -> None:
     if kind not in EVALUATORS:
