@@ -7,7 +7,7 @@ Usage::
 
 One run does everything on the same machine:
 
-1. starts ``python -m onepixel.server`` (the MAX model, CPU, default limits) on a free loopback
+1. starts ``python -m onepixel.serving.server`` (the MAX model, CPU, default limits) on a free loopback
    port, in its own process;
 2. load: this process sends requests from N threads (one keep-alive connection each, bodies
    encoded beforehand) for ``--seconds`` per row (and at most ``--max-requests``), and reports
@@ -40,12 +40,12 @@ import torch
 from benchutil import emit, machine
 from onepixel import assets
 from onepixel.attack import AttackConfig, OnePixelAttack
-from onepixel.data import load_image
-from onepixel.de import DEConfig
-from onepixel.demo_dataset import dihedral_variants
-from onepixel.evaluate import HostEvaluator
+from onepixel.datasets.demo import dihedral_variants
+from onepixel.datasets.images import load_image
 from onepixel.models import ModelOptions, load_classifier
 from onepixel.models.http_backend import HttpClassifier, _multipart, encode_png
+from onepixel.optimize.de import DEConfig
+from onepixel.scoring.evaluators import HostEvaluator
 
 
 def machine_line() -> str:
@@ -62,7 +62,7 @@ def free_port() -> int:
 
 
 def start_server(port: int) -> subprocess.Popen:
-    cmd = [sys.executable, "-m", "onepixel.server", "--port", str(port), "--device", "cpu", "-q"]
+    cmd = [sys.executable, "-m", "onepixel.serving.server", "--port", str(port), "--device", "cpu", "-q"]
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline:
@@ -186,7 +186,7 @@ def main() -> None:
         server.wait(timeout=30)
 
     lines = [f"Machine: {where}",
-             f"Server: `python -m onepixel.server --device cpu` (ONNX Runtime, max_concurrency 1); "
+             f"Server: `python -m onepixel.serving.server --device cpu` (ONNX Runtime, max_concurrency 1); "
              f"client: this process on the same machine, loopback, {args.seconds:.0f} s per row.", "",
              "| endpoint | images/request | client threads | requests/s | images/s | p50 ms | p99 ms "
              "| errors |", "|---|---:|---:|---:|---:|---:|---:|---:|"]

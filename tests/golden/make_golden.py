@@ -22,9 +22,10 @@ try:  # the layout since the architecture issue
     from onepixel.attack.config import AttackConfig, CampaignConfig
     from onepixel.optimize.de import DEConfig
 except ImportError:  # the seed layout (commit d0a4638)
-    from onepixel.attack import AttackConfig
     from onepixel.campaign import CampaignConfig, run_campaign
     from onepixel.de import DEConfig
+
+    from onepixel.attack import AttackConfig
 
 HERE = Path(__file__).parent
 #: name -> (updating, evaluator, tol): the papers' immediate mode on the full network with
