@@ -26,6 +26,7 @@ import platformdirs
 from tqdm.auto import tqdm
 
 from onepixel.errors import AssetError, ChecksumError
+from onepixel.fileio import default_file_mode
 
 log = logging.getLogger(__name__)
 
@@ -248,6 +249,7 @@ def _download(url: str, dest: Path, asset: Asset, timeout: float = 60.0) -> Path
                 out.write(chunk)
                 bar.update(len(chunk))
         verify(tmp, asset)
+        os.chmod(tmp, default_file_mode())  # the mode a plain new file gets, not mkstemp's 0600
         os.replace(tmp, dest)
         log.info("downloaded %s to %s", asset.name, dest)
         return dest

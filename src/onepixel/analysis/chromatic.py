@@ -22,6 +22,7 @@ from PIL import Image, UnidentifiedImageError
 
 from onepixel.analysis.stats import gain, spearman
 from onepixel.errors import OnepixelError
+from onepixel.runs.schema import image_path
 
 log = logging.getLogger(__name__)
 
@@ -193,7 +194,7 @@ def _neighbour_block(root: str, names: list[str], xs: list[int], ys: list[int]
     base = Path(root)
     for k, (name, x, y) in enumerate(zip(names, xs, ys, strict=True)):
         try:
-            img = read_rgb(base / name)
+            img = read_rgb(image_path(base, name))
             out[k] = neighbour_mean(img, x, y)
             shapes.append((int(img.shape[0]), int(img.shape[1])))
             errors.append("")

@@ -35,7 +35,7 @@ from onepixel.errors import ImageError
 from onepixel.fileio import write_json_atomic
 from onepixel.models import Classifier
 from onepixel.models.base import capabilities_of
-from onepixel.runs.schema import SUMMARY, AttackResult
+from onepixel.runs.schema import SUMMARY, AttackResult, record_text
 from onepixel.runs.store import RunStore
 from onepixel.runs.summary import summarize
 from onepixel.scoring.policy import evaluator_for, load_attack_evaluator
@@ -108,7 +108,7 @@ def run_campaign(cfg: CampaignConfig, classifier: Classifier | None = None,
     classifier = evaluator.classifier
     store = RunStore(cfg.out)
     done = store.open(run_config(cfg, dataset, classifier, evaluator))
-    todo = [it for it in items if dataset.relative_name(it) not in done]
+    todo = [it for it in items if record_text(dataset.relative_name(it)) not in done]
     log.info("%s: %d images, %d already done, %d to go", cfg.out, len(items),
              len(items) - len(todo), len(todo))
     attack = OnePixelAttack(evaluator, cfg.attack)
@@ -139,12 +139,13 @@ def run_campaign(cfg: CampaignConfig, classifier: Classifier | None = None,
                 except ImageError as exc:
                     # One bad file must not stop a campaign over thousands: record and go on.
                     log.warning("skipping %s", exc)
-                    store_result(unreadable_result(dataset.relative_name(it), it, cfg, str(exc)))
+                    store_result(unreadable_result(record_text(dataset.relative_name(it)), it, cfg,
+                                                    record_text(str(exc))))
             if not chunk:
                 continue
             originals = classifier.scores(np.stack(images))
             for it, image, score in zip(chunk, images, originals, strict=True):
-                name = dataset.relative_name(it)
+                name = record_text(dataset.relative_name(it))
                 plan = plan_attack(float(score), it.positive, cfg.positive_label,
                                    cfg.negative_label, cfg.attack)
                 if plan.skip_reason:

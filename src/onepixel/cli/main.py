@@ -258,11 +258,13 @@ def build_parser() -> argparse.ArgumentParser:
 def _score_rows(model_spec: str, options, images: Sequence[Path]) -> list[tuple[str, str]]:
     from onepixel.datasets.images import load_images
     from onepixel.models.registry import load_classifier
+    from onepixel.runs.schema import record_text
 
     classifier = load_classifier(model_spec, options)
     batch = load_images(images, classifier.input_shape)
     scores = classifier.scores(batch)
-    return [(str(p), f"{s:.10g}") for p, s in zip(images, scores, strict=True)]
+    # File names that are not UTF-8 are written with \xNN escapes, as RUN files write them.
+    return [(record_text(str(p)), f"{s:.10g}") for p, s in zip(images, scores, strict=True)]
 
 
 def cmd_predict(args: argparse.Namespace) -> int:
@@ -427,6 +429,10 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    # Paths that are not UTF-8 (PEP 383 surrogates) must not crash a message about them.
+    for stream in (sys.stdout, sys.stderr):
+        if hasattr(stream, "reconfigure"):
+            stream.reconfigure(errors="backslashreplace")
     parser = build_parser()
     args = parser.parse_args(argv)
     level = logging.WARNING if args.quiet else (logging.DEBUG if args.verbose > 1 else logging.INFO)

@@ -22,7 +22,7 @@ from onepixel.fileio import write_csv_atomic
 from onepixel.models.base import Classifier, capabilities_of
 from onepixel.models.registry import ModelOptions
 from onepixel.runs.reader import AttackTable, load_run
-from onepixel.runs.schema import CONFMAPS
+from onepixel.runs.schema import CONFMAPS, image_path
 
 log = logging.getLogger(__name__)
 
@@ -148,7 +148,7 @@ def confmap_run(run_dir: str | Path, images: Sequence[str] | None = None,
     folders = _folder_names([c.image for c in chosen])
     results = []
     for ri in chosen:
-        path = dataset / ri.image
+        path = image_path(dataset, ri.image)
         if not path.is_file():
             raise ConfmapError(f"image {ri.image} of {run_dir}/attacks.csv is not under the run's "
                                f"dataset folder {dataset} (moved?)")

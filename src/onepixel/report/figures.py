@@ -298,12 +298,13 @@ def nit_histogram(analysis: RunAnalysis, folder: Path) -> FigureInfo | None:
 
 def _load_original(analysis: RunAnalysis, name: str) -> np.ndarray | None:
     from onepixel.datasets.images import load_image
+    from onepixel.runs.schema import image_path
 
     root = analysis.run.dataset_root
     if root is None:
         return None
     try:
-        return load_image(root / name)
+        return load_image(image_path(root, name))
     except OnepixelError as exc:
         log.warning("example figure: %s", exc)
         return None

@@ -289,7 +289,7 @@ def write_report(run_dir: str | Path, out: str | Path | None = None, *, reanalyz
         result = load_analysis(run_dir)
     text = render_report(result)
     path = Path(out) if out is not None else run_dir / "report.html"
-    with atomic_open(path, "w", encoding="utf-8", permissions=0o644) as fh:
+    with atomic_open(path, "w", encoding="utf-8") as fh:
         fh.write(text)
     log.info("wrote %s (%.1f MB)", path, path.stat().st_size / 1e6)
     return path

@@ -7,7 +7,9 @@ once. The format is documented in ``docs/run-format.md``.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Literal
 
 import numpy as np
@@ -51,6 +53,42 @@ DEFAULT_ATTACK_SETTINGS: dict[str, float] = {
     "strong_increase_above": STRONG_INCREASE_ABOVE,
     "maxiter": MAXITER,
 }
+
+
+_ESCAPE = re.compile(r"\\x([0-9a-f]{2})")
+
+
+def record_text(text: str) -> str:
+    """``text`` as RUN files store it: valid UTF-8 whatever the file system gave.
+
+    File names that are not UTF-8 reach Python with the undecodable bytes as surrogates
+    (PEP 383); such a byte is written as ``\\xNN`` (lower-case hex), everything else is kept
+    as it is. :func:`text_of_record` reverses it, so a RUN names such files, resumes over them
+    and finds them again (a name that already holds a literal ``\\xNN`` is the one
+    ambiguity).
+    """
+    if text.isascii():
+        return text
+    return text.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+
+
+def text_of_record(text: str) -> str:
+    """The name :func:`record_text` was given (``\\xNN`` escapes back to the original bytes)."""
+    if "\\x" not in text:
+        return text
+
+    def byte(m: re.Match) -> str:
+        n = int(m.group(1), 16)
+        # Only bytes >= 0x80 were escaped (ASCII always decodes); the surrogate is how Python
+        # holds an undecodable byte of a file name (os.fsdecode's surrogateescape).
+        return chr(0xDC00 + n) if n >= 0x80 else m.group(0)
+
+    return _ESCAPE.sub(byte, text)
+
+
+def image_path(root: Path, image: str) -> Path:
+    """Where the file of attacks.csv's ``image`` column lies under the dataset folder ``root``."""
+    return root / text_of_record(image)
 
 
 def judge(goal: str, score, success_threshold: float = SUCCESS_THRESHOLD,
@@ -121,7 +159,8 @@ class AttackResult:
     CSV_COLUMNS = ATTACK_COLUMNS
 
     def csv_row(self) -> list[str]:
-        """Values in :data:`ATTACK_COLUMNS` order; booleans as 0/1, missing values empty."""
+        """Values in :data:`ATTACK_COLUMNS` order; booleans as 0/1, missing values empty, text
+        through :func:`record_text`."""
         out = []
         for name in ATTACK_COLUMNS:
             value = getattr(self, name)
@@ -132,9 +171,10 @@ class AttackResult:
             elif isinstance(value, float):
                 out.append(f"{value:.4f}" if name == "seconds" else repr(value))
             else:
-                out.append(str(value))
+                out.append(record_text(str(value)))
         return out
 
     def history_rows(self) -> list[tuple[str, int, str]]:
         """This image's history.csv rows: ``(image, generation, repr(best_score))``."""
-        return [(self.image, g, repr(v)) for g, v in enumerate(self.history)]
+        image = record_text(self.image)
+        return [(image, g, repr(v)) for g, v in enumerate(self.history)]

@@ -19,6 +19,7 @@ from pathlib import Path
 
 from onepixel.errors import RunError
 from onepixel.fileio import atomic_open, write_json_atomic
+from onepixel.runs.reader import AttackTable, read_attacks_csv
 from onepixel.runs.schema import (
     ATTACK_COLUMNS,
     ATTACKS,
@@ -51,6 +52,30 @@ def _cut_torn_line(path: Path) -> None:
         keep = fh.read().rfind(b"\n") + 1
         fh.truncate(keep)
         log.warning("%s: dropped an incomplete last line (interrupted write)", path)
+
+
+def _raw_rows(path: Path) -> tuple[list[str], list[list[str]]]:
+    """A CSV file's header and records as text, for the store's own repair (no interpretation)."""
+    try:
+        with open(path, newline="", encoding="utf-8") as fh:
+            reader = csv.reader(fh)
+            header = next(reader, [])
+            return header, [r for r in reader if r]
+    except (UnicodeDecodeError, csv.Error) as exc:
+        raise RunError(f"cannot read {path}: {exc}; it is damaged: use a new --out") from exc
+
+
+def _write_durably(path: Path, text: str) -> None:
+    """Write a whole (small) file and fsync it and its folder: a header that survives a crash."""
+    with open(path, "w", encoding="utf-8", newline="") as fh:
+        fh.write(text)
+        fh.flush()
+        os.fsync(fh.fileno())
+    fd = os.open(path.parent, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 def _csv_text(rows: Iterable[Iterable]) -> str:
@@ -103,39 +128,56 @@ class RunStore:
         return done
 
     def _repair(self) -> set[str]:
-        if not self.attacks_path.exists():
-            self.attacks_path.write_text(",".join(ATTACK_COLUMNS) + "\n")
-        if not self.history_path.exists():
-            self.history_path.write_text(",".join(HISTORY_COLUMNS) + "\n")
-        _cut_torn_line(self.attacks_path)
-        _cut_torn_line(self.history_path)
-        rows = self.read_attacks()
-        done = {row["image"] for row in rows}
-        if len(done) != len(rows):
+        """Make the RUN's CSV files consistent; return the images whose results are complete.
+
+        A missing or empty file (a crash before its header was durable) gets its header; a torn
+        last line is cut; history rows of unfinished images are dropped; and a finished image
+        whose history is incomplete (a damaged history.csv) is taken back out of attacks.csv, so
+        the campaign attacks it again and writes the same rows (its random stream depends only on
+        its name). Nothing durably written and complete is lost.
+        """
+        for path, columns in ((self.attacks_path, ATTACK_COLUMNS), (self.history_path, HISTORY_COLUMNS)):
+            if path.exists():
+                _cut_torn_line(path)
+            if not path.exists() or path.stat().st_size == 0:
+                _write_durably(path, _csv_text([columns]))
+        header, records = _raw_rows(self.attacks_path)
+        if tuple(header) != ATTACK_COLUMNS:
+            raise RunError(f"{self.attacks_path} has columns {header}, expected "
+                           f"{list(ATTACK_COLUMNS)}: it is not a RUN file of this onepixel version")
+        names = [r[0] for r in records]
+        if len(set(names)) != len(names):
             raise RunError(f"{self.attacks_path} has duplicate image rows; it was not written by "
                            "this version of onepixel or was edited")
-        with open(self.history_path, newline="") as fh:
-            reader = csv.reader(fh)
-            header = next(reader, None)
-            history = list(reader)
-        if tuple(header or ()) != HISTORY_COLUMNS:
-            raise RunError(f"{self.history_path} has columns {header}, expected {HISTORY_COLUMNS}")
+        h_header, history = _raw_rows(self.history_path)
+        if tuple(h_header) != HISTORY_COLUMNS:
+            raise RunError(f"{self.history_path} has columns {h_header}, expected {HISTORY_COLUMNS}")
+        generations: dict[str, list[int]] = {}
+        for r in history:
+            if len(r) == len(HISTORY_COLUMNS) and r[1].isdigit():
+                generations.setdefault(r[0], []).append(int(r[1]))
+        status, nit = ATTACK_COLUMNS.index("status"), ATTACK_COLUMNS.index("nit")
+        broken = {r[0] for r in records if r[status] == "attacked"
+                  and sorted(generations.get(r[0], [])) != list(range(int(r[nit] or 0) + 1))}
+        if broken:
+            log.warning("%s: the history of %d finished image(s) is incomplete (%s); they will be "
+                        "attacked again, with the same result", self.history_path, len(broken),
+                        ", ".join(sorted(broken)[:3]))
+            records = [r for r in records if r[0] not in broken]
+            with atomic_open(self.attacks_path, "w", newline="", encoding="utf-8") as fh:
+                fh.write(_csv_text([ATTACK_COLUMNS, *records]))
+        done = {r[0] for r in records}
         kept = [r for r in history if r and r[0] in done]
         if len(kept) != len(history):
             log.info("%s: dropping %d history rows of unfinished images",
                      self.history_path, len(history) - len(kept))
-            with atomic_open(self.history_path, "w", newline="") as fh:
+            with atomic_open(self.history_path, "w", newline="", encoding="utf-8") as fh:
                 fh.write(_csv_text([HISTORY_COLUMNS, *kept]))
         return done
 
-    def read_attacks(self) -> list[dict[str, str]]:
-        """All attacks.csv rows as dicts (strings)."""
-        with open(self.attacks_path, newline="") as fh:
-            reader = csv.DictReader(fh)
-            if tuple(reader.fieldnames or ()) != ATTACK_COLUMNS:
-                raise RunError(f"{self.attacks_path} has columns {reader.fieldnames}, expected "
-                               f"{list(ATTACK_COLUMNS)}")
-            return list(reader)
+    def read_attacks(self) -> AttackTable:
+        """attacks.csv as column arrays (:func:`onepixel.runs.reader.read_attacks_csv`)."""
+        return read_attacks_csv(self.attacks_path)
 
     def append(self, results: Iterable[AttackResult]) -> None:
         """Append finished images: their history rows, then their attacks.csv rows."""
@@ -147,7 +189,7 @@ class RunStore:
 
     @staticmethod
     def _append(path: Path, text: str) -> None:
-        data = text.encode()
+        data = text.encode("utf-8")
         fd = os.open(path, os.O_WRONLY | os.O_APPEND)
         try:
             written = os.write(fd, data)
