@@ -14,17 +14,16 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from onepixel.datasets.slides import probe_image, read_slide
 from onepixel.datasets.tiles import (
     TileConfig,
     grid_positions,
     iter_slide_tiles,
     iter_tiles,
-    probe_image,
-    read_slide,
     tile_images,
     tile_name,
-    tissue_mask,
 )
+from onepixel.datasets.tissue import tissue_mask
 from onepixel.errors import ImageError, OnepixelError
 
 tifffile = pytest.importorskip("tifffile", reason="tiling SVS/TIFF needs tifffile (and imagecodecs)")

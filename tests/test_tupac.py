@@ -19,7 +19,7 @@ import pytest
 from PIL import Image
 
 from onepixel.datasets.images import scan_dataset
-from onepixel.datasets.tiles import tissue_fraction
+from onepixel.datasets.tissue import tissue_fraction
 from onepixel.datasets.tupac import (
     TupacConfig,
     extract_patch,

@@ -45,15 +45,9 @@ from PIL import Image
 
 from onepixel import __version__
 from onepixel.datasets.images import IMAGE_SUFFIXES
-from onepixel.datasets.tiles import (
-    DEFAULT_MIN_SATURATION,
-    DEFAULT_MIN_VALUE,
-    TIFF_SUFFIXES,
-    check_output_outside,
-    probe_image,
-    read_slide,
-    tissue_fraction,
-)
+from onepixel.datasets.slides import TIFF_SUFFIXES, probe_image, read_slide
+from onepixel.datasets.tiles import check_output_outside
+from onepixel.datasets.tissue import DEFAULT_MIN_SATURATION, DEFAULT_MIN_VALUE, tissue_fraction
 from onepixel.errors import DatasetError, OnepixelError
 from onepixel.fileio import atomic_output_dir
 
