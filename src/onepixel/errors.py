@@ -7,6 +7,8 @@ function) subclass ``ValueError`` too, so ``except ValueError`` keeps working.
 
 from __future__ import annotations
 
+import numbers
+
 
 class OnepixelError(Exception):
     """Base class: something the user can fix (bad input, missing file, bad option)."""
@@ -82,3 +84,14 @@ class ServerError(OnepixelError):
 
 class SolverStateError(OnepixelError, RuntimeError):
     """A solver method was called in the wrong state (e.g. ``step()`` after every problem stopped)."""
+
+
+def is_integer(value: object) -> bool:
+    """Whether ``value`` is an integer (Python or numpy) and not a bool: the check every config
+    dataclass makes before raising :class:`ConfigError` or a more specific error."""
+    return isinstance(value, numbers.Integral) and not isinstance(value, bool)
+
+
+def is_real(value: object) -> bool:
+    """Whether ``value`` is a real number (Python or numpy) and not a bool."""
+    return isinstance(value, numbers.Real) and not isinstance(value, bool)

@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 
 from onepixel import __version__
-from onepixel.errors import ConfmapError, OnepixelError
+from onepixel.errors import ConfmapError, OnepixelError, is_integer
 from onepixel.fileio import save_npz_atomic
 
 log = logging.getLogger(__name__)
@@ -35,7 +35,7 @@ _FACTS = {"original_score": float, "step": int, "evaluations": int, "seconds": f
 
 def check_step(step) -> None:
     """Raise :class:`ConfmapError` unless ``step`` is an integer in 1..255."""
-    if isinstance(step, bool) or not isinstance(step, int | np.integer) or not 1 <= step <= 255:
+    if not is_integer(step) or not 1 <= step <= 255:
         raise ConfmapError(f"colour step must be an integer from 1 to 255, got {step!r} "
                            "(5 gives the papers' grid of 52 values per channel)")
 

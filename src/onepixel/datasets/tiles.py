@@ -42,7 +42,7 @@ from onepixel.datasets.tissue import (
     DEFAULT_MIN_VALUE,
     tissue_mask,
 )
-from onepixel.errors import ImageError, OnepixelError
+from onepixel.errors import ImageError, OnepixelError, is_integer
 from onepixel.fileio import atomic_output_dir
 
 log = logging.getLogger(__name__)
@@ -56,9 +56,9 @@ MANIFEST = "tiles.csv"
 
 def _check_grid(size: int, stride: int, tissue_threshold: float, min_saturation: float,
                 min_value: int) -> None:
-    if isinstance(size, bool) or not isinstance(size, int | np.integer) or size < 1:
+    if not is_integer(size) or size < 1:
         raise OnepixelError(f"tile size must be a positive integer (pixels), got {size!r}")
-    if isinstance(stride, bool) or not isinstance(stride, int | np.integer) or stride < 1:
+    if not is_integer(stride) or stride < 1:
         raise OnepixelError(f"tile stride must be a positive integer (pixels), got {stride!r}")
     if not 0.0 <= float(tissue_threshold) <= 1.0:
         raise OnepixelError(f"tissue threshold is a fraction of the tile's pixels in [0, 1], got "

@@ -48,7 +48,7 @@ from onepixel.datasets.images import IMAGE_SUFFIXES
 from onepixel.datasets.slides import TIFF_SUFFIXES, probe_image, read_slide
 from onepixel.datasets.tiles import check_output_outside
 from onepixel.datasets.tissue import DEFAULT_MIN_SATURATION, DEFAULT_MIN_VALUE, tissue_fraction
-from onepixel.errors import DatasetError, OnepixelError
+from onepixel.errors import DatasetError, OnepixelError, is_integer
 from onepixel.fileio import atomic_output_dir
 
 log = logging.getLogger(__name__)
@@ -122,25 +122,25 @@ class TupacConfig:
 
     def __post_init__(self) -> None:
         bad = OnepixelError
-        if not _is_int(self.patch_size) or self.patch_size < 2:
+        if not is_integer(self.patch_size) or self.patch_size < 2:
             raise bad(f"patch size must be an integer >= 2, got {self.patch_size!r}")
         if not 0.0 <= float(self.val_fraction) <= 1.0:
             raise bad(f"val fraction must be in [0, 1], got {self.val_fraction!r}")
         if self.val_cases is not None:
             object.__setattr__(self, "val_cases", tuple(str(c) for c in self.val_cases))
-        if not _is_int(self.seed) or self.seed < 0:
+        if not is_integer(self.seed) or self.seed < 0:
             raise bad(f"seed must be a non-negative integer, got {self.seed!r}")
-        if not _is_int(self.rotations) or self.rotations < 0:
+        if not is_integer(self.rotations) or self.rotations < 0:
             raise bad(f"rotations must be a non-negative integer, got {self.rotations!r}")
-        if not _is_int(self.shifts) or self.shifts < 0:
+        if not is_integer(self.shifts) or self.shifts < 0:
             raise bad(f"shifts must be a non-negative integer, got {self.shifts!r}")
-        if self.max_shift is not None and (not _is_int(self.max_shift) or self.max_shift < 1):
+        if self.max_shift is not None and (not is_integer(self.max_shift) or self.max_shift < 1):
             raise bad(f"max shift must be a positive integer (pixels), got {self.max_shift!r}")
         side = 2 * self.resolved_max_shift + 1
         if self.shifts > side * side - 1:
             raise bad(f"{self.shifts} distinct shifts do not fit in +-{self.resolved_max_shift} "
                       f"pixels ({side * side - 1} offsets); raise --max-shift or lower --shifts")
-        if self.normal_stride is not None and (not _is_int(self.normal_stride)
+        if self.normal_stride is not None and (not is_integer(self.normal_stride)
                                                or self.normal_stride < 1):
             raise bad(f"normal stride must be a positive integer, got {self.normal_stride!r}")
         if self.exclusion_radius is not None and not float(self.exclusion_radius) >= 0:
@@ -174,10 +174,6 @@ class TupacConfig:
         out["exclusion_radius"] = self.resolved_exclusion_radius
         out["rotation_angles"] = [float(a) for a in rotation_angles(self.rotations)]
         return out
-
-
-def _is_int(value) -> bool:
-    return isinstance(value, int | np.integer) and not isinstance(value, bool)
 
 
 @dataclass(frozen=True)

@@ -72,14 +72,13 @@ from __future__ import annotations
 
 import logging
 import math
-import numbers
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from onepixel.errors import ConfigError, SolverStateError
+from onepixel.errors import ConfigError, SolverStateError, is_integer, is_real
 
 if TYPE_CHECKING:
     import torch
@@ -120,14 +119,6 @@ ProgressCallback = Callable[[int, np.ndarray, np.ndarray], Any]
 ignored."""
 
 
-def _is_int(value: object) -> bool:
-    return isinstance(value, numbers.Integral) and not isinstance(value, bool)
-
-
-def _is_real(value: object) -> bool:
-    return isinstance(value, numbers.Real) and not isinstance(value, bool)
-
-
 @dataclass(frozen=True)
 class DEConfig:
     """Settings of the batched differential evolution (defaults: the papers' settings).
@@ -166,28 +157,28 @@ class DEConfig:
     widen_integer_bounds: bool = False
 
     def __post_init__(self) -> None:
-        if not _is_int(self.population) or self.population < 5:
+        if not is_integer(self.population) or self.population < 5:
             raise ConfigError(
                 f"DEConfig.population must be an integer >= 5 (best1bin needs distinct "
                 f"members), got {self.population!r}; use e.g. population=15 * n_parameters."
             )
-        if not _is_int(self.maxiter) or self.maxiter < 0:
+        if not is_integer(self.maxiter) or self.maxiter < 0:
             raise ConfigError(
                 f"DEConfig.maxiter must be a non-negative integer, got {self.maxiter!r}."
             )
-        if not _is_real(self.mutation) or not (0.0 <= self.mutation < 2.0):
+        if not is_real(self.mutation) or not (0.0 <= self.mutation < 2.0):
             raise ConfigError(
                 f"DEConfig.mutation must be a float in [0, 2) (dithering is not supported), "
                 f"got {self.mutation!r}; the papers use 0.5."
             )
-        if not _is_real(self.recombination) or not (0.0 <= self.recombination <= 1.0):
+        if not is_real(self.recombination) or not (0.0 <= self.recombination <= 1.0):
             raise ConfigError(
                 f"DEConfig.recombination must be a probability in [0, 1], "
                 f"got {self.recombination!r}; scipy's default is 0.7."
             )
         for name in ("tol", "atol"):
             value = getattr(self, name)
-            if not _is_real(value) or not math.isfinite(value) or value < 0:
+            if not is_real(value) or not math.isfinite(value) or value < 0:
                 raise ConfigError(
                     f"DEConfig.{name} must be a finite float >= 0, got {value!r}."
                 )
@@ -195,7 +186,7 @@ class DEConfig:
             raise ConfigError(
                 f"DEConfig.updating must be one of {_UPDATING}, got {self.updating!r}."
             )
-        if not _is_int(self.seed) or self.seed < 0:
+        if not is_integer(self.seed) or self.seed < 0:
             raise ConfigError(
                 f"DEConfig.seed must be a non-negative integer, got {self.seed!r}."
             )
@@ -402,7 +393,7 @@ class BatchDESolver:
             raise ConfigError("objective must be callable: objective(problem_index, X) -> (K, N)")
         if not isinstance(config, DEConfig):
             raise ConfigError(f"config must be a DEConfig, got {type(config).__name__}")
-        if not _is_int(n_problems) or n_problems < 1:
+        if not is_integer(n_problems) or n_problems < 1:
             raise ConfigError(f"n_problems must be a positive integer, got {n_problems!r}")
         if backend not in _BACKENDS:
             raise ConfigError(f"backend must be one of {_BACKENDS}, got {backend!r}")
