@@ -297,6 +297,7 @@ def test_history_with_quoted_image_names(tmp_path):
     assert curves["a.png"].tolist() == [0.1]
 
 
+@pytest.mark.slow
 def test_worker_processes_give_the_same_neighbours(tmp_path, monkeypatch):
     from onepixel.analysis import chromatic
 

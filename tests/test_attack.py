@@ -137,6 +137,7 @@ def _scipy_one_pixel(clf, image, goal, seed, population, maxiter, vectorized):
 
 
 @pytest.mark.parametrize("updating", ["deferred", "immediate"])
+@pytest.mark.slow
 def test_one_pixel_objective_matches_scipy_in_distribution(max_model_path, true_png, updating):
     """fun / nit / nfev over seeds on the real model agree with scipy (two-sample KS tests)."""
     from onepixel.datasets.images import load_image

@@ -119,7 +119,8 @@ def test_torch_classifier_probability_output_and_batches():
     images = _images(5)
     with torch.no_grad():
         raw = net(torch.from_numpy(images).permute(0, 3, 1, 2).float() / 255).double()[:, 0]
-    np.testing.assert_allclose(clf.scores(images), raw.numpy(), rtol=1e-6)
+    # atol: a score near 0 differs in relative terms when oneDNN sums in another order per batch
+    np.testing.assert_allclose(clf.scores(images), raw.numpy(), rtol=1e-6, atol=1e-7)
     with pytest.raises(ModelError, match="uint8"):
         clf.scores(images.astype(np.float32))
     with pytest.raises(ModelError, match="expected images of shape"):
@@ -156,6 +157,7 @@ def test_cuda_request_without_gpu_is_clear():
         resolve_device("cuda")
 
 
+@pytest.mark.slow
 def test_onnx_export_roundtrip(tmp_path, max_model_path, sample_images):
     out = export_onnx(str(max_model_path), tmp_path / "model.onnx")
     exported = load_classifier(str(out))

@@ -36,6 +36,7 @@ def _config(dataset, out, **kw):
                           attack=kw.pop("attack", FAST), progress=False, **kw)
 
 
+@pytest.mark.slow
 def test_campaign_writes_every_row(dataset, tmp_path, max_model_path):
     summary = run_campaign(_config(dataset, tmp_path / "run", batch_images=4))
     rows = attack_rows(tmp_path / "run")
@@ -66,6 +67,7 @@ def test_campaign_writes_every_row(dataset, tmp_path, max_model_path):
     assert summary["directions"]["normal-to-mitosis"]["attacked"] == 2
 
 
+@pytest.mark.slow
 def test_resume_after_kill_equals_uninterrupted(dataset, tmp_path, max_model_path):
     """A real process killed mid-campaign (SIGKILL) and started again loses and duplicates
     nothing, and gives the same rows as a run that was never interrupted."""
@@ -99,6 +101,7 @@ def test_resume_after_kill_equals_uninterrupted(dataset, tmp_path, max_model_pat
     assert history_rows(run) == history_rows(reference)
 
 
+@pytest.mark.slow
 def test_resume_refuses_other_settings(dataset, tmp_path, max_model_path):
     run_campaign(_config(dataset, tmp_path / "run", limit=2))
     other = AttackConfig(de=DEConfig(population=20, maxiter=7))
@@ -134,6 +137,7 @@ def test_campaign_input_errors(tmp_path, max_model_path):
         run_campaign(_config(tmp_path / "ds", tmp_path / "afile"))
 
 
+@pytest.mark.slow
 def test_cli_attack_reports_bad_settings(tmp_path):
     proc = subprocess.run([sys.executable, "-m", "onepixel.cli", "attack", str(tmp_path),
                            "--out", str(tmp_path / "run"), "--popsize", "3"],

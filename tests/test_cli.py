@@ -19,6 +19,7 @@ def run_cli(*args, cwd=None):
                           capture_output=True, text=True, cwd=cwd, env=env, timeout=300)
 
 
+@pytest.mark.slow
 def test_predict_writes_csv(tmp_path, max_model_path, true_png, false_png):
     out = tmp_path / "scores.csv"
     proc = run_cli("predict", true_png, false_png, "--model", max_model_path, "-o", out)
@@ -30,6 +31,7 @@ def test_predict_writes_csv(tmp_path, max_model_path, true_png, false_png):
     assert proc.stdout.splitlines()[0] == "image,score"
 
 
+@pytest.mark.slow
 def test_predict_builtin_model_and_folder(true_png):
     proc = run_cli("-q", "predict", true_png.parent)
     assert proc.returncode == 0, proc.stderr
@@ -50,6 +52,7 @@ def test_predict_builtin_model_and_folder(true_png):
         (lambda d: ["export", "vgg16.bin", "-o", d / "x.onnx"], "export supports"),
     ],
 )
+@pytest.mark.slow
 def test_bad_input_exits_nonzero_with_message(tmp_path, max_model_path, make_args, message):
     Image.fromarray(np.zeros((32, 32, 3), np.uint8)).save(tmp_path / "small.png")
     (tmp_path / "corrupt.png").write_bytes(b"\x89PNG\r\n\x1a\n garbage")
@@ -60,6 +63,7 @@ def test_bad_input_exits_nonzero_with_message(tmp_path, max_model_path, make_arg
     assert "Traceback" not in proc.stderr
 
 
+@pytest.mark.slow
 def test_checksum_mismatch_exits_nonzero(tmp_path):
     folder = tmp_path / "assets" / "max-mitosis"
     folder.mkdir(parents=True)
@@ -70,6 +74,7 @@ def test_checksum_mismatch_exits_nonzero(tmp_path):
     assert "checksum mismatch" in proc.stderr and "deep_histopath_model.hdf5" in proc.stderr
 
 
+@pytest.mark.slow
 def test_export_then_predict_with_onnx(tmp_path, max_model_path, true_png):
     onnx_path = tmp_path / "model.onnx"
     proc = run_cli("export", "max-mitosis", "-o", onnx_path)
@@ -79,6 +84,7 @@ def test_export_then_predict_with_onnx(tmp_path, max_model_path, true_png):
     assert abs(float(proc.stdout.splitlines()[1].split(",")[1]) - 0.9884441494941711) < 1e-5
 
 
+@pytest.mark.slow
 def test_tiles_command(tmp_path):
     from onepixel import assets
     from onepixel.errors import AssetError
@@ -96,6 +102,7 @@ def test_tiles_command(tmp_path):
     assert not (tmp_path / "more").exists()
 
 
+@pytest.mark.slow
 def test_attack_analyze_report_pipeline(tmp_path, true_png, false_png):
     """The main job end to end through the CLI on real patches (small DE settings)."""
     from onepixel.datasets.demo import dihedral_variants
@@ -135,6 +142,7 @@ def test_attack_analyze_report_pipeline(tmp_path, true_png, false_png):
     assert "Traceback" not in proc.stderr and not (tmp_path / "bad").exists()
 
 
+@pytest.mark.slow
 def test_confmap_command(tmp_path, true_png, max_model_path):
     proc = run_cli("-q", "confmap", true_png, "--out", tmp_path / "map", "--step", "255",
                    "--no-progress")
@@ -147,6 +155,7 @@ def test_confmap_command(tmp_path, true_png, max_model_path):
     assert proc.returncode == 2 and "give IMAGE" in proc.stderr
 
 
+@pytest.mark.slow
 def test_unsupported_keras_layer_exits_nonzero(tmp_path):
     from keras_files import tiny_classifier_file
 

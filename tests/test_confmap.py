@@ -238,6 +238,7 @@ def centre_map(max_fast, true_image):
     return compute_confmap(true_image, max_fast, ConfmapConfig(step=85, pixels=pixels, **QUIET))
 
 
+@pytest.mark.slow
 def test_true_png_min_map_shows_the_checkerboard(centre_map):
     """The papers' finding: pixels with both coordinates even are the vulnerable ones."""
     assert centre_map.method == "fast"
@@ -257,6 +258,7 @@ def test_true_png_min_map_shows_the_checkerboard(centre_map):
 
 @pytest.mark.parametrize(("which", "step"), [("true", 85), ("false", 85), ("false", 128),
                                            ("true-rot90-flip", 128)])
+@pytest.mark.slow
 def test_fast_path_equals_brute_force(max_fast, max_reference, sample_images, step, which):
     image = {"true": sample_images[0], "false": sample_images[1],
              "true-rot90-flip": np.ascontiguousarray(np.rot90(sample_images[0])[:, ::-1])}[which]

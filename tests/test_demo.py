@@ -47,6 +47,7 @@ def test_demo_dataset_is_real_deterministic_and_unambiguous(tmp_path, classifier
     assert len(meta["tiles"]) == 11 and "false.png" in meta["normal"]
 
 
+@pytest.mark.slow
 def test_demo_end_to_end(tmp_path, max_model_path):
     cfg = DemoConfig(out=tmp_path / "demo", model_options=ModelOptions(device="cpu"), n_normal=4,
                      confmap_step=255, progress=False,

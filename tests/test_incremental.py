@@ -62,6 +62,7 @@ def test_prepared_rows_mix_images_in_one_batch(tmp_path):
 
 
 @pytest.mark.parametrize("model", ["residual", "max"])
+@pytest.mark.slow
 def test_scores_do_not_depend_on_the_batch(tmp_path, model, request):
     """Bit for bit, whatever shares a candidate's batch: resumed campaigns rely on it."""
     if model == "max":

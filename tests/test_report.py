@@ -25,6 +25,7 @@ def reported(tmp_path_factory):
     return run_dir, path, path.read_text(encoding="utf-8")
 
 
+@pytest.mark.slow
 def test_every_figure_is_a_readable_png(reported):
     run_dir, _, _ = reported
     result = load_analysis(run_dir)
@@ -65,6 +66,7 @@ def test_report_summary_and_readings(reported):
     assert text.count('class="reading"') == text.count('class="block"')
 
 
+@pytest.mark.slow
 def test_report_reuses_a_fresh_analysis_and_redoes_a_stale_one(tmp_path, monkeypatch):
     run_dir, _ = small_run(tmp_path, with_dataset=False)
     assert is_stale(run_dir)

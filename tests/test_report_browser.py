@@ -281,6 +281,7 @@ def _keep(path: Path) -> None:
         shutil.copy(path, Path(keep) / path.name)
 
 
+@pytest.mark.slow
 def test_full_report_in_chromium(browser, tmp_path):
     run_dir, _ = small_run(tmp_path)
     write_confmap(run_dir, "m0", image="mitosis/m0.png", original_score=0.99)
@@ -323,6 +324,7 @@ def _edge_runs(tmp: Path) -> dict[str, Path]:
     return {"one-direction": one, "no-success": none, "all-skipped": skipped}
 
 
+@pytest.mark.slow
 def test_edge_case_reports_in_chromium(browser, tmp_path):
     for name, run_dir in _edge_runs(tmp_path).items():
         page = browser.load(write_report(run_dir))
