@@ -222,7 +222,7 @@ def test_staleness_follows_the_run_files(tmp_path):
     with (run_dir / "attacks.csv").open("a", newline="") as fh:
         csv.writer(fh).writerow(["normal/new.png", "normal", N2M, "increase", "skipped",
                                  "negative scored 0.3 > 0.1", "0.3", "", "", "", "", "", "", "0", "0", "0",
-                                 "0", "0", "0.0"])
+                                 "0", "0", "0.0", "normal", "", ""])
     assert is_stale(run_dir)
     assert analyze_run(run_dir, figures=False).facts.images == 10
     assert not is_stale(run_dir)

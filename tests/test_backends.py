@@ -39,14 +39,17 @@ def test_tiny_keras_file_matches_numpy_reference(tmp_path):
 
 
 @pytest.mark.parametrize("engine", ["torch", "onnxruntime"])
-def test_multiclass_needs_positive_index(tmp_path, engine):
+def test_multiclass_scores_or_positive_index(tmp_path, engine):
+    """Several outputs: K class probabilities, or one score with --positive-index."""
     path = tiny_classifier_file(tmp_path / "tiny.h5")
     images = _images(4)
-    with pytest.raises(ModelError, match="--positive-index"):
-        load_classifier(str(path), ModelOptions(engine=engine, device="cpu")).scores(images)
-    clf = load_classifier(str(path), ModelOptions(engine=engine, device="cpu", positive_index=2))
     logits = run_keras_h5(path, preprocess_numpy(images, "max").astype(np.float64))
     softmax = np.exp(logits) / np.exp(logits).sum(1, keepdims=True)
+    multi = load_classifier(str(path), ModelOptions(engine=engine, device="cpu"))
+    assert multi.capabilities.n_classes == logits.shape[1] > 1
+    np.testing.assert_allclose(multi.scores(images), softmax, rtol=1e-5, atol=1e-6)
+    clf = load_classifier(str(path), ModelOptions(engine=engine, device="cpu", positive_index=2))
+    assert clf.capabilities.n_classes == 1
     np.testing.assert_allclose(clf.scores(images), softmax[:, 2], rtol=1e-5, atol=1e-6)
     with pytest.raises(ModelError, match="out of range"):
         load_classifier(str(path), ModelOptions(engine=engine, device="cpu",
@@ -133,7 +136,7 @@ def test_callable_classifier_checks_outputs():
     np.testing.assert_allclose(clf.scores(images), images.mean(axis=(1, 2, 3)) / 255.0)
     with pytest.raises(ModelError, match="outside"):
         CallableClassifier(lambda x: np.full(len(x), 2.0), (8, 8, 3)).scores(images)
-    with pytest.raises(ModelError, match="returned 1 scores"):
+    with pytest.raises(ModelError, match=r"returned scores of shape \(1,\) for 5 images"):
         CallableClassifier(lambda x: np.zeros(1), (8, 8, 3)).scores(images)
     with pytest.raises(ModelError, match="callable"):
         CallableClassifier(42)

@@ -428,6 +428,7 @@ def test_run_selection_picks_most_and_least_successful_per_direction(tmp_path):
         select_run_images(tmp_path)
 
 
+@pytest.mark.slow
 def test_confmap_run_writes_one_folder_per_image(tmp_path):
     run = _fake_run(tmp_path)
     results = confmap_run(run, config=ConfmapConfig(step=255, **QUIET), classifier=_linear_classifier())
@@ -449,6 +450,7 @@ def test_confmap_run_writes_one_folder_per_image(tmp_path):
     assert cm.original_score == res.original_score and cm.metadata["step"] == 255
 
 
+@pytest.mark.slow
 def test_confmap_run_loads_the_runs_model(tmp_path):
     spec = str(_tiny_keras(tmp_path / "tiny.h5"))
     run = _fake_run(tmp_path, shape=(12, 12, 3), spec=spec)
@@ -458,6 +460,7 @@ def test_confmap_run_loads_the_runs_model(tmp_path):
     assert result.model == "tiny" and result.method == "fast" and result.min.shape == (12, 12)
 
 
+@pytest.mark.slow
 def test_confmap_image_file_for_the_cli(tmp_path):
     pytest.importorskip("matplotlib")
     from PIL import Image

@@ -24,6 +24,7 @@ def classifier(max_model_path):
     return load_classifier("max-mitosis", ModelOptions(device="cpu"))
 
 
+@pytest.mark.slow
 def test_demo_dataset_is_real_deterministic_and_unambiguous(tmp_path, classifier):
     try:
         from onepixel import assets

@@ -26,6 +26,7 @@ def _every_pixel(size: int, colours: np.ndarray) -> np.ndarray:
 
 
 @pytest.mark.parametrize("size", [16, 17, 18])
+@pytest.mark.slow
 def test_every_pixel_scores_as_the_full_network(tmp_path, size):
     """All positions (borders, both parities, odd map sizes) and colours, several base images."""
     clf = load_eager_keras(str(residual_classifier_file(tmp_path / "res.h5", size=size)))
@@ -88,6 +89,7 @@ def test_scores_do_not_depend_on_the_batch(tmp_path, model, request):
         inc.scores_prepared(inc.prepare(images[2:]), np.array([0]), cand[2:]), together[2:])
 
 
+@pytest.mark.slow
 def test_max_model_random_candidates_match_onnx_runtime(max_model_path, sample_images):
     """The real MAX network: incremental scores equal the default (ONNX Runtime) classifier's."""
     inc = load_attack_evaluator("max-mitosis", ModelOptions(device="cpu"), updating="deferred")
@@ -103,6 +105,7 @@ def test_max_model_random_candidates_match_onnx_runtime(max_model_path, sample_i
 
 
 @pytest.mark.parametrize("updating", ["immediate", "deferred"])
+@pytest.mark.slow
 def test_attack_results_equal_the_full_network_evaluator(tmp_path, updating):
     clf = load_eager_keras(str(residual_classifier_file(tmp_path / "res.h5")))
     images = np.random.default_rng(2).integers(0, 256, (5, 18, 18, 3), dtype=np.uint8)

@@ -165,6 +165,7 @@ def test_read_slide_refuses_too_large(tmp_path):
 # ------------------------------------------------------------------------------ real H&E images
 
 
+@pytest.mark.slow
 def test_svs_base_level_and_streaming(he_dir, svs_array):
     info = probe_image(he_dir / SVS)
     assert (info.height, info.width, info.reader, info.streamed) == (2967, 2220, "tifffile", True)
@@ -177,6 +178,7 @@ def test_svs_base_level_and_streaming(he_dir, svs_array):
         np.testing.assert_array_equal(tile, svs_array[r:r + 100, c:c + 100])
 
 
+@pytest.mark.slow
 def test_tile_images_on_he_folder(he_dir, svs_array, tmp_path):
     out = tmp_path / "tiles"
     result = tile_images([he_dir], out)  # a folder: all four images, sorted

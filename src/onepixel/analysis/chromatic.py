@@ -99,7 +99,8 @@ def paper_filter(goal: np.ndarray, attacked_score: np.ndarray, positive_below: f
     """
     goal = np.asarray(goal).astype(str)
     s = np.asarray(attacked_score, dtype=np.float64)
-    return np.where(goal == "decrease", s < positive_below, s > negative_above) & ~np.isnan(s)
+    lowers = np.isin(goal, ("decrease", "untargeted"))
+    return np.where(lowers, s < positive_below, s > negative_above) & ~np.isnan(s)
 
 
 @dataclass(frozen=True)

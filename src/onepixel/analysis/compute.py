@@ -45,7 +45,7 @@ from onepixel.analysis.stats import (
 from onepixel.confmap.result import ConfidenceMap, load_confmap
 from onepixel.errors import ConfmapError
 from onepixel.runs.reader import AttackTable, RunData
-from onepixel.runs.schema import judge
+from onepixel.runs.schema import BINARY_GOALS, judge, lowers_score
 
 log = logging.getLogger(__name__)
 
@@ -136,7 +136,7 @@ class DirectionAnalysis:
         """(M,) bool: the attack crossed the success threshold."""
         s = self.rows.attacked_score
         t = self.success_all.success_threshold
-        return s < t if self.goal == "decrease" else s > t
+        return s < t if lowers_score(self.goal) else s > t
 
 
 @dataclass(frozen=True, eq=False)
@@ -281,10 +281,10 @@ def _direction(run: RunData, direction: str, goal: str, everything: AttackTable,
     rest = ~rows.early_converged
     before, after = rows.original_score, rows.attacked_score
     t = run.setting("success_threshold")
-    strong = run.setting("strong_decrease_below" if goal == "decrease" else "strong_increase_above")
+    strong = run.setting("strong_decrease_below" if lowers_score(goal) else "strong_increase_above")
     filtered = paper_filter(np.full(len(rows), goal), after, run.setting("skip_positive_below"),
                             run.setting("skip_negative_above"))
-    success, _strong = judge(goal, after, t, strong, strong)
+    success = judge(goal, after, t, strong, strong)[0] if goal in BINARY_GOALS else rows.success
     vectors = np.stack([rows.x, rows.y, rows.r, rows.g, rows.b], axis=1)
     maxiter = int(run.setting("maxiter"))
     result = DirectionAnalysis(
@@ -293,8 +293,9 @@ def _direction(run: RunData, direction: str, goal: str, everything: AttackTable,
         rows=rows, rest=rest, filtered=filtered,
         scores_all=(score_stats(before), score_stats(after)),
         scores_rest=(score_stats(before[rest]), score_stats(after[rest])),
-        success_all=success_counts(goal, after, t, strong),
-        success_rest=success_counts(goal, after[rest], t, strong),
+        success_all=success_counts(goal, after, t, strong, (rows.success, rows.strong_success)),
+        success_rest=success_counts(goal, after[rest], t, strong,
+                                    (rows.success[rest], rows.strong_success[rest])),
         early=early_convergence(goal, before, after, rows.early_converged),
         nit=nit_stats(rows.nit, maxiter), nit_bins=tuple(nit_distribution(rows.nit, maxiter)),
         colours=top_colours(rows.rgb), colours_success=top_colours(rows.rgb[success]),

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from onepixel.runs.schema import lowers_score
 from onepixel.runs.summary import ScoreStats, SuccessCounts, percent, score_stats, success_counts
 
 __all__ = [
@@ -47,7 +48,7 @@ def gain(goal: str, before: np.ndarray, after: np.ndarray) -> np.ndarray:
     """
     before = np.asarray(before, dtype=np.float64)
     after = np.asarray(after, dtype=np.float64)
-    return before - after if goal == "decrease" else after - before
+    return before - after if lowers_score(goal) else after - before
 
 
 @dataclass(frozen=True)

@@ -20,7 +20,8 @@ import numpy as np
 
 from onepixel.analysis.compute import DirectionAnalysis, RunAnalysis, parity_expected
 from onepixel.analysis.confmaps import confmap_stats
-from onepixel.analysis.stats import SPATIAL_COLUMNS, ColourCount, ScoreStats, colour_name
+from onepixel.analysis.stats import SPATIAL_COLUMNS, ColourCount, ScoreStats, colour_name, percent
+from onepixel.runs.schema import lowers_score
 
 __all__ = ["Table", "build_tables", "fmt", "slug"]
 
@@ -196,7 +197,7 @@ def num(value: float, spec: str = ".3g") -> str:
 
 
 def towards(goal: str) -> str:
-    return "below" if goal == "decrease" else "above"
+    return "below" if lowers_score(goal) else "above"
 
 
 def colour_label(c: ColourCount) -> str:
@@ -237,6 +238,9 @@ def build_tables(analysis: RunAnalysis) -> tuple[Table, ...]:
     attacked = [d for d in dirs if d.attacked]
     if attacked:
         tables += [scores_table(d) for d in attacked]
+        matrix = class_matrix_table(analysis)
+        if matrix is not None:
+            tables.append(matrix)
         tables += [success_table(dirs), early_table(dirs), nit_table(dirs), nit_distribution_table(dirs),
                    colours_table(dirs, success_only=False), colours_table(dirs, success_only=True)]
         if analysis.dataset_available:
@@ -380,6 +384,33 @@ def success_table(dirs: Sequence[DirectionAnalysis]) -> Table:
                  caption="Counted from the attacked scores with the thresholds of config.json "
                          "(strict inequalities, as the campaign judges).",
                  reading=_join(parts))
+
+
+def class_matrix_table(analysis: RunAnalysis) -> Table | None:
+    """Multi-class RUNs: attacked images by true class (rows) and class after the attack
+    (columns), as Su et al. tabulate; with each true class's success rate. None for binary RUNs."""
+    table = analysis.run.attacks
+    multi = table.attacked & np.isin(table.goal, ("untargeted", "targeted"))
+    if not multi.any():
+        return None
+    rows_t = table.select(multi)
+    sources = sorted(set(rows_t.label.tolist()))
+    targets = sorted(set(rows_t.attacked_class.tolist()) | set(sources))
+    rows = []
+    for src in sources:
+        mine = rows_t.select(rows_t.label == src)
+        counts = [int((mine.attacked_class == t).sum()) for t in targets]
+        rows.append((src, len(mine), int(mine.success.sum()), percent(int(mine.success.sum()), len(mine)),
+                     *counts))
+    best = max(rows, key=lambda r: (r[3] if r[1] else -1, r[0]))
+    return Table("class_matrix", "Classes before and after the attack", "scores",
+                 ("True class", "Attacked", "Success", "Success %", *(f"-> {t}" for t in targets)),
+                 tuple(rows), ("", "", "", ".1f", *([""] * len(targets))),
+                 caption="Attacked images by true class (rows) and the class the model predicts "
+                         "after the attack (columns); success is the goal's (another class, or the "
+                         "target class).",
+                 reading=f"The most vulnerable class is {best[0]}: {pct(best[3])} of its "
+                         f"{best[1]} attacked images were fooled.")
 
 
 def early_table(dirs: Sequence[DirectionAnalysis]) -> Table:

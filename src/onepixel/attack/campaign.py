@@ -22,19 +22,26 @@ from tqdm.auto import tqdm
 from onepixel import __version__
 from onepixel.attack.config import CampaignConfig
 from onepixel.attack.objective import (
-    AttackConfig,
     AttackPlan,
     OnePixelAttack,
     attack_result,
     plan_attack,
+    plan_multiclass,
     problem_id_for,
     skipped_result,
 )
-from onepixel.datasets.images import Dataset, LabeledImage, load_image, scan_dataset
-from onepixel.errors import ImageError
+from onepixel.datasets.images import (
+    Dataset,
+    LabeledImage,
+    load_image,
+    scan_dataset,
+    scan_image_folder,
+)
+from onepixel.errors import DatasetError, ImageError, OnepixelError
 from onepixel.fileio import write_json_atomic
 from onepixel.models import Classifier
 from onepixel.models.base import capabilities_of
+from onepixel.runs import schema
 from onepixel.runs.schema import SUMMARY, AttackResult, record_text
 from onepixel.runs.store import RunStore
 from onepixel.runs.summary import summarize
@@ -63,8 +70,10 @@ def run_config(cfg: CampaignConfig, dataset: Dataset, classifier, evaluator=None
         "onepixel_version": __version__,
         "created": datetime.now(UTC).isoformat(timespec="seconds"),
         "dataset": str(dataset.root.resolve()),
-        "positive_label": cfg.positive_label,
-        "negative_label": cfg.negative_label,
+        "positive_label": cfg.positive_label if not dataset.classes else None,
+        "negative_label": cfg.negative_label if not dataset.classes else None,
+        "classes": list(dataset.classes) or None,
+        "target": cfg.target,
         "model": {"spec": cfg.model, "name": classifier.name,
                   "sha256": capabilities_of(classifier).fingerprint},
         "attack": {**cfg.attack.de.__dict__,
@@ -84,12 +93,36 @@ class _Pending:
     name: str
     plan: AttackPlan
     original: float
+    original_class: str
     image: np.ndarray
+
+
+def _load_dataset(cfg: CampaignConfig, n_classes: int) -> Dataset:
+    """``mitosis``/``normal`` folders for a binary model, class folders for a K-class one."""
+    if n_classes == 1:
+        if cfg.target is not None or cfg.classes is not None:
+            raise OnepixelError("--target and --classes are for multi-class models; this model "
+                                "returns one score (binary: use --positive-label/--negative-label)")
+        return scan_dataset(cfg.dataset, cfg.positive_label, cfg.negative_label)
+    dataset = scan_image_folder(cfg.dataset, cfg.classes)
+    if len(dataset.classes) != n_classes:
+        raise DatasetError(
+            f"the model returns {n_classes} class probabilities but {cfg.dataset} has "
+            f"{len(dataset.classes)} class folders ({', '.join(dataset.classes[:12])}); give "
+            f"--classes with the {n_classes} class names in the model's output order")
+    if cfg.target is not None and cfg.target not in dataset.classes:
+        raise OnepixelError(f"--target {cfg.target!r} is not a class of the dataset "
+                            f"({', '.join(dataset.classes)})")
+    return dataset
 
 
 def run_campaign(cfg: CampaignConfig, classifier: Classifier | None = None,
                  on_result: Callable[[AttackResult], None] | None = None) -> dict:
     """Run (or resume) a campaign; return the summary (also written to RUN/summary.json).
+
+    Binary models (one score) attack ``mitosis``/``normal`` folders in the direction that flips
+    the label, with the papers' skip rule; K-class models attack class folders, untargeted or
+    towards ``cfg.target``, skipping images the model already gets wrong.
 
     Parameters
     ----------
@@ -98,14 +131,17 @@ def run_campaign(cfg: CampaignConfig, classifier: Classifier | None = None,
     on_result : callable, optional
         Called with each image's :class:`AttackResult` after it has been stored.
     """
-    dataset = scan_dataset(cfg.dataset, cfg.positive_label, cfg.negative_label)
-    items = list(dataset.items[: cfg.limit] if cfg.limit else dataset.items)
+    pixels = cfg.attack.pixels
     if classifier is None:
         evaluator = load_attack_evaluator(cfg.model, cfg.model_options, cfg.evaluator,
-                                          cfg.attack.de.updating)
+                                          cfg.attack.de.updating, pixels)
     else:
-        evaluator = evaluator_for(classifier, cfg.evaluator, cfg.attack.de.updating)
+        evaluator = evaluator_for(classifier, cfg.evaluator, cfg.attack.de.updating, pixels)
     classifier = evaluator.classifier
+    n_classes = capabilities_of(classifier).n_classes
+    dataset = _load_dataset(cfg, n_classes)
+    items = list(dataset.items[: cfg.limit] if cfg.limit else dataset.items)
+    target = None if cfg.target is None else dataset.classes.index(cfg.target)
     store = RunStore(cfg.out)
     done = store.open(run_config(cfg, dataset, classifier, evaluator))
     todo = [it for it in items if record_text(dataset.relative_name(it)) not in done]
@@ -126,6 +162,17 @@ def run_campaign(cfg: CampaignConfig, classifier: Classifier | None = None,
         rate = evaluations / max(time.perf_counter() - started, 1e-9)
         bar.set_postfix(active=active, evals_per_s=f"{rate:,.0f}", refresh=False)
 
+    def plan_for(it: LabeledImage, scores: np.ndarray) -> tuple[AttackPlan, float, str]:
+        """The plan, the recorded original score and the original class of one image."""
+        if n_classes == 1:
+            plan = plan_attack(float(scores), it.positive, cfg.positive_label, cfg.negative_label,
+                               cfg.attack)
+            label = cfg.positive_label if scores > schema.SUCCESS_THRESHOLD else cfg.negative_label
+            return plan, float(scores), label
+        plan = plan_multiclass(scores, it.class_index, dataset.classes, target, cfg.attack)
+        return plan, float(plan.objective.score(scores)), dataset.classes[int(np.argmax(scores))]
+
+    finish = _Finisher(attack, cfg, dataset, store_result)
     queue: list[_Pending] = []
     try:
         # Originals are scored in chunks of at least 256 (cheap), attacks run batch_images at once.
@@ -140,23 +187,22 @@ def run_campaign(cfg: CampaignConfig, classifier: Classifier | None = None,
                     # One bad file must not stop a campaign over thousands: record and go on.
                     log.warning("skipping %s", exc)
                     store_result(unreadable_result(record_text(dataset.relative_name(it)), it, cfg,
-                                                    record_text(str(exc))))
+                                                    record_text(str(exc)), dataset.classes))
             if not chunk:
                 continue
             originals = classifier.scores(np.stack(images))
-            for it, image, score in zip(chunk, images, originals, strict=True):
+            for it, image, scores in zip(chunk, images, originals, strict=True):
                 name = record_text(dataset.relative_name(it))
-                plan = plan_attack(float(score), it.positive, cfg.positive_label,
-                                   cfg.negative_label, cfg.attack)
+                plan, original, original_class = plan_for(it, scores)
                 if plan.skip_reason:
-                    store_result(skipped_result(name, it.label, plan, float(score)))
+                    store_result(skipped_result(name, it.label, plan, original, original_class))
                 else:
-                    queue.append(_Pending(it, name, plan, float(score), image))
+                    queue.append(_Pending(it, name, plan, original, original_class, image))
             while len(queue) >= cfg.batch_images:
-                _attack_batch(attack, queue[: cfg.batch_images], cfg.attack, store_result, progress)
+                finish.batch(queue[: cfg.batch_images], progress)
                 del queue[: cfg.batch_images]
         if queue:
-            _attack_batch(attack, queue, cfg.attack, store_result, progress)
+            finish.batch(queue, progress)
     finally:
         bar.close()
     summary = summarize(store.read_attacks(), cfg.attack.to_dict())
@@ -165,27 +211,55 @@ def run_campaign(cfg: CampaignConfig, classifier: Classifier | None = None,
     return summary
 
 
-def unreadable_result(name: str, item: LabeledImage, cfg: CampaignConfig,
-                      error: str) -> AttackResult:
+def unreadable_result(name: str, item: LabeledImage, cfg: CampaignConfig, error: str,
+                      classes: tuple[str, ...] = ()) -> AttackResult:
     """The skipped row of an image that cannot be read (or has the wrong size)."""
-    plan = plan_attack(0.5, item.positive, cfg.positive_label, cfg.negative_label, cfg.attack)
-    return AttackResult(image=name, label=item.label, direction=plan.direction, goal=plan.goal,
+    if classes:
+        goal = "untargeted" if cfg.target is None else "targeted"
+        direction = f"{item.label}-to-{'other' if cfg.target is None else cfg.target}"
+    else:
+        plan = plan_attack(0.5, item.positive, cfg.positive_label, cfg.negative_label, cfg.attack)
+        goal, direction = plan.goal, plan.direction
+    return AttackResult(image=name, label=item.label, direction=direction, goal=goal,
                         status="skipped", skip_reason=f"unreadable image: {error}",
                         original_score=None)
 
 
-def _attack_batch(attack: OnePixelAttack, batch: list[_Pending], config: AttackConfig,
-                  store_result: Callable[[AttackResult], None],
-                  progress: Callable[[int, int], None]) -> None:
-    t0 = time.perf_counter()
+class _Finisher:
+    """Attacks a batch of pending images and stores each row as its attack stops."""
 
-    def finished(i: int, result, score_history: np.ndarray) -> None:
-        p = batch[i]
-        # The batch's wall time so far, shared among its images.
-        seconds = (time.perf_counter() - t0) / len(batch)
-        store_result(attack_result(p.name, p.item.label, p.plan, p.original, result,
-                                   score_history, config, seconds))
+    def __init__(self, attack: OnePixelAttack, cfg: CampaignConfig, dataset: Dataset,
+                 store_result: Callable[[AttackResult], None]):
+        self.attack = attack
+        self.cfg = cfg
+        self.dataset = dataset
+        self.store_result = store_result
+        self.channels = int(attack.evaluator.input_shape[2])
 
-    attack.run(np.stack([p.image for p in batch]), [p.plan.goal for p in batch],
-               [problem_id_for(p.name) for p in batch], on_finish=finished,
-               on_generation=progress)
+    def batch(self, batch: list[_Pending], progress: Callable[[int, int], None]) -> None:
+        t0 = time.perf_counter()
+        cfg, attack = self.cfg, self.attack
+        images = np.stack([p.image for p in batch])
+
+        def finished(i: int, result, score_history: np.ndarray) -> None:
+            p = batch[i]
+            # The batch's wall time so far, shared among its images.
+            seconds = (time.perf_counter() - t0) / len(batch)
+            final, attacked_class = None, ""
+            if self.dataset.classes:
+                # The class probabilities of the attacked image (one more query, not in nfev).
+                best = result.x[None, None].astype(np.int64)
+                final = attack.evaluator.scores(images[i : i + 1], best)[0, 0]
+                attacked_class = self.dataset.classes[int(np.argmax(final))]
+            else:
+                attacked = float(score_history[-1])
+                attacked_class = cfg.positive_label if attacked > schema.SUCCESS_THRESHOLD \
+                    else cfg.negative_label
+            self.store_result(attack_result(
+                p.name, p.item.label, p.plan, p.original, result, score_history, cfg.attack,
+                seconds, channels=self.channels, original_class=p.original_class,
+                attacked_class=attacked_class, final_scores=final))
+
+        attack.run(images, [p.plan.objective for p in batch],
+                   [problem_id_for(p.name) for p in batch], on_finish=finished,
+                   on_generation=progress)

@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from onepixel.errors import OnepixelError
+from onepixel.errors import OnepixelError, is_integer
 from onepixel.models.options import BUILTIN, ModelOptions
 from onepixel.optimize.de import DEConfig
 from onepixel.runs import schema
@@ -33,6 +33,9 @@ class AttackConfig:
     memoize : bool
         Reuse the score of a candidate pixel already evaluated on the same image (exact: the
         model is deterministic; ``nfev`` still counts every evaluation as scipy would).
+    pixels : int
+        Pixels changed per candidate (Su et al. use 1, 3 and 5): the candidate is ``pixels``
+        groups of ``(x, y, r, g, b)`` (``(x, y, v)`` for greyscale models).
     """
 
     de: DEConfig = field(default_factory=DEConfig)
@@ -42,8 +45,11 @@ class AttackConfig:
     strong_decrease_below: float = schema.STRONG_DECREASE_BELOW
     strong_increase_above: float = schema.STRONG_INCREASE_ABOVE
     memoize: bool = True
+    pixels: int = 1
 
     def __post_init__(self) -> None:
+        if not is_integer(self.pixels) or not 1 <= self.pixels <= 1024:
+            raise OnepixelError(f"--pixels must be an integer within 1..1024, got {self.pixels!r}")
         for name in ("skip_positive_below", "skip_negative_above", "success_threshold",
                      "strong_decrease_below", "strong_increase_above"):
             value = getattr(self, name)
@@ -75,6 +81,11 @@ class CampaignConfig:
         Only the first N images of the dataset (sorted order).
     progress : bool
         Show a progress bar.
+    classes : tuple of str, optional
+        K-class models: the class names in the model's output order (default: the dataset's
+        class folder names, sorted, as torchvision's ImageFolder).
+    target : str, optional
+        K-class models: attack towards this class (targeted); None: untargeted.
     evaluator : {"auto", "incremental", "full"}
         How candidates are scored (:func:`onepixel.scoring.evaluators.evaluator_for`); every choice gives
         the same scores up to float rounding.
@@ -91,6 +102,8 @@ class CampaignConfig:
     negative_label: str = "normal"
     progress: bool = True
     evaluator: str = "auto"
+    classes: tuple[str, ...] | None = None
+    target: str | None = None
 
     def __post_init__(self) -> None:
         if self.evaluator not in EVALUATORS:
@@ -100,3 +113,10 @@ class CampaignConfig:
             raise OnepixelError(f"--batch-images must be within 1..32767, got {self.batch_images}")
         if self.limit is not None and self.limit < 1:
             raise OnepixelError(f"--limit must be >= 1, got {self.limit}")
+        if self.classes is not None:
+            object.__setattr__(self, "classes", tuple(str(c) for c in self.classes))
+            if len(self.classes) < 2:
+                raise OnepixelError(f"--classes needs at least two class names, got {self.classes}")
+        if self.target is not None and self.classes is not None and self.target not in self.classes:
+            raise OnepixelError(f"--target {self.target!r} is not one of --classes "
+                                f"{', '.join(self.classes)}")

@@ -1,10 +1,18 @@
-"""The one-pixel attack: objective, directions, the papers' skip rule and success criteria.
+"""The one-pixel (and k-pixel) attack: objective, goals, the papers' skip rule and success.
 
-A positive image (score >= 0.9) is attacked by minimising its score ("mitosis-to-normal"), a
-negative one (score <= 0.1) by minimising ``1 - score`` ("normal-to-mitosis"), as the papers'
-scripts did. The convergence test ``std(E) <= atol + tol*|mean(E)|`` runs on these energies,
-which is why almost every normal-to-mitosis attack in the papers stopped after its first
-generation: ``1 - score`` is close to 1 for the whole initial population.
+Binary models (one score, the positive class's probability): a positive image (score >= 0.9) is
+attacked by minimising its score ("mitosis-to-normal"), a negative one (score <= 0.1) by
+minimising ``1 - score`` ("normal-to-mitosis"), as the papers' scripts did. The convergence
+test ``std(E) <= atol + tol*|mean(E)|`` runs on these energies, which is why almost every
+normal-to-mitosis attack in the papers stopped after its first generation: ``1 - score`` is
+close to 1 for the whole initial population.
+
+K-class models: untargeted attacks minimise the true class's probability, targeted ones
+``1 - p[target]`` (:mod:`onepixel.attack.goals`); images the model already gets wrong are
+skipped, as Su et al. attack only correctly classified images.
+
+A candidate is ``k`` pixels, each ``(x, y)`` and one value per channel (``(x, y, r, g, b)``
+for RGB, ``(x, y, v)`` for greyscale), all integers within the image and 0..255.
 """
 
 from __future__ import annotations
@@ -12,43 +20,89 @@ from __future__ import annotations
 import hashlib
 import logging
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import torch
 
 from onepixel.attack.config import AttackConfig
+from onepixel.attack.goals import Decrease, Goal, Increase, Targeted, Untargeted, as_goal
 from onepixel.errors import OnepixelError
+from onepixel.models.base import capabilities_of
 from onepixel.optimize.de import BatchDESolver, DEResult
 from onepixel.runs import schema
-from onepixel.runs.schema import AttackResult, Goal
+from onepixel.runs.schema import AttackResult
 from onepixel.scoring.evaluators import Evaluator
 
 log = logging.getLogger(__name__)
 
 
-
 @dataclass(frozen=True)
 class AttackPlan:
-    """What to do with one image given its label and original score."""
+    """What to do with one image given its label and original scores.
 
-    goal: Goal
+    ``goal`` is the goal's name (attacks.csv's ``goal``); ``objective`` the :class:`Goal` object;
+    ``skip_reason`` is empty when the image is attacked.
+    """
+
+    goal: str
     direction: str
-    skip_reason: str  # empty when the image is attacked
+    skip_reason: str
+    objective: Goal = field(default_factory=Decrease)
 
 
 def plan_attack(original_score: float, positive: bool, positive_label: str, negative_label: str,
                 config: AttackConfig) -> AttackPlan:
-    """Direction of the attack and the papers' skip rule for one image."""
+    """Direction of a binary model's attack and the papers' skip rule for one image."""
+    thresholds = dict(success_threshold=config.success_threshold,
+                      strong_decrease_below=config.strong_decrease_below,
+                      strong_increase_above=config.strong_increase_above)
     if positive:
         direction = f"{positive_label}-to-{negative_label}"
         reason = (f"positive scored {original_score:.4g} < {config.skip_positive_below}"
                   if original_score < config.skip_positive_below else "")
-        return AttackPlan("decrease", direction, reason)
+        return AttackPlan("decrease", direction, reason, Decrease(**thresholds))
     direction = f"{negative_label}-to-{positive_label}"
     reason = (f"negative scored {original_score:.4g} > {config.skip_negative_above}"
               if original_score > config.skip_negative_above else "")
-    return AttackPlan("increase", direction, reason)
+    return AttackPlan("increase", direction, reason, Increase(**thresholds))
+
+
+def plan_multiclass(scores: np.ndarray, true_class: int, classes: Sequence[str],
+                    target: int | None, config: AttackConfig) -> AttackPlan:
+    """Goal and skip rule of a K-class model's attack on one image.
+
+    Parameters
+    ----------
+    scores : ndarray, (K,)
+        Class probabilities of the original image.
+    true_class : int
+        Its label's index in the model's output order.
+    classes : sequence of str, (K,)
+        Class names in output order.
+    target : int or None
+        The target class of a targeted attack; None for untargeted.
+
+    Images the model already gets wrong are skipped (Su et al. attack only correctly classified
+    images), and so are images of the target class itself.
+    """
+    thresholds = dict(strong_decrease_below=config.strong_decrease_below,
+                      strong_increase_above=config.strong_increase_above)
+    predicted = int(np.argmax(scores))
+    true_name = classes[true_class]
+    if target is None:
+        plan_goal: Goal = Untargeted(true_class=true_class, **thresholds)
+        direction = f"{true_name}-to-other"
+    else:
+        plan_goal = Targeted(target_class=target, **thresholds)
+        direction = f"{true_name}-to-{classes[target]}"
+    reason = ""
+    if predicted != true_class:
+        reason = (f"misclassified: predicted {classes[predicted]} ({scores[predicted]:.4g}) for a "
+                  f"{true_name} image")
+    elif target is not None and target == true_class:
+        reason = f"already of the target class {true_name}"
+    return AttackPlan(plan_goal.name, direction, reason, plan_goal)
 
 
 def problem_id_for(name: str) -> int:
@@ -56,33 +110,41 @@ def problem_id_for(name: str) -> int:
     return int.from_bytes(hashlib.sha256(name.encode()).digest()[:8], "big") >> 1
 
 
-def judge(goal: Goal, attacked: float, config: AttackConfig) -> tuple[bool, bool]:
-    """(success, strong_success) of a final score under ``config``'s thresholds."""
+def judge(goal: str, attacked: float, config: AttackConfig) -> tuple[bool, bool]:
+    """(success, strong_success) of a binary model's final score under ``config``'s thresholds."""
     return schema.judge(goal, attacked, config.success_threshold, config.strong_decrease_below,
                         config.strong_increase_above)
 
 
-def _to_score(goal_up: np.ndarray, energy: np.ndarray) -> np.ndarray:
-    return np.where(goal_up, 1.0 - energy, energy)
+def pixel_bounds(input_shape: tuple[int, int, int], pixels: int) -> list[tuple[int, int]]:
+    """DE bounds of a ``pixels``-pixel candidate on images of ``input_shape`` (H, W, C)."""
+    h, w, c = input_shape
+    return [(0, w - 1), (0, h - 1), *[(0, 255)] * c] * pixels
 
 
 class _Memo:
-    """Scores already computed, keyed by (batch position, x, y, r, g, b)."""
+    """Scores already computed, keyed by (batch position, candidate)."""
 
     def __init__(self) -> None:
-        self.table: dict[int, float] = {}
+        self.table: dict = {}
         self.hits = 0
 
     @staticmethod
     def keys(rows: np.ndarray, pix: np.ndarray) -> np.ndarray:
-        # 6+6 bits for coordinates up to 63 would do for 64x64; 12 bits each keeps larger images.
-        packed = (pix[..., 0] << 36) | (pix[..., 1] << 24) | (pix[..., 2] << 16) \
-            | (pix[..., 3] << 8) | pix[..., 4]
-        return (rows[:, None].astype(np.int64) << 48) | packed
+        if pix.shape[-1] == 5 and pix[..., :2].max(initial=0) < 4096:
+            # One RGB pixel: 12+12 bits of coordinates and 3x8 of colour, plus the row.
+            packed = (pix[..., 0] << 36) | (pix[..., 1] << 24) | (pix[..., 2] << 16) \
+                | (pix[..., 3] << 8) | pix[..., 4]
+            return (rows[:, None].astype(np.int64) << 48) | packed
+        # Any other candidate: its row and integers as bytes.
+        full = np.concatenate([np.broadcast_to(rows[:, None, None], (*pix.shape[:2], 1)), pix],
+                              axis=2).astype(np.int64)
+        flat = np.ascontiguousarray(full).reshape(-1, full.shape[2])
+        return np.array([row.tobytes() for row in flat], dtype=object).reshape(pix.shape[:2])
 
 
 class OnePixelAttack:
-    """Batched one-pixel attack of several images on one evaluator.
+    """Batched one-pixel (``config.pixels``-pixel) attack of several images on one evaluator.
 
     Parameters
     ----------
@@ -93,36 +155,50 @@ class OnePixelAttack:
     def __init__(self, evaluator: Evaluator, config: AttackConfig | None = None):
         self.evaluator = evaluator
         self.config = config or AttackConfig()
-        h, w = evaluator.input_shape[:2]
-        self.bounds = [(0, w - 1), (0, h - 1), (0, 255), (0, 255), (0, 255)]
+        self.bounds = pixel_bounds(tuple(evaluator.input_shape), self.config.pixels)
 
-    def run(self, images: np.ndarray, goals: Sequence[Goal], problem_ids: Sequence[int],
+    def run(self, images: np.ndarray, goals: Sequence[Goal | str], problem_ids: Sequence[int],
             on_finish: Callable[[int, DEResult, np.ndarray], None] | None = None,
             on_generation: Callable[[int, int], None] | None = None) -> list[DEResult]:
-        """Attack ``images`` (B, H, W, 3) uint8, image ``i`` towards ``goals[i]``.
+        """Attack ``images`` (B, H, W, C) uint8, image ``i`` towards ``goals[i]``.
 
         Parameters
         ----------
+        goals : sequence of Goal or str, (B,)
+            ``"decrease"`` / ``"increase"`` for a binary model, :class:`Untargeted` /
+            :class:`Targeted` for a K-class one.
         on_finish : callable, optional
             ``on_finish(i, result, score_history)`` as soon as image ``i`` stops; the history
-            is in score units (not energies).
+            is in score units (the probability the goal is about), not energies.
         on_generation : callable, optional
             ``on_generation(active_problems, evaluations_so_far)`` after each generation.
 
         Returns
         -------
-        list of DEResult, (B,), energies: ``score`` for decrease, ``1 - score`` for increase.
+        list of DEResult, (B,), energies (:meth:`Goal.energy`): ``score`` for decrease,
+        ``1 - score`` for increase, ``p[true]`` untargeted, ``1 - p[target]`` targeted.
         """
-        goal_up = np.array([g == "increase" for g in goals])
-        if len(goal_up) != len(images) or len(problem_ids) != len(images):
+        goal_objs = [as_goal(g) for g in goals]
+        if len(goal_objs) != len(images) or len(problem_ids) != len(images):
             raise OnepixelError("images, goals and problem ids must have the same length")
+        multi = [not g.binary for g in goal_objs]
+        n_classes = capabilities_of(self.evaluator.classifier).n_classes
+        if any(multi) and not all(multi):
+            raise OnepixelError("one attack mixes binary and multi-class goals; attack them apart")
+        # Per image: which probability the goal is about, and whether the energy is 1 - it.
+        goal_up = np.array([not g.score_is_energy for g in goal_objs])
+        column = np.array([getattr(g, "true_class", getattr(g, "target_class", 0)) for g in goal_objs],
+                          dtype=np.int64) if any(multi) else None
+        if column is not None and column.max(initial=0) >= n_classes:
+            raise OnepixelError(f"a goal names class {int(column.max())}, but the model has "
+                                f"{n_classes} classes")
         torch_eval = self.evaluator.on_device
         memo = _Memo() if self.config.memoize and not torch_eval else None
-        objective = self._torch_objective(images, goal_up) if torch_eval else \
-            self._numpy_objective(images, goal_up, memo)
+        objective = self._torch_objective(images, goal_up, column) if torch_eval else \
+            self._numpy_objective(images, goal_up, column, memo)
         solver = BatchDESolver(
             objective, self.bounds, n_problems=len(images),
-            problem_ids=np.asarray(problem_ids, dtype=np.int64), integrality=[True] * 5,
+            problem_ids=np.asarray(problem_ids, dtype=np.int64), integrality=[True] * len(self.bounds),
             config=self.config.de, backend="torch" if torch_eval else "numpy",
             device=self.evaluator.device if torch_eval else None)
         solver.initialize()
@@ -140,10 +216,12 @@ class OnePixelAttack:
     def _report(solver: BatchDESolver, goal_up: np.ndarray, on_finish) -> None:
         for b, result in solver.take_finished():
             if on_finish is not None:
-                on_finish(b, result, _to_score(goal_up[b], result.history))
+                history = 1.0 - result.history if goal_up[b] else result.history
+                on_finish(b, result, history)
 
-    def _numpy_objective(self, images: np.ndarray, goal_up: np.ndarray, memo: _Memo | None):
-        score_rows = self._row_scorer(images)
+    def _numpy_objective(self, images: np.ndarray, goal_up: np.ndarray, column: np.ndarray | None,
+                         memo: _Memo | None):
+        score_rows = self._row_scorer(images, column)
 
         def objective(rows: np.ndarray, X: np.ndarray) -> np.ndarray:
             pix = X.astype(np.int64)
@@ -153,14 +231,20 @@ class OnePixelAttack:
 
         return objective
 
-    def _row_scorer(self, images: np.ndarray) -> Callable[[np.ndarray, np.ndarray], np.ndarray]:
-        """``score_rows(rows (R,), pixels (R, P, 5)) -> (R, P)`` on ``images[rows]``.
-
-        Evaluators that keep per-image state (the incremental one) prepare the images once.
-        """
+    def _row_scorer(self, images: np.ndarray, column: np.ndarray | None
+                    ) -> Callable[[np.ndarray, np.ndarray], np.ndarray]:
+        """``score_rows(rows (R,), candidates (R, P, D)) -> (R, P)`` on ``images[rows]``: the
+        probability each image's goal is about. Evaluators prepare the images once."""
         evaluator = self.evaluator
         prepared = evaluator.prepare(images)
-        return lambda rows, pix: evaluator.scores_prepared(prepared, rows, pix)
+        if column is None:
+            return lambda rows, pix: evaluator.scores_prepared(prepared, rows, pix)
+
+        def pick(rows, pix):
+            probs = evaluator.scores_prepared(prepared, rows, pix)  # (R, P, K)
+            return np.take_along_axis(probs, column[rows][:, None, None], axis=2)[..., 0]
+
+        return pick
 
     def _memo_scores(self, memo: _Memo, score_rows, rows, pix) -> np.ndarray:
         keys = memo.keys(rows, pix)
@@ -178,34 +262,65 @@ class OnePixelAttack:
             memo.table.update(zip(uniq.tolist(), new.tolist(), strict=True))
         return scores.reshape(keys.shape)
 
-    def _torch_objective(self, images: np.ndarray, goal_up: np.ndarray):
+    def _torch_objective(self, images: np.ndarray, goal_up: np.ndarray, column: np.ndarray | None):
         evaluator = self.evaluator
         base = evaluator.to_device(images)
         up = torch.as_tensor(goal_up, device=evaluator.device)
+        col = None if column is None else torch.as_tensor(column, device=evaluator.device)
 
         def objective(rows: np.ndarray, X: torch.Tensor) -> torch.Tensor:
             idx = torch.as_tensor(rows, device=evaluator.device)
             scores = evaluator.scores_tensor(base[idx], X.to(torch.int64))
+            if col is not None:
+                which = col[idx][:, None, None].expand(-1, scores.shape[1], 1)
+                scores = torch.gather(scores, 2, which)[..., 0]
             return torch.where(up[idx][:, None], 1.0 - scores, scores)
 
         return objective
 
 
+def pixels_text(x: np.ndarray, channels: int) -> str:
+    """A candidate as attacks.csv's ``pixels``: ``x,y,r,g,b`` groups joined by ``;`` (greyscale
+    values written as ``r = g = b``)."""
+    width = 2 + channels
+    groups = []
+    for g in range(0, len(x), width):
+        px = [int(v) for v in x[g:g + width]]
+        colour = px[2:] * 3 if channels == 1 else px[2:]
+        groups.append(",".join(str(v) for v in (px[0], px[1], *colour)))
+    return ";".join(groups)
+
+
 def attack_result(image: str, label: str, plan: AttackPlan, original: float, result: DEResult,
-                  score_history: np.ndarray, config: AttackConfig, seconds: float) -> AttackResult:
-    """Assemble the :class:`AttackResult` of a finished attack."""
+                  score_history: np.ndarray, config: AttackConfig, seconds: float,
+                  channels: int = 3, original_class: str = "", attacked_class: str = "",
+                  final_scores: np.ndarray | None = None) -> AttackResult:
+    """Assemble the :class:`AttackResult` of a finished attack.
+
+    ``final_scores`` (the model's scores of the attacked image, (K,) for a K-class model) judge
+    a multi-class goal; a binary goal is judged from the final score by the thresholds.
+    """
     attacked = float(score_history[-1])
-    success, strong = judge(plan.goal, attacked, config)
-    x, y, r, g, b = (int(v) for v in result.x)
+    if plan.goal in schema.BINARY_GOALS:
+        success, strong = judge(plan.goal, attacked, config)
+    else:
+        # From the attacked image's scores: 1 - (1 - p) would lose a tiny p to rounding.
+        attacked = float(plan.objective.score(np.asarray(final_scores)))
+        success, strong = plan.objective.judge(final_scores)
+    first = [int(v) for v in result.x[:2 + channels]]
+    x, y = first[:2]
+    r, g, b = (first[2],) * 3 if channels == 1 else first[2:5]
     return AttackResult(
         image=image, label=label, direction=plan.direction, goal=plan.goal, status="attacked",
         skip_reason="", original_score=float(original), attacked_score=attacked,
         x=x, y=y, r=r, g=g, b=b, nit=result.nit, nfev=result.nfev,
         early_converged=result.converged and result.nit == 1, success=success, strong_success=strong,
-        seconds=seconds, history=tuple(float(v) for v in score_history))
+        seconds=seconds, original_class=original_class, attacked_class=attacked_class,
+        pixels=pixels_text(result.x, channels), history=tuple(float(v) for v in score_history))
 
 
-def skipped_result(image: str, label: str, plan: AttackPlan, original: float) -> AttackResult:
+def skipped_result(image: str, label: str, plan: AttackPlan, original: float,
+                   original_class: str = "") -> AttackResult:
     return AttackResult(image=image, label=label, direction=plan.direction, goal=plan.goal,
                         status="skipped", skip_reason=plan.skip_reason,
-                        original_score=float(original))
+                        original_score=float(original), original_class=original_class)

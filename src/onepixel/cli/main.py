@@ -13,6 +13,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from onepixel import __version__
 from onepixel.errors import OnepixelError
 
@@ -133,6 +135,15 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--skip-negative-above", type=float,
                    default=default(AttackConfig, "skip_negative_above"),
                    help="negatives scoring above this are ambiguous, not attacked (default: %(default)s)")
+    g.add_argument("--pixels", type=int, default=default(AttackConfig, "pixels"),
+                   help="pixels changed per attack (Su et al. use 1, 3, 5; default: %(default)s)")
+    g = p.add_argument_group("multi-class models (class folders, ImageFolder layout)")
+    g.add_argument("--classes", default=None, metavar="NAME,NAME,...",
+                   help="class names in the model's output order (default: the dataset's class "
+                        "folder names, sorted)")
+    g.add_argument("--target", default=None, metavar="CLASS",
+                   help="attack towards this class (targeted); default: untargeted, away from "
+                        "the true class")
     g.add_argument("--no-progress", action="store_true", help="no progress bar")
     _add_model_options(p)
     p.set_defaults(func=cmd_attack)
@@ -255,7 +266,9 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _score_rows(model_spec: str, options, images: Sequence[Path]) -> list[tuple[str, str]]:
+def _score_rows(model_spec: str, options, images: Sequence[Path]) -> tuple[tuple[str, ...], list]:
+    """The predict table: ``image,score`` for a binary model; ``image,class,p0,...,pK-1`` (the
+    predicted class index and every class probability) for a K-class model."""
     from onepixel.datasets.images import load_images
     from onepixel.models.registry import load_classifier
     from onepixel.runs.schema import record_text
@@ -264,20 +277,25 @@ def _score_rows(model_spec: str, options, images: Sequence[Path]) -> list[tuple[
     batch = load_images(images, classifier.input_shape)
     scores = classifier.scores(batch)
     # File names that are not UTF-8 are written with \xNN escapes, as RUN files write them.
-    return [(record_text(str(p)), f"{s:.10g}") for p, s in zip(images, scores, strict=True)]
+    names = [record_text(str(p)) for p in images]
+    if scores.ndim == 1:
+        return ("image", "score"), [(n, f"{s:.10g}") for n, s in zip(names, scores, strict=True)]
+    header = ("image", "class", *(f"p{k}" for k in range(scores.shape[1])))
+    return header, [(n, int(np.argmax(s)), *(f"{v:.10g}" for v in s))
+                    for n, s in zip(names, scores, strict=True)]
 
 
 def cmd_predict(args: argparse.Namespace) -> int:
     from onepixel.datasets.images import expand_image_paths
     from onepixel.fileio import write_csv_atomic
 
-    rows = _score_rows(args.model, _model_options(args), expand_image_paths(args.images))
+    header, rows = _score_rows(args.model, _model_options(args), expand_image_paths(args.images))
     if args.out:
-        write_csv_atomic(Path(args.out), ("image", "score"), rows)
+        write_csv_atomic(Path(args.out), header, rows)
         log.info("wrote %d scores to %s", len(rows), args.out)
     buf = io.StringIO()
     writer = csv.writer(buf, lineterminator="\n")
-    writer.writerow(("image", "score"))
+    writer.writerow(header)
     writer.writerows(rows)
     sys.stdout.write(buf.getvalue())
     return 0
@@ -293,13 +311,14 @@ def cmd_attack(args: argparse.Namespace) -> int:
                   recombination=args.recombination, tol=args.tol, atol=args.atol,
                   updating=args.updating, seed=args.seed)
     attack = AttackConfig(de=de, skip_positive_below=args.skip_positive_below,
-                          skip_negative_above=args.skip_negative_above)
+                          skip_negative_above=args.skip_negative_above, pixels=args.pixels)
+    classes = tuple(c.strip() for c in args.classes.split(",") if c.strip()) if args.classes else None
     config = CampaignConfig(dataset=Path(args.dataset), out=Path(args.out), model=args.model,
                             model_options=_model_options(args), attack=attack,
                             batch_images=args.batch_images, limit=args.limit,
                             positive_label=args.positive_label,
                             negative_label=args.negative_label, progress=not args.no_progress,
-                            evaluator=args.evaluator)
+                            evaluator=args.evaluator, classes=classes, target=args.target)
     try:
         summary = run_campaign(config)
     except KeyboardInterrupt:

@@ -47,11 +47,12 @@ from onepixel.confmap.result import (
     RESULT_NAME,
     ConfidenceMap,
     colour_grid,
+    colour_levels,
     write_confmap_npz,
 )
 from onepixel.errors import ConfmapError, ImageError
 from onepixel.fileio import save_npz_atomic
-from onepixel.models.base import Classifier, capabilities_of
+from onepixel.models.base import Classifier, ClassProbability, capabilities_of
 from onepixel.models.registry import ModelOptions
 from onepixel.models.torch_backend import TorchClassifier, resolve_device
 from onepixel.scoring.evaluators import make_evaluator
@@ -179,6 +180,7 @@ class _BrutePlan:
 
     def work(self, image: np.ndarray, pixels: np.ndarray, grid: np.ndarray) -> Iterator[_Work]:
         w = image.shape[1]
+        width = 2 + image.shape[2]  # x, y and one value per channel
         n_col = len(grid)
         if self.evaluator.on_device:
             ev = self.evaluator
@@ -189,11 +191,11 @@ class _BrutePlan:
             def run_torch(sl: slice, c0: int, c1: int) -> torch.Tensor:
                 p = pix_t[sl]
                 k, n = len(p), c1 - c0
-                cand = torch.empty((k, n, 5), dtype=torch.int64, device=ev.device)
+                cand = torch.empty((k, n, width), dtype=torch.int64, device=ev.device)
                 cand[:, :, 0] = (p % w)[:, None]
                 cand[:, :, 1] = (p // w)[:, None]
                 cand[:, :, 2:] = grid_t[c0:c1][None]
-                return ev.scores_tensor(img, cand.reshape(1, k * n, 5)).reshape(k, n)
+                return ev.scores_tensor(img, cand.reshape(1, k * n, width)).reshape(k, n)
 
             for sl, c0, c1 in _chunks(len(pixels), n_col, self.batch):
                 yield _Work(pixels[sl], pix_t[sl], c0, c1,
@@ -204,11 +206,12 @@ class _BrutePlan:
             def run_host(sl: slice, c0: int, c1: int) -> torch.Tensor:
                 p = pixels[sl]
                 k, n = len(p), c1 - c0
-                cand = np.empty((k, n, 5), dtype=np.int64)
+                cand = np.empty((k, n, width), dtype=np.int64)
                 cand[:, :, 0] = (p % w)[:, None]
                 cand[:, :, 1] = (p // w)[:, None]
                 cand[:, :, 2:] = grid[c0:c1][None]
-                return torch.from_numpy(host.scores(image[None], cand.reshape(1, k * n, 5))).reshape(k, n)
+                scores = host.scores(image[None], cand.reshape(1, k * n, width))
+                return torch.from_numpy(scores).reshape(k, n)
 
             pix_cpu = torch.from_numpy(pixels)
             for sl, c0, c1 in _chunks(len(pixels), n_col, self.batch):
@@ -302,10 +305,12 @@ def _choose_plan(classifier: Classifier, config: ConfmapConfig):
 def _check_image(image, classifier: Classifier) -> np.ndarray:
     image = np.asarray(image)
     if image.dtype != np.uint8:
-        raise ImageError(f"confidence maps need a uint8 RGB image, got dtype {image.dtype}")
-    h, w = classifier.input_shape[:2]
-    if image.ndim != 3 or image.shape[2] != 3:
-        raise ImageError(f"expected one RGB image of shape (H, W, 3), got {image.shape}")
+        raise ImageError(f"confidence maps need a uint8 image, got dtype {image.dtype}")
+    h, w, c = classifier.input_shape
+    if image.ndim == 2 and c == 1:
+        image = image[:, :, None]
+    if image.ndim != 3 or image.shape[2] != c:
+        raise ImageError(f"expected one image of shape (H, W, {c}), got {image.shape}")
     if image.shape[:2] != (h, w):
         raise ImageError(f"image is {image.shape[1]}x{image.shape[0]} (WxH) but {classifier.name} "
                          f"takes {w}x{h}; crop or tile it to {w}x{h} first (images are never resized)")
@@ -390,12 +395,20 @@ def compute_confmaps(images: Sequence[np.ndarray] | np.ndarray, classifier: Clas
     images = [_check_image(im, classifier) for im in images]
     if checkpoints is not None and len(checkpoints) != len(images):
         raise ConfmapError(f"{len(checkpoints)} checkpoint folders for {len(images)} images")
-    plan = _choose_plan(classifier, config)
-    grid = colour_grid(config.step)
+    channels = classifier.input_shape[2]
+    grid = colour_grid(config.step) if channels == 3 else colour_levels(config.step)[:, None]
     out = []
+    k_classes = capabilities_of(classifier).n_classes
+    plan = None if k_classes > 1 else _choose_plan(classifier, config)
     for i, image in enumerate(images):
         ckpt = None if checkpoints is None or checkpoints[i] is None else Path(checkpoints[i])
-        out.append(_one_map(image, classifier, config, plan, grid, ckpt))
+        model = classifier
+        if k_classes > 1:
+            # A K-class model is mapped by the probability of the class it predicts for the image.
+            predicted = int(np.argmax(classifier.scores(image[None])[0]))
+            model = ClassProbability(classifier, predicted)
+            plan = _choose_plan(model, config)
+        out.append(_one_map(image, model, config, plan, grid, ckpt))
     return out
 
 
@@ -521,8 +534,10 @@ def _as_result(state: dict[str, np.ndarray], pixels: np.ndarray, grid: np.ndarra
     lo = np.where(mask, state["min"], np.nan).reshape(h, w)
     hi = np.where(mask, state["max"], np.nan).reshape(h, w)
     mean = np.where(mask, state["sum"] / n_col, np.nan).reshape(h, w)
-    amin = np.where(mask[:, None], grid[state["argmin"]], 0).astype(np.uint8).reshape(h, w, 3)
-    amax = np.where(mask[:, None], grid[state["argmax"]], 0).astype(np.uint8).reshape(h, w, 3)
+    # Greyscale grids hold one value per colour: the map stores it as the grey (v, v, v).
+    colours = np.broadcast_to(grid, (len(grid), 3)) if grid.shape[1] == 1 else grid
+    amin = np.where(mask[:, None], colours[state["argmin"]], 0).astype(np.uint8).reshape(h, w, 3)
+    amax = np.where(mask[:, None], colours[state["argmax"]], 0).astype(np.uint8).reshape(h, w, 3)
     return ConfidenceMap(lo, hi, mean, amin, amax, original, config.step, len(pixels) * n_col,
                          seconds, classifier.name, plan.method, str(plan.device), dtype)
 

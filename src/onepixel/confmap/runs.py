@@ -22,7 +22,7 @@ from onepixel.fileio import write_csv_atomic
 from onepixel.models.base import Classifier, capabilities_of
 from onepixel.models.registry import ModelOptions
 from onepixel.runs.reader import AttackTable, load_run
-from onepixel.runs.schema import CONFMAPS, image_path
+from onepixel.runs.schema import CONFMAPS, image_path, lowers_score
 
 log = logging.getLogger(__name__)
 
@@ -60,7 +60,7 @@ def _run_image(table: AttackTable, i: int, why: str) -> RunImage:
     attacked_or_none = None if math.isnan(attacked) else attacked
     change = None
     if attacked_or_none is not None:
-        change = original - attacked if table.goal[i] == "decrease" else attacked - original
+        change = original - attacked if lowers_score(table.goal[i]) else attacked - original
     return RunImage(str(table.image[i]), str(table.direction[i]), str(table.goal[i]), why,
                     original, attacked_or_none, change)
 

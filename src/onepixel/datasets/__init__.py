@@ -8,7 +8,8 @@ from onepixel.datasets.images import (
     load_image,
     load_images,
     scan_dataset,
+    scan_image_folder,
 )
 
 __all__ = ["IMAGE_SUFFIXES", "Dataset", "LabeledImage", "expand_image_paths", "load_image",
-           "load_images", "scan_dataset"]
+           "load_images", "scan_dataset", "scan_image_folder"]

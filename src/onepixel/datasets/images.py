@@ -1,7 +1,12 @@
 """Image loading and validation, and labelled dataset folders.
 
-Images are always uint8 RGB arrays of shape (H, W, 3). Sizes are never changed silently: a
-model that wants 64x64 gets 64x64 or an error naming the file.
+Images are uint8 arrays of shape (H, W, 3) (RGB), or (H, W, 1) (greyscale) for a model whose
+input has one channel. Sizes are never changed silently: a model that wants 64x64 gets 64x64
+or an error naming the file.
+
+Two dataset layouts: ``mitosis``/``normal`` folders for binary models (:func:`scan_dataset`) and
+class folders for K-class models (:func:`scan_image_folder`, torchvision's ImageFolder
+convention), both at any depth.
 """
 
 from __future__ import annotations
@@ -23,20 +28,22 @@ IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp"})
 
 
 def load_image(path: str | Path, expected_shape: Sequence[int] | None = None) -> np.ndarray:
-    """Read an image file as uint8 RGB.
+    """Read an image file as uint8 RGB (or greyscale, for a one-channel ``expected_shape``).
 
-    Greyscale, palette and RGBA images are converted to RGB (alpha dropped) with a logged note.
+    Greyscale, palette and RGBA images are converted to RGB (alpha dropped) with a logged note;
+    with ``expected_shape`` (H, W, 1) every image is converted to greyscale (PIL's ``L``:
+    ``0.299 R + 0.587 G + 0.114 B``).
 
     Parameters
     ----------
     path : path
         PNG, JPEG, TIFF or BMP file.
-    expected_shape : (H, W) or (H, W, 3), optional
-        If given, an image of another size is an error (no resizing).
+    expected_shape : (H, W) or (H, W, C), optional
+        If given, an image of another size is an error (no resizing); C is 3 (default) or 1.
 
     Returns
     -------
-    ndarray, shape (H, W, 3), uint8
+    ndarray, shape (H, W, 3) or (H, W, 1), uint8
 
     Raises
     ------
@@ -48,15 +55,21 @@ def load_image(path: str | Path, expected_shape: Sequence[int] | None = None) ->
         raise ImageError(f"image not found: {path}")
     if path.is_dir():
         raise ImageError(f"expected an image file but {path} is a folder")
+    grey = expected_shape is not None and len(expected_shape) > 2 and int(expected_shape[2]) == 1
     try:
         with Image.open(path) as img:
             img.load()
             mode = img.mode
-            if mode != "RGB":
-                log.info("%s: converting %s image to RGB%s", path, mode,
-                         " (alpha dropped)" if "A" in mode else "")
-                img = to_rgb(img)
-            array = np.asarray(img, dtype=np.uint8)
+            if grey:
+                if mode != "L":
+                    img = to_rgb(img).convert("L")
+                array = np.asarray(img, dtype=np.uint8)[:, :, None]
+            else:
+                if mode != "RGB":
+                    log.info("%s: converting %s image to RGB%s", path, mode,
+                             " (alpha dropped)" if "A" in mode else "")
+                    img = to_rgb(img)
+                array = np.asarray(img, dtype=np.uint8)
     except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as exc:
         raise ImageError(f"cannot read image {path}: {exc}") from exc
     if expected_shape is not None:
@@ -106,10 +119,13 @@ def expand_image_paths(paths: Iterable[str | Path],
 
 
 def check_image_shape(array: np.ndarray, expected_shape: Sequence[int], source: str) -> None:
-    """Raise :class:`ImageError` if ``array`` is not (H, W, 3) uint8 with the expected H, W."""
+    """Raise :class:`ImageError` if ``array`` is not (H, W, C) uint8 with the expected H, W, C
+    (C 3 unless ``expected_shape`` says)."""
     h, w = int(expected_shape[0]), int(expected_shape[1])
-    if array.ndim != 3 or array.shape[2] != 3:
-        raise ImageError(f"{source}: expected an RGB image (H, W, 3), got shape {array.shape}")
+    c = int(expected_shape[2]) if len(expected_shape) > 2 else 3
+    if array.ndim != 3 or array.shape[2] != c:
+        kind = "an RGB image (H, W, 3)" if c == 3 else f"an image of {c} channel(s) (H, W, {c})"
+        raise ImageError(f"{source}: expected {kind}, got shape {array.shape}")
     if array.shape[:2] != (h, w):
         raise ImageError(
             f"{source}: image is {array.shape[1]}x{array.shape[0]} (WxH) but the model takes "
@@ -118,7 +134,7 @@ def check_image_shape(array: np.ndarray, expected_shape: Sequence[int], source: 
 
 
 def load_images(paths: Iterable[str | Path], expected_shape: Sequence[int] | None = None) -> np.ndarray:
-    """Load several images into one array of shape (N, H, W, 3), uint8."""
+    """Load several images into one array of shape (N, H, W, C), uint8."""
     arrays = [load_image(p, expected_shape) for p in paths]
     if not arrays:
         raise ImageError("no images given")
@@ -130,21 +146,28 @@ def load_images(paths: Iterable[str | Path], expected_shape: Sequence[int] | Non
 
 @dataclass(frozen=True)
 class LabeledImage:
-    """One dataset entry: a file, its label name, and whether that label is the positive class."""
+    """One dataset entry: a file, its label name, whether that label is the positive class (binary
+    datasets), and its class index in the model's output order (class-folder datasets; -1 else)."""
 
     path: Path
     label: str
     positive: bool
+    class_index: int = -1
 
 
 @dataclass(frozen=True)
 class Dataset:
-    """A labelled folder of images in deterministic (sorted relative path) order."""
+    """A labelled folder of images in deterministic (sorted relative path) order.
+
+    ``classes`` is empty for a binary (positive/negative) dataset, else the class names in the
+    model's output order.
+    """
 
     root: Path
     items: tuple[LabeledImage, ...]
     positive_label: str = "mitosis"
     negative_label: str = "normal"
+    classes: tuple[str, ...] = ()
 
     def __len__(self) -> int:
         return len(self.items)
@@ -203,3 +226,52 @@ def scan_dataset(
         )
     items.sort(key=lambda it: it.path.relative_to(root).as_posix())
     return Dataset(root, tuple(items), positive_label, negative_label)
+
+
+def scan_image_folder(root: str | Path, classes: Sequence[str] | None = None) -> Dataset:
+    """A K-class dataset: images in folders named after their class (torchvision's ImageFolder).
+
+    An image's class is the name of the folder it is in, at any depth (``train/cat/1.png`` is a
+    ``cat``). Without ``classes`` the class index is the folder name's position in sorted order,
+    as torchvision's ImageFolder numbers them; with ``classes`` (the model's output order) an
+    image's class is its nearest ancestor folder named in it, and images under no such folder
+    are ignored (logged).
+
+    Raises
+    ------
+    DatasetError
+        Missing root, no images in class folders, or ``classes`` with duplicates.
+    """
+    root = Path(root)
+    if not root.is_dir():
+        raise DatasetError(f"dataset folder not found: {root}" if not root.exists() else
+                           f"dataset must be a folder of class sub-folders, got a file: {root}")
+    wanted = None if classes is None else tuple(classes)
+    if wanted is not None and len(set(wanted)) != len(wanted):
+        raise DatasetError(f"--classes lists a class twice: {', '.join(wanted)}")
+    found: list[tuple[Path, str]] = []
+    ignored = 0
+    for dirpath, dirnames, filenames in os.walk(root):
+        dirnames.sort()
+        rel_parts = Path(dirpath).relative_to(root).parts
+        if wanted is None:
+            label = rel_parts[-1] if rel_parts else None
+        else:
+            label = next((p for p in reversed(rel_parts) if p in wanted), None)
+        for fname in sorted(filenames):
+            if Path(fname).suffix.lower() not in IMAGE_SUFFIXES or fname.startswith("."):
+                continue
+            if label is None:
+                ignored += 1
+                continue
+            found.append((Path(dirpath) / fname, label))
+    if ignored:
+        log.info("%d images under %s are outside class folders and were ignored", ignored, root)
+    if not found:
+        raise DatasetError(f"no images in class folders under {root}: put each class's images in a "
+                           f"folder named after the class (at any depth)")
+    names = wanted if wanted is not None else tuple(sorted({label for _, label in found}))
+    index = {name: i for i, name in enumerate(names)}
+    items = sorted((LabeledImage(path, label, False, index[label]) for path, label in found),
+                   key=lambda it: it.path.relative_to(root).as_posix())
+    return Dataset(root, tuple(items), positive_label="", negative_label="", classes=names)

@@ -18,8 +18,10 @@ Output = Literal["logit", "probability"]
 class Classifier(Protocol):
     """Anything that scores images.
 
-    ``scores(images)`` takes uint8 images of shape (N, H, W, 3) and returns float64 of shape
-    (N,): the probability of the positive class. ``input_shape`` is (H, W, 3).
+    ``scores(images)`` takes uint8 images of shape (N, H, W, C) and returns float64 of shape
+    (N,), the probability of the positive class of a binary model, or (N, K), the class
+    probabilities of a K-class model (``capabilities.n_classes == K``). ``input_shape`` is
+    (H, W, C) with C 3 (RGB) or 1 (greyscale).
     """
 
     name: str
@@ -48,12 +50,16 @@ class Capabilities:
     layers : bool
         It has ``eager_network()``: the eager :class:`~onepixel.models.keras_h5.KerasNet` and
         its :class:`ModelIO`, which the incremental engines walk layer by layer.
+    n_classes : int
+        1 for a binary model scored by one probability (``scores`` returns (N,)); K > 1 for a
+        K-class model (``scores`` returns (N, K) class probabilities).
     """
 
     fingerprint: str = ""
     device: str = "cpu"
     tensor_scoring: bool = False
     layers: bool = False
+    n_classes: int = 1
 
     @property
     def on_cpu(self) -> bool:
@@ -176,6 +182,46 @@ def positive_probability(outputs, io: ModelIO, model_name: str, float64: bool = 
     return exp[:, col] / exp.sum(axis=1)
 
 
+def class_probabilities(outputs, io: ModelIO, model_name: str, float64: bool = True):
+    """Raw network outputs to what ``Classifier.scores`` returns.
+
+    One output, or several with ``io.positive_index`` chosen: a binary model, (N,) probabilities
+    of the positive class (:func:`positive_probability`). Several outputs and no positive index:
+    a K-class model, (N, K) class probabilities (softmax of logits, or the probabilities as
+    they are).
+
+    Parameters
+    ----------
+    outputs : ndarray or Tensor, (N,) or (N, K)
+    float64 : bool
+        Compute in float64; False keeps a tensor's dtype.
+
+    Returns
+    -------
+    ndarray or Tensor, (N,) or (N, K)
+    """
+    k = int(np.prod(outputs.shape[1:])) if len(outputs.shape) > 1 else 1
+    if k == 1 or io.positive_index is not None:
+        return positive_probability(outputs, io, model_name, float64)
+    if not isinstance(outputs, np.ndarray) and type(outputs).__module__.startswith("torch"):
+        import torch
+
+        out = outputs.to(torch.float64) if float64 else outputs
+        out = out.reshape(out.shape[0], -1)
+        return out if io.output == "probability" else torch.softmax(out, dim=1)
+    out = np.asarray(outputs, dtype=np.float64).reshape(len(outputs), -1)
+    if io.output == "probability":
+        return out
+    shifted = out - out.max(axis=1, keepdims=True)
+    exp = np.exp(shifted)
+    return exp / exp.sum(axis=1, keepdims=True)
+
+
+def n_classes_for(k_outputs: int, io: ModelIO) -> int:
+    """The class count a model with ``k_outputs`` outputs scores as (1: binary, one score)."""
+    return 1 if k_outputs == 1 or io.positive_index is not None else k_outputs
+
+
 def _sigmoid(x: np.ndarray) -> np.ndarray:
     # Split by sign so large |x| neither overflows nor loses the tiny probabilities.
     out = np.empty_like(x)
@@ -187,7 +233,7 @@ def _sigmoid(x: np.ndarray) -> np.ndarray:
 
 
 def check_batch(images: np.ndarray, input_shape: tuple[int, int, int], model_name: str) -> np.ndarray:
-    """Validate a batch for ``scores``: uint8, (N, H, W, 3) matching the model input."""
+    """Validate a batch for ``scores``: uint8, (N, H, W, C) matching the model input."""
     images = np.asarray(images)
     if images.dtype != np.uint8:
         raise ModelError(f"{model_name}: images must be uint8, got {images.dtype}")
@@ -199,3 +245,39 @@ def check_batch(images: np.ndarray, input_shape: tuple[int, int, int], model_nam
             f"{input_shape[2]}), got {images.shape}"
         )
     return images
+
+
+class ClassProbability:
+    """A K-class classifier seen as a binary one: the probability of one class.
+
+    What a confidence map of a K-class model maps (the probability of the class it predicts for
+    the original image), and how any single-score tool can look at one class.
+
+    Parameters
+    ----------
+    classifier : Classifier
+        ``capabilities.n_classes == K > 1``.
+    class_index : int
+        The class, 0..K-1 in the model's output order.
+    """
+
+    def __init__(self, classifier: Classifier, class_index: int):
+        k = capabilities_of(classifier).n_classes
+        if not 0 <= int(class_index) < k:
+            raise ModelError(f"class {class_index} is not one of the {k} classes of {classifier.name}")
+        self.classifier = classifier
+        self.class_index = int(class_index)
+        self.name = f"{classifier.name}[{self.class_index}]"
+
+    @property
+    def input_shape(self) -> tuple[int, int, int]:
+        return self.classifier.input_shape
+
+    @property
+    def capabilities(self) -> Capabilities:
+        caps = capabilities_of(self.classifier)
+        return Capabilities(fingerprint=caps.fingerprint, device=caps.device)
+
+    def scores(self, images: np.ndarray) -> np.ndarray:
+        """(N,) float64: the probability of ``class_index``."""
+        return np.asarray(self.classifier.scores(images))[:, self.class_index]

@@ -6,26 +6,32 @@ from collections.abc import Callable
 
 import numpy as np
 
-from onepixel.errors import ModelError
+from onepixel.errors import ModelError, is_integer
 from onepixel.models.base import Capabilities, check_batch
 
 
 class CallableClassifier:
-    """Classifier from a function ``fn(images uint8 (N, H, W, 3)) -> probabilities (N,)``.
+    """Classifier from a function ``fn(images uint8 (N, H, W, C)) -> probabilities``.
 
-    The returned values are checked: one finite value in [0, 1] per image. ``fingerprint``
-    (e.g. the sha256 of the weights the function uses) is recorded in RUNs for provenance.
+    With ``n_classes=1`` (binary) ``fn`` returns (N,) probabilities of the positive class; with
+    ``n_classes=K`` it returns (N, K) class probabilities. The returned values are checked:
+    finite, in [0, 1], of that shape. ``fingerprint`` (e.g. the sha256 of the weights the
+    function uses) is recorded in RUNs for provenance.
     """
 
     def __init__(self, fn: Callable[[np.ndarray], np.ndarray],
                  input_shape: tuple[int, int, int] = (64, 64, 3), name: str = "callable",
-                 batch_size: int = 0, fingerprint: str = ""):
+                 batch_size: int = 0, fingerprint: str = "", n_classes: int = 1):
         if not callable(fn):
             raise ModelError(f"{name}: expected a callable, got {type(fn).__name__}")
+        if not is_integer(n_classes) or n_classes < 1:
+            raise ModelError(f"{name}: n_classes is 1 (binary: one score per image) or the "
+                             f"number K >= 2 of class probabilities per image, got {n_classes!r}")
         self.fn = fn
         self.name = name
         self.batch_size = batch_size
         self.fingerprint = fingerprint
+        self.n_classes = int(n_classes)
         self._input_shape = tuple(int(s) for s in input_shape)
 
     @property
@@ -34,18 +40,22 @@ class CallableClassifier:
 
     @property
     def capabilities(self) -> Capabilities:
-        return Capabilities(fingerprint=self.fingerprint)
+        return Capabilities(fingerprint=self.fingerprint, n_classes=self.n_classes)
 
     def scores(self, images: np.ndarray) -> np.ndarray:
         images = check_batch(images, self.input_shape, self.name)
         bs = self.batch_size or len(images)
         parts = [self._call(images[i : i + bs]) for i in range(0, len(images), bs)]
-        return np.concatenate(parts) if parts else np.empty(0)
+        extra = (self.n_classes,) if self.n_classes > 1 else ()
+        return np.concatenate(parts) if parts else np.empty((0, *extra))
 
     def _call(self, chunk: np.ndarray) -> np.ndarray:
-        out = np.asarray(self.fn(chunk), dtype=np.float64).reshape(-1)
-        if out.shape != (len(chunk),):
-            raise ModelError(f"{self.name} returned {out.size} scores for {len(chunk)} images")
+        want = (len(chunk), self.n_classes) if self.n_classes > 1 else (len(chunk),)
+        out = np.asarray(self.fn(chunk), dtype=np.float64)
+        out = out.reshape(want) if out.size == int(np.prod(want)) else out
+        if out.shape != want:
+            raise ModelError(f"{self.name} returned scores of shape {out.shape} for {len(chunk)} "
+                             f"images; expected {want}")
         if not np.all(np.isfinite(out)) or out.min(initial=0) < 0 or out.max(initial=0) > 1:
             raise ModelError(f"{self.name} returned scores outside [0, 1] or not finite")
         return out

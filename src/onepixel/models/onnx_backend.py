@@ -16,7 +16,15 @@ import numpy as np
 import torch
 
 from onepixel.errors import ModelError
-from onepixel.models.base import Capabilities, ModelIO, check_batch, positive_probability, preprocess_numpy
+from onepixel.models.base import (
+    Capabilities,
+    ModelIO,
+    check_batch,
+    class_probabilities,
+    n_classes_for,
+    output_column,
+    preprocess_numpy,
+)
 from onepixel.models.torch_backend import ScoringModule
 
 log = logging.getLogger(__name__)
@@ -99,7 +107,13 @@ class OnnxClassifier:
         self.io = io
         self._input_shape = input_shape or self._static_shape(inp.shape)
         on_gpu = self.session.get_providers()[0] == "CUDAExecutionProvider"
-        self.capabilities = Capabilities(fingerprint=fingerprint, device="cuda:0" if on_gpu else "cpu")
+        # One zero image through the graph: how many outputs (dynamic shapes say nothing).
+        k = self.raw_outputs(np.zeros((1, *self._input_shape), dtype=np.uint8)).shape[1]
+        if k > 1 and self.io.positive_index is not None:
+            output_column(k, self.io, self.name)
+        self.n_classes = n_classes_for(k, self.io)
+        self.capabilities = Capabilities(fingerprint=fingerprint, device="cuda:0" if on_gpu else "cpu",
+                                         n_classes=self.n_classes)
 
     def _static_shape(self, shape: list) -> tuple[int, int, int]:
         dims = shape[1:]
@@ -132,8 +146,8 @@ class OnnxClassifier:
         return np.concatenate(outs)
 
     def scores(self, images: np.ndarray) -> np.ndarray:
-        """Probabilities of the positive class, shape (N,), float64."""
-        return positive_probability(self.raw_outputs(images), self.io, self.name)
+        """Scores (N,) of a binary model or class probabilities (N, K), float64."""
+        return class_probabilities(self.raw_outputs(images), self.io, self.name)
 
 
 def scoring_module_to_onnx(module: ScoringModule, input_shape: tuple[int, int, int],

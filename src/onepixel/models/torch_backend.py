@@ -12,7 +12,16 @@ import torch
 from torch import nn
 
 from onepixel.errors import ModelError
-from onepixel.models.base import Capabilities, ModelIO, check_batch, positive_probability, preprocess
+from onepixel.models.base import (
+    Capabilities,
+    ModelIO,
+    check_batch,
+    class_probabilities,
+    n_classes_for,
+    output_column,
+    positive_probability,
+    preprocess,
+)
 from onepixel.models.keras_h5 import KerasNet
 from onepixel.models.options import resolve_device
 
@@ -111,6 +120,12 @@ class TorchClassifier:
         # Kept un-optimised: the exact fast confidence-map path walks its layers.
         self.scoring_module = module
         self.module = self._optimize(module) if self.options.optimize else module
+        with torch.inference_mode():  # one image through the network: how many outputs
+            probe = module(torch.zeros((1, *self._input_shape), dtype=torch.uint8, device=self.device))
+        k = int(probe.reshape(1, -1).shape[1])
+        if k > 1 and io.positive_index is not None:
+            output_column(k, io, name)  # an index out of range is an error now, not mid-campaign
+        self.n_classes = n_classes_for(k, io)
 
     @property
     def input_shape(self) -> tuple[int, int, int]:
@@ -119,7 +134,8 @@ class TorchClassifier:
     @property
     def capabilities(self) -> Capabilities:
         return Capabilities(fingerprint=self.fingerprint, device=str(self.device),
-                            tensor_scoring=True, layers=self.eager_network() is not None)
+                            tensor_scoring=True, layers=self.eager_network() is not None,
+                            n_classes=self.n_classes)
 
     def eager_network(self) -> tuple[KerasNet, ModelIO] | None:
         """The eager :class:`KerasNet` and I/O conventions this classifier runs, if it is one.
@@ -152,22 +168,23 @@ class TorchClassifier:
 
         Parameters
         ----------
-        images : Tensor, shape (N, H, W, 3), uint8, on ``self.device``
+        images : Tensor, shape (N, H, W, C), uint8, on ``self.device``
 
         Returns
         -------
-        Tensor, shape (N,), float64, on ``self.device``
+        Tensor, shape (N,) or (N, K), float64, on ``self.device``
         """
         return self.scores_from_outputs(self.module(images))
 
     def scores_from_outputs(self, out: torch.Tensor) -> torch.Tensor:
-        """Raw network outputs (N, K) -> positive-class probabilities (N,) float64."""
-        return positive_probability(out, self.io, self.name)
+        """Raw network outputs (N, K) -> scores (N,) or (N, K) float64 (:func:`class_probabilities`)."""
+        return class_probabilities(out, self.io, self.name)
 
     def scores(self, images: np.ndarray) -> np.ndarray:
-        """Probabilities of the positive class, shape (N,), float64, for uint8 (N, H, W, 3)."""
+        """Scores (N,) or class probabilities (N, K), float64, for uint8 (N, H, W, C)."""
         images = check_batch(images, self.input_shape, self.name)
-        out = np.empty(len(images), dtype=np.float64)
+        extra = (self.n_classes,) if self.n_classes > 1 else ()
+        out = np.empty((len(images), *extra), dtype=np.float64)
         bs = self.options.batch_size
         with torch.inference_mode():
             for start in range(0, len(images), bs):

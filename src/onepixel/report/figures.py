@@ -27,6 +27,7 @@ from onepixel.analysis import (
 from onepixel.analysis.tables import colour_label, num, pct, slug, towards
 from onepixel.confmap.result import ConfidenceMap
 from onepixel.errors import OnepixelError
+from onepixel.runs.schema import lowers_score
 
 log = logging.getLogger(__name__)
 
@@ -236,7 +237,7 @@ def convergence_plot(analysis: RunAnalysis, folder: Path, k: int = 3) -> FigureI
         ax.axhline(t, ls=":", lw=1, color="#444444")
         ax.set_ylim(-0.03, 1.03)
         ax.set_xlabel("generation (0 = initial population)")
-        ax.set_ylabel("lowest score so far" if d.goal == "decrease" else "highest score so far")
+        ax.set_ylabel("lowest score so far" if lowers_score(d.goal) else "highest score so far")
         ax.set_title(d.direction)
         if drawn:
             ax.legend(loc="best", frameon=False, title="solid: most, dashed: least successful",
@@ -421,7 +422,7 @@ def chromatic_scatter(analysis: RunAnalysis, folder: Path,
         h, sc = d.h[idx], d.rows.attacked_score[idx]
         size = 12 if idx.size < 2000 else 4
         ax.scatter(h[~inc], sc[~inc], s=size, c="#b0b0b0", alpha=0.7, lw=0, label="outside the paper filter")
-        ax.scatter(h[inc], sc[inc], s=size, c=AFTER_COLOUR if d.goal == "decrease" else REST_COLOUR,
+        ax.scatter(h[inc], sc[inc], s=size, c=AFTER_COLOUR if lowers_score(d.goal) else REST_COLOUR,
                    alpha=0.7, lw=0, label="paper filter")
         ax.axhline(d.success_all.success_threshold, ls="--", lw=1, color="#444444")
         ax.set_xlim(-0.02, max(0.2, float(np.nanmax(h)) * 1.05))

@@ -21,6 +21,7 @@ from onepixel.fileio import atomic_open
 from onepixel.report.analyze import AnalysisResult, analyze_run, is_stale, load_analysis
 from onepixel.report.figures import FigureInfo
 from onepixel.runs.reader import AnalysisError
+from onepixel.runs.schema import lowers_score
 
 log = logging.getLogger(__name__)
 
@@ -192,7 +193,7 @@ def _cards(result: AnalysisResult) -> str:
              ("Attacked", f"{f.attacked:,}", f"{f.skipped:,} skipped as ambiguous")]
     for d in f.directions:
         if d["attacked"]:
-            op = "<" if d["goal"] == "decrease" else ">"
+            op = "<" if lowers_score(d["goal"]) else ">"
             cards.append((d["direction"], f"{d['success_percent']:.1f}% success",
                           f"{d['success']:,} of {d['attacked']:,} crossed {d['success_threshold']:g}; "
                           f"{d['strong_percent']:.1f}% {op} {d['strong_threshold']:g}; "

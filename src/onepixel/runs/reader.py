@@ -23,10 +23,14 @@ from onepixel.runs.schema import (
     DEFAULT_ATTACK_SETTINGS,
     GOALS,
     HISTORY_COLUMNS,
+    OPTIONAL_ATTACK_COLUMNS,
     STATUSES,
 )
 
 log = logging.getLogger(__name__)
+
+#: Columns every attacks.csv has (RUNs of every onepixel version).
+REQUIRED_COLUMNS = tuple(c for c in ATTACK_COLUMNS if c not in OPTIONAL_ATTACK_COLUMNS)
 
 @dataclass(frozen=True, eq=False)
 class AttackTable:
@@ -40,6 +44,8 @@ class AttackTable:
     original_score, attacked_score, seconds : ndarray, (N,), float64
     x, y, r, g, b, nit, nfev : ndarray, (N,), int64
     early_converged, success, strong_success : ndarray, (N,), bool
+    original_class, attacked_class, pixels : ndarray, (N,), str (object)
+        Empty strings in RUNs written before these columns existed.
     """
 
     image: np.ndarray
@@ -61,6 +67,9 @@ class AttackTable:
     success: np.ndarray
     strong_success: np.ndarray
     seconds: np.ndarray
+    original_class: np.ndarray
+    attacked_class: np.ndarray
+    pixels: np.ndarray
 
     def __len__(self) -> int:
         return int(self.image.shape[0])
@@ -95,8 +104,8 @@ class AttackTable:
         """
         rows = list(rows)
         header = tuple(rows[0].keys()) if rows else ATTACK_COLUMNS
-        _check_columns(header, ATTACK_COLUMNS, source)
-        records = [[_text(row[c]) for c in ATTACK_COLUMNS] for row in rows]
+        _check_columns(header, REQUIRED_COLUMNS, source)
+        records = [[_text(row.get(c, "")) for c in ATTACK_COLUMNS] for row in rows]
         return _parse_attacks(records, source, first_line=2)
 
 
@@ -186,7 +195,9 @@ def _parse_attacks(records: list[list[str]], source: str, first_line: int) -> At
         b=numbers("b", int, optional=True),
         nit=numbers("nit", int, optional=True), nfev=numbers("nfev", int, optional=True),
         early_converged=flags("early_converged"), success=flags("success"),
-        strong_success=flags("strong_success"), seconds=numbers("seconds", float, optional=True))
+        strong_success=flags("strong_success"), seconds=numbers("seconds", float, optional=True),
+        original_class=strings("original_class"), attacked_class=strings("attacked_class"),
+        pixels=strings("pixels"))
     attacked = table.attacked
     for name in ("attacked_score", "x", "y", "r", "g", "b"):
         arr = getattr(table, name)
@@ -301,8 +312,9 @@ def read_attacks_csv(path: str | Path) -> AttackTable:
                 raise AnalysisError(f"{path} is empty: expected a header line with the columns "
                                     f"{', '.join(ATTACK_COLUMNS)}")
             header = [h.strip() for h in header]
-            _check_columns(header, ATTACK_COLUMNS, str(path))
-            index = [header.index(c) for c in ATTACK_COLUMNS]
+            _check_columns(header, REQUIRED_COLUMNS, str(path))
+            # Columns added later (OPTIONAL_ATTACK_COLUMNS) read as empty from older RUNs.
+            index = [header.index(c) if c in header else -1 for c in ATTACK_COLUMNS]
             same_order = index == list(range(len(ATTACK_COLUMNS)))
             width = len(header)
             records = []
@@ -312,7 +324,8 @@ def read_attacks_csv(path: str | Path) -> AttackTable:
                         continue
                     raise AnalysisError(f"{path} line {line}: {len(row)} fields, the header has "
                                         f"{width}; the file is garbled or was cut off")
-                records.append(row if same_order and width == len(index) else [row[i] for i in index])
+                records.append(row if same_order and width == len(index)
+                               else [row[i] if i >= 0 else "" for i in index])
     except (OSError, UnicodeDecodeError, csv.Error) as exc:
         raise AnalysisError(f"cannot read {path}: {exc}") from exc
     return _parse_attacks(records, str(path), first_line=2)

@@ -24,16 +24,22 @@ CONFMAPS = "confmaps"
 #: attacks.csv columns, in order.
 ATTACK_COLUMNS = ("image", "label", "direction", "goal", "status", "skip_reason",
                   "original_score", "attacked_score", "x", "y", "r", "g", "b", "nit", "nfev",
-                  "early_converged", "success", "strong_success", "seconds")
+                  "early_converged", "success", "strong_success", "seconds",
+                  "original_class", "attacked_class", "pixels")
+#: Columns RUNs of onepixel before multi-class support lack (readers take them as empty).
+OPTIONAL_ATTACK_COLUMNS = ("original_class", "attacked_class", "pixels")
 #: history.csv columns: the best score after the initial population (generation 0) and after
 #: each generation.
 HISTORY_COLUMNS = ("image", "generation", "best_score")
-GOALS = ("decrease", "increase")
+#: Goals of binary models (one score) and of K-class models (class probabilities).
+BINARY_GOALS = ("decrease", "increase")
+GOALS = (*BINARY_GOALS, "untargeted", "targeted")
 STATUSES = ("attacked", "skipped")
 #: config.json keys (dotted) that must match for a RUN to be resumed.
-RESUME_KEYS = ("dataset", "positive_label", "negative_label", "model.sha256", "attack")
+RESUME_KEYS = ("dataset", "positive_label", "negative_label", "model.sha256", "attack", "classes",
+               "target")
 
-Goal = Literal["decrease", "increase"]
+Goal = Literal["decrease", "increase", "untargeted", "targeted"]
 
 # The papers' thresholds. AttackConfig takes its defaults from here, and a RUN whose
 # config.json lacks a setting is read with these.
@@ -109,8 +115,9 @@ def judge(goal: str, score, success_threshold: float = SUCCESS_THRESHOLD,
     -------
     (bool, bool) for a float, (ndarray (N,) bool, ndarray (N,) bool) for an array.
     """
-    if goal not in GOALS:
-        raise ValueError(f"goal must be one of {GOALS}, got {goal!r}")
+    if goal not in BINARY_GOALS:
+        raise ValueError(f"the threshold rule judges binary goals {BINARY_GOALS}, got {goal!r} "
+                         "(multi-class goals are judged by the predicted class)")
     s = np.asarray(score, dtype=np.float64)
     if goal == "decrease":
         ok, strong = s < success_threshold, s < strong_decrease_below
@@ -121,10 +128,16 @@ def judge(goal: str, score, success_threshold: float = SUCCESS_THRESHOLD,
     return ok, strong
 
 
+def lowers_score(goal: str) -> bool:
+    """Whether the goal pushes its recorded probability down (``decrease``: the positive class;
+    ``untargeted``: the true class) rather than up (``increase``, ``targeted``)."""
+    return goal in ("decrease", "untargeted")
+
+
 def strong_threshold(goal: str, strong_decrease_below: float = STRONG_DECREASE_BELOW,
                      strong_increase_above: float = STRONG_INCREASE_ABOVE) -> float:
     """The strong-success threshold of a goal."""
-    return strong_decrease_below if goal == "decrease" else strong_increase_above
+    return strong_decrease_below if lowers_score(goal) else strong_increase_above
 
 
 @dataclass(frozen=True)
@@ -154,6 +167,9 @@ class AttackResult:
     success: bool = False
     strong_success: bool = False
     seconds: float = 0.0
+    original_class: str = ""
+    attacked_class: str = ""
+    pixels: str = ""
     history: tuple[float, ...] = ()
 
     CSV_COLUMNS = ATTACK_COLUMNS

@@ -87,29 +87,39 @@ class SuccessCounts:
     @property
     def criterion(self) -> str:
         """Human-readable thresholds, e.g. ``< 0.5 / < 0.05``."""
-        op = "<" if self.goal == "decrease" else ">"
+        op = "<" if schema.lowers_score(self.goal) else ">"
         return f"{op} {self.success_threshold:g} / {op} {self.strong_threshold:g}"
 
 
 def success_counts(goal: str, attacked_scores: np.ndarray,
                    success_threshold: float = schema.SUCCESS_THRESHOLD,
-                   strong_threshold: float | None = None) -> SuccessCounts:
+                   strong_threshold: float | None = None,
+                   flags: tuple[np.ndarray, np.ndarray] | None = None) -> SuccessCounts:
     """Count attacks whose final score crossed the thresholds (:func:`~onepixel.runs.schema.judge`).
 
     Parameters
     ----------
-    goal : {"decrease", "increase"}
+    goal : {"decrease", "increase", "untargeted", "targeted"}
     attacked_scores : ndarray, (N,)
         Final scores of the attacks (``nan`` entries are not counted at all).
     success_threshold : float
     strong_threshold : float, optional
         Default: the papers' 0.05 for ``decrease`` and 0.95 for ``increase``.
+    flags : (ndarray (N,) bool, ndarray (N,) bool), optional
+        The RUN's ``success`` and ``strong_success`` columns: how multi-class goals count (their
+        success is the predicted class, which the scores alone do not say).
     """
     s = np.asarray(attacked_scores, dtype=np.float64).ravel()
-    s = s[~np.isnan(s)]
+    keep = ~np.isnan(s)
+    s = s[keep]
     if strong_threshold is None:
         strong_threshold = schema.strong_threshold(goal)
-    ok, strong = schema.judge(goal, s, success_threshold, strong_threshold, strong_threshold)
+    if goal in schema.BINARY_GOALS:
+        ok, strong = schema.judge(goal, s, success_threshold, strong_threshold, strong_threshold)
+    elif flags is None:
+        raise ValueError(f"{goal} attacks are counted from the success flags; pass flags=")
+    else:
+        ok, strong = (np.asarray(f, dtype=bool).ravel()[keep] for f in flags)
     return SuccessCounts(int(s.size), int(ok.sum()), int(strong.sum()), float(success_threshold),
                          float(strong_threshold), goal)
 
@@ -153,12 +163,14 @@ def summarize(attacks: AttackTable | Iterable[Mapping[str, Any]],
         goal = str(group.goal[0])
         rows = group.select(group.attacked)
         n = len(rows)
-        strong = float(s["strong_decrease_below"] if goal == "decrease" else s["strong_increase_above"])
+        strong = float(s["strong_decrease_below"] if schema.lowers_score(goal)
+                       else s["strong_increase_above"])
         late = ~rows.early_converged
         colours = Counter(zip(rows.r.tolist(), rows.g.tolist(), rows.b.tolist(), strict=True))
-        success = success_counts(goal, rows.attacked_score, float(s["success_threshold"]), strong)
+        success = success_counts(goal, rows.attacked_score, float(s["success_threshold"]), strong,
+                                 (rows.success, rows.strong_success))
         success_late = success_counts(goal, rows.attacked_score[late], float(s["success_threshold"]),
-                                      strong)
+                                      strong, (rows.success[late], rows.strong_success[late]))
         out["directions"][direction] = {
             "goal": goal,
             "attacked": n,
@@ -216,7 +228,7 @@ def format_summary(summary: dict) -> str:
     """A plain-text table of :func:`summarize`'s output for the terminal."""
     lines = [f"{summary['images']} images"]
     for direction, d in summary["directions"].items():
-        thresholds = ("< 0.5", "< 0.05") if d["goal"] == "decrease" else ("> 0.5", "> 0.95")
+        thresholds = ("< 0.5", "< 0.05") if schema.lowers_score(d["goal"]) else ("> 0.5", "> 0.95")
         lines.append(f"\n{direction}: {d['attacked']} attacked, {d['skipped']} skipped")
         if not d["attacked"]:
             continue
@@ -226,8 +238,13 @@ def format_summary(summary: dict) -> str:
             fmt = lambda v: f"{v:10.4g}" if v is not None else f"{'-':>10}"  # noqa: E731
             lines.append(f"  {key:8}{fmt(b)}{fmt(a)}")
         s, st, e = d["success"], d["strong_success"], d["early_converged"]
-        lines.append(f"  score {thresholds[0]}: {s['count']} ({s['percent']}%), "
-                     f"{thresholds[1]}: {st['count']} ({st['percent']}%)")
+        if d["goal"] in schema.BINARY_GOALS:
+            lines.append(f"  score {thresholds[0]}: {s['count']} ({s['percent']}%), "
+                         f"{thresholds[1]}: {st['count']} ({st['percent']}%)")
+        else:
+            what = "class changed" if d["goal"] == "untargeted" else "target class reached"
+            lines.append(f"  {what}: {s['count']} ({s['percent']}%), probability {thresholds[1]}: "
+                         f"{st['count']} ({st['percent']}%)")
         lines.append(f"  converged early: {e['count']} ({e['percent']}%), "
                      f"mean generations: {d['mean_nit']:.1f}")
         if d["top_colours"]:

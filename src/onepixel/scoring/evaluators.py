@@ -61,14 +61,25 @@ class Evaluator(Protocol):
         ...
 
 
+def pixel_width(input_shape: tuple[int, int, int]) -> int:
+    """Integers per pixel in a candidate vector: ``x, y`` and one value per channel (5 for RGB)."""
+    return 2 + int(input_shape[2])
+
+
 def check_candidates(candidates, n_images: int, input_shape: tuple[int, int, int]) -> None:
-    """Raise if candidates (numpy or torch) are not (B, P, 5) within the image and colour bounds."""
+    """Raise unless candidates (numpy or torch) are (B, P, k * (2 + C)) within the image and 0..255.
+
+    A candidate is ``k`` pixels one after another, each ``(x, y, c_1, ..., c_C)``: 5 integers
+    ``(x, y, r, g, b)`` per pixel for RGB models, 3 ``(x, y, v)`` for greyscale ones.
+    """
+    width = pixel_width(input_shape)
     shape = tuple(candidates.shape)
-    if len(shape) != 3 or shape[2] != 5 or shape[0] != n_images:
-        raise OnepixelError(f"candidates must have shape ({n_images}, P, 5), got {shape}")
+    if len(shape) != 3 or shape[2] == 0 or shape[2] % width or shape[0] != n_images:
+        raise OnepixelError(f"candidates must have shape ({n_images}, P, k * {width}) (k pixels of "
+                            f"x, y and {width - 2} channel values), got {shape}")
     if shape[1] == 0 or n_images == 0:
         return
-    flat = candidates.reshape(-1, 5)
+    flat = candidates.reshape(-1, width)
     if isinstance(flat, torch.Tensor):
         low, high = flat.amin(0).cpu().numpy(), flat.amax(0).cpu().numpy()
     else:
@@ -78,6 +89,11 @@ def check_candidates(candidates, n_images: int, input_shape: tuple[int, int, int
         raise OnepixelError(f"candidate coordinates outside the {w}x{h} image")
     if low[2:].min() < 0 or high[2:].max() > 255:
         raise OnepixelError("candidate colours outside 0..255")
+
+
+def _out_shape(classifier: Classifier, n: int) -> tuple[int, ...]:
+    k = capabilities_of(classifier).n_classes
+    return (n, k) if k > 1 else (n,)
 
 
 class HostEvaluator:
@@ -102,22 +118,27 @@ class HostEvaluator:
         return self.classifier.input_shape
 
     def scores(self, images: np.ndarray, candidates: np.ndarray) -> np.ndarray:
-        """Scores (B, P) float64 for uint8 images (B, H, W, 3) and int candidates (B, P, 5)."""
+        """Scores (B, P), or class probabilities (B, P, K), float64, for uint8 images
+        (B, H, W, C) and int candidates (B, P, k * (2 + C)); later pixels of a candidate win
+        where two share a position."""
         images = np.asarray(images)
         candidates = np.asarray(candidates).astype(np.int64, copy=False)
-        b, p = candidates.shape[:2]
+        b, p, d = candidates.shape
         check_candidates(candidates, len(images), self.input_shape)
-        flat = candidates.reshape(b * p, 5)
+        width = pixel_width(self.input_shape)
+        flat = candidates.reshape(b * p, d)
         owner = np.repeat(np.arange(b), p)
-        out = np.empty(b * p, dtype=np.float64)
+        out = np.empty(_out_shape(self.classifier, b * p), dtype=np.float64)
         for start in range(0, b * p, self.max_batch):
             stop = min(start + self.max_batch, b * p)
             batch = images[owner[start:stop]]  # fancy indexing copies
-            c = flat[start:stop]
-            batch[np.arange(stop - start), c[:, 1], c[:, 0]] = c[:, 2:].astype(np.uint8)
+            rows = np.arange(stop - start)
+            for g in range(0, d, width):
+                c = flat[start:stop, g:g + width]
+                batch[rows, c[:, 1], c[:, 0]] = c[:, 2:].astype(np.uint8)
             out[start:stop] = self.classifier.scores(batch)
         self.n_evaluations += b * p
-        return out.reshape(b, p)
+        return out.reshape(b, p, *out.shape[1:])
 
     def prepare(self, images) -> np.ndarray:
         """The base images themselves, (B, H, W, 3) uint8."""
@@ -154,23 +175,27 @@ class TorchEvaluator:
 
     @torch.inference_mode()
     def scores_tensor(self, images: torch.Tensor, candidates: torch.Tensor) -> torch.Tensor:
-        """Like :meth:`scores` but tensors in, a float64 tensor (B, P) on the device out."""
-        b, p = candidates.shape[:2]
-        flat = candidates.reshape(b * p, 5).to(self.device, torch.int64)
+        """Like :meth:`scores` but tensors in, a float64 tensor (B, P) or (B, P, K) on the
+        device out."""
+        b, p, d = candidates.shape
+        width = pixel_width(self.input_shape)
+        flat = candidates.reshape(b * p, d).to(self.device, torch.int64)
         owner = torch.arange(b, device=self.device).repeat_interleave(p)
-        out = torch.empty(b * p, dtype=torch.float64, device=self.device)
+        out = torch.empty(_out_shape(self.classifier, b * p), dtype=torch.float64, device=self.device)
         for start in range(0, b * p, self.max_batch):
             stop = min(start + self.max_batch, b * p)
             batch = images[owner[start:stop]]
-            c = flat[start:stop]
             rows = torch.arange(stop - start, device=self.device)
-            batch[rows, c[:, 1], c[:, 0]] = c[:, 2:].to(torch.uint8)
+            for g in range(0, d, width):
+                c = flat[start:stop, g:g + width]
+                batch[rows, c[:, 1], c[:, 0]] = c[:, 2:].to(torch.uint8)
             out[start:stop] = self.classifier.score_tensor(batch)
         self.n_evaluations += b * p
-        return out.reshape(b, p)
+        return out.reshape(b, p, *out.shape[1:])
 
     def scores(self, images, candidates) -> np.ndarray:
-        """Scores (B, P) float64 for uint8 images (B, H, W, 3) and int candidates (B, P, 5)."""
+        """Scores (B, P) or (B, P, K) float64 for uint8 images (B, H, W, C) and int candidates
+        (B, P, k * (2 + C))."""
         cand = candidates if isinstance(candidates, torch.Tensor) else torch.from_numpy(
             np.ascontiguousarray(candidates, dtype=np.int64))  # writable, for torch
         check_candidates(cand, len(images), self.input_shape)

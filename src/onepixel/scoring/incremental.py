@@ -453,6 +453,10 @@ class IncrementalEvaluator:
         candidates = np.asarray(candidates).astype(np.int64, copy=False)
         rows = np.asarray(rows, dtype=np.int64)
         check_candidates(candidates, len(rows), self.input_shape)
+        if candidates.shape[2] != 5:
+            raise OnepixelError("the incremental evaluator scores one RGB pixel per candidate "
+                                f"(5 values), got {candidates.shape[2]}; use the full evaluator "
+                                "for several pixels (--evaluator full)")
         if len(rows) and (rows.min() < 0 or rows.max() >= prepared.n_images):
             raise OnepixelError(f"rows must index the {prepared.n_images} prepared images")
         r, p = candidates.shape[:2]

@@ -35,21 +35,27 @@ def incremental_pays_off(on_cpu: bool, updating: str) -> bool:
 
 
 def evaluator_for(classifier: Classifier, kind: str = "auto",
-                  updating: str = "immediate") -> Evaluator:
+                  updating: str = "immediate", pixels: int = 1) -> Evaluator:
     """An evaluator for a loaded ``classifier``: see :data:`EVALUATORS`.
 
     ``updating`` is the attack's (:class:`~onepixel.optimize.de.DEConfig`; scipy's default,
     immediate). ``incremental`` needs a classifier that declares its layers
-    (:attr:`~onepixel.models.base.Capabilities.layers`).
+    (:attr:`~onepixel.models.base.Capabilities.layers`), one score per image and one pixel per
+    candidate (``pixels``).
     """
     _check_kind(kind)
     caps = capabilities_of(classifier)
+    if kind == "incremental" and (pixels != 1 or caps.n_classes != 1):
+        raise OnepixelError("--evaluator incremental scores one-pixel candidates of binary Keras "
+                            "models; use --evaluator full (or auto) for --pixels > 1 or a "
+                            "multi-class model")
     if kind == "incremental" and not caps.layers:
         raise OnepixelError(
             f"--evaluator incremental needs a Keras or built-in model run by torch; "
             f"{getattr(classifier, 'name', type(classifier).__name__)} is "
             f"{type(classifier).__name__} (use --evaluator full)")
-    if kind == "incremental" or (kind == "auto" and caps.layers
+    if kind == "incremental" or (kind == "auto" and caps.layers and pixels == 1
+                                 and caps.n_classes == 1
                                  and incremental_pays_off(caps.on_cpu, updating)):
         batch = INCREMENTAL_CPU_BATCH if caps.on_cpu else 4096
         return IncrementalEvaluator(classifier, max_batch=batch)
@@ -57,7 +63,8 @@ def evaluator_for(classifier: Classifier, kind: str = "auto",
 
 
 def load_attack_evaluator(spec: str, options: ModelOptions | None = None,
-                          kind: str = "auto", updating: str = "immediate") -> Evaluator:
+                          kind: str = "auto", updating: str = "immediate",
+                          pixels: int = 1) -> Evaluator:
     """Load model ``spec`` for attacks, with the fastest exact evaluator for it.
 
     Where :func:`evaluator_for` would choose the incremental evaluator (and no ``engine`` is
@@ -70,11 +77,12 @@ def load_attack_evaluator(spec: str, options: ModelOptions | None = None,
         raise OnepixelError("--evaluator incremental runs the network itself with torch: drop "
                             "--engine onnxruntime, or use --evaluator full")
     on_cpu = resolve_device(options.device).type == "cpu"
-    incremental = kind == "incremental" or (kind == "auto" and options.engine == "auto"
+    incremental = kind == "incremental" or (kind == "auto" and options.engine == "auto" and pixels == 1
                                             and incremental_pays_off(on_cpu, updating))
     if incremental and is_keras_spec(spec):
-        return evaluator_for(load_classifier(spec, options, layers=True), kind, updating)
-    return evaluator_for(load_classifier(spec, options), "full" if kind == "auto" else kind)
+        return evaluator_for(load_classifier(spec, options, layers=True), kind, updating, pixels)
+    return evaluator_for(load_classifier(spec, options), "full" if kind == "auto" else kind,
+                         updating, pixels)
 
 
 def load_confmap_classifier(spec: str, options: ModelOptions | None = None,
