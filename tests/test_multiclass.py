@@ -198,7 +198,8 @@ def test_greyscale_non_square_model_end_to_end(grey, tmp_path):
         assert row["r"] == row["g"] == row["b"]  # a grey value
     _check_reported_classes(model, dataset, rows)
     cli("analyze", run)
-    matrix = list(csv.reader(open(run / "analysis" / "tables" / "class_matrix.csv", encoding="utf-8")))
+    with open(run / "analysis" / "tables" / "class_matrix.csv", encoding="utf-8") as fh:
+        matrix = list(csv.reader(fh))
     assert matrix[0][:4] == ["True class", "Attacked", "Success", "Success %"]
     assert sum(int(r[1]) for r in matrix[1:]) == len(attacked)
     cli("report", run)

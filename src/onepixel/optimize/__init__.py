@@ -1,18 +1,25 @@
 """Batched differential evolution on arrays (numpy or torch): many problems, one solver, no models.
 
 :class:`BatchDESolver` can be stepped one generation at a time and reproduces scipy's
-``differential_evolution`` (best1bin, Latin hypercube, integrality, immediate and deferred
-updating) problem by problem; :func:`differential_evolution_batch` runs it to the end.
+``differential_evolution`` (its twelve strategies, Latin hypercube, random, Sobol' and Halton
+initialisation, dithering, integrality, immediate and deferred updating, a callback that stops
+problems) problem by problem; :func:`differential_evolution_batch` runs it to the end.
 """
 
 from onepixel.optimize.de import (
+    INITS,
+    MESSAGE_CALLBACK,
     MESSAGE_MAXITER,
     MESSAGE_SUCCESS,
+    STRATEGIES,
     BatchDESolver,
     DEConfig,
     DEResult,
+    ProgressCallback,
+    StopCallback,
     differential_evolution_batch,
 )
 
-__all__ = ["MESSAGE_MAXITER", "MESSAGE_SUCCESS", "BatchDESolver", "DEConfig", "DEResult",
+__all__ = ["INITS", "MESSAGE_CALLBACK", "MESSAGE_MAXITER", "MESSAGE_SUCCESS", "STRATEGIES",
+           "BatchDESolver", "DEConfig", "DEResult", "ProgressCallback", "StopCallback",
            "differential_evolution_batch"]

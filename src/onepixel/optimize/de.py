@@ -1,11 +1,12 @@
 """Batched differential evolution: many independent problems solved in lockstep.
 
 This module reimplements the part of :func:`scipy.optimize.differential_evolution` that the
-one-pixel attack needs (``strategy='best1bin'``, ``init='latinhypercube'``, a fixed mutation
-constant, ``polish=False``, optional ``integrality``, ``updating='immediate'`` or
-``'deferred'``), but solves ``B`` independent problems at once so that one objective call
-scores candidates of many problems (e.g. one batched forward pass of a classifier over many
-images). Arrays are laid out as ``(problems, population, parameters) = (B, P, D)``.
+one-pixel attack needs (the twelve built-in strategies, ``init='latinhypercube'``, ``'random'``,
+``'sobol'`` or ``'halton'``, a fixed or dithered mutation constant, ``polish=False``, optional
+``integrality``, ``updating='immediate'`` or ``'deferred'``, a callback that stops a problem),
+but solves ``B`` independent problems at once so that one objective call scores candidates of
+many problems (e.g. one batched forward pass of a classifier over many images). Arrays are laid
+out as ``(problems, population, parameters) = (B, P, D)``.
 
 The same code runs on two array backends:
 
@@ -34,13 +35,41 @@ so results match scipy in distribution, not bit for bit. Semantics that are repr
   In both cases the rounded value is clipped to ``[ceil(lo), floor(hi)]``. With integer-valued
   bounds the clip never changes anything; with fractional bounds such as ``(0.3, 4.7)`` scipy
   returns out-of-bounds integers (0 and 5) where this module returns 1 and 4.
-* Latin-hypercube initialisation: ``P`` equal segments per parameter, one uniform draw inside
-  each, each column permuted independently. Then the lowest-energy member is swapped to
-  index 0 (``nfev = P`` after initialisation).
-* best1bin: ``mutant = pop[0] + F * (pop[r0] - pop[r1])`` with ``r0 != r1`` both different
-  from the candidate, binomial crossover with probability ``CR`` and one forced crossover
-  position, trial values outside ``[0, 1]`` redrawn uniformly in ``[0, 1)``; a trial replaces
-  its candidate when ``f(trial) <= f(candidate)``.
+* Initialisation (``DEConfig.init``), in the unit cube, then the lowest-energy member is
+  swapped to index 0 (``nfev = P`` after initialisation):
+
+  - ``"latinhypercube"`` (default): ``P`` equal segments per parameter, one uniform draw inside
+    each, each column permuted independently;
+  - ``"random"``: ``P x D`` independent uniform draws;
+  - ``"sobol"`` / ``"halton"``: the first ``P`` points of a scrambled
+    :class:`scipy.stats.qmc.Sobol` / :class:`~scipy.stats.qmc.Halton` engine whose scrambling
+    is seeded from the problem's own generator (scipy seeds it from its solver's generator).
+    As in scipy, ``"sobol"`` rounds the population up to the next power of two (the balance
+    properties of Sobol' points need it); this module logs a warning when it does.
+    :attr:`DEConfig.effective_population` is the population actually used.
+
+* Mutation (``DEConfig.strategy``, scipy's formulas, with ``b`` the best member (index 0),
+  ``c`` the candidate and ``r0, r1, ...`` distinct members drawn uniformly among all members
+  except the candidate, so ``b`` may be drawn):
+
+  - ``best1``: ``b + F (r0 - r1)`` (default, ``best1bin``);
+  - ``rand1``: ``r0 + F (r1 - r2)``;
+  - ``randtobest1``: ``r0 + F (b - r0) + F (r1 - r2)`` (applied in that order, as scipy);
+  - ``currenttobest1``: ``c + F (b - c + r0 - r1)``;
+  - ``best2``: ``b + F (r0 + r1 - r2 - r3)``;
+  - ``rand2``: ``r0 + F (r1 + r2 - r3 - r4)``.
+
+  A strategy with ``n`` random members needs ``population >= n + 1``; as in scipy, at least 5
+  in all cases (so only ``rand2*`` needs more: 6).
+* ``F`` is ``DEConfig.mutation``, or with a ``(min, max)`` tuple ("dithering") a value drawn
+  uniformly in ``[min, max)`` once per generation per problem (scipy draws it once per
+  generation of its single problem).
+* Crossover: ``*bin`` (binomial): each parameter comes from the mutant with probability ``CR``,
+  one uniformly drawn position always does; ``*exp`` (exponential): starting at a uniformly
+  drawn position, ``L`` consecutive parameters (cyclically) come from the mutant, ``L - 1``
+  being the number of successes of ``CR`` trials before the first failure (at most ``D``).
+  Trial values outside ``[0, 1]`` are redrawn uniformly in ``[0, 1)``; a trial replaces its
+  candidate when ``f(trial) <= f(candidate)``.
 * ``updating="immediate"``: population slots are processed one at a time; slot ``j`` of all
   active problems is evaluated in one objective call of shape ``(K, 1, D)``. An accepted trial
   whose energy is ``<=`` the best energy triggers scipy's "promote lowest" (swap the argmin of
@@ -49,12 +78,19 @@ so results match scipy in distribution, not bit for bit. Semantics that are repr
 * ``updating="deferred"``: a whole generation of trials is built from the population at the
   start of the generation and evaluated in one call of shape ``(K, P, D)``; then selection,
   then promote lowest.
+* After each generation the ``stop`` callback of :meth:`BatchDESolver.step` (if any) may stop
+  any of the problems that took part in it (scipy's ``callback`` returning True, checked before
+  convergence): they finish with ``converged=False`` (scipy's ``success=False``),
+  ``stopped=True`` and :data:`MESSAGE_CALLBACK`.
 * After each generation (never before the first one, so the earliest stop is ``nit = 1``) a
   problem has converged when no energy is infinite and
-  ``std(E) <= atol + tol * abs(mean(E))`` over its population energies. Converged problems and
-  problems that reached ``maxiter`` drop out of later objective calls.
+  ``std(E) <= atol + tol * abs(mean(E))`` over its population energies. Converged, stopped
+  problems and problems that reached ``maxiter`` drop out of later objective calls.
 * ``nfev`` counts objective evaluations per problem as scipy does without ``vectorized``:
   ``P`` for the initial population plus ``P`` per generation, i.e. ``P * (nit + 1)``.
+
+With the default settings (``best1bin``, ``latinhypercube``, a float mutation) the draws and
+results are exactly those of the module before these options existed.
 
 Examples
 --------
@@ -66,6 +102,15 @@ Examples
 ...     config=DEConfig(population=20, maxiter=50))
 >>> [r.x.tolist() for r in res][0]
 [3.0, 3.0]
+
+Stop each problem as soon as its best energy is below 1 (with a dithered rand1bin):
+
+>>> res = differential_evolution_batch(
+...     sphere, [(0, 10)] * 2, n_problems=4, integrality=[True, True],
+...     config=DEConfig(population=20, maxiter=50, strategy="rand1bin", mutation=(0.5, 1.0)),
+...     stop=lambda ids, best_x, best_fun: best_fun < 1.0)
+>>> all(r.stopped and r.fun < 1.0 and r.message == MESSAGE_CALLBACK for r in res)
+True
 """
 
 from __future__ import annotations
@@ -84,12 +129,17 @@ if TYPE_CHECKING:
     import torch
 
 __all__ = [
+    "INITS",
+    "MESSAGE_CALLBACK",
     "MESSAGE_MAXITER",
     "MESSAGE_SUCCESS",
+    "STRATEGIES",
     "BatchDESolver",
     "DEConfig",
     "DEResult",
     "Objective",
+    "ProgressCallback",
+    "StopCallback",
     "differential_evolution_batch",
 ]
 
@@ -97,9 +147,24 @@ logger = logging.getLogger(__name__)
 
 MESSAGE_SUCCESS = "Optimization terminated successfully."
 MESSAGE_MAXITER = "Maximum number of iterations has been exceeded."
+MESSAGE_CALLBACK = "callback function requested stop early"
 
 _UPDATING = ("immediate", "deferred")
 _BACKENDS = ("numpy", "torch")
+
+# mutation rule -> number of random members it needs (besides the candidate)
+_MUTATION_SAMPLES = {"best1": 2, "rand1": 3, "randtobest1": 3, "currenttobest1": 2,
+                     "best2": 4, "rand2": 5}
+STRATEGIES: tuple[str, ...] = tuple(
+    f"{rule}{crossover}" for crossover in ("bin", "exp") for rule in _MUTATION_SAMPLES
+)
+"""The strategy names :class:`DEConfig` accepts (scipy's twelve built-in strategies)."""
+
+INITS: tuple[str, ...] = ("latinhypercube", "random", "sobol", "halton")
+"""The initialisations :class:`DEConfig` accepts."""
+
+_MIN_POPULATION = 5  # scipy's minimum, whatever the strategy
+_warned_sobol: set[tuple[int, int]] = set()
 
 Objective = Callable[[np.ndarray, Any], Any]
 """``objective(problem_index, X) -> energies``, minimised.
@@ -118,6 +183,27 @@ ProgressCallback = Callable[[int, np.ndarray, np.ndarray], Any]
 (K,) ids of the problems that took part in it and their (K,) best energies. Return value
 ignored."""
 
+StopCallback = Callable[[np.ndarray, np.ndarray, np.ndarray], Any]
+"""``stop(problem_ids, best_x, best_fun) -> None | mask``: called after each generation.
+
+Receives NumPy arrays (whatever the backend): the (K,) int64 ids of the K problems that took
+part in the generation (including those that converge or reach ``maxiter`` with it), their
+(K, D) float64 best parameters (integer-valued for integer parameters, like ``DEResult.x``) and
+their (K,) float64 best energies. Returns None (stop nothing) or a (K,) bool mask (a NumPy
+array, a list, or a bool torch tensor) of the problems to stop now: they finish with
+``converged=False``, ``stopped=True`` and :data:`MESSAGE_CALLBACK` (scipy's callback stop,
+which takes precedence over convergence and ``maxiter``) and take part in no later objective
+call. The arrays are copies; the callback may keep them.
+"""
+
+
+def _dither_error(value: object) -> ConfigError:
+    return ConfigError(
+        f"DEConfig.mutation must be a float in [0, 2) or a (min, max) pair of floats with "
+        f"0 <= min <= max < 2 for dithering, got {value!r}; the papers use 0.5, scipy's "
+        f"default is (0.5, 1)."
+    )
+
 
 @dataclass(frozen=True)
 class DEConfig:
@@ -127,11 +213,15 @@ class DEConfig:
     ----------
     population : int
         Total number of population members P (scipy's ``popsize * D``; scipy's
-        ``popsize=40`` with D=5 is 200). At least 5.
+        ``popsize=40`` with D=5 is 200). At least 5 (6 for ``rand2bin``/``rand2exp``). With
+        ``init="sobol"`` it is rounded up to the next power of two, as scipy does (see
+        :attr:`effective_population`).
     maxiter : int
         Maximum number of generations (>= 0).
-    mutation : float
-        Differential weight F in [0, 2) (no dithering).
+    mutation : float or (float, float)
+        Differential weight F in [0, 2); or a ``(min, max)`` pair with
+        ``0 <= min <= max < 2`` for dithering: F is drawn uniformly in ``[min, max)`` once per
+        generation and problem. A list or array pair is stored as a tuple of floats.
     recombination : float
         Crossover probability CR in [0, 1].
     tol, atol : float
@@ -144,33 +234,39 @@ class DEConfig:
         False (scipy 1.17): integer parameters are scaled over their bounds and rounded, so the
         two edge integers get half the mass of the others. True: scaled over the bounds widened
         by 0.5 on each side, so all integers get equal mass.
+    strategy : str
+        One of :data:`STRATEGIES`: ``"best1bin"`` (default), ``"rand1bin"``,
+        ``"randtobest1bin"``, ``"currenttobest1bin"``, ``"best2bin"``, ``"rand2bin"`` and the
+        same six with exponential crossover (``"best1exp"``, ...), as scipy's ``strategy``.
+    init : str
+        One of :data:`INITS`: ``"latinhypercube"`` (default), ``"random"``, ``"sobol"`` or
+        ``"halton"`` (these two use :mod:`scipy.stats.qmc`, imported only then).
     """
 
     population: int = 200
     maxiter: int = 100
-    mutation: float = 0.5
+    mutation: float | tuple[float, float] = 0.5
     recombination: float = 0.7
     tol: float = 0.01
     atol: float = 0.0
     updating: str = "immediate"
     seed: int = 0
     widen_integer_bounds: bool = False
+    strategy: str = "best1bin"
+    init: str = "latinhypercube"
 
     def __post_init__(self) -> None:
-        if not is_integer(self.population) or self.population < 5:
+        if not is_integer(self.population) or self.population < _MIN_POPULATION:
             raise ConfigError(
-                f"DEConfig.population must be an integer >= 5 (best1bin needs distinct "
-                f"members), got {self.population!r}; use e.g. population=15 * n_parameters."
+                f"DEConfig.population must be an integer >= {_MIN_POPULATION} (the strategies "
+                f"need distinct members), got {self.population!r}; use e.g. "
+                f"population=15 * n_parameters."
             )
         if not is_integer(self.maxiter) or self.maxiter < 0:
             raise ConfigError(
                 f"DEConfig.maxiter must be a non-negative integer, got {self.maxiter!r}."
             )
-        if not is_real(self.mutation) or not (0.0 <= self.mutation < 2.0):
-            raise ConfigError(
-                f"DEConfig.mutation must be a float in [0, 2) (dithering is not supported), "
-                f"got {self.mutation!r}; the papers use 0.5."
-            )
+        self._check_mutation()
         if not is_real(self.recombination) or not (0.0 <= self.recombination <= 1.0):
             raise ConfigError(
                 f"DEConfig.recombination must be a probability in [0, 1], "
@@ -195,6 +291,57 @@ class DEConfig:
                 f"DEConfig.widen_integer_bounds must be a bool, "
                 f"got {self.widen_integer_bounds!r}."
             )
+        if not isinstance(self.strategy, str) or self.strategy not in STRATEGIES:
+            raise ConfigError(
+                f"DEConfig.strategy must be one of {', '.join(STRATEGIES)}, "
+                f"got {self.strategy!r}; the papers use 'best1bin'."
+            )
+        needed = _MUTATION_SAMPLES[self.strategy[:-3]] + 1
+        if self.population < needed:
+            raise ConfigError(
+                f"DEConfig.population must be >= {needed} with strategy={self.strategy!r} "
+                f"(the candidate and {needed - 1} other distinct members), "
+                f"got {self.population}; raise population."
+            )
+        if not isinstance(self.init, str) or self.init not in INITS:
+            raise ConfigError(
+                f"DEConfig.init must be one of {', '.join(INITS)}, got {self.init!r}; "
+                f"the papers use 'latinhypercube'."
+            )
+
+    def _check_mutation(self) -> None:
+        value = self.mutation
+        if is_real(value):
+            if not 0.0 <= value < 2.0:
+                raise _dither_error(value)
+            return
+        if isinstance(value, str | bytes) or not isinstance(value, Sequence | np.ndarray):
+            raise _dither_error(value)
+        pair = [] if isinstance(value, np.ndarray) and value.ndim != 1 else list(value)
+        if len(pair) != 2 or not all(is_real(v) for v in pair):
+            raise _dither_error(value)
+        lo, hi = float(pair[0]), float(pair[1])
+        if not (0.0 <= lo < 2.0 and 0.0 <= hi < 2.0):
+            raise _dither_error(value)
+        if lo > hi:
+            raise ConfigError(
+                f"DEConfig.mutation = {value!r} has min > max; give the dithering range in "
+                f"order: ({hi}, {lo})."
+            )
+        object.__setattr__(self, "mutation", (lo, hi))
+
+    @property
+    def dither(self) -> tuple[float, float] | None:
+        """The ``(min, max)`` range of F when dithering, else None."""
+        return self.mutation if isinstance(self.mutation, tuple) else None
+
+    @property
+    def effective_population(self) -> int:
+        """The population actually used: :attr:`population`, rounded up to the next power of
+        two with ``init="sobol"`` (as scipy)."""
+        if self.init == "sobol":
+            return 1 << (self.population - 1).bit_length()
+        return self.population
 
 
 @dataclass(frozen=True, eq=False)
@@ -212,14 +359,18 @@ class DEResult:
     nit : int
         Number of generations run.
     nfev : int
-        Number of objective evaluations for this problem, ``P * (nit + 1)``.
+        Number of objective evaluations for this problem, ``P * (nit + 1)`` with ``P`` the
+        :attr:`DEConfig.effective_population`.
     converged : bool
         True when the convergence criterion stopped the problem (scipy's ``success``).
     message : str
-        :data:`MESSAGE_SUCCESS` or :data:`MESSAGE_MAXITER`, as scipy.
+        :data:`MESSAGE_SUCCESS`, :data:`MESSAGE_MAXITER` or :data:`MESSAGE_CALLBACK`, as scipy.
     history : numpy.ndarray
         (nit + 1,) float64 best energy after initialisation (``history[0]``) and after each
         generation (``history[g]``); non-increasing, ``history[-1] == fun``.
+    stopped : bool
+        True when the ``stop`` callback stopped the problem (then ``converged`` is False, as
+        scipy's ``success`` is after a callback stop).
     """
 
     problem_id: int
@@ -230,6 +381,7 @@ class DEResult:
     converged: bool
     message: str
     history: np.ndarray
+    stopped: bool = False
 
 
 class _NumpyOps:
@@ -347,13 +499,72 @@ def _latin_hypercube(rng: np.random.Generator, P: int, D: int) -> np.ndarray:
     return samples[orders.T, np.arange(D)]
 
 
-class BatchDESolver:
-    """Steppable batched best1bin differential evolution (like scipy's solver object).
 
-    Construction draws the initial Latin-hypercube populations; :meth:`initialize` evaluates
-    them (called by the first :meth:`step` if needed); each :meth:`step` runs one generation
-    of every active problem; :meth:`results` returns one :class:`DEResult` per problem once
-    :attr:`done`. :meth:`run` does all of it.
+def _qmc(rng: np.random.Generator, P: int, D: int, engine: str) -> np.ndarray:
+    """(P, D) first points of a scrambled Sobol'/Halton sequence seeded from ``rng``."""
+    try:
+        from scipy.stats import qmc
+    except ImportError as exc:  # pragma: no cover - scipy is a dependency
+        raise ConfigError(
+            f"DEConfig(init={engine!r}) needs scipy >= 1.15 (pip install 'scipy>=1.15'); "
+            f"or use init='latinhypercube' or 'random'"
+        ) from exc
+    sampler = qmc.Sobol(d=D, rng=rng) if engine == "sobol" else qmc.Halton(d=D, rng=rng)
+    return sampler.random(n=P)
+
+
+def _initial_population(rng: np.random.Generator, P: int, D: int, init: str) -> np.ndarray:
+    """(P, D) initial population of one problem in the unit cube, as scipy's ``init``."""
+    if init == "latinhypercube":
+        return _latin_hypercube(rng, P, D)
+    if init == "random":
+        return rng.uniform(size=(P, D))
+    return _qmc(rng, P, D, init)
+
+
+def _distinct_picks(rng: np.random.Generator, P: int, n: int) -> list[np.ndarray]:
+    """``n`` (P,) int64 arrays of member indices: for each candidate ``c``, the ``n`` picks are
+    distinct, different from ``c``, and uniform over such ordered tuples (scipy's
+    ``_select_samples``). Draws ``rng.integers(0, P - 1 - i, size=P)`` for ``i < n``."""
+    raw = [rng.integers(0, P - 1 - i, size=P) for i in range(n)]
+    excluded = [np.arange(P)]
+    for r in raw:
+        # r is uniform over {0 .. P-1-len(excluded)}: map it to the r-th value that is not
+        # excluded, by stepping over the excluded values in increasing order
+        for s in np.sort(np.stack(excluded), axis=0):
+            r += r >= s
+        excluded.append(r)
+    return raw
+
+
+def _crossover_mask(cross_u: np.ndarray, fill: np.ndarray, CR: float, binomial: bool
+                    ) -> np.ndarray:
+    """(K, P, D) bool: which trial parameters come from the mutant.
+
+    ``cross_u`` (K, P, D) uniforms, ``fill`` (K, P) positions in ``[0, D)``. Binomial: ``u < CR``
+    plus the fill position. Exponential: ``L`` consecutive positions from ``fill`` (cyclic),
+    ``L`` = 1 + the number of leading ``u < CR`` among positions ``1..D-1`` of ``u`` (as scipy,
+    which forces its first crossover test to succeed).
+    """
+    cross = cross_u < CR
+    if binomial:
+        K, P = fill.shape
+        cross[np.arange(K)[:, None], np.arange(P)[None, :], fill] = True
+        return cross
+    D = cross.shape[-1]
+    cross[..., 0] = True
+    length = np.where(cross.all(axis=-1), D, cross.argmin(axis=-1))  # first failure
+    offset = (np.arange(D) - fill[..., None]) % D
+    return offset < length[..., None]
+
+
+class BatchDESolver:
+    """Steppable batched differential evolution (like scipy's solver object).
+
+    Construction draws the initial populations (:attr:`DEConfig.init`); :meth:`initialize`
+    evaluates them (called by the first :meth:`step` if needed); each :meth:`step` runs one
+    generation of every active problem; :meth:`results` returns one :class:`DEResult` per
+    problem once :attr:`done`. :meth:`run` does all of it.
 
     Parameters
     ----------
@@ -366,7 +577,8 @@ class BatchDESolver:
         Number of problems B.
     problem_ids : sequence of int, optional
         (B,) non-negative ids that seed each problem's stream (default ``range(B)``). A problem's
-        result depends only on ``(config, bounds, integrality, objective, problem_id)``.
+        result depends only on ``(config, bounds, integrality, objective, problem_id)`` (and on
+        the ``stop`` callback's answers for it).
     integrality : bool or sequence of bool, optional
         (D,) which parameters are integers.
     config : DEConfig
@@ -426,6 +638,13 @@ class BatchDESolver:
         self.n_problems = int(n_problems)
         self.n_parameters = int(limits.shape[0])
         self.integrality = int_mask
+        self.population = config.effective_population
+        if self.population != config.population and (
+                key := (config.population, self.population)) not in _warned_sobol:
+            _warned_sobol.add(key)
+            logger.warning("init='sobol' needs a power-of-two population: using %d members "
+                           "instead of %d, as scipy does", self.population, config.population)
+        self._n_picks = _MUTATION_SAMPLES[config.strategy[:-3]]
         self._ops: _NumpyOps | _TorchOps = (
             _NumpyOps() if backend == "numpy" else _TorchOps(device)
         )
@@ -441,8 +660,9 @@ class BatchDESolver:
             np.random.Generator(np.random.PCG64(np.random.SeedSequence([config.seed, int(i)])))
             for i in ids
         ]
-        P, D = config.population, self.n_parameters
-        self._pop = ops.asarray(np.stack([_latin_hypercube(r, P, D) for r in self._rngs]))
+        P, D = self.population, self.n_parameters
+        self._pop = ops.asarray(np.stack([_initial_population(r, P, D, config.init)
+                                          for r in self._rngs]))
         self._energy: Any = None  # (K, P) once initialised
         self._active = np.arange(self.n_problems)  # batch positions of the state rows
         self._rows = ops.asarray(np.arange(self.n_problems))  # (K,) row numbers on backend
@@ -470,7 +690,7 @@ class BatchDESolver:
 
     @property
     def done(self) -> bool:
-        """True when every problem has converged or reached ``maxiter``."""
+        """True when every problem has finished (converged, stopped or reached ``maxiter``)."""
         return self._active.size == 0
 
     # ------------------------------------------------------------------ internals
@@ -502,43 +722,58 @@ class BatchDESolver:
         E[rows, best] = e0
         E[rows, 0] = eb
 
-    def _draw(self) -> tuple[Any, Any, Any, Any]:
+    def _draw(self) -> tuple[Any, list[Any], Any, Any]:
         """One generation of random draws for every active problem, from their own streams.
 
-        Returns r0, r1 (K, P) int64 donor indices (distinct, != candidate), crossover mask
-        (K, P, D) bool (fill point forced) and redraw uniforms (K, P, D), on the backend.
+        Returns F (a float, or (K,) on the backend when dithering), the donor indices (a list
+        of n (K, P) int64 arrays: distinct, != candidate), the crossover mask (K, P, D) bool
+        and redraw uniforms (K, P, D), on the backend. Per problem the draws are, in order:
+        F (dithering only), the n picks, the (P,) crossover positions, (P, D) crossover
+        uniforms, (P, D) redraw uniforms (best1bin without dithering: exactly the draws of
+        the module before strategies and dithering existed).
         """
-        P, D = self.config.population, self.n_parameters
+        cfg = self.config
+        P, D, n = self.population, self.n_parameters, self._n_picks
+        dither = cfg.dither
         draws = []
         for k in self._active:
             rng = self._rngs[k]
-            draws.append((
-                rng.integers(0, P - 1, size=P),
-                rng.integers(0, P - 2, size=P),
-                rng.integers(0, D, size=P),
-                rng.random((P, D)),
-                rng.random((P, D)),
-            ))
-        r0, r1, fill, cross_u, redraw = (np.stack(a) for a in zip(*draws, strict=True))
-        cand = np.arange(P)
-        # r0 uniform over {0..P-1} \ {c}; r1 uniform over {0..P-1} \ {c, r0}
-        r0 += r0 >= cand
-        low, high = np.minimum(cand, r0), np.maximum(cand, r0)
-        r1 += r1 >= low
-        r1 += r1 >= high
-        cross = cross_u < self.config.recombination
-        K = len(self._active)
-        cross[np.arange(K)[:, None], cand[None, :], fill] = True
+            f = rng.uniform(dither[0], dither[1]) if dither is not None else cfg.mutation
+            picks = _distinct_picks(rng, P, n)
+            draws.append((f, *picks, rng.integers(0, D, size=P), rng.random((P, D)),
+                          rng.random((P, D))))
+        cols = [np.stack(a) for a in zip(*draws, strict=True)]
+        F_host, picks, (fill, cross_u, redraw) = cols[0], cols[1 : 1 + n], cols[1 + n :]
+        cross = _crossover_mask(cross_u, fill, cfg.recombination, cfg.strategy.endswith("bin"))
         ops = self._ops
-        return ops.asarray(r0), ops.asarray(r1), ops.asarray(cross), ops.asarray(redraw)
+        F = ops.asarray(F_host) if dither is not None else cfg.mutation
+        return (F, [ops.asarray(p) for p in picks], ops.asarray(cross), ops.asarray(redraw))
+
+    def _mutant(self, F: Any, best: Any, current: Any, donors: list[Any]) -> Any:
+        """scipy's mutation rule of the strategy (shapes broadcast: (K, [P,] D))."""
+        rule = self.config.strategy[:-3]
+        if rule == "best1":
+            return best + F * (donors[0] - donors[1])
+        if rule == "rand1":
+            return donors[0] + F * (donors[1] - donors[2])
+        if rule == "randtobest1":
+            b = donors[0] + F * (best - donors[0])
+            return b + F * (donors[1] - donors[2])
+        if rule == "currenttobest1":
+            return current + F * (best - current + donors[0] - donors[1])
+        if rule == "best2":
+            return best + F * (donors[0] + donors[1] - donors[2] - donors[3])
+        return donors[0] + F * (donors[1] + donors[2] - donors[3] - donors[4])  # rand2
 
     def _generation_immediate(self) -> None:
-        ops, F = self._ops, self.config.mutation
-        r0, r1, cross, redraw = self._draw()
+        ops = self._ops
+        F, picks, cross, redraw = self._draw()
+        if self.config.dither is not None:
+            F = F[:, None]  # (K, 1)
         pop, E, rows = self._pop, self._energy, self._rows
-        for j in range(self.config.population):
+        for j in range(self.population):
             current = pop[:, j]
-            mutant = pop[:, 0] + F * (pop[rows, r0[:, j]] - pop[rows, r1[:, j]])
+            mutant = self._mutant(F, pop[:, 0], current, [pop[rows, r[:, j]] for r in picks])
             trial = ops.where(cross[:, j], mutant, current)
             trial = ops.where((trial > 1) | (trial < 0), redraw[:, j], trial)
             e = self._evaluate(trial[:, None, :])[:, 0]
@@ -548,10 +783,12 @@ class BatchDESolver:
             self._promote_lowest(accept & (e <= E[:, 0]))
 
     def _generation_deferred(self) -> None:
-        ops, F = self._ops, self.config.mutation
-        r0, r1, cross, redraw = self._draw()
+        ops = self._ops
+        F, picks, cross, redraw = self._draw()
+        if self.config.dither is not None:
+            F = F[:, None, None]  # (K, 1, 1)
         pop, E, rows = self._pop, self._energy, self._rows[:, None]
-        mutant = pop[:, :1] + F * (pop[rows, r0] - pop[rows, r1])
+        mutant = self._mutant(F, pop[:, :1], pop, [pop[rows, r] for r in picks])
         trial = ops.where(cross, mutant, pop)
         trial = ops.where((trial > 1) | (trial < 0), redraw, trial)
         e = self._evaluate(trial)
@@ -560,22 +797,27 @@ class BatchDESolver:
         self._energy = ops.where(accept, e, E)
         self._promote_lowest()
 
-    def _finish(self, finished: np.ndarray, converged: np.ndarray) -> None:
-        """Record results of the rows in ``finished`` (bool (K,)) and drop them."""
+    def _finish(self, finished: np.ndarray, converged: np.ndarray,
+                stopped: np.ndarray | None = None) -> None:
+        """Record results of the rows in ``finished`` (bool (K,)) and drop them.
+
+        ``converged`` and ``stopped`` (bool (K,)) say why; ``stopped`` wins.
+        """
         if not finished.any():
             return
         ops = self._ops
         idx = np.flatnonzero(finished)
         x = ops.to_numpy(self._scale(self._pop[ops.asarray(idx), 0]))
         fun = ops.to_numpy(self._energy[ops.asarray(idx), 0])
-        P = self.config.population
+        P = self.population
         for n, row in enumerate(idx):
             b = int(self._active[row])
             xb = np.array(x[n], dtype=np.float64)
             xb.setflags(write=False)
             hist = self._history[b, : self._generation + 1].copy()
             hist.setflags(write=False)
-            ok = bool(converged[row])
+            stop = stopped is not None and bool(stopped[row])
+            ok = bool(converged[row]) and not stop
             self._results[b] = DEResult(
                 problem_id=int(self.problem_ids[b]),
                 x=xb,
@@ -583,8 +825,9 @@ class BatchDESolver:
                 nit=self._generation,
                 nfev=P * (self._generation + 1),
                 converged=ok,
-                message=MESSAGE_SUCCESS if ok else MESSAGE_MAXITER,
+                message=MESSAGE_CALLBACK if stop else MESSAGE_SUCCESS if ok else MESSAGE_MAXITER,
                 history=hist,
+                stopped=stop,
             )
         keep = ~finished
         keep_b = ops.asarray(keep)
@@ -599,6 +842,24 @@ class BatchDESolver:
         self._history[self._active, self._generation] = E[:, 0]
         return E
 
+    def _ask_stop(self, stop: StopCallback, ids: np.ndarray, best: np.ndarray) -> np.ndarray:
+        """(K,) bool: the problems the ``stop`` callback stops now."""
+        K = ids.size
+        x = self._ops.to_numpy(self._scale(self._pop[:, 0])).astype(np.float64)
+        answer = stop(ids.copy(), x, best.copy())
+        if answer is None:
+            return np.zeros(K, dtype=bool)
+        if hasattr(answer, "detach"):  # a torch tensor
+            answer = answer.detach().cpu().numpy()
+        mask = np.asarray(answer)
+        if mask.dtype != np.bool_ or mask.shape != (K,):
+            raise ConfigError(
+                f"the stop callback must return None or a ({K},) bool mask (one per problem "
+                f"it was given), got dtype {mask.dtype} and shape {mask.shape}; compare, e.g. "
+                f"return best_fun < threshold"
+            )
+        return mask
+
     # ------------------------------------------------------------------ public API
     def initialize(self) -> None:
         """Evaluate the initial populations (one objective call (B, P, D)); idempotent."""
@@ -607,14 +868,22 @@ class BatchDESolver:
         self._energy = self._evaluate(self._pop)
         self._promote_lowest()
         self._record_best()
-        logger.debug("DE init: %d problems, population %d", self.n_problems,
-                     self.config.population)
+        logger.debug("DE init: %d problems, population %d", self.n_problems, self.population)
         if self.config.maxiter == 0:
             none = np.zeros(self._active.size, dtype=bool)
             self._finish(~none, none)
 
-    def step(self) -> tuple[np.ndarray, np.ndarray]:
+    def step(self, stop: StopCallback | None = None) -> tuple[np.ndarray, np.ndarray]:
         """Run one generation of every active problem.
+
+        Parameters
+        ----------
+        stop : StopCallback, optional
+            ``stop(problem_ids (K,), best_x (K, D), best_fun (K,)) -> None | (K,) bool``,
+            called after the generation (its stop wins over convergence and ``maxiter``) with
+            the K problems that took part in it; the problems it marks finish now with
+            :data:`MESSAGE_CALLBACK`, ``stopped=True``, ``converged=False``. See
+            :data:`StopCallback`.
 
         Returns
         -------
@@ -623,6 +892,11 @@ class BatchDESolver:
         best_fun : numpy.ndarray
             (K,) their best energies after it.
         """
+        if stop is not None and not callable(stop):
+            raise ConfigError(
+                f"stop must be callable: stop(problem_ids, best_x, best_fun) -> None or a bool "
+                f"mask, got {stop!r}"
+            )
         self.initialize()
         if self.done:
             raise SolverStateError("all problems have finished; read results() instead of step()")
@@ -638,11 +912,15 @@ class BatchDESolver:
             converged = (~np.isinf(E).any(axis=1)) & (
                 E.std(axis=1) <= cfg.atol + cfg.tol * np.abs(E.mean(axis=1))
             )
-        finished = converged | (self._generation >= cfg.maxiter)
-        logger.debug("DE generation %d: %d active, %d converged, %d finished",
-                     self._generation, ids.size, int(converged.sum()), int(finished.sum()))
         best = E[:, 0].copy()
-        self._finish(finished, converged)
+        stopped = self._ask_stop(stop, ids, best) if stop is not None else None
+        finished = converged | (self._generation >= cfg.maxiter)
+        if stopped is not None:
+            finished |= stopped
+        logger.debug("DE generation %d: %d active, %d converged, %d stopped, %d finished",
+                     self._generation, ids.size, int(converged.sum()),
+                     0 if stopped is None else int(stopped.sum()), int(finished.sum()))
+        self._finish(finished, converged, stopped)
         return ids, best
 
     def take_finished(self) -> list[tuple[int, DEResult]]:
@@ -666,11 +944,21 @@ class BatchDESolver:
             )
         return [r for r in self._results if r is not None]
 
-    def run(self, callback: ProgressCallback | None = None) -> list[DEResult]:
-        """Step until every problem has finished; return :meth:`results`."""
+    def run(self, callback: ProgressCallback | None = None,
+            stop: StopCallback | None = None) -> list[DEResult]:
+        """Step until every problem has finished; return :meth:`results`.
+
+        Parameters
+        ----------
+        callback : ProgressCallback, optional
+            ``callback(generation, problem_ids (K,), best_fun (K,))`` after each generation
+            (after ``stop`` has been asked); its return value is ignored.
+        stop : StopCallback, optional
+            Passed to each :meth:`step`: may stop problems after each generation.
+        """
         self.initialize()
         while not self.done:
-            ids, best = self.step()
+            ids, best = self.step(stop)
             if callback is not None:
                 callback(self._generation, ids, best)
         return self.results()
@@ -687,13 +975,15 @@ def differential_evolution_batch(
     backend: str = "numpy",
     device: str | torch.device | None = None,
     callback: ProgressCallback | None = None,
+    stop: StopCallback | None = None,
 ) -> list[DEResult]:
-    """Minimise ``n_problems`` independent problems with batched best1bin DE.
+    """Minimise ``n_problems`` independent problems with batched differential evolution.
 
     Equivalent in distribution to calling, per problem,
-    ``scipy.optimize.differential_evolution(f, bounds, strategy='best1bin',
-    popsize=population / D, init='latinhypercube', mutation=F, recombination=CR, tol=tol,
-    atol=atol, maxiter=maxiter, polish=False, integrality=integrality, updating=updating)``.
+    ``scipy.optimize.differential_evolution(f, bounds, strategy=strategy,
+    popsize=population / D, init=init, mutation=mutation, recombination=CR, tol=tol,
+    atol=atol, maxiter=maxiter, polish=False, integrality=integrality, updating=updating,
+    callback=...)``.
 
     Parameters
     ----------
@@ -716,12 +1006,20 @@ def differential_evolution_batch(
         Torch device (default CPU); only with ``backend="torch"``.
     callback : callable, optional
         ``callback(generation, problem_ids (K,), best_fun (K,))`` after each generation.
+    stop : callable, optional
+        ``stop(problem_ids (K,), best_x (K, D), best_fun (K,)) -> None | (K,) bool`` after
+        each generation: the problems it marks stop now (:data:`StopCallback`).
 
     Returns
     -------
     list of DEResult
         (B,) results in batch order.
     """
+    if stop is not None and not callable(stop):
+        raise ConfigError(
+            f"stop must be callable: stop(problem_ids, best_x, best_fun) -> None or a bool "
+            f"mask, got {stop!r}"
+        )
     solver = BatchDESolver(
         objective,
         bounds,
@@ -732,4 +1030,4 @@ def differential_evolution_batch(
         backend=backend,
         device=device,
     )
-    return solver.run(callback)
+    return solver.run(callback, stop)
