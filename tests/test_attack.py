@@ -159,3 +159,41 @@ def test_one_pixel_objective_matches_scipy_in_distribution(max_model_path, true_
             assert a[0] == b[0], key
             continue
         assert stats.ks_2samp(a, b).pvalue > 0.001, (key, a, b)
+
+
+def test_stop_on_success_stops_each_image_when_its_goal_is_met():
+    """A toy landscape where one pixel flips the score: with stop_on_success each problem stops
+    in the generation its best crosses 0.5 (fewer queries, a less extreme score); without it
+    every generation runs. Binary goals and a 3-class goal (argmax) alike."""
+    yy, xx = np.mgrid[0:64, 0:64]
+    weight = np.exp(-((xx - PEAK[0]) ** 2 + (yy - PEAK[1]) ** 2) / (2 * 20.0**2))
+
+    def sharp(images):  # 0.9 on the grey image; a dark pixel near PEAK takes it below 0.5
+        delta = images.astype(np.float64).sum(axis=3) / 765.0 - 128 / 255
+        return np.clip(0.9 + 0.9 * (weight * delta).sum(axis=(1, 2)), 0, 1)
+
+    images = np.full((3, 64, 64, 3), 128, np.uint8)
+    clf = CallableClassifier(sharp, (64, 64, 3), "sharp")
+    de = DEConfig(population=40, maxiter=60, tol=0)
+    full = OnePixelAttack(HostEvaluator(clf), AttackConfig(de=de)).run(images, ["decrease"] * 3, [1, 2, 3])
+    stopped = OnePixelAttack(HostEvaluator(clf), AttackConfig(de=de, stop_on_success=True)).run(
+        images, ["decrease"] * 3, [1, 2, 3])
+    assert all(f.fun < 0.5 and not f.stopped for f in full)
+    for f, s in zip(full, stopped, strict=True):
+        # Stopped in the generation it first crossed 0.5: fewer queries, a less extreme score.
+        assert s.stopped and 0.3 < s.fun < 0.5 and s.nit < f.nit and s.nfev < f.nfev
+        assert f.fun < s.fun
+        assert not s.converged  # so not "converged early": the attack succeeded
+
+    from onepixel.attack.goals import Untargeted
+
+    def three(images):
+        p = sharp(images)
+        return np.stack([p, (1 - p) * 0.9, (1 - p) * 0.1], axis=1)
+
+    clf3 = CallableClassifier(three, (64, 64, 3), "three", n_classes=3)
+    res = OnePixelAttack(HostEvaluator(clf3), AttackConfig(de=de, stop_on_success=True)).run(
+        images[:1], [Untargeted(true_class=0)], [7])
+    best = images[:1].copy()
+    best[0, int(res[0].x[1]), int(res[0].x[0])] = res[0].x[2:].astype(np.uint8)
+    assert res[0].stopped and three(best)[0].argmax() != 0

@@ -20,7 +20,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from onepixel import __version__
-from onepixel.attack.config import CampaignConfig
+from onepixel.attack.config import AttackConfig, CampaignConfig
 from onepixel.attack.objective import (
     AttackPlan,
     OnePixelAttack,
@@ -63,6 +63,12 @@ def _versions() -> dict[str, str]:
     return out
 
 
+def attack_settings(attack: AttackConfig) -> dict:
+    """config.json's ``attack``: every DE and attack setting that changes results."""
+    return {**attack.de.__dict__,
+            **{k: v for k, v in attack.to_dict().items() if k not in ("de", "memoize")}}
+
+
 def run_config(cfg: CampaignConfig, dataset: Dataset, classifier, evaluator=None) -> dict:
     """The config.json content of a campaign."""
     return {
@@ -76,8 +82,7 @@ def run_config(cfg: CampaignConfig, dataset: Dataset, classifier, evaluator=None
         "target": cfg.target,
         "model": {"spec": cfg.model, "name": classifier.name,
                   "sha256": capabilities_of(classifier).fingerprint},
-        "attack": {**cfg.attack.de.__dict__,
-                   **{k: v for k, v in cfg.attack.to_dict().items() if k not in ("de", "memoize")}},
+        "attack": attack_settings(cfg.attack),
         "device": cfg.model_options.device,
         "engine": type(classifier).__name__,
         "evaluator": type(evaluator).__name__ if evaluator is not None else cfg.evaluator,
@@ -143,7 +148,9 @@ def run_campaign(cfg: CampaignConfig, classifier: Classifier | None = None,
     items = list(dataset.items[: cfg.limit] if cfg.limit else dataset.items)
     target = None if cfg.target is None else dataset.classes.index(cfg.target)
     store = RunStore(cfg.out)
-    done = store.open(run_config(cfg, dataset, classifier, evaluator))
+    # Settings a RUN made by an older onepixel lacks take their defaults when it is resumed.
+    done = store.open(run_config(cfg, dataset, classifier, evaluator),
+                      defaults={"attack": attack_settings(AttackConfig())})
     todo = [it for it in items if record_text(dataset.relative_name(it)) not in done]
     log.info("%s: %d images, %d already done, %d to go", cfg.out, len(items),
              len(items) - len(todo), len(todo))

@@ -36,6 +36,9 @@ class AttackConfig:
     pixels : int
         Pixels changed per candidate (Su et al. use 1, 3 and 5): the candidate is ``pixels``
         groups of ``(x, y, r, g, b)`` (``(x, y, v)`` for greyscale models).
+    stop_on_success : bool
+        Stop each image's evolution as soon as its goal is met (what torchattacks and ART do:
+        fewer queries, a less extreme best score). Off by default, as in the papers.
     """
 
     de: DEConfig = field(default_factory=DEConfig)
@@ -46,6 +49,7 @@ class AttackConfig:
     strong_increase_above: float = schema.STRONG_INCREASE_ABOVE
     memoize: bool = True
     pixels: int = 1
+    stop_on_success: bool = False
 
     def __post_init__(self) -> None:
         if not is_integer(self.pixels) or not 1 <= self.pixels <= 1024:

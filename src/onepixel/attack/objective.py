@@ -203,14 +203,42 @@ class OnePixelAttack:
             device=self.evaluator.device if torch_eval else None)
         solver.initialize()
         self._report(solver, goal_up, on_finish)
+        stop = self._stop_on_success(images, goal_objs, problem_ids) \
+            if self.config.stop_on_success else None
         while not solver.done:
-            ids, _best = solver.step()
+            ids, _best = solver.step(stop=stop)
             self._report(solver, goal_up, on_finish)
             if on_generation is not None:
                 on_generation(len(ids), self.evaluator.n_evaluations)
         if memo is not None:
             log.debug("attack of %d images: %d memo hits", len(images), memo.hits)
         return solver.results()
+
+    def _stop_on_success(self, images: np.ndarray, goals: list[Goal], problem_ids: Sequence[int]):
+        """The solver's stop callback for ``stop_on_success``: a problem stops once its best
+        candidate meets its goal. Binary goals are judged from the energy; K-class goals need
+        the predicted class, so each active image's best candidate is scored once per
+        generation (those queries count in the evaluator, not in ``nfev``)."""
+        position = {int(pid): b for b, pid in enumerate(problem_ids)}
+        if len(position) != len(problem_ids):
+            raise OnepixelError("problem ids must be distinct to stop on success")
+
+        def stop(ids: np.ndarray, best_x: np.ndarray, best_fun: np.ndarray) -> np.ndarray:
+            rows = np.array([position[int(i)] for i in ids], dtype=np.int64)
+            out = np.zeros(len(ids), dtype=bool)
+            for k, b in enumerate(rows):
+                goal = goals[b]
+                if goal.binary:
+                    out[k] = goal.judge(goal.score_of_energy(float(best_fun[k])))[0]
+            multi = np.flatnonzero([not goals[b].binary for b in rows])
+            if multi.size:
+                cand = best_x[multi][:, None, :].astype(np.int64)
+                probs = self.evaluator.scores(images[rows[multi]], cand)[:, 0]
+                for j, k in enumerate(multi):
+                    out[k] = goals[rows[k]].judge(probs[j])[0]
+            return out
+
+        return stop
 
     @staticmethod
     def _report(solver: BatchDESolver, goal_up: np.ndarray, on_finish) -> None:

@@ -33,6 +33,19 @@ def default(cls: type, name: str) -> Any:
     raise KeyError(f"{cls.__name__} has no field {name!r} with a default")
 
 
+def _mutation(text: str) -> float | tuple[float, float]:
+    """``--mutation``: one factor, or ``MIN,MAX`` for dithering."""
+    try:
+        parts = [float(v) for v in text.split(",")]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number or MIN,MAX, got {text!r}") from None
+    if len(parts) == 1:
+        return parts[0]
+    if len(parts) == 2:
+        return (parts[0], parts[1])
+    raise argparse.ArgumentTypeError(f"expected a number or MIN,MAX, got {text!r}")
+
+
 def _add_model_options(p: argparse.ArgumentParser) -> None:
     from onepixel.models.options import BUILTIN, ENGINES, ModelOptions
 
@@ -75,7 +88,7 @@ def build_parser() -> argparse.ArgumentParser:
     from onepixel.datasets.tiles import TileConfig
     from onepixel.datasets.tupac import TupacConfig
     from onepixel.demo import DemoConfig
-    from onepixel.optimize.de import DEConfig
+    from onepixel.optimize.de import INITS, STRATEGIES, DEConfig
     from onepixel.scoring.options import EVALUATORS
 
     parser = argparse.ArgumentParser(
@@ -103,8 +116,14 @@ def build_parser() -> argparse.ArgumentParser:
                    help="population size in total (default: %(default)s)")
     g.add_argument("--maxiter", type=int, default=default(DEConfig, "maxiter"),
                    help="maximum generations (default: %(default)s)")
-    g.add_argument("--mutation", type=float, default=default(DEConfig, "mutation"),
-                   help="mutation factor F (default: %(default)s)")
+    g.add_argument("--mutation", type=_mutation, default=default(DEConfig, "mutation"),
+                   metavar="F|MIN,MAX",
+                   help="mutation factor F, or MIN,MAX for dithering: F drawn in [MIN, MAX) each "
+                        "generation (default: %(default)s)")
+    g.add_argument("--strategy", choices=STRATEGIES, default=default(DEConfig, "strategy"),
+                   help="DE strategy, as scipy's (default: %(default)s)")
+    g.add_argument("--init", choices=INITS, default=default(DEConfig, "init"),
+                   help="initial population, as scipy's (default: %(default)s)")
     g.add_argument("--recombination", type=float, default=default(DEConfig, "recombination"),
                    help="crossover probability CR (default: %(default)s)")
     g.add_argument("--tol", type=float, default=default(DEConfig, "tol"),
@@ -137,6 +156,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="negatives scoring above this are ambiguous, not attacked (default: %(default)s)")
     g.add_argument("--pixels", type=int, default=default(AttackConfig, "pixels"),
                    help="pixels changed per attack (Su et al. use 1, 3, 5; default: %(default)s)")
+    g.add_argument("--stop-on-success", action="store_true",
+                   help="stop each image's evolution once its goal is met (torchattacks' and ART's "
+                        "behaviour: fewer queries); the papers ran every generation")
     g = p.add_argument_group("multi-class models (class folders, ImageFolder layout)")
     g.add_argument("--classes", default=None, metavar="NAME,NAME,...",
                    help="class names in the model's output order (default: the dataset's class "
@@ -309,9 +331,10 @@ def cmd_attack(args: argparse.Namespace) -> int:
 
     de = DEConfig(population=args.popsize, maxiter=args.maxiter, mutation=args.mutation,
                   recombination=args.recombination, tol=args.tol, atol=args.atol,
-                  updating=args.updating, seed=args.seed)
+                  updating=args.updating, seed=args.seed, strategy=args.strategy, init=args.init)
     attack = AttackConfig(de=de, skip_positive_below=args.skip_positive_below,
-                          skip_negative_above=args.skip_negative_above, pixels=args.pixels)
+                          skip_negative_above=args.skip_negative_above, pixels=args.pixels,
+                          stop_on_success=args.stop_on_success)
     classes = tuple(c.strip() for c in args.classes.split(",") if c.strip()) if args.classes else None
     config = CampaignConfig(dataset=Path(args.dataset), out=Path(args.out), model=args.model,
                             model_options=_model_options(args), attack=attack,

@@ -39,6 +39,13 @@ def _lookup(config: dict, dotted: str):
     return value
 
 
+def _with_defaults(value, default):
+    """A dict setting with the keys it lacks taken from ``default``; other values as they are."""
+    if isinstance(value, dict) and isinstance(default, dict):
+        return {**default, **value}
+    return value
+
+
 def _cut_torn_line(path: Path) -> None:
     """Truncate a file after its last newline (drops a line cut short by a crash)."""
     size = path.stat().st_size
@@ -98,8 +105,12 @@ class RunStore:
     def history_path(self) -> Path:
         return self.dir / HISTORY
 
-    def open(self, config: dict) -> set[str]:
+    def open(self, config: dict, defaults: dict | None = None) -> set[str]:
         """Create or reopen the RUN; return the names of images already done.
+
+        ``config`` is compared with the RUN's config.json on :data:`RESUME_KEYS` as JSON (so
+        tuples equal lists); ``defaults`` fills settings an older RUN lacks (e.g.
+        ``{"attack": {...}}``).
 
         Raises
         ------
@@ -116,7 +127,10 @@ class RunStore:
                 old = json.loads(config_path.read_text())
             except json.JSONDecodeError as exc:
                 raise RunError(f"{config_path} is not valid JSON ({exc}); use a new --out") from exc
-            differ = [k for k in RESUME_KEYS if _lookup(old, k) != _lookup(config, k)]
+            config = json.loads(json.dumps(config))
+            defaults = json.loads(json.dumps(defaults or {}))
+            differ = [k for k in RESUME_KEYS if _with_defaults(_lookup(old, k), _lookup(defaults, k))
+                      != _lookup(config, k)]
             if differ:
                 raise RunError(
                     f"{self.dir} holds a run with other settings ({', '.join(differ)} differ); "
