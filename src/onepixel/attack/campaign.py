@@ -33,6 +33,7 @@ from onepixel.attack.objective import (
 from onepixel.datasets.images import (
     Dataset,
     LabeledImage,
+    count_images,
     load_image,
     scan_dataset,
     scan_image_folder,
@@ -41,11 +42,12 @@ from onepixel.errors import DatasetError, ImageError, OnepixelError
 from onepixel.fileio import write_json_atomic
 from onepixel.models import Classifier
 from onepixel.models.base import capabilities_of
+from onepixel.models.options import resolve_device
 from onepixel.runs import schema
 from onepixel.runs.schema import SUMMARY, AttackResult, record_text
 from onepixel.runs.store import RunStore
 from onepixel.runs.summary import summarize
-from onepixel.scoring.policy import evaluator_for, load_attack_evaluator
+from onepixel.scoring.policy import auto_batch_images, evaluator_for, load_attack_evaluator
 
 log = logging.getLogger(__name__)
 
@@ -69,7 +71,8 @@ def attack_settings(attack: AttackConfig) -> dict:
             **{k: v for k, v in attack.to_dict().items() if k not in ("de", "memoize")}}
 
 
-def run_config(cfg: CampaignConfig, dataset: Dataset, classifier, evaluator=None) -> dict:
+def run_config(cfg: CampaignConfig, dataset: Dataset, classifier, evaluator=None,
+               batch: int | None = None) -> dict:
     """The config.json content of a campaign."""
     return {
         "format": 1,
@@ -86,7 +89,7 @@ def run_config(cfg: CampaignConfig, dataset: Dataset, classifier, evaluator=None
         "device": cfg.model_options.device,
         "engine": type(classifier).__name__,
         "evaluator": type(evaluator).__name__ if evaluator is not None else cfg.evaluator,
-        "batch_images": cfg.batch_images,
+        "batch_images": batch if batch is not None else cfg.batch_images,
         "limit": cfg.limit,
         "versions": _versions(),
     }
@@ -137,11 +140,18 @@ def run_campaign(cfg: CampaignConfig, classifier: Classifier | None = None,
         Called with each image's :class:`AttackResult` after it has been stored.
     """
     pixels = cfg.attack.pixels
+    batch = cfg.batch_images
+    if batch is None:
+        # All images at once up to a device-sized cap: the evaluator is chosen for that size.
+        n_files = count_images(cfg.dataset)
+        on_cpu = (resolve_device(cfg.model_options.device).type == "cpu" if classifier is None
+                  else capabilities_of(classifier).on_cpu)
+        batch = auto_batch_images(min(n_files, cfg.limit or n_files), on_cpu)
     if classifier is None:
         evaluator = load_attack_evaluator(cfg.model, cfg.model_options, cfg.evaluator,
-                                          cfg.attack.de.updating, pixels)
+                                          cfg.attack.de.updating, pixels, batch)
     else:
-        evaluator = evaluator_for(classifier, cfg.evaluator, cfg.attack.de.updating, pixels)
+        evaluator = evaluator_for(classifier, cfg.evaluator, cfg.attack.de.updating, pixels, batch)
     classifier = evaluator.classifier
     n_classes = capabilities_of(classifier).n_classes
     dataset = _load_dataset(cfg, n_classes)
@@ -149,7 +159,7 @@ def run_campaign(cfg: CampaignConfig, classifier: Classifier | None = None,
     target = None if cfg.target is None else dataset.classes.index(cfg.target)
     store = RunStore(cfg.out)
     # Settings a RUN made by an older onepixel lacks take their defaults when it is resumed.
-    done = store.open(run_config(cfg, dataset, classifier, evaluator),
+    done = store.open(run_config(cfg, dataset, classifier, evaluator, batch),
                       defaults={"attack": attack_settings(AttackConfig())})
     todo = [it for it in items if record_text(dataset.relative_name(it)) not in done]
     log.info("%s: %d images, %d already done, %d to go", cfg.out, len(items),
@@ -183,7 +193,7 @@ def run_campaign(cfg: CampaignConfig, classifier: Classifier | None = None,
     queue: list[_Pending] = []
     try:
         # Originals are scored in chunks of at least 256 (cheap), attacks run batch_images at once.
-        score_chunk = max(cfg.batch_images, 256)
+        score_chunk = max(batch, 256)
         for start in range(0, len(todo), score_chunk):
             chunk, images = [], []
             for it in todo[start : start + score_chunk]:
@@ -205,9 +215,9 @@ def run_campaign(cfg: CampaignConfig, classifier: Classifier | None = None,
                     store_result(skipped_result(name, it.label, plan, original, original_class))
                 else:
                     queue.append(_Pending(it, name, plan, original, original_class, image))
-            while len(queue) >= cfg.batch_images:
-                finish.batch(queue[: cfg.batch_images], progress)
-                del queue[: cfg.batch_images]
+            while len(queue) >= batch:
+                finish.batch(queue[:batch], progress)
+                del queue[:batch]
         if queue:
             finish.batch(queue, progress)
     finally:

@@ -78,9 +78,11 @@ class CampaignConfig:
         Model spec (``max-mitosis``, a file).
     model_options : ModelOptions
     attack : AttackConfig
-    batch_images : int
+    batch_images : int or None
         Images attacked at once (memory: ``batch_images * population`` candidates per call in
-        deferred mode).
+        deferred mode). None: all the images to attack, up to 256 on CPU and 2048 on CUDA
+        (:func:`onepixel.scoring.policy.auto_batch_images`): many images per call is what
+        makes immediate updating fast.
     limit : int, optional
         Only the first N images of the dataset (sorted order).
     progress : bool
@@ -100,7 +102,7 @@ class CampaignConfig:
     model: str = BUILTIN
     model_options: ModelOptions = field(default_factory=ModelOptions)
     attack: AttackConfig = field(default_factory=AttackConfig)
-    batch_images: int = 64
+    batch_images: int | None = None
     limit: int | None = None
     positive_label: str = "mitosis"
     negative_label: str = "normal"
@@ -113,7 +115,7 @@ class CampaignConfig:
         if self.evaluator not in EVALUATORS:
             raise OnepixelError(f"--evaluator must be one of {', '.join(EVALUATORS)}, "
                                 f"got {self.evaluator!r}")
-        if self.batch_images < 1 or self.batch_images > 32767:
+        if self.batch_images is not None and not 1 <= self.batch_images <= 32767:
             raise OnepixelError(f"--batch-images must be within 1..32767, got {self.batch_images}")
         if self.limit is not None and self.limit < 1:
             raise OnepixelError(f"--limit must be >= 1, got {self.limit}")

@@ -275,3 +275,12 @@ def scan_image_folder(root: str | Path, classes: Sequence[str] | None = None) ->
     items = sorted((LabeledImage(path, label, False, index[label]) for path, label in found),
                    key=lambda it: it.path.relative_to(root).as_posix())
     return Dataset(root, tuple(items), positive_label="", negative_label="", classes=names)
+
+
+def count_images(root: str | Path) -> int:
+    """How many image files lie under ``root`` (any depth): a cheap upper bound of a dataset's size."""
+    root = Path(root)
+    if not root.is_dir():
+        return 0
+    return sum(1 for _dir, _subdirs, files in os.walk(root) for f in files
+               if Path(f).suffix.lower() in IMAGE_SUFFIXES and not f.startswith("."))

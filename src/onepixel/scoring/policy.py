@@ -14,7 +14,12 @@ from onepixel.models.registry import ModelOptions, is_keras_spec, load_classifie
 from onepixel.models.torch_backend import resolve_device
 from onepixel.scoring.evaluators import Evaluator, make_evaluator
 from onepixel.scoring.incremental import IncrementalEvaluator
-from onepixel.scoring.options import EVALUATORS, INCREMENTAL_CPU_BATCH
+from onepixel.scoring.options import (
+    AUTO_BATCH_IMAGES,
+    EVALUATORS,
+    IMMEDIATE_INCREMENTAL_IMAGES,
+    INCREMENTAL_CPU_BATCH,
+)
 
 log = logging.getLogger(__name__)
 
@@ -23,19 +28,23 @@ def _check_kind(kind: str) -> None:
         raise OnepixelError(f"unknown evaluator {kind!r}: use one of {', '.join(EVALUATORS)}")
 
 
-def incremental_pays_off(on_cpu: bool, updating: str) -> bool:
+def incremental_pays_off(on_cpu: bool, updating: str, images_per_call: int | None = None) -> bool:
     """Whether ``auto`` picks the incremental evaluator for an attack.
 
     On CPU when the attack scores whole generations at once (``updating="deferred"``: about
-    1.8x the full network there). With immediate updating each call holds one candidate per
-    image, too few for it to pay off, and on CUDA the full network runs whole batches fast
-    (bench/results/attack-cpu.md).
+    1.8x the full network there), or scores at least :data:`IMMEDIATE_INCREMENTAL_IMAGES`
+    images at once in immediate mode (one candidate per image per call: fewer are too few to
+    pay for the evaluator's fixed cost per call). On CUDA the full network runs whole batches
+    fast (bench/results/attack-cpu.md).
     """
-    return on_cpu and updating == "deferred"
+    if not on_cpu:
+        return False
+    return updating == "deferred" or (images_per_call or 0) >= IMMEDIATE_INCREMENTAL_IMAGES
 
 
 def evaluator_for(classifier: Classifier, kind: str = "auto",
-                  updating: str = "immediate", pixels: int = 1) -> Evaluator:
+                  updating: str = "immediate", pixels: int = 1,
+                  images_per_call: int | None = None) -> Evaluator:
     """An evaluator for a loaded ``classifier``: see :data:`EVALUATORS`.
 
     ``updating`` is the attack's (:class:`~onepixel.optimize.de.DEConfig`; scipy's default,
@@ -56,7 +65,7 @@ def evaluator_for(classifier: Classifier, kind: str = "auto",
             f"{type(classifier).__name__} (use --evaluator full)")
     if kind == "incremental" or (kind == "auto" and caps.layers and pixels == 1
                                  and caps.n_classes == 1
-                                 and incremental_pays_off(caps.on_cpu, updating)):
+                                 and incremental_pays_off(caps.on_cpu, updating, images_per_call)):
         batch = INCREMENTAL_CPU_BATCH if caps.on_cpu else 4096
         return IncrementalEvaluator(classifier, max_batch=batch)
     return make_evaluator(classifier)
@@ -64,7 +73,7 @@ def evaluator_for(classifier: Classifier, kind: str = "auto",
 
 def load_attack_evaluator(spec: str, options: ModelOptions | None = None,
                           kind: str = "auto", updating: str = "immediate",
-                          pixels: int = 1) -> Evaluator:
+                          pixels: int = 1, images_per_call: int | None = None) -> Evaluator:
     """Load model ``spec`` for attacks, with the fastest exact evaluator for it.
 
     Where :func:`evaluator_for` would choose the incremental evaluator (and no ``engine`` is
@@ -78,11 +87,18 @@ def load_attack_evaluator(spec: str, options: ModelOptions | None = None,
                             "--engine onnxruntime, or use --evaluator full")
     on_cpu = resolve_device(options.device).type == "cpu"
     incremental = kind == "incremental" or (kind == "auto" and options.engine == "auto" and pixels == 1
-                                            and incremental_pays_off(on_cpu, updating))
+                                            and incremental_pays_off(on_cpu, updating, images_per_call))
     if incremental and is_keras_spec(spec):
-        return evaluator_for(load_classifier(spec, options, layers=True), kind, updating, pixels)
+        return evaluator_for(load_classifier(spec, options, layers=True), kind, updating, pixels,
+                             images_per_call)
     return evaluator_for(load_classifier(spec, options), "full" if kind == "auto" else kind,
-                         updating, pixels)
+                         updating, pixels, images_per_call)
+
+
+def auto_batch_images(n_images: int, on_cpu: bool) -> int:
+    """Images to attack at once when the campaign does not say: all, up to
+    :data:`AUTO_BATCH_IMAGES` for the device."""
+    return max(1, min(n_images, AUTO_BATCH_IMAGES["cpu" if on_cpu else "cuda"]))
 
 
 def load_confmap_classifier(spec: str, options: ModelOptions | None = None,
