@@ -269,7 +269,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_preprocess_tupac)
 
     p = sub.add_parser("serve", help="serve a model with the MAX HTTP API (docs/server.md)")
-    from onepixel.serving.server import add_server_arguments  # argparse only: no web framework imported
+    from onepixel.serving.config import add_server_arguments  # argparse only: no web framework
 
     add_server_arguments(p)
     _add_model_options(p)
@@ -446,7 +446,8 @@ def cmd_preprocess_tupac(args: argparse.Namespace) -> int:
 
 def cmd_serve(args: argparse.Namespace) -> int:
     from onepixel.models.registry import load_classifier
-    from onepixel.serving.server import serve, server_options
+    from onepixel.serving.config import server_options
+    from onepixel.serving.run import serve
 
     serve(load_classifier(args.model, _model_options(args)), **server_options(args))
     return 0

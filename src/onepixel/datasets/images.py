@@ -202,19 +202,9 @@ def scan_dataset(
     if positive_label == negative_label:
         raise DatasetError("--positive-label and --negative-label must differ")
     labels = {positive_label: True, negative_label: False}
-    items: list[LabeledImage] = []
-    ignored = 0
-    for dirpath, dirnames, filenames in os.walk(root):
-        dirnames.sort()
-        rel_parts = Path(dirpath).relative_to(root).parts
-        label = next((p for p in reversed(rel_parts) if p in labels), None)
-        for fname in sorted(filenames):
-            if Path(fname).suffix.lower() not in IMAGE_SUFFIXES or fname.startswith("."):
-                continue
-            if label is None:
-                ignored += 1
-                continue
-            items.append(LabeledImage(Path(dirpath) / fname, label, labels[label]))
+    found, ignored = _labelled_files(
+        root, lambda parts: next((p for p in reversed(parts) if p in labels), None))
+    items = [LabeledImage(path, label, labels[label]) for path, label in found]
     if ignored:
         log.info("%d images under %s are outside '%s'/'%s' folders and were ignored",
                  ignored, root, positive_label, negative_label)
@@ -249,22 +239,12 @@ def scan_image_folder(root: str | Path, classes: Sequence[str] | None = None) ->
     wanted = None if classes is None else tuple(classes)
     if wanted is not None and len(set(wanted)) != len(wanted):
         raise DatasetError(f"--classes lists a class twice: {', '.join(wanted)}")
-    found: list[tuple[Path, str]] = []
-    ignored = 0
-    for dirpath, dirnames, filenames in os.walk(root):
-        dirnames.sort()
-        rel_parts = Path(dirpath).relative_to(root).parts
+    def label_of(parts: tuple[str, ...]) -> str | None:
         if wanted is None:
-            label = rel_parts[-1] if rel_parts else None
-        else:
-            label = next((p for p in reversed(rel_parts) if p in wanted), None)
-        for fname in sorted(filenames):
-            if Path(fname).suffix.lower() not in IMAGE_SUFFIXES or fname.startswith("."):
-                continue
-            if label is None:
-                ignored += 1
-                continue
-            found.append((Path(dirpath) / fname, label))
+            return parts[-1] if parts else None
+        return next((p for p in reversed(parts) if p in wanted), None)
+
+    found, ignored = _labelled_files(root, label_of)
     if ignored:
         log.info("%d images under %s are outside class folders and were ignored", ignored, root)
     if not found:
@@ -284,3 +264,21 @@ def count_images(root: str | Path) -> int:
         return 0
     return sum(1 for _dir, _subdirs, files in os.walk(root) for f in files
                if Path(f).suffix.lower() in IMAGE_SUFFIXES and not f.startswith("."))
+
+
+def _labelled_files(root: Path, label_of) -> tuple[list[tuple[Path, str]], int]:
+    """Image files under ``root`` (sorted walk) with the label ``label_of(folder parts)`` gives
+    their folder; files whose folder has no label are counted, not listed."""
+    found: list[tuple[Path, str]] = []
+    ignored = 0
+    for dirpath, dirnames, filenames in os.walk(root):
+        dirnames.sort()
+        label = label_of(Path(dirpath).relative_to(root).parts)
+        for fname in sorted(filenames):
+            if Path(fname).suffix.lower() not in IMAGE_SUFFIXES or fname.startswith("."):
+                continue
+            if label is None:
+                ignored += 1
+            else:
+                found.append((Path(dirpath) / fname, label))
+    return found, ignored
