@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import json
 import re
+import time
 import warnings
 
 import numpy as np
@@ -21,7 +22,8 @@ from onepixel.models.http_backend import (
     base_url,
     encode_png,
 )
-from onepixel.serving.server import create_app, decode_image
+from onepixel.serving.app import create_app
+from onepixel.wire import decode_image
 
 httpx = pytest.importorskip("httpx")
 pytest.importorskip("fastapi")
@@ -162,6 +164,22 @@ def test_retries_connection_errors_and_5xx(images):
     with _client(service, retries=4) as model:
         assert model.scores(images[:2]).tolist() == _toy_scores(images[:2]).tolist()
         assert model.n_retries == 4 and model.n_queries == 1
+
+
+def test_backoff_is_exponential_capped_and_honours_retry_after(images, monkeypatch):
+    slept: list[float] = []
+    monkeypatch.setattr(time, "sleep", slept.append)
+    request = httpx.Request("POST", URL)
+    service = FakeMax(failures=[httpx.ConnectError("refused", request=request)] * 5 + [
+        httpx.Response(429, json={"message": "slow down"}, headers={"Retry-After": "3"}),
+        httpx.Response(503, json={"message": "busy"}, headers={"Retry-After": "60"})])
+    with _client(service, retries=7, backoff=0.5, max_backoff=4.0) as model:
+        assert model.scores(images[:1]).tolist() == _toy_scores(images[:1]).tolist()
+        assert model.n_retries == 7
+    for k, seconds in enumerate(slept[:5]):  # 0.5, 1, 2, 4, 4 (capped), each jittered down
+        base = min(4.0, 0.5 * 2**k)
+        assert base / 2 <= seconds <= base
+    assert slept[5:] == [3.0, 4.0]  # Retry-After, capped at max_backoff
 
 
 def test_a_server_back_with_another_model_is_refused(images):

@@ -20,20 +20,13 @@ with warnings.catch_warnings():
     warnings.simplefilter("ignore")
     from fastapi.testclient import TestClient
 
-from onepixel.errors import ImageError
+from onepixel.errors import ImageError, ServerError
 from onepixel.models import CallableClassifier
-from onepixel.models.http_backend import encode_png
-from onepixel.serving.server import (
-    MAX_MITOSIS_METADATA,
-    ServerError,
-    ServerLimits,
-    _bind,
-    _decode_plain_png,
-    _InferenceGate,
-    _Problem,
-    create_app,
-    decode_image,
-)
+from onepixel.serving.app import InferenceGate, create_app
+from onepixel.serving.config import ServeOptions, ServerLimits
+from onepixel.serving.metadata import MAX_MITOSIS_METADATA
+from onepixel.serving.run import bind
+from onepixel.wire import RequestError, _decode_plain_png, decode_image, encode_png
 
 
 def _toy_scores(images: np.ndarray) -> np.ndarray:
@@ -104,11 +97,12 @@ def _truncated(images) -> bytes:
     ("truncated", "corrupt"),
     ("empty", "empty"),
     ("missing", "missing file field 'image'"),
-    ("text", "not an image"),
+    ("text", "'image' is a text field"),
     ("json", "multipart/form-data"),
     ("cut", "incomplete multipart body"),
     ("noboundary", "no boundary"),
     ("two", "/model/predict_batch"),
+    ("headers", "header"),  # python-multipart's own limit, or ours on older versions
 ])
 def test_bad_requests_are_400_with_a_reason(client, images, kind, needle):
     small = _png(np.zeros((32, 32, 3), np.uint8))
@@ -119,12 +113,14 @@ def test_bad_requests_are_400_with_a_reason(client, images, kind, needle):
         "truncated": {"files": _files(_truncated(images))},
         "empty": {"files": _files(b"")},
         "missing": {"files": [("picture", ("a.png", _png(images[0]), "image/png"))]},
-        "text": {"data": {"image": "not a file"}, "files": [("other", ("o.txt", b"x"))]},
+        "text": {"data": {"image": "x"}, "files": [("other", ("o.txt", b"x"))]},
         "cut": {"content": b"--b\r\nContent-Disposition: form-data; name=\"image\"\r\n\r\nabc",
                 "headers": {"content-type": "multipart/form-data; boundary=b"}},
         "noboundary": {"content": b"x", "headers": {"content-type": "multipart/form-data"}},
         "json": {"json": {"image": "x"}},
         "two": {"files": _files(_png(images[0]), _png(images[1]))},
+        "headers": {"content": b"--b\r\n" + b"X-A: 1\r\n" * 20 + b"\r\nabc\r\n--b--\r\n",
+                    "headers": {"content-type": "multipart/form-data; boundary=b"}},
     }[kind]
     r = client.post("/model/predict", **kwargs)
     assert r.status_code == 400, r.text
@@ -207,9 +203,9 @@ def test_a_failing_model_is_a_json_500(images):
 
 
 def test_access_log_is_structured(client, images, caplog):
-    with caplog.at_level(logging.INFO, logger="onepixel.serving.server.access"):
+    with caplog.at_level(logging.INFO, logger="onepixel.serving.access"):
         client.post("/model/predict_batch", files=_files(_png(images[0]), _png(images[1])))
-    (record,) = [r for r in caplog.records if r.name == "onepixel.serving.server.access"]
+    (record,) = [r for r in caplog.records if r.name == "onepixel.serving.access"]
     assert record.http["path"] == "/model/predict_batch" and record.http["status"] == 200
     assert record.http["images"] == 2 and record.http["bytes_in"] > 0 and record.http["duration_ms"] > 0
 
@@ -218,7 +214,8 @@ def test_decode_image_checks_size_before_decoding():
     # Valid PNG headers claiming huge images: refused from the header, no pixel decoded.
     img = io.BytesIO()
     Image.fromarray(np.zeros((64, 64, 3), np.uint8)).save(img, "PNG")
-    for side, needle in ((5000, "5000x5000"), (100000, "decompression bomb")):
+    # 100000x100000 is past Pillow's decompression-bomb limit: still the size message.
+    for side, needle in ((5000, "image is 5000x5000"), (100000, "image is 100000x100000")):
         data = bytearray(img.getvalue())
         data[16:24] = side.to_bytes(4, "big") * 2
         data[29:33] = zlib.crc32(bytes(data[12:29])).to_bytes(4, "big")  # a valid IHDR checksum
@@ -247,13 +244,13 @@ def test_inference_gate_queues_then_refuses():
     results: list[str] = []
 
     async def main() -> None:
-        gate = _InferenceGate(max_concurrency=1, max_queue=1)
+        gate = InferenceGate(max_concurrency=1, max_queue=1)
 
         async def call() -> None:
             try:
                 await gate.run(release.wait, 5)
                 results.append("ok")
-            except _Problem as exc:
+            except RequestError as exc:
                 results.append(str(exc.status))
 
         async with anyio.create_task_group() as tg:
@@ -270,10 +267,45 @@ def test_inference_gate_queues_then_refuses():
 def test_limits_and_port_errors_say_what_to_do():
     with pytest.raises(ServerError, match="max_concurrency"):
         ServerLimits(max_concurrency=0)
-    holder = _bind("127.0.0.1", 0)
+    with pytest.raises(ServerError, match="--port 0..65535"):
+        bind("127.0.0.1", 70000)
+    holder = bind("127.0.0.1", 0)
     holder.listen()
     try:
         with pytest.raises(ServerError, match="another --port"):
-            _bind("127.0.0.1", holder.getsockname()[1])
+            bind("127.0.0.1", holder.getsockname()[1])
     finally:
         holder.close()
+
+
+@pytest.mark.parametrize(("settings", "needle"), [
+    ({"port": 70000}, "port must be within 0..65535, got 70000"),
+    ({"port": -1}, "port must be within 0..65535, got -1"),
+    ({"port": "5000"}, "port must be an integer"),
+    ({"header_timeout": 0}, "header_timeout must be a number of seconds > 0"),
+    ({"body_timeout": float("inf")}, "body_timeout must be a number of seconds > 0"),
+    ({"max_connections": 0}, "max_connections must be >= 1"),
+    ({"max_connections_per_client": 0}, "max_connections_per_client must be >= 1"),
+    ({"host": ""}, "host must be an address"),
+    ({"max_batch": 0}, "max_batch must be >= 1"),
+    ({"prot": 1}, "unknown server setting"),
+])
+def test_serve_options_refuse_bad_values_by_name(settings, needle):
+    with pytest.raises(ServerError, match=needle):
+        ServeOptions.build(**settings)
+
+
+def test_command_line_defaults_are_the_dataclass_defaults():
+    import argparse
+
+    from onepixel.serving.config import add_server_arguments, server_options
+
+    parser = argparse.ArgumentParser()
+    add_server_arguments(parser)
+    assert ServeOptions.build(**server_options(parser.parse_args([]))) == ServeOptions()
+    args = parser.parse_args(["--port", "0", "--max-batch", "8", "--header-timeout", "1.5",
+                              "--max-connections-per-client", "3", "--max-request-mb", "0.5"])
+    options = ServeOptions.build(**server_options(args))
+    assert (options.port, options.header_timeout, options.max_connections_per_client) == (0, 1.5, 3)
+    assert (options.limits.max_batch, options.limits.max_request_bytes) == (8, 512 * 1024)
+    assert options.limits.max_queue == ServerLimits().max_queue

@@ -4,30 +4,26 @@
 request, what IBM's MAX containers offer) or, when the server offers it, to
 ``POST /model/predict_batch`` (many images per request; ``onepixel serve`` does), over a pool of
 keep-alive connections with several requests in flight. Connection errors, timeouts and 5xx
-answers are retried with exponential backoff, so a server that restarts costs a few seconds,
-not results. 4xx answers are errors at once (:class:`HttpError` and subclasses, all
+answers are retried (tenacity) with exponential backoff, so a server that restarts costs a few
+seconds, not results. 4xx answers are errors at once (:class:`HttpError` and subclasses, all
 :class:`~onepixel.errors.ModelError`), with the server's message.
 
 PNG is lossless, and the server's JSON carries each float64 score with all its digits, so the
 scores equal the in-process scores of the same model exactly, and an attack over HTTP follows
 the same path as an attack in process.
 
-Needs httpx (``pip install 'onepixel[server]'``).
+The wire format (paths, PNG, the key's names) is :mod:`onepixel.wire`, shared with the server;
+httpx builds the multipart bodies. Needs httpx and tenacity (``pip install 'onepixel[server]'``).
 """
 
 from __future__ import annotations
 
 import hashlib
-import ipaddress
 import json
 import logging
 import os
 import random
-import struct
 import threading
-import time
-import zlib
-from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 from urllib.parse import urlsplit
@@ -37,64 +33,43 @@ import numpy as np
 from onepixel.errors import HttpAuthError, HttpError, HttpUnavailableError, ModelError
 from onepixel.models.base import Capabilities, check_batch
 
+# encode_png stays importable from here (it lived here before the wire module).
+from onepixel.wire import (
+    API_KEY_ENV,
+    API_KEY_HEADER,
+    IMAGE_FIELD,
+    METADATA,
+    PREDICT,
+    PREDICT_BATCH,
+    encode_png,
+    is_loopback,
+)
+
 log = logging.getLogger(__name__)
 
-#: Environment variable holding the API key (the server reads the same one).
-API_KEY_ENV = "ONEPIXEL_API_KEY"
-PREDICT = "/model/predict"
-PREDICT_BATCH = "/model/predict_batch"
-METADATA = "/model/metadata"
+__all__ = ["API_KEY_ENV", "HttpAuthError", "HttpClassifier", "HttpError", "HttpUnavailableError",
+           "base_url", "encode_png"]
+
 DEFAULT_SHAPE = (64, 64, 3)
-_PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+#: Answers worth another try: rate limited, or the server (or a proxy before it) failing.
 _RETRY_STATUS = frozenset({429, 500, 502, 503, 504})
 
 
-def _require_httpx():
+def _require(module: str):
+    import importlib
+
     try:
-        import httpx
+        return importlib.import_module(module)
     except ImportError as exc:
-        raise ModelError("models over HTTP need httpx: pip install 'onepixel[server]'") from exc
-    return httpx
+        raise ModelError(f"models over HTTP need {module}: pip install 'onepixel[server]'") from exc
 
 
-def _chunk(kind: bytes, data: bytes) -> bytes:
-    return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(data, zlib.crc32(kind)))
+class _Retryable(Exception):  # noqa: N818 - a condition, not an error the user sees
+    """A try that may succeed if repeated: no answer, or a 429/5xx (maybe with Retry-After)."""
 
-
-def encode_png(image: np.ndarray, level: int = 0) -> bytes:
-    """Encode a uint8 RGB image (H, W, 3) as a PNG, losslessly.
-
-    8-bit truecolour, no interlace, filter 0 on every row, zlib ``level`` (0 = stored: about
-    10 µs for 64x64 and 12 KiB; 1-9 smaller and slower). Any PNG decoder reads back the exact
-    array.
-    """
-    image = np.asarray(image)
-    if image.dtype != np.uint8 or image.ndim != 3 or image.shape[2] != 3:
-        raise ModelError(f"encode_png needs uint8 (H, W, 3), got {image.dtype} {image.shape}")
-    h, w, _ = image.shape
-    raw = np.empty((h, 1 + 3 * w), dtype=np.uint8)
-    raw[:, 0] = 0
-    raw[:, 1:] = image.reshape(h, 3 * w)
-    header = struct.pack(">IIBBBBB", w, h, 8, 2, 0, 0, 0)
-    return (_PNG_SIGNATURE + _chunk(b"IHDR", header)
-            + _chunk(b"IDAT", zlib.compress(raw.tobytes(), level)) + _chunk(b"IEND", b""))
-
-
-def _multipart(files: Sequence[bytes], field: str = "image") -> tuple[bytes, str]:
-    """A multipart/form-data body with ``field`` repeated, one PNG each, and its content type."""
-    while True:
-        boundary = os.urandom(16).hex()
-        marker = boundary.encode()
-        if not any(marker in f for f in files):
-            break
-    pieces = []
-    for i, data in enumerate(files):
-        pieces.append(b"--%s\r\nContent-Disposition: form-data; name=\"%s\"; filename=\"%d.png\"\r\n"
-                      b"Content-Type: image/png\r\n\r\n" % (marker, field.encode(), i))
-        pieces.append(data)
-        pieces.append(b"\r\n")
-    pieces.append(b"--%s--\r\n" % marker)
-    return b"".join(pieces), f"multipart/form-data; boundary={boundary}"
+    def __init__(self, reason: str, retry_after: str | None = None):
+        super().__init__(reason)
+        self.retry_after = retry_after
 
 
 def base_url(url: str) -> str:
@@ -108,17 +83,6 @@ def base_url(url: str) -> str:
             path = path[: -len(suffix)]
             break
     return f"{parts.scheme}://{parts.netloc}{path}"
-
-
-def _is_loopback(host: str | None) -> bool:
-    if not host:
-        return False
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host.strip("[]")).is_loopback
-    except ValueError:
-        return False
 
 
 class HttpClassifier:
@@ -167,7 +131,8 @@ class HttpClassifier:
                  retries: int = 8, concurrency: int = 4, batch: bool = True, batch_size: int = 128,
                  *, backoff: float = 0.25, max_backoff: float = 8.0, png_level: int = 0,
                  input_shape: tuple[int, int, int] | None = None, transport: Any = None):
-        httpx = _require_httpx()
+        httpx = _require("httpx")
+        self._tenacity = _require("tenacity")
         if not timeout > 0:
             raise ModelError(f"HTTP timeout must be > 0 seconds, got {timeout}")
         if retries < 0:
@@ -195,14 +160,14 @@ class HttpClassifier:
         key = api_key if api_key is not None else os.environ.get(API_KEY_ENV)
         headers = {"accept": "application/json", "user-agent": "onepixel-http-classifier"}
         if key:
-            headers["x-api-key"] = key
+            headers[API_KEY_HEADER] = key
         self._has_key = bool(key)
         self._client = httpx.Client(
             base_url=self.url, headers=headers, transport=transport,
             timeout=httpx.Timeout(timeout, connect=min(timeout, 10.0)),
             limits=httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency),
             # Proxies from the environment never apply to this machine's own services.
-            trust_env=not _is_loopback(urlsplit(self.url).hostname))
+            trust_env=not is_loopback(urlsplit(self.url).hostname))
         self._httpx = httpx
         try:
             self.metadata = self._fetch_metadata()
@@ -325,8 +290,9 @@ class HttpClassifier:
         return scores
 
     def _post(self, path: str, images: np.ndarray) -> np.ndarray:
-        body, ctype = _multipart([encode_png(img, self.png_level) for img in images])
-        answer = self._request("POST", path, content=body, headers={"content-type": ctype})
+        files = [(IMAGE_FIELD, (f"{i}.png", encode_png(img, self.png_level), "image/png"))
+                 for i, img in enumerate(images)]
+        answer = self._request("POST", path, files=files)
         scores = self._parse_predictions(answer, path, len(images))
         with self._lock:
             self.n_queries += 1
@@ -360,54 +326,68 @@ class HttpClassifier:
             raise
         return meta if isinstance(meta, dict) else {}
 
-    def _delay(self, attempt: int, retry_after: str | None) -> float:
+    def _wait(self, state: Any) -> float:
+        """Seconds before the next try: ``Retry-After`` if the server said, else exponential
+        backoff ``backoff * 2**k`` capped at ``max_backoff``, times a random factor in [0.5, 1]
+        (so that many clients do not come back in step)."""
+        retry_after = getattr(state.outcome.exception(), "retry_after", None)
         if retry_after:
             try:
                 return min(self.max_backoff, max(0.0, float(retry_after)))
             except ValueError:
-                pass
-        base = min(self.max_backoff, self.backoff * 2.0 ** attempt)
+                pass  # an HTTP date: back off as usual
+        base = min(self.max_backoff, self.backoff * 2.0 ** (state.attempt_number - 1))
         return base * (0.5 + 0.5 * self._rng.random())
 
     def _request(self, method: str, path: str, **kwargs: Any) -> Any:
         """Send with retries; the decoded JSON of a 2xx answer, or an :class:`HttpError`."""
-        httpx = self._httpx
+        httpx, tenacity = self._httpx, self._tenacity
         where = f"{self.url}{path}"
-        last = ""
+        request = self._client.build_request(method, path, **kwargs)
+        request.read()  # the body once, in one buffer: every try sends it in one write
         lost_connection = False
-        for attempt in range(self.retries + 1):
-            retry_after = None
+
+        def attempt() -> Any:
+            nonlocal lost_connection
             try:
-                response = self._client.request(method, path, **kwargs)
+                response = self._client.send(request)
             except httpx.TransportError as exc:  # connect/read/write errors and timeouts
-                last = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
                 lost_connection = True
-            else:
-                status = response.status_code
-                if status < 400:
-                    try:
-                        answer = response.json()
-                    except ValueError:
-                        raise HttpError(f"{where} answered {status} with a body that is not JSON: "
-                                        f"{response.text[:200]!r}", status, where) from None
-                    if lost_connection and path != METADATA:
-                        self._check_same_model()
-                    return answer
-                message = _server_message(response)
-                if status not in _RETRY_STATUS:
-                    raise self._client_error(status, message, where)
-                last = f"HTTP {status}: {message}"
-                retry_after = response.headers.get("retry-after")
-            if attempt == self.retries:
-                break
-            delay = self._delay(attempt, retry_after)
+                raise _Retryable(f"{type(exc).__name__}: {exc}" if str(exc)
+                                 else type(exc).__name__) from exc
+            status = response.status_code
+            if status < 400:
+                return response
+            message = _server_message(response)
+            if status in _RETRY_STATUS:
+                raise _Retryable(f"HTTP {status}: {message}", response.headers.get("retry-after"))
+            raise self._client_error(status, message, where)
+
+        def before_sleep(state: Any) -> None:
             with self._lock:
                 self.n_retries += 1
-            log.warning("%s: %s; retry %d/%d in %.2f s", where, last, attempt + 1, self.retries, delay)
-            time.sleep(delay)
-        raise HttpUnavailableError(
-            f"{where}: no answer after {self.retries + 1} tries (last: {last}); is the server "
-            "running at that address? (start one with: onepixel serve --port PORT)", None, where)
+            log.warning("%s: %s; retry %d/%d in %.2f s", where, state.outcome.exception(),
+                        state.attempt_number, self.retries, state.next_action.sleep)
+
+        retrying = tenacity.Retrying(
+            stop=tenacity.stop_after_attempt(self.retries + 1), wait=self._wait,
+            retry=tenacity.retry_if_exception_type(_Retryable), before_sleep=before_sleep,
+            reraise=True)
+        try:
+            response = retrying(attempt)
+        except _Retryable as exc:
+            raise HttpUnavailableError(
+                f"{where}: no answer after {self.retries + 1} tries (last: {exc}); is the server "
+                "running at that address? (start one with: onepixel serve --port PORT)",
+                None, where) from None
+        try:
+            answer = response.json()
+        except ValueError:
+            raise HttpError(f"{where} answered {response.status_code} with a body that is not "
+                            f"JSON: {response.text[:200]!r}", response.status_code, where) from None
+        if lost_connection and path != METADATA:
+            self._check_same_model()
+        return answer
 
     def _check_same_model(self) -> None:
         """After a lost connection (a restart?), make sure the service still runs our model."""
@@ -423,8 +403,8 @@ class HttpClassifier:
 
     def _client_error(self, status: int, message: str, where: str) -> HttpError:
         if status in (401, 403):
-            hint = ("set the key with $ONEPIXEL_API_KEY (or api_key=)" if not self._has_key
-                    else "the key sent was refused; check $ONEPIXEL_API_KEY (or api_key=)")
+            hint = (f"set the key with ${API_KEY_ENV} (or api_key=)" if not self._has_key
+                    else f"the key sent was refused; check ${API_KEY_ENV} (or api_key=)")
             return HttpAuthError(f"{where} answered {status}: {message}; {hint}", status, where)
         if status == 413:
             return HttpError(f"{where} answered 413 (request too large): {message}; use a smaller "
