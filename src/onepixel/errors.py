@@ -8,6 +8,7 @@ function) subclass ``ValueError`` too, so ``except ValueError`` keeps working.
 from __future__ import annotations
 
 import numbers
+from collections.abc import Mapping
 
 
 class OnepixelError(Exception):
@@ -95,3 +96,17 @@ def is_integer(value: object) -> bool:
 def is_real(value: object) -> bool:
     """Whether ``value`` is a real number (Python or numpy) and not a bool."""
     return isinstance(value, numbers.Real) and not isinstance(value, bool)
+
+
+class RequestError(OnepixelError):
+    """A request the server refuses; it answers ``status`` with ``message`` (and ``headers``).
+
+    Raised by :func:`onepixel.wire.parse_multipart` (400) and by the server's own checks (400,
+    413, 503).
+    """
+
+    def __init__(self, status: int, message: str, headers: Mapping[str, str] | None = None):
+        super().__init__(message)
+        self.status = status
+        self.message = message
+        self.headers = dict(headers or {})

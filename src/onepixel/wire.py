@@ -16,10 +16,10 @@ import io
 import ipaddress
 import struct
 import zlib
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
-from onepixel.errors import ImageError, ModelError, OnepixelError
+from onepixel.errors import ImageError, ModelError, RequestError
 
 if TYPE_CHECKING:  # pragma: no cover
     import numpy as np
@@ -45,19 +45,6 @@ MAX_PART_HEADERS = 8
 
 _PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 _PNG_IHDR = struct.Struct(">IIBBBBB")
-
-
-class RequestError(OnepixelError):
-    """A request the server refuses; it answers ``status`` with ``message`` (and ``headers``).
-
-    Raised by :func:`parse_multipart` (400) and by the server's own checks (400, 413, 503).
-    """
-
-    def __init__(self, status: int, message: str, headers: Mapping[str, str] | None = None):
-        super().__init__(message)
-        self.status = status
-        self.message = message
-        self.headers = dict(headers or {})
 
 
 def is_loopback(host: str | None) -> bool:
