@@ -139,12 +139,11 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--limit", type=int, default=default(CampaignConfig, "limit"),
                    help="only the first N images (sorted)")
     g.add_argument("--batch-images", type=int, default=default(CampaignConfig, "batch_images"),
-                   help="images attacked at once (default: all, up to 256 on CPU and 2048 on "
-                        "CUDA; with 256 or more the incremental evaluator scores immediate mode)")
+                   help="images attacked at once (default: all, up to 256 on CPU and 2048 on CUDA)")
     g.add_argument("--evaluator", choices=EVALUATORS, default=default(CampaignConfig, "evaluator"),
                    help="how candidates are scored: incremental recomputes only what the pixel "
                         "changes (Keras/built-in models); auto = incremental on CPU with "
-                        "--updating deferred or 256+ images at once, else full")
+                        "--updating deferred, else full")
     g.add_argument("--positive-label", default=default(CampaignConfig, "positive_label"),
                    help="folder name of positives (default: %(default)s)")
     g.add_argument("--negative-label", default=default(CampaignConfig, "negative_label"),
