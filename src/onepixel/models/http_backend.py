@@ -12,6 +12,11 @@ PNG is lossless, and the server's JSON carries each float64 score with all its d
 scores equal the in-process scores of the same model exactly, and an attack over HTTP follows
 the same path as an attack in process.
 
+Binary models answer one probability per image (the MAX API); K-class models served by
+``onepixel serve`` add the K class probabilities to each prediction (``"probabilities"``), and
+their metadata says ``n_classes`` and ``classes``. :class:`HttpClassifier` reads the class count
+from the metadata, or else from the first answer, and returns what a local K-class model returns.
+
 The wire format (paths, PNG, the key's names) is :mod:`onepixel.wire`, shared with the server;
 httpx builds the multipart bodies. Needs httpx and tenacity (``pip install 'onepixel[server]'``).
 """
@@ -53,6 +58,9 @@ __all__ = ["API_KEY_ENV", "HttpAuthError", "HttpClassifier", "HttpError", "HttpU
 DEFAULT_SHAPE = (64, 64, 3)
 #: Answers worth another try: rate limited, or the server (or a proxy before it) failing.
 _RETRY_STATUS = frozenset({429, 500, 502, 503, 504})
+#: How far a K-class answer's probabilities may sum from 1 (float32 softmax outputs are off by
+#: about 1e-7; a wrong answer, e.g. logits or a truncated list, by far more).
+SUM_TOLERANCE = 1e-3
 
 
 def _require(module: str):
@@ -123,6 +131,15 @@ class HttpClassifier:
         name is the metadata ``id`` and the fingerprint the sha256 of the metadata JSON.
     metadata : dict
         The ``/model/metadata`` answer ({} when the service has none).
+    n_classes : int
+        1 for a binary model (``scores`` returns (N,)), K for a K-class one (``scores`` returns
+        (N, K)); also ``capabilities.n_classes``. From the metadata's ``onepixel.n_classes``
+        (a onepixel server without it serves binary models only); for services that do not
+        say, from the first answer, and asked with one black image if it is needed before
+        any answer came.
+    class_names : tuple of str
+        The K class names the service gives (``onepixel serve --classes``, else the indices);
+        () for a binary model, or when the service gives none.
     n_queries, n_images, n_retries : int
         Model requests answered, images scored, requests retried.
     """
@@ -171,14 +188,14 @@ class HttpClassifier:
         self._httpx = httpx
         try:
             self.metadata = self._fetch_metadata()
+            ours = self.metadata.get("onepixel") if isinstance(self.metadata.get("onepixel"), dict) else {}
+            self._n_classes, self.class_names = self._classes_from_metadata(ours)
         except BaseException:
             self._client.close()
             raise
-        ours = self.metadata.get("onepixel") if isinstance(self.metadata.get("onepixel"), dict) else {}
         self.name = str(ours.get("model") or self.metadata.get("id") or self.metadata.get("name")
                         or f"http-{urlsplit(self.url).netloc}")
         self.fingerprint = _fingerprint(self.metadata)
-        self.capabilities = Capabilities(fingerprint=self.fingerprint, device="remote")
         shape = input_shape or ours.get("input_shape") or DEFAULT_SHAPE
         try:
             shape = tuple(int(s) for s in shape)
@@ -196,7 +213,9 @@ class HttpClassifier:
             self.batch_supported = True
             if isinstance(ours.get("max_batch"), int) and ours["max_batch"] >= 1:
                 self.batch_size = min(batch_size, ours["max_batch"])
-        log.info("%s: model %s, input %s, batch endpoint %s", self.url, self.name, self._input_shape,
+        log.info("%s: model %s, input %s, %s, batch endpoint %s", self.url, self.name,
+                 self._input_shape,
+                 "classes to be found" if self._n_classes is None else f"{self._n_classes} class(es)",
                  {True: "yes", False: "no", None: "to be found"}[self.batch_supported])
 
     # -- Classifier -------------------------------------------------------------------------
@@ -205,42 +224,60 @@ class HttpClassifier:
     def input_shape(self) -> tuple[int, int, int]:
         return self._input_shape
 
+    @property
+    def n_classes(self) -> int:
+        if self._n_classes is None:  # the service did not say, and nothing was scored yet
+            log.info("%s: metadata gives no class count; scoring one black image to find it",
+                     self.url)
+            self.scores(np.zeros((1, *self._input_shape), dtype=np.uint8))
+        return self._n_classes  # type: ignore[return-value]  # set by the answer
+
+    @property
+    def capabilities(self) -> Capabilities:
+        return Capabilities(fingerprint=self.fingerprint, device="remote", n_classes=self.n_classes)
+
     def scores(self, images: np.ndarray) -> np.ndarray:
-        """Probabilities of the positive class, shape (N,), float64, for uint8 (N, H, W, 3).
+        """What the served model gives for uint8 images (N, H, W, 3): float64 (N,), the
+        probability of the positive class, for a binary model; (N, K) class probabilities for
+        a K-class one.
 
         Raises
         ------
         HttpAuthError
             The service refused the API key (or wants one).
         HttpError
-            The service refused the images (4xx) or answered something that is not the MAX API.
+            The service refused the images (4xx), or answered something that is not the MAX API
+            (or its K-class extension), or another number of classes than before.
         HttpUnavailableError
             No answer after every retry.
         """
         images = check_batch(images, self.input_shape, self.name)
         n = len(images)
-        out = np.empty(n, dtype=np.float64)
+        parts: list[np.ndarray] = []
         start = 0
-        while start < n and self.batch_supported is None:  # find out once, on real images
-            stop = min(start + self.batch_size, n)
-            out[start:stop] = self._score_chunk(images[start:stop])
+        # The batch endpoint and the class count are found once, on real images, one chunk
+        # at a time; then chunks go out concurrently.
+        while start < n and (self.batch_supported is None or self._n_classes is None):
+            stop = min(start + (self.batch_size if self.batch_supported is not False else 1), n)
+            parts.append(self._score_chunk(images[start:stop]))
             start = stop
         step = self.batch_size if self.batch_supported else 1
         spans = [(a, min(a + step, n)) for a in range(start, n, step)]
         if len(spans) <= 1 or self.concurrency == 1:
-            for a, b in spans:
-                out[a:b] = self._score_chunk(images[a:b])
-            return out
-        pool = self._executor()
-        futures = [pool.submit(self._score_chunk, images[a:b]) for a, b in spans]
-        try:
-            for (a, b), future in zip(spans, futures, strict=True):
-                out[a:b] = future.result()
-        except BaseException:
-            for future in futures:
-                future.cancel()
-            raise
-        return out
+            parts.extend(self._score_chunk(images[a:b]) for a, b in spans)
+        else:
+            pool = self._executor()
+            futures = [pool.submit(self._score_chunk, images[a:b]) for a, b in spans]
+            try:
+                parts.extend(future.result() for future in futures)
+            except BaseException:
+                for future in futures:
+                    future.cancel()
+                raise
+        if not parts:
+            k = self._n_classes or 1
+            return np.empty((0, k) if k > 1 else (0,), dtype=np.float64)
+        return np.concatenate(parts)
 
     def close(self) -> None:
         """Close the connections and the worker threads."""
@@ -300,6 +337,8 @@ class HttpClassifier:
         return scores
 
     def _parse_predictions(self, answer: Any, path: str, n: int) -> np.ndarray:
+        """(n,) positive-class probabilities, or (n, K) class probabilities when the predictions
+        carry ``probabilities``; checked, and K checked against what is known."""
         where = f"{self.url}{path}"
         try:
             if answer.get("status") not in (None, "ok"):
@@ -307,14 +346,72 @@ class HttpClassifier:
             preds = answer["predictions"]
             if len(preds) != n:
                 raise ValueError(f"{len(preds)} predictions for {n} images")
-            scores = np.array([float(p["probability"]) for p in preds], dtype=np.float64)
+            multi = [isinstance(p, dict) and "probabilities" in p for p in preds]
+            if any(multi) and not all(multi):
+                raise ValueError("some predictions carry 'probabilities' and some do not")
+            if any(multi):
+                rows = [[float(v) for v in p["probabilities"]] for p in preds]
+                lengths = sorted({len(r) for r in rows})
+                if len(lengths) > 1:
+                    raise ValueError(f"'probabilities' of {lengths} lengths in one answer")
+                scores = np.array(rows, dtype=np.float64).reshape(n, lengths[0] if rows else 0)
+            else:
+                scores = np.array([float(p["probability"]) for p in preds], dtype=np.float64)
         except (AttributeError, KeyError, TypeError, ValueError, IndexError) as exc:
             raise HttpError(f"{where} did not answer with the MAX API "
-                            f"({{'status': 'ok', 'predictions': [{{'probability': p}}]}}): {exc}",
+                            f"({{'status': 'ok', 'predictions': [{{'probability': p}}]}}, and "
+                            f"'probabilities': [p0, ..., pK-1] for K classes): {exc}",
                             url=where) from None
         if not np.all(np.isfinite(scores)) or scores.min(initial=0) < 0 or scores.max(initial=0) > 1:
             raise HttpError(f"{where} returned probabilities outside [0, 1]", url=where)
+        k = scores.shape[1] if scores.ndim == 2 else 1
+        if scores.ndim == 2:
+            if k < 2:
+                raise HttpError(f"{where} returned 'probabilities' of {k} class(es); a K-class "
+                                "model has K >= 2 (a binary one answers 'probability' only)",
+                                url=where)
+            worst = float(np.abs(scores.sum(axis=1) - 1.0).max(initial=0.0))
+            if worst > SUM_TOLERANCE:
+                raise HttpError(f"{where} returned class probabilities that do not sum to 1 (off "
+                                f"by up to {worst:.3g}); is the served model's output "
+                                "probabilities, not logits?", url=where)
+        if n:
+            self._settle_classes(k, where)
         return scores
+
+    def _settle_classes(self, k: int, where: str) -> None:
+        """Record the class count of the first answer; refuse another count later."""
+        with self._lock:
+            if self._n_classes is None:
+                self._n_classes = k
+                log.info("%s: the service answers %s per image", self.url, _per_image(k))
+                return
+            known = self._n_classes
+        if k != known:
+            raise HttpError(f"{where} answered {_per_image(k)} per image, but this model has "
+                            f"{known} class(es) ({_per_image(known)} per image, from its metadata "
+                            "or its first answer); did the service change model? Reconnect to it",
+                            url=where)
+
+    def _classes_from_metadata(self, ours: dict) -> tuple[int | None, tuple[str, ...]]:
+        """(n_classes or None when the service does not say, class names) from the metadata's
+        ``onepixel`` entry; an :class:`HttpError` when they are malformed."""
+        where = f"{self.url}{METADATA}"
+        if not ours:
+            return None, ()  # not onepixel serve: the first answer will tell
+        if "n_classes" not in ours:
+            return 1, ()  # onepixel serve before K-class models: binary only
+        k = ours["n_classes"]
+        if isinstance(k, bool) or not isinstance(k, int) or k < 1:
+            raise HttpError(f"{where}: n_classes must be an integer >= 1, got {k!r}", url=where)
+        names = ours.get("classes")
+        if k == 1 or names is None:
+            return k, ()
+        if (not isinstance(names, list) or len(names) != k
+                or not all(isinstance(c, str) for c in names)):
+            raise HttpError(f"{where}: classes must be a list of {k} names (n_classes), got "
+                            f"{names!r}", url=where)
+        return k, tuple(names)
 
     def _fetch_metadata(self) -> dict:
         try:
@@ -410,6 +507,10 @@ class HttpClassifier:
             return HttpError(f"{where} answered 413 (request too large): {message}; use a smaller "
                              "batch_size", status, where)
         return HttpError(f"{where} answered {status}: {message}", status, where)
+
+
+def _per_image(k: int) -> str:
+    return f"{k} class probabilities" if k > 1 else "one probability"
 
 
 def _fingerprint(metadata: dict) -> str:

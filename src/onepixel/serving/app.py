@@ -5,12 +5,16 @@ Endpoints
 ``POST /model/predict``
     multipart/form-data, one file field ``image`` (an image of the model's input size, PNG
     for exact results) -> ``{"status": "ok", "predictions": [{"probability": p}]}``. The MAX API.
+    A K-class model's prediction also carries its class probabilities and the predicted class:
+    ``{"probability": p[top], "label": NAME, "probabilities": [p0, ..., pK-1]}``, where
+    ``probability`` is that of the predicted class (as in MAX's image classifiers).
 ``POST /model/predict_batch``
     the field ``image`` repeated up to ``max_batch`` times -> the same answer with one
     prediction per image, in the order sent.
 ``GET /model/metadata``
     ``id, name, description, type, license, source`` (the MAX fields) and ``onepixel``: input
-    shape, the model file's sha256, the batch endpoint and the server's limits.
+    shape, the model file's sha256, the batch endpoint, the server's limits, ``n_classes`` and,
+    for K classes, ``classes`` (their names).
 ``GET /health``
     liveness and load: ``{"status": "ok", "model", "active", "queued", ...}``; never needs the key.
 ``GET /docs``, ``GET /openapi.json``
@@ -34,7 +38,7 @@ import dataclasses
 import importlib
 import logging
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -42,7 +46,7 @@ import numpy as np
 from onepixel import __version__
 from onepixel.errors import ImageError, ServerError
 from onepixel.serving.config import ServerLimits
-from onepixel.serving.metadata import model_metadata
+from onepixel.serving.metadata import model_metadata, served_classes
 from onepixel.serving.middleware import GuardMiddleware, RequestTooLarge
 from onepixel.wire import (
     IMAGE_FIELD,
@@ -110,10 +114,13 @@ class InferenceGate:
 class _Service:
     """The state behind the routes: the classifier, its limits, counters."""
 
-    def __init__(self, classifier: "Classifier", limits: ServerLimits, metadata: dict):
+    def __init__(self, classifier: "Classifier", limits: ServerLimits, metadata: dict,
+                 classes: tuple[str, ...]):
         self.classifier = classifier
         self.limits = limits
         self.metadata = metadata
+        #: Names of a K-class model's classes; () for a binary model.
+        self.classes = classes
         self.input_shape = tuple(int(s) for s in classifier.input_shape)
         self.gate = InferenceGate(limits.max_concurrency, limits.max_queue)
         self.started = time.time()
@@ -129,12 +136,23 @@ class _Service:
             arrays.append(decode_image(data, self.input_shape, source))
         return np.stack(arrays)
 
-    def _infer(self, images: np.ndarray) -> list[float]:
-        scores = np.asarray(self.classifier.scores(images), dtype=np.float64).reshape(-1)
-        if scores.shape != (len(images),) or not np.all(np.isfinite(scores)):
+    def _infer(self, images: np.ndarray) -> list[dict]:
+        """One prediction per image: ``{"probability": p}`` (binary: the MAX answer, unchanged),
+        or for K classes ``{"probability": p[top], "label": name, "probabilities": [K]}``."""
+        k = len(self.classes)
+        want = (len(images), k) if k else (len(images),)
+        scores = np.asarray(self.classifier.scores(images), dtype=np.float64)
+        scores = scores.reshape(-1) if not k else scores
+        if scores.shape != want or not np.all(np.isfinite(scores)):
             raise RuntimeError(f"model {self.classifier.name} returned {scores.shape} scores "
-                               f"(finite: {bool(np.all(np.isfinite(scores)))}) for {len(images)} images")
-        return scores.tolist()
+                               f"(finite: {bool(np.all(np.isfinite(scores)))}) for {len(images)} "
+                               f"images; expected {want}")
+        if not k:
+            return [{"probability": s} for s in scores.tolist()]
+        top = scores.argmax(axis=1)
+        # tolist() gives Python floats with every digit, so clients get the exact float64s.
+        return [{"probability": row[t], "label": self.classes[t], "probabilities": row}
+                for row, t in zip(scores.tolist(), top.tolist(), strict=True)]
 
     def parse_and_decode(self, body: bytes, content_type: str, max_files: int) -> np.ndarray:
         """uint8 images (N, H, W, 3) from a multipart body; :class:`RequestError` (400) if bad."""
@@ -144,11 +162,11 @@ class _Service:
         except ImageError as exc:
             raise RequestError(400, str(exc)) from None
 
-    async def score(self, images: np.ndarray) -> list[float]:
-        scores = await self.gate.run(self._infer, images)
+    async def predict(self, images: np.ndarray) -> list[dict]:
+        predictions = await self.gate.run(self._infer, images)
         self.requests += 1
-        self.images += len(scores)
-        return scores
+        self.images += len(predictions)
+        return predictions
 
 
 _MULTIPART_DOC = {
@@ -180,13 +198,14 @@ _BATCH_DOC = {
 
 def create_app(classifier: "Classifier", api_key: str | None = None, *,
                limits: ServerLimits | None = None, metadata: Mapping[str, Any] | None = None,
-               **limit_settings: int) -> "FastAPI":
+               classes: Sequence[str] | None = None, **limit_settings: int) -> "FastAPI":
     """An ASGI app (FastAPI) serving ``classifier`` with the MAX API.
 
     Parameters
     ----------
     classifier : Classifier
-        Scores uint8 images (N, H, W, 3) -> float64 (N,); called from worker threads.
+        Scores uint8 images (N, H, W, 3) -> float64 (N,) (binary), or (N, K) class
+        probabilities when ``capabilities.n_classes`` is K > 1; called from worker threads.
     api_key : str, optional
         When set, every ``/model/*`` request must carry it (``X-API-Key`` or
         ``Authorization: Bearer``). Not read from the environment here; ``serve`` does that.
@@ -194,6 +213,9 @@ def create_app(classifier: "Classifier", api_key: str | None = None, *,
         Default: ``ServerLimits()``.
     metadata : mapping, optional
         Overrides of the MAX metadata fields (id, name, description, type, license, source).
+    classes : sequence of str, optional
+        Names of a K-class model's K classes in its output order (default ``"0"`` ..
+        ``"K-1"``): ``/model/metadata`` lists them and each prediction's ``label`` is one.
     **limit_settings
         Fields of :class:`ServerLimits` replaced by keyword (``max_batch=64``, ...).
 
@@ -206,7 +228,8 @@ def create_app(classifier: "Classifier", api_key: str | None = None, *,
     Raises
     ------
     ServerError
-        FastAPI or python-multipart missing, or a bad limit.
+        FastAPI or python-multipart missing, a bad limit, a model that does not take RGB
+        images, or ``classes`` given for a binary model or not K of them.
     """
     fastapi = require("fastapi")
     require("python_multipart")
@@ -214,7 +237,7 @@ def create_app(classifier: "Classifier", api_key: str | None = None, *,
     from fastapi import Request
     from fastapi.exceptions import RequestValidationError
     from fastapi.responses import JSONResponse, RedirectResponse
-    from pydantic import BaseModel
+    from pydantic import BaseModel, Field
     from starlette.exceptions import HTTPException as StarletteHTTPException
     from starlette.requests import ClientDisconnect
 
@@ -223,11 +246,23 @@ def create_app(classifier: "Classifier", api_key: str | None = None, *,
         raise ServerError(f"unknown limit(s) {', '.join(sorted(set(limit_settings) - known))}; "
                           f"known: {', '.join(sorted(known))}")
     limits = dataclasses.replace(limits or ServerLimits(), **limit_settings)
-    service = _Service(classifier, limits, model_metadata(classifier, limits, metadata))
+    if int(classifier.input_shape[2]) != 3:  # uploads are decoded to RGB, as the MAX API's
+        raise ServerError(f"{classifier.name} takes {classifier.input_shape[2]}-channel images; "
+                          "the server serves RGB models (input shape (H, W, 3)) only")
+    names = served_classes(classifier, classes)
+    service = _Service(classifier, limits, model_metadata(classifier, limits, metadata, classes),
+                       names)
     h, w, _ = service.input_shape
 
     class Prediction(BaseModel):
-        probability: float
+        probability: float = Field(description="binary model: the probability of the positive "
+                                               "class (the MAX API); K-class model: the "
+                                               "probability of the predicted class")
+        label: str | None = Field(None, description="K-class model only: the predicted class "
+                                                    "(the name in /model/metadata)")
+        probabilities: list[float] | None = Field(None, description="K-class model only: the K "
+                                                                    "class probabilities, in the "
+                                                                    "model's output order")
 
     class PredictResponse(BaseModel):
         status: str
@@ -244,11 +279,14 @@ def create_app(classifier: "Classifier", api_key: str | None = None, *,
         (413, "request body over the size limit"),
         (503, "too many requests waiting for the model; retry after Retry-After seconds"))}
 
+    what = (f"the probabilities of {len(names)} classes ({', '.join(names[:10])}"
+            f"{', ...' if len(names) > 10 else ''})" if names
+            else "the probability of the positive class")
     app = fastapi.FastAPI(
         title="onepixel model server (MAX API)",
         version=__version__,
-        description=(f"Serves **{classifier.name}** ({w}x{h} RGB in, probability of the positive "
-                     "class out) with the Model Asset eXchange (MAX) API, plus a batch endpoint. "
+        description=(f"Serves **{classifier.name}** ({w}x{h} RGB in, {what} out) with the Model "
+                     "Asset eXchange (MAX) API, plus a batch endpoint. "
                      f"Send images as multipart/form-data field `{IMAGE_FIELD}`, e.g. "
                      f"`curl -F {IMAGE_FIELD}=@patch.png http://127.0.0.1:5000{PREDICT}`."),
         redoc_url=None,
@@ -303,16 +341,17 @@ def create_app(classifier: "Classifier", api_key: str | None = None, *,
     @app.post(PREDICT, summary="Score one image (the MAX API)",
               response_model=PredictResponse, responses=errors, openapi_extra=_MULTIPART_DOC)
     async def predict(request: Request):
-        """Probability of the positive class for one image (multipart field ``image``)."""
-        scores = await service.score(await read_images(request, max_files=1))
-        return JSONResponse({"status": "ok", "predictions": [{"probability": s} for s in scores]})
+        """Probability of the positive class for one image (multipart field ``image``); for a
+        K-class model, also its class probabilities and the predicted class."""
+        predictions = await service.predict(await read_images(request, max_files=1))
+        return JSONResponse({"status": "ok", "predictions": predictions})
 
     @app.post(PREDICT_BATCH, summary="Score many images in one request",
               response_model=PredictResponse, responses=errors, openapi_extra=_BATCH_DOC)
     async def predict_batch(request: Request):
         """One prediction per ``image`` field, in the order sent (at most ``max_batch``)."""
-        scores = await service.score(await read_images(request, max_files=limits.max_batch))
-        return JSONResponse({"status": "ok", "predictions": [{"probability": s} for s in scores]})
+        predictions = await service.predict(await read_images(request, max_files=limits.max_batch))
+        return JSONResponse({"status": "ok", "predictions": predictions})
 
     @app.get(METADATA, summary="Model metadata (the MAX API)")
     async def model_metadata_route():

@@ -52,6 +52,36 @@ def _mib_problem(value: float) -> str | None:
     return None
 
 
+def class_names(names: Any) -> tuple[str, ...] | None:
+    """Class names of a served K-class model, checked: a sequence of distinct, non-empty strings
+    without surrounding spaces (or None: index names). The count is checked against the model
+    when the app is built (:func:`~onepixel.serving.app.create_app`).
+
+    Raises
+    ------
+    ServerError
+        Not a sequence of strings, fewer than 2, an empty or repeated name.
+    """
+    if names is None:
+        return None
+    if isinstance(names, str) or not isinstance(names, list | tuple):
+        raise ServerError(f"classes must be a list of class names in the model's output order, got "
+                          f"{names!r}")
+    if not all(isinstance(n, str) for n in names):
+        raise ServerError(f"classes must be strings, got {names!r}")
+    names = tuple(names)
+    if len(names) < 2:
+        raise ServerError(f"classes names the K >= 2 classes of a K-class model, got {len(names)}: "
+                          f"{names!r}")
+    if any(not n or n != n.strip() or "," in n for n in names):
+        raise ServerError(f"classes must be non-empty names without commas or surrounding spaces, "
+                          f"got {names!r}")
+    repeated = sorted({n for n in names if names.count(n) > 1})
+    if repeated:
+        raise ServerError(f"classes must be distinct; repeated: {', '.join(repeated)}")
+    return names
+
+
 def _check(problems: dict[str, str | None]) -> None:
     for name, problem in problems.items():
         if problem:
@@ -89,7 +119,8 @@ class ServerLimits:
 
 @dataclass(frozen=True)
 class ServeOptions:
-    """How :func:`~onepixel.serving.run.serve` listens and defends its connections.
+    """How :func:`~onepixel.serving.run.serve` listens, defends its connections and names the
+    served model's classes.
 
     Attributes
     ----------
@@ -116,6 +147,10 @@ class ServeOptions:
     keep_alive_timeout : float
         Seconds an idle keep-alive connection stays open between requests.
     limits : ServerLimits
+    classes : tuple of str, optional
+        Names of a K-class model's classes in its output order, given in ``/model/metadata`` and
+        as each prediction's ``label``; the count must be the model's K (checked when the app
+        is built). Default: the indices ``"0"`` .. ``"K-1"``.
     """
 
     host: str = "127.0.0.1"
@@ -127,6 +162,7 @@ class ServeOptions:
     body_timeout: float = 30.0
     keep_alive_timeout: float = 30.0
     limits: ServerLimits = field(default_factory=ServerLimits)
+    classes: tuple[str, ...] | None = None
 
     def __post_init__(self) -> None:
         if not isinstance(self.host, str) or not self.host:
@@ -139,6 +175,7 @@ class ServeOptions:
                 "keep_alive_timeout": _seconds_problem(self.keep_alive_timeout)})
         if not isinstance(self.limits, ServerLimits):
             raise ServerError(f"limits must be a ServerLimits, got {type(self.limits).__name__}")
+        object.__setattr__(self, "classes", class_names(self.classes))  # lists become tuples
 
     @classmethod
     def build(cls, options: ServeOptions | None = None, **settings: Any) -> ServeOptions:
@@ -190,8 +227,17 @@ def _int_at_least(low: int) -> Callable[[str], int]:
     return _argument(int, lambda v: _int_problem(v, low))
 
 
+def _class_list(text: str) -> tuple[str, ...]:
+    """``--classes``: comma-separated names (spaces around each are dropped)."""
+    try:
+        return class_names([n.strip() for n in text.split(",")])  # type: ignore[return-value]
+    except ServerError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
 def add_server_arguments(parser: argparse.ArgumentParser) -> None:
-    """Add the ``serve`` options (address, key, limits, connection defences) to ``parser``.
+    """Add the ``serve`` options (address, key, limits, connection defences, class names) to
+    ``parser``.
 
     Defaults come from :class:`ServeOptions` and :class:`ServerLimits`; bad values are argparse
     errors (one line, exit status 2). :func:`server_options` turns the parsed options into
@@ -231,6 +277,9 @@ def add_server_arguments(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--keep-alive-timeout", type=_argument(float, _seconds_problem),
                    default=d.keep_alive_timeout, metavar="SECONDS",
                    help="close an idle keep-alive connection after this time (default: %(default)s)")
+    g.add_argument("--classes", metavar="NAME,NAME,...", type=_class_list, default=d.classes,
+                   help="class names of a K-class model in its output order, K of them (default: "
+                        "0..K-1); shown in /model/metadata and as each prediction's label")
 
 
 def server_options(args: argparse.Namespace) -> dict[str, Any]:
@@ -240,7 +289,7 @@ def server_options(args: argparse.Namespace) -> dict[str, Any]:
             "max_connections": args.max_connections,
             "max_connections_per_client": args.max_connections_per_client,
             "header_timeout": args.header_timeout, "body_timeout": args.body_timeout,
-            "keep_alive_timeout": args.keep_alive_timeout,
+            "keep_alive_timeout": args.keep_alive_timeout, "classes": args.classes,
             "max_concurrency": args.max_concurrency, "max_queue": args.max_queue,
             "max_batch": args.max_batch,
             "max_request_bytes": max(1, int(args.max_request_mb * MiB))}

@@ -53,7 +53,8 @@ def serve(classifier: Classifier, options: ServeOptions | None = None, *,
     ----------
     classifier : Classifier
     options : ServeOptions, optional
-        Address, key, connection defences and limits; default ``ServeOptions()``.
+        Address, key, connection defences, limits and the class names of a K-class model;
+        default ``ServeOptions()``.
     metadata : mapping, optional
         Overrides of the MAX metadata fields; see :func:`~onepixel.serving.app.create_app`.
     **settings
@@ -64,14 +65,16 @@ def serve(classifier: Classifier, options: ServeOptions | None = None, *,
     Raises
     ------
     ServerError
-        Missing dependencies, a bad setting, or the address cannot be bound.
+        Missing dependencies, a bad setting, class names that do not fit the model, or the
+        address cannot be bound.
     """
     options = ServeOptions.build(options, **settings)
     uvicorn = require("uvicorn")
     from onepixel.serving.connections import ConnectionGuard
 
     api_key = resolve_api_key(options.api_key)
-    app = create_app(classifier, api_key=api_key, limits=options.limits, metadata=metadata)
+    app = create_app(classifier, api_key=api_key, limits=options.limits, metadata=metadata,
+                     classes=options.classes)
     if not is_loopback(options.host) and not api_key:
         log.warning("serving on %s without an API key: anyone who can reach this port can query "
                     "the model; set --api-key or $%s", options.host, API_KEY_ENV)

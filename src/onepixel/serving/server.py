@@ -36,6 +36,13 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--device", default="auto", help="auto, cpu or cuda[:N]")
     parser.add_argument("--engine", default="auto", choices=["auto", "torch", "onnxruntime"])
     parser.add_argument("--batch-size", type=int, default=None, help="images per model call")
+    parser.add_argument("--output", choices=["logit", "probability"], default=None,
+                        help="what the model returns (default: from the model)")
+    parser.add_argument("--preprocess", choices=["max", "unit", "raw"], default=None,
+                        help="input scaling: max=(x/255-0.5)*2, unit=x/255, raw=x")
+    parser.add_argument("--layout", choices=["nhwc", "nchw"], default=None, help="input tensor layout")
+    parser.add_argument("--positive-index", type=int, default=None,
+                        help="serve a K-output model as binary: the positive class's column")
     parser.add_argument("--assets", default=None, metavar="DIR", help="folder with local assets")
     parser.add_argument("-q", "--quiet", action="store_true", help="no access log")
     add_server_arguments(parser)
@@ -53,7 +60,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         classifier = load_classifier(args.model, ModelOptions(
             device=args.device, engine=args.engine, batch_size=args.batch_size,
-            assets_dir=args.assets))
+            output=args.output, preprocess=args.preprocess, layout=args.layout,
+            positive_index=args.positive_index, assets_dir=args.assets))
         serve(classifier, **server_options(args))
     except OnepixelError as exc:
         log.error("%s", exc)
