@@ -7,7 +7,8 @@ Pure functions on arrays (each tested against hand-computed values):
 - colours: :func:`top_colours`;
 - chromatic: :func:`neighbour_mean`, :func:`chromatic_h`, :func:`paper_filter`, :func:`chromatic_stats`;
 - spatial: :func:`spatial_stats` (Tables 1-2 of the chromatic paper);
-- periodicity: :func:`parity_counts`, :func:`expected_parity`, :func:`location_map`.
+- periodicity: :func:`parity_counts`, :func:`expected_parity`, :func:`location_map`;
+- multi-class and k pixels: :func:`class_success`, :func:`attack_pixels`.
 
 Reading a RUN: :func:`load_run`, :func:`load_history`; everything at once:
 :func:`compute_analysis` -> :class:`RunAnalysis`, and :func:`build_tables` -> :class:`Table` s.
@@ -24,6 +25,7 @@ from onepixel.analysis.chromatic import (
     read_original_pixels,
 )
 from onepixel.analysis.compute import (
+    ALL_CLASSES,
     SECTIONS,
     DirectionAnalysis,
     Note,
@@ -33,6 +35,7 @@ from onepixel.analysis.compute import (
 )
 from onepixel.analysis.confmaps import Confmap, ConfmapStats, confmap_stats, load_confmap
 from onepixel.analysis.stats import (
+    ClassSuccess,
     ColourCount,
     EarlyConvergence,
     NitStats,
@@ -40,6 +43,8 @@ from onepixel.analysis.stats import (
     ScoreStats,
     SpatialStats,
     SuccessCounts,
+    attack_pixels,
+    class_success,
     colour_name,
     early_convergence,
     expected_parity,
@@ -67,12 +72,13 @@ from onepixel.runs.reader import (
 )
 
 __all__ = [
-    "ATTACK_COLUMNS", "HISTORY_COLUMNS", "SECTIONS", "AnalysisError", "AttackTable", "ChromaticStats",
-    "ColourCount", "Confmap", "ConfmapStats", "DirectionAnalysis", "EarlyConvergence", "NitStats",
-    "Note", "OriginalPixels", "ParityCounts", "RunAnalysis", "RunData", "ScoreStats", "SpatialStats",
-    "SuccessCounts", "Table", "build_tables", "chromatic_h", "chromatic_stats", "colour_name",
-    "compute_analysis", "confmap_stats", "early_convergence", "expected_parity", "gain",
-    "generalise_reason", "load_confmap", "load_history", "load_run", "location_map", "neighbour_mean",
-    "nit_distribution", "nit_stats", "paper_filter", "parity_counts", "read_attacks_csv",
-    "read_original_pixels", "score_stats", "spatial_stats", "spearman", "success_counts", "top_colours",
+    "ALL_CLASSES", "ATTACK_COLUMNS", "HISTORY_COLUMNS", "SECTIONS", "AnalysisError", "AttackTable",
+    "ChromaticStats", "ClassSuccess", "ColourCount", "Confmap", "ConfmapStats", "DirectionAnalysis",
+    "EarlyConvergence", "NitStats", "Note", "OriginalPixels", "ParityCounts", "RunAnalysis", "RunData",
+    "ScoreStats", "SpatialStats", "SuccessCounts", "Table", "attack_pixels", "build_tables", "chromatic_h",
+    "chromatic_stats", "class_success", "colour_name", "compute_analysis", "confmap_stats",
+    "early_convergence", "expected_parity", "gain", "generalise_reason", "load_confmap", "load_history",
+    "load_run", "location_map", "neighbour_mean", "nit_distribution", "nit_stats", "paper_filter",
+    "parity_counts", "read_attacks_csv", "read_original_pixels", "score_stats", "spatial_stats",
+    "spearman", "success_counts", "top_colours",
 ]

@@ -24,6 +24,7 @@ from onepixel.analysis.chromatic import (
     read_original_pixels,
 )
 from onepixel.analysis.stats import (
+    ClassSuccess,
     ColourCount,
     EarlyConvergence,
     NitStats,
@@ -31,6 +32,8 @@ from onepixel.analysis.stats import (
     ScoreStats,
     SpatialStats,
     SuccessCounts,
+    attack_pixels,
+    class_success,
     early_convergence,
     expected_parity,
     location_map,
@@ -43,9 +46,14 @@ from onepixel.analysis.stats import (
     top_colours,
 )
 from onepixel.confmap.result import ConfidenceMap, load_confmap
-from onepixel.errors import ConfmapError
+from onepixel.errors import AnalysisError, ConfmapError
 from onepixel.runs.reader import AttackTable, RunData
 from onepixel.runs.schema import BINARY_GOALS, judge, lowers_score
+
+#: Goals of K-class models: their success is the RUN's flag (judged from the predicted class).
+MULTICLASS_GOALS = ("untargeted", "targeted")
+#: The direction name of a multi-class RUN's attacks pooled over every class.
+ALL_CLASSES = "all classes"
 
 log = logging.getLogger(__name__)
 
@@ -54,6 +62,7 @@ DEFAULT_IMAGE_SHAPE = (64, 64)
 #: Report sections, in order: (key, title).
 SECTIONS = (
     ("summary", "Summary"),
+    ("classes", "Success per class"),
     ("scores", "Confidence scores before and after the attack"),
     ("convergence", "Early convergence and progress of differential evolution"),
     ("examples", "Adversarial examples"),
@@ -94,11 +103,17 @@ class DirectionAnalysis:
         Not early-converged.
     filtered : ndarray, (M,) bool
         The chromatic paper's inclusion filter.
-    h : ndarray, (M,) float64 or None
-        Chromatic RMSE per attack (``nan`` where the original could not be read); None when the
-        dataset was not available.
+    h : ndarray, (P,) float64 or None
+        Chromatic RMSE per attack pixel (``nan`` where the original could not be read); None when
+        the dataset was not available.
     location : ndarray, (H, W) int64
         Attack pixel counts over all attacks of the direction.
+    pixels : ndarray, (P, 5) int64
+        ``x, y, r, g, b`` of every pixel of every attack (P = M for one-pixel attacks; K per
+        attack with ``--pixels K``, a position set twice counted once). Colours, spatial,
+        periodicity, location and chromatic statistics are over these pixels.
+    owner : ndarray, (P,) int64
+        The attack (index into ``rows``) of each pixel.
     """
 
     direction: str
@@ -126,14 +141,23 @@ class DirectionAnalysis:
     h: np.ndarray | None = None
     chromatic_filtered: ChromaticStats | None = None
     chromatic_all: ChromaticStats | None = None
+    pixels: np.ndarray = field(default_factory=lambda: np.zeros((0, 5), dtype=np.int64))
+    owner: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
 
     @property
     def attacked(self) -> int:
         return len(self.rows)
 
     @property
+    def multiclass(self) -> bool:
+        return self.goal in MULTICLASS_GOALS
+
+    @property
     def success_mask(self) -> np.ndarray:
-        """(M,) bool: the attack crossed the success threshold."""
+        """(M,) bool: the attack succeeded (binary goals: crossed the success threshold;
+        multi-class goals: the RUN's flag, judged from the predicted class)."""
+        if self.multiclass:
+            return np.asarray(self.rows.success, dtype=bool)
         s = self.rows.attacked_score
         t = self.success_all.success_threshold
         return s < t if lowers_score(self.goal) else s > t
@@ -154,6 +178,12 @@ class RunAnalysis:
     notes : tuple of Note
     confmaps : tuple of ConfidenceMap
         The readable maps of ``RUN/confmaps`` (unreadable ones give a note).
+    pooled : DirectionAnalysis or None
+        Multi-class RUNs: every attack of every class as one direction (:data:`ALL_CLASSES`);
+        the pixel statistics and figures use it, as K per-class panels do not fit a page.
+        None for binary RUNs.
+    classes : tuple of ClassSuccess
+        Multi-class RUNs: success per true class (and target); empty for binary RUNs.
     """
 
     run: RunData
@@ -162,6 +192,33 @@ class RunAnalysis:
     dataset_available: bool
     notes: tuple[Note, ...] = field(default=())
     confmaps: tuple[ConfidenceMap, ...] = field(default=())
+    pooled: DirectionAnalysis | None = None
+    classes: tuple[ClassSuccess, ...] = field(default=())
+
+    @property
+    def multiclass(self) -> bool:
+        """The RUN attacked a K-class model (goal untargeted or targeted)."""
+        return any(d.multiclass for d in self.directions)
+
+    @property
+    def stat_directions(self) -> tuple[DirectionAnalysis, ...]:
+        """What per-direction pixel statistics and figures are drawn for: the directions of a
+        binary RUN, the pooled :data:`ALL_CLASSES` direction of a multi-class one."""
+        if self.pooled is not None:
+            return (self.pooled,)
+        return self.directions
+
+    @property
+    def pixels_per_attack(self) -> int:
+        """The most pixels one attack set (1 for the papers' one-pixel attacks)."""
+        counts = [np.bincount(d.owner).max() for d in self.directions if d.owner.size]
+        return int(max(counts)) if counts else 1
+
+    @property
+    def target(self) -> str | None:
+        """The target class of a targeted RUN, else None."""
+        value = self.run.config.get("target")
+        return None if value is None else str(value)
 
     @property
     def total_images(self) -> int:
@@ -221,15 +278,20 @@ def compute_analysis(run: RunData, read_originals: bool = True, workers: int | N
     notes: list[Note] = []
     attacked_mask = table.attacked
     att = table.select(attacked_mask)
+    try:
+        vectors, owner = attack_pixels(att.pixels, att.x, att.y, att.r, att.g, att.b)
+    except ValueError as exc:
+        raise AnalysisError(f"{run.run_dir / 'attacks.csv'}: {exc}") from None
     originals: OriginalPixels | None = None
     root, why = dataset_status(run)
     if read_originals and root is not None and len(att):
-        originals = read_original_pixels(root, att.image, att.x, att.y, workers=workers)
+        originals = read_original_pixels(root, att.image[owner], vectors[:, 0], vectors[:, 1],
+                                         workers=workers)
         if originals.image_shape is None:
             why = f"none of the {len(att):,} original images could be read under {root}"
             originals = None
         elif originals.missing:
-            notes.append(Note("chromatic", f"{len(originals.missing):,} of {len(att):,} original "
+            notes.append(Note("chromatic", f"{len(set(originals.missing)):,} of {len(att):,} original "
                                            f"images could not be read under {root}; their attacks "
                                            f"are left out of the chromatic statistics."))
     elif not read_originals:
@@ -244,15 +306,33 @@ def compute_analysis(run: RunData, read_originals: bool = True, workers: int | N
     if shape is None:
         shape = DEFAULT_IMAGE_SHAPE
         if len(att):
-            shape = (max(shape[0], int(att.y.max()) + 1), max(shape[1], int(att.x.max()) + 1))
-    h_all = chromatic_h(att.rgb, originals.neighbours) if originals is not None else None
+            shape = (max(shape[0], int(vectors[:, 1].max()) + 1),
+                     max(shape[1], int(vectors[:, 0].max()) + 1))
+    h_all = chromatic_h(vectors[:, 2:], originals.neighbours) if originals is not None else None
 
-    directions = []
-    for direction, goal in table.directions():
-        in_dir = (table.direction == direction) & (table.goal == goal)
+    def part(name: str, goal: str, in_dir: np.ndarray) -> DirectionAnalysis:
         sel_att = in_dir[attacked_mask]
-        directions.append(_direction(run, direction, goal, table.select(in_dir), att.select(sel_att),
-                                     None if h_all is None else h_all[sel_att], shape))
+        sel_px = sel_att[owner]
+        new_index = np.cumsum(sel_att) - 1  # row index within the direction's attacks
+        return _direction(run, name, goal, table.select(in_dir), att.select(sel_att),
+                          None if h_all is None else h_all[sel_px], shape, vectors[sel_px],
+                          new_index[owner[sel_px]])
+
+    directions = [part(direction, goal, (table.direction == direction) & (table.goal == goal))
+                  for direction, goal in table.directions()]
+    pooled = None
+    classes: tuple[ClassSuccess, ...] = ()
+    multi_goals = [g for g in MULTICLASS_GOALS if (table.goal == g).any()]
+    if multi_goals:
+        # A RUN has one goal (resuming checks it); the first one present names the pool.
+        pooled = part(ALL_CLASSES, multi_goals[0], np.isin(table.goal, MULTICLASS_GOALS))
+        rows = pooled.rows
+        targets = np.array([d[len(lb) + 4:] if g == "targeted" else "other"
+                            for d, lb, g in zip(rows.direction, rows.label, rows.goal, strict=True)],
+                           dtype=object)
+        classes = class_success(rows.label, targets, rows.success, rows.strong_success,
+                                rows.original_score, rows.attacked_score,
+                                tuple(str(c) for c in run.config.get("classes") or ()))
     if not len(table):
         notes.append(Note("summary", "attacks.csv has no rows: the campaign has not finished any "
                                      "image yet."))
@@ -268,11 +348,14 @@ def compute_analysis(run: RunData, read_originals: bool = True, workers: int | N
             log.warning("%s", exc)
             notes.append(Note("confmaps", f"Left out: {exc}"))
     return RunAnalysis(run, tuple(directions), (int(shape[0]), int(shape[1])), originals is not None,
-                       tuple(notes), tuple(confmaps))
+                       tuple(notes), tuple(confmaps), pooled, classes)
 
 
 def _direction(run: RunData, direction: str, goal: str, everything: AttackTable, rows: AttackTable,
-               h: np.ndarray | None, shape: tuple[int, int]) -> DirectionAnalysis:
+               h: np.ndarray | None, shape: tuple[int, int], vectors: np.ndarray,
+               owner: np.ndarray) -> DirectionAnalysis:
+    """Statistics of one direction: ``rows`` (M attacks), their ``vectors`` (P, 5) pixels and
+    each pixel's attack ``owner`` (P,); ``h`` (P,) per pixel."""
     skipped = everything.select(~everything.attacked)
     reasons: dict[str, int] = {}
     for reason in skipped.skip_reason:
@@ -285,7 +368,9 @@ def _direction(run: RunData, direction: str, goal: str, everything: AttackTable,
     filtered = paper_filter(np.full(len(rows), goal), after, run.setting("skip_positive_below"),
                             run.setting("skip_negative_above"))
     success = judge(goal, after, t, strong, strong)[0] if goal in BINARY_GOALS else rows.success
-    vectors = np.stack([rows.x, rows.y, rows.r, rows.g, rows.b], axis=1)
+    px_success = np.asarray(success, dtype=bool)[owner]
+    px_filtered = filtered[owner]
+    px_x, px_y, px_rgb = vectors[:, 0], vectors[:, 1], vectors[:, 2:]
     maxiter = int(run.setting("maxiter"))
     result = DirectionAnalysis(
         direction=direction, goal=goal, images=len(everything), skipped=len(skipped),
@@ -298,15 +383,17 @@ def _direction(run: RunData, direction: str, goal: str, everything: AttackTable,
                                     (rows.success[rest], rows.strong_success[rest])),
         early=early_convergence(goal, before, after, rows.early_converged),
         nit=nit_stats(rows.nit, maxiter), nit_bins=tuple(nit_distribution(rows.nit, maxiter)),
-        colours=top_colours(rows.rgb), colours_success=top_colours(rows.rgb[success]),
-        spatial_filtered=spatial_stats(vectors[filtered]), spatial_all=spatial_stats(vectors),
-        parity_all=parity_counts(rows.x, rows.y),
-        parity_success=parity_counts(rows.x[success], rows.y[success]),
-        location=location_map(rows.x, rows.y, shape),
+        colours=top_colours(px_rgb), colours_success=top_colours(px_rgb[px_success]),
+        spatial_filtered=spatial_stats(vectors[px_filtered]), spatial_all=spatial_stats(vectors),
+        parity_all=parity_counts(px_x, px_y),
+        parity_success=parity_counts(px_x[px_success], px_y[px_success]),
+        location=location_map(px_x, px_y, shape),
         h=h,
-        chromatic_filtered=None if h is None else chromatic_stats(h[filtered], goal, before[filtered],
-                                                                  after[filtered]),
-        chromatic_all=None if h is None else chromatic_stats(h, goal, before, after),
+        # Each pixel of a k-pixel attack counts with its attack's scores.
+        chromatic_filtered=None if h is None else chromatic_stats(
+            h[px_filtered], goal, before[owner][px_filtered], after[owner][px_filtered]),
+        chromatic_all=None if h is None else chromatic_stats(h, goal, before[owner], after[owner]),
+        pixels=vectors, owner=owner,
     )
     return result
 

@@ -1,9 +1,10 @@
 """The papers' statistics as pure functions on arrays.
 
 Score tables (Tables 1-2 of the breast-cancer paper), success counts, early convergence and
-generations (``nit``), attack colours, spatial statistics (Tables 1-2 of the chromatic paper)
-and coordinate periodicity. Every function takes plain arrays and returns a frozen dataclass,
-so each can be checked against hand-computed values.
+generations (``nit``), attack colours, spatial statistics (Tables 1-2 of the chromatic paper),
+coordinate periodicity, every pixel of a k-pixel attack (:func:`attack_pixels`) and success per
+class of a multi-class campaign (:func:`class_success`). Every function takes plain arrays and
+returns a frozen dataclass, so each can be checked against hand-computed values.
 
 Conventions: ``sd`` is the sample standard deviation (``ddof=1``, ``nan`` for fewer than two
 values); statistics of an empty selection are ``nan``; percentages are of the selection's size.
@@ -21,10 +22,10 @@ from onepixel.runs.schema import lowers_score
 from onepixel.runs.summary import ScoreStats, SuccessCounts, percent, score_stats, success_counts
 
 __all__ = [
-    "SPATIAL_COLUMNS", "ColourCount", "EarlyConvergence", "NitStats", "ParityCounts", "ScoreStats",
-    "SpatialStats", "SuccessCounts", "colour_name", "early_convergence", "expected_parity", "gain",
-    "location_map", "nit_distribution", "nit_stats", "parity_counts", "percent", "score_stats",
-    "spatial_stats", "spearman", "success_counts", "top_colours",
+    "SPATIAL_COLUMNS", "ClassSuccess", "ColourCount", "EarlyConvergence", "NitStats", "ParityCounts",
+    "ScoreStats", "SpatialStats", "SuccessCounts", "attack_pixels", "class_success", "colour_name",
+    "early_convergence", "expected_parity", "gain", "location_map", "nit_distribution", "nit_stats",
+    "parity_counts", "percent", "score_stats", "spatial_stats", "spearman", "success_counts", "top_colours",
 ]
 
 SPATIAL_COLUMNS = ("X", "Y", "R", "G", "B")
@@ -314,3 +315,127 @@ def spearman(a: np.ndarray, b: np.ndarray) -> float:
     rb -= rb.mean()
     den = np.sqrt((ra * ra).sum() * (rb * rb).sum())
     return float((ra * rb).sum() / den) if den > 0 else float("nan")
+
+
+# --------------------------------------------------------------------------- k pixels, classes
+
+
+def attack_pixels(pixels: np.ndarray, x: np.ndarray, y: np.ndarray, r: np.ndarray, g: np.ndarray,
+                  b: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Every pixel of every attack, from attacks.csv's ``pixels`` column.
+
+    ``pixels`` holds ``x,y,r,g,b`` groups joined by ``;`` (``--pixels K``); an empty cell (RUNs
+    written before the column existed) falls back to the row's ``x, y, r, g, b``. Where two
+    pixels of one attack share a position only the later one is kept: it is the one the image
+    got (the attack applies them in order).
+
+    Parameters
+    ----------
+    pixels : ndarray, (M,) str
+    x, y, r, g, b : ndarray, (M,) int
+        The first pixel of each attack.
+
+    Returns
+    -------
+    vectors : ndarray, (P,) x 5 int64
+        ``x, y, r, g, b`` of each pixel, attacks in order, pixels in their order.
+    owner : ndarray, (P,) int64
+        The attack (row index 0..M-1) each pixel belongs to.
+
+    Raises
+    ------
+    ValueError
+        A group that is not five integers (the message quotes the cell).
+    """
+    vectors: list[tuple[int, ...]] = []
+    owner: list[int] = []
+    for i, cell in enumerate(np.asarray(pixels, dtype=object)):
+        text = str(cell or "").strip()
+        if not text:
+            groups = [(int(x[i]), int(y[i]), int(r[i]), int(g[i]), int(b[i]))]
+        else:
+            try:
+                groups = [tuple(int(v) for v in part.split(",")) for part in text.split(";")]
+            except ValueError:
+                raise ValueError(f"attack {i}: pixels cell {text!r} is not x,y,r,g,b groups "
+                                 f"joined by ';'") from None
+            if any(len(gr) != 5 for gr in groups):
+                raise ValueError(f"attack {i}: pixels cell {text!r} has a group without 5 values")
+        last = {(gr[0], gr[1]): gr for gr in groups}  # later pixels at one position win
+        kept = [gr for gr in groups if last[(gr[0], gr[1])] is gr]
+        vectors += kept
+        owner += [i] * len(kept)
+    return (np.asarray(vectors, dtype=np.int64).reshape(-1, 5), np.asarray(owner, dtype=np.int64))
+
+
+@dataclass(frozen=True)
+class ClassSuccess:
+    """Attacks on the images of one true class (towards one target class, for targeted runs).
+
+    Attributes
+    ----------
+    source : str
+        The true class of the attacked images.
+    target : str
+        The target class, or ``"other"`` for untargeted attacks.
+    attacked, success, strong : int
+    mean_before, mean_after : float
+        Mean recorded probability (of the true class, or of the target) before / after.
+    """
+
+    source: str
+    target: str
+    attacked: int
+    success: int
+    strong: int
+    mean_before: float
+    mean_after: float
+
+    @property
+    def success_percent(self) -> float:
+        return percent(self.success, self.attacked)
+
+    @property
+    def strong_percent(self) -> float:
+        return percent(self.strong, self.attacked)
+
+
+def class_success(source: np.ndarray, target: np.ndarray, success: np.ndarray, strong: np.ndarray,
+                  before: np.ndarray, after: np.ndarray,
+                  order: Sequence[str] = ()) -> tuple[ClassSuccess, ...]:
+    """Success per true class (and target class) of a multi-class campaign.
+
+    Parameters
+    ----------
+    source, target : ndarray, (N,) str
+        True class and target class (``"other"`` when untargeted) of each attacked image.
+    success, strong : ndarray, (N,) bool
+        The RUN's success flags (judged from the predicted class by the campaign).
+    before, after : ndarray, (N,) float
+        Recorded probability before / after the attack.
+    order : sequence of str
+        Class names in the model's output order (config.json's ``classes``); classes not in it
+        come after, sorted.
+
+    Returns
+    -------
+    tuple of ClassSuccess, one per (source, target) pair present, by ``order``.
+    """
+    source = np.asarray(source).astype(str)
+    target = np.asarray(target).astype(str)
+    success = np.asarray(success, dtype=bool)
+    strong = np.asarray(strong, dtype=bool)
+    before = np.asarray(before, dtype=np.float64)
+    after = np.asarray(after, dtype=np.float64)
+    rank = {name: i for i, name in enumerate(order)}
+
+    def key(name: str) -> tuple[int, str]:
+        return (rank.get(name, len(rank)), name)
+
+    out = []
+    for src, tgt in sorted(set(zip(source.tolist(), target.tolist(), strict=True)),
+                           key=lambda p: (key(p[0]), key(p[1]))):
+        m = (source == src) & (target == tgt)
+        out.append(ClassSuccess(src, tgt, int(m.sum()), int(success[m].sum()), int(strong[m].sum()),
+                                float(before[m].mean()), float(after[m].mean())))
+    return tuple(out)

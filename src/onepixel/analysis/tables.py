@@ -23,7 +23,7 @@ from onepixel.analysis.confmaps import confmap_stats
 from onepixel.analysis.stats import SPATIAL_COLUMNS, ColourCount, ScoreStats, colour_name, percent
 from onepixel.runs.schema import lowers_score
 
-__all__ = ["Table", "build_tables", "fmt", "slug"]
+__all__ = ["Table", "build_tables", "fmt", "goal_probability", "pixel_note", "slug"]
 
 DASH = "–"
 
@@ -206,6 +206,24 @@ def colour_label(c: ColourCount) -> str:
     return f"{name} {rgb}" if name else f"RGB {rgb}"
 
 
+def goal_probability(analysis: RunAnalysis) -> str:
+    """What a multi-class RUN's scores are: "the probability of the true class" (untargeted) or
+    "the probability of class T" (targeted); "" for a binary RUN."""
+    if not analysis.multiclass:
+        return ""
+    target = analysis.target
+    return "the probability of the true class" if target is None else f"the probability of class {target}"
+
+
+def pixel_note(analysis: RunAnalysis) -> str:
+    """For k-pixel RUNs, a sentence saying the pixel statistics count every pixel; else ""."""
+    k = analysis.pixels_per_attack
+    if k <= 1:
+        return ""
+    return (f" Each attack set up to {k} pixels; every pixel counts here (a position set twice in one "
+            f"attack once), with its attack's scores.")
+
+
 def _join(parts: Sequence[str]) -> str:
     parts = [p for p in parts if p]
     if not parts:
@@ -237,17 +255,24 @@ def build_tables(analysis: RunAnalysis) -> tuple[Table, ...]:
     dirs = analysis.directions
     attacked = [d for d in dirs if d.attacked]
     if attacked:
-        tables += [scores_table(d) for d in attacked]
+        # Multi-class RUNs: per-class rows where a table has one row per direction, and the
+        # attacks of every class pooled where a table or figure is drawn per direction.
+        stat_dirs = list(analysis.stat_directions)
+        pixel_dirs = [d for d in stat_dirs if d.attacked]
+        if analysis.classes:
+            tables.append(class_success_table(analysis))
         matrix = class_matrix_table(analysis)
         if matrix is not None:
             tables.append(matrix)
+        tables += [scores_table(d, analysis) for d in pixel_dirs]
         tables += [success_table(dirs), early_table(dirs), nit_table(dirs), nit_distribution_table(dirs),
-                   colours_table(dirs, success_only=False), colours_table(dirs, success_only=True)]
+                   colours_table(stat_dirs, success_only=False, analysis=analysis),
+                   colours_table(stat_dirs, success_only=True, analysis=analysis)]
         if analysis.dataset_available:
-            tables.append(chromatic_table(dirs))
-        tables += [spatial_table(d) for d in attacked]
+            tables.append(chromatic_table(stat_dirs, analysis))
+        tables += [spatial_table(d, analysis) for d in pixel_dirs]
         tables.append(periodicity_table(analysis))
-        tables += [locations_table(d) for d in attacked]
+        tables += [locations_table(d) for d in pixel_dirs]
     if analysis.confmaps:
         tables.append(confmaps_table(analysis))
     return tuple(tables)
@@ -263,8 +288,7 @@ def run_info_table(analysis: RunAnalysis) -> Table:
         ("Model sha256", str(model.get("sha256", DASH))),
         ("Dataset", str(cfg.get("dataset", DASH)) + ("" if analysis.dataset_available else
                                                        " (not reachable here)")),
-        ("Labels", f"{cfg.get('positive_label', 'mitosis')} (positive) / "
-                   f"{cfg.get('negative_label', 'normal')} (negative)"),
+        _labels_row(analysis),
         ("Campaign created", str(cfg.get("created", DASH))),
         ("onepixel version of the campaign", str(cfg.get("onepixel_version", DASH))),
         ("Device", str(cfg.get("device", DASH))),
@@ -274,12 +298,17 @@ def run_info_table(analysis: RunAnalysis) -> Table:
     keys = ("population", "maxiter", "mutation", "recombination", "tol", "atol", "updating", "seed")
     de = ", ".join(f"{k} {attack[k]}" for k in keys if k in attack)
     rows.append(("Differential evolution", de or "papers' defaults (not recorded)"))
-    rows.append(("Skip rule", f"positives scoring < {analysis.run.setting('skip_positive_below'):g}, "
-                              f"negatives scoring > {analysis.run.setting('skip_negative_above'):g}"))
-    rows.append(("Success thresholds",
-                 f"crosses {analysis.run.setting('success_threshold'):g}; strong: < "
-                 f"{analysis.run.setting('strong_decrease_below'):g} (decrease) / > "
-                 f"{analysis.run.setting('strong_increase_above'):g} (increase)"))
+    if analysis.multiclass:
+        rows += _multiclass_rules(analysis)
+    else:
+        rows.append(("Skip rule", f"positives scoring < {analysis.run.setting('skip_positive_below'):g}, "
+                                  f"negatives scoring > {analysis.run.setting('skip_negative_above'):g}"))
+        rows.append(("Success thresholds",
+                     f"crosses {analysis.run.setting('success_threshold'):g}; strong: < "
+                     f"{analysis.run.setting('strong_decrease_below'):g} (decrease) / > "
+                     f"{analysis.run.setting('strong_increase_above'):g} (increase)"))
+    if analysis.multiclass or analysis.pixels_per_attack > 1 or attack.get("pixels", 1) != 1:
+        rows.append(("Pixels per attack", str(attack.get("pixels", analysis.pixels_per_attack))))
     rows.append(("Image size", f"{analysis.image_shape[1]}x{analysis.image_shape[0]}"))
     pop, maxiter = attack.get("population"), attack.get("maxiter")
     de_text = (f" with differential evolution (population {pop}, at most {maxiter} generations)"
@@ -289,6 +318,32 @@ def run_info_table(analysis: RunAnalysis) -> Table:
                f"{analysis.total_attacked:,} of them{de_text}.")
     return Table("run_info", "Run settings", "summary", ("Setting", "Value"), tuple(rows),
                  caption="From config.json of the RUN folder.", reading=reading)
+
+
+def _labels_row(analysis: RunAnalysis) -> tuple[str, str]:
+    cfg = analysis.run.config
+    if analysis.multiclass:
+        classes = [str(c) for c in cfg.get("classes") or ()]
+        shown = ", ".join(classes[:20]) + (f", ... ({len(classes)} in all)" if len(classes) > 20 else "")
+        return ("Classes", shown or "not recorded")
+    return ("Labels", f"{cfg.get('positive_label', 'mitosis')} (positive) / "
+                      f"{cfg.get('negative_label', 'normal')} (negative)")
+
+
+def _multiclass_rules(analysis: RunAnalysis) -> list[tuple[str, str]]:
+    target = analysis.target
+    strong_down = analysis.run.setting("strong_decrease_below")
+    strong_up = analysis.run.setting("strong_increase_above")
+    if target is None:
+        goal = ("untargeted: push down the probability of the true class until another class is "
+                "predicted")
+        rule = f"another class predicted; strong: probability of the true class < {strong_down:g}"
+        skip = "images the model already misclassifies"
+    else:
+        goal = f"targeted: push up the probability of class {target} until it is predicted"
+        rule = f"class {target} predicted; strong: probability of class {target} > {strong_up:g}"
+        skip = f"images the model already misclassifies, and images of class {target}"
+    return [("Goal", goal), ("Skip rule", skip), ("Success", rule)]
 
 
 def summary_table(analysis: RunAnalysis) -> Table:
@@ -312,7 +367,10 @@ def summary_table(analysis: RunAnalysis) -> Table:
     else:
         parts = []
         for d in analysis.directions:
-            if d.attacked:
+            if d.attacked and d.multiclass:
+                parts.append(f"{d.success_all.success_percent:.1f}% of the {d.attacked:,} {d.direction} "
+                             f"attacks fooled the model ({d.success_all.strong_percent:.1f}% strongly)")
+            elif d.attacked:
                 parts.append(f"{d.success_all.success_percent:.1f}% of the {d.attacked:,} {d.direction} "
                              f"attacks crossed {d.success_all.success_threshold:g} "
                              f"({d.success_all.strong_percent:.1f}% crossed "
@@ -320,11 +378,20 @@ def summary_table(analysis: RunAnalysis) -> Table:
             else:
                 parts.append(f"no {d.direction} image was attacked ({d.skipped:,} skipped)")
         reading = _join(parts)
+    caption = ("Success: the score crossed the success threshold; strong success: it crossed "
+               "the strong threshold (0.05 / 0.95 by default). Percentages are of the "
+               "attacked images. Early-converged: stopped after the first generation.")
+    if analysis.multiclass:
+        target = analysis.target
+        caption = (("Success: the model predicts another class after the attack" if target is None else
+                    f"Success: the model predicts class {target} after the attack")
+                   + f"; strong success: {goal_probability(analysis)} crossed "
+                   + (f"{analysis.run.setting('strong_decrease_below'):g}" if target is None else
+                      f"{analysis.run.setting('strong_increase_above'):g}")
+                   + ". One direction per true class. Percentages are of the attacked images. "
+                     "Early-converged: stopped after the first generation.")
     return Table("summary", "Attacks per direction", "summary", columns, tuple(rows), formats,
-                 caption="Success: the score crossed the success threshold; strong success: it crossed "
-                         "the strong threshold (0.05 / 0.95 by default). Percentages are of the "
-                         "attacked images. Early-converged: stopped after the first generation.",
-                 reading=reading)
+                 caption=caption, reading=reading)
 
 
 def skipped_table(analysis: RunAnalysis) -> Table:
@@ -333,13 +400,18 @@ def skipped_table(analysis: RunAnalysis) -> Table:
     reading = (f"{analysis.total_skipped:,} of {analysis.total_images:,} images were skipped as "
                f"ambiguous; the most common reason is “{top[1]}” ({top[2]:,} "
                f"image{'' if top[2] == 1 else 's'} in {top[0]}).")
+    caption = ("The papers attack only unambiguous images: positives scoring at least 0.9 and negatives "
+               "scoring at most 0.1.")
+    if analysis.multiclass:
+        caption = ("As Su et al., only images the model classifies correctly are attacked"
+                   + ("" if analysis.target is None else
+                      f"; images of the target class {analysis.target} are not attacked either") + ".")
+        reading = reading.replace(" as ambiguous;", ";")
     return Table("skipped", "Images not attacked", "summary", ("Direction", "Reason", "Images"),
-                 tuple(rows), caption="The papers attack only unambiguous images: positives scoring "
-                                      "at least 0.9 and negatives scoring at most 0.1.",
-                 reading=reading)
+                 tuple(rows), caption=caption, reading=reading)
 
 
-def scores_table(d: DirectionAnalysis) -> Table:
+def scores_table(d: DirectionAnalysis, analysis: RunAnalysis | None = None) -> Table:
     (b_rest, a_rest), (b_all, a_all) = d.scores_rest, d.scores_all
     rows = tuple((label, getattr(b_rest, key), getattr(a_rest, key), getattr(b_all, key),
                   getattr(a_all, key)) for label, key in ScoreStats.ROWS)
@@ -356,10 +428,19 @@ def scores_table(d: DirectionAnalysis) -> Table:
     return Table(f"scores_{slug(d.direction)}", f"Confidence scores, {d.direction}", "scores",
                  ("Statistic", "Before (excl. early)", "After (excl. early)", "Before (all)", "After (all)"),
                  rows, ("", ".4g", ".4g", ".4g", ".4g"),
-                 caption="Before: score of the original image; after: score with the attack pixel. "
-                         "'Excl. early' leaves out attacks that converged after the first generation, "
-                         "as Tables 1-2 of the breast-cancer paper do. SD with ddof=1.",
-                 reading=reading)
+                 caption=_scores_caption(analysis), reading=reading)
+
+
+def _scores_caption(analysis: RunAnalysis | None) -> str:
+    caption = ("Before: score of the original image; after: score with the attack pixel. "
+               "'Excl. early' leaves out attacks that converged after the first generation, "
+               "as Tables 1-2 of the breast-cancer paper do. SD with ddof=1.")
+    if analysis is None or not analysis.multiclass:
+        return caption
+    pixels = "pixels" if analysis.pixels_per_attack > 1 else "pixel"
+    return (f"Score: {goal_probability(analysis)}, before the attack and with the attack {pixels}, "
+            f"over the attacks of every class. 'Excl. early' leaves out attacks that converged after "
+            f"the first generation. SD with ddof=1.")
 
 
 def success_table(dirs: Sequence[DirectionAnalysis]) -> Table:
@@ -370,7 +451,9 @@ def success_table(dirs: Sequence[DirectionAnalysis]) -> Table:
             rows.append((d.direction, subset, s.n, s.criterion, s.success, s.success_percent, s.strong,
                          s.strong_percent))
         a, r = d.success_all, d.success_rest
-        if a.n:
+        if a.n and d.multiclass:
+            parts.append(f"{d.direction}: {pct(a.success_percent)} of the attacks fooled the model")
+        elif a.n:
             parts.append(f"{d.direction}: {pct(a.success_percent)} of the attacks pushed the score "
                          f"{towards(d.goal)} {a.success_threshold:g} and {pct(a.strong_percent)} "
                          f"{towards(d.goal)} {a.strong_threshold:g}"
@@ -386,6 +469,49 @@ def success_table(dirs: Sequence[DirectionAnalysis]) -> Table:
                  reading=_join(parts))
 
 
+def class_success_table(analysis: RunAnalysis) -> Table:
+    """Multi-class RUNs: attacked, succeeded and the rate per true class (per (true, target) pair
+    for targeted RUNs), with the mean recorded probability before and after; a total row."""
+    targeted = analysis.target is not None
+    what = "p(true class)" if not targeted else f"p(class {analysis.target})"
+    rows = []
+    for c in analysis.classes:
+        rows.append((c.source, *((c.target,) if targeted else ()), c.attacked, c.success, c.success_percent,
+                     c.strong, c.strong_percent, c.mean_before, c.mean_after))
+    pooled = analysis.pooled
+    n = sum(c.attacked for c in analysis.classes)
+    won = sum(c.success for c in analysis.classes)
+    strong = sum(c.strong for c in analysis.classes)
+    if len(analysis.classes) > 1 and pooled is not None:
+        rows.append(("all classes", *((analysis.target,) if targeted else ()), n, won, percent(won, n),
+                     strong, percent(strong, n), float(pooled.rows.original_score.mean()),
+                     float(pooled.rows.attacked_score.mean())))
+    columns = ("True class", *(("Target",) if targeted else ()), "Attacked",
+               "Reached target" if targeted else "Fooled", "Success %", "Strong", "Strong %",
+               f"Mean {what} before", f"Mean {what} after")
+    formats = ("", *(("",) if targeted else ()), "", "", ".1f", "", ".1f", ".4g", ".4g")
+    attacked = [c for c in analysis.classes if c.attacked]
+    most = max(attacked, key=lambda c: (c.success_percent, c.attacked))
+    least = min(attacked, key=lambda c: (c.success_percent, -c.attacked))
+    goal = (f"reach class {analysis.target}" if targeted else "change the predicted class")
+    reading = (f"{won:,} of {n:,} attacks ({pct(percent(won, n))}) managed to {goal}; "
+               f"the most vulnerable class is {most.source} ({pct(most.success_percent)} of "
+               f"{most.attacked:,}), the most robust {least.source} ({pct(least.success_percent)} of "
+               f"{least.attacked:,}).")
+    if targeted:
+        caption = (f"Targeted attacks towards class {analysis.target}, per true class. Success: the model "
+                   f"predicts class {analysis.target} after the attack; strong: the probability of class "
+                   f"{analysis.target} rose above {analysis.run.setting('strong_increase_above'):g}. "
+                   f"{what} is the probability of class {analysis.target}, the score this goal records.")
+    else:
+        caption = (f"Untargeted attacks per true class. Success: the model predicts another class after "
+                   f"the attack; strong: the probability of the true class fell below "
+                   f"{analysis.run.setting('strong_decrease_below'):g}. {what} is the probability of "
+                   f"the true class, the score this goal records.")
+    return Table("class_success", "Success per class", "classes", columns, tuple(rows), formats,
+                 caption=caption + " From the success flags of attacks.csv.", reading=reading)
+
+
 def class_matrix_table(analysis: RunAnalysis) -> Table | None:
     """Multi-class RUNs: attacked images by true class (rows) and class after the attack
     (columns), as Su et al. tabulate; with each true class's success rate. None for binary RUNs."""
@@ -394,8 +520,13 @@ def class_matrix_table(analysis: RunAnalysis) -> Table | None:
     if not multi.any():
         return None
     rows_t = table.select(multi)
-    sources = sorted(set(rows_t.label.tolist()))
-    targets = sorted(set(rows_t.attacked_class.tolist()) | set(sources))
+    order = {str(c): i for i, c in enumerate(analysis.run.config.get("classes") or ())}
+
+    def by_model_order(names: set[str]) -> list[str]:
+        return sorted(names, key=lambda c: (order.get(c, len(order)), c))
+
+    sources = by_model_order(set(rows_t.label.tolist()))
+    targets = by_model_order(set(rows_t.attacked_class.tolist()) | set(sources))
     rows = []
     for src in sources:
         mine = rows_t.select(rows_t.label == src)
@@ -403,12 +534,15 @@ def class_matrix_table(analysis: RunAnalysis) -> Table | None:
         rows.append((src, len(mine), int(mine.success.sum()), percent(int(mine.success.sum()), len(mine)),
                      *counts))
     best = max(rows, key=lambda r: (r[3] if r[1] else -1, r[0]))
-    return Table("class_matrix", "Classes before and after the attack", "scores",
+    target = analysis.target
+    which = ("success: any column but the true class's" if target is None else
+             f"success: the column -> {target}")
+    return Table("class_matrix", "Classes before and after the attack", "classes",
                  ("True class", "Attacked", "Success", "Success %", *(f"-> {t}" for t in targets)),
                  tuple(rows), ("", "", "", ".1f", *([""] * len(targets))),
                  caption="Attacked images by true class (rows) and the class the model predicts "
-                         "after the attack (columns); success is the goal's (another class, or the "
-                         "target class).",
+                         "after the attack (columns), as Su et al. tabulate; "
+                         f"{which} ({'untargeted' if target is None else 'targeted'} goal).",
                  reading=f"The most vulnerable class is {best[0]}: {pct(best[3])} of its "
                          f"{best[1]} attacked images were fooled.")
 
@@ -471,12 +605,16 @@ def nit_distribution_table(dirs: Sequence[DirectionAnalysis]) -> Table:
                  reading=_join(parts) or "No attacks.")
 
 
-def colours_table(dirs: Sequence[DirectionAnalysis], success_only: bool, k: int = 10) -> Table:
+def colours_table(dirs: Sequence[DirectionAnalysis], success_only: bool, k: int = 10,
+                  analysis: RunAnalysis | None = None) -> Table:
     rows = []
     parts = []
     for d in dirs:
         colours = d.colours_success if success_only else d.colours
         total = d.success_all.success if success_only else d.attacked
+        if d.pixels.shape[0] != d.attacked:  # k pixels: percentages are of the pixels
+            total = int(d.success_mask[d.owner].sum()) if success_only else int(d.pixels.shape[0])
+        unit = "attack" if d.pixels.shape[0] == d.attacked else "attack pixel"
         for rank, c in enumerate(colours[:k], start=1):
             rows.append((d.direction, rank, f"{c.rgb[0]}, {c.rgb[1]}, {c.rgb[2]}", c.hex,
                          colour_name(c.rgb), c.count, c.percent))
@@ -484,7 +622,7 @@ def colours_table(dirs: Sequence[DirectionAnalysis], success_only: bool, k: int 
             c = colours[0]
             parts.append(f"the most common {d.direction} colour is {colour_label(c)}, used in "
                          f"{c.count:,} of {total:,} {'successful ' if success_only else ''}"
-                         f"attack{'' if total == 1 else 's'} "
+                         f"{unit}{'' if total == 1 else 's'} "
                          f"({pct(c.percent)})")
         elif success_only:
             parts.append(f"no {d.direction} attack succeeded")
@@ -492,11 +630,12 @@ def colours_table(dirs: Sequence[DirectionAnalysis], success_only: bool, k: int 
     return Table("colours_success" if success_only else "colours", f"Most common attack colours, {which}",
                  "colours", ("Direction", "Rank", "RGB", "Hex", "Name", "Count", "%"), tuple(rows),
                  ("", "", "", "", "", "", ".1f"),
-                 caption=f"The {k} most frequent attack pixel colours per direction over {which}.",
+                 caption=f"The {k} most frequent attack pixel colours per direction over {which}."
+                         + (pixel_note(analysis) if analysis is not None else ""),
                  reading=_join(parts) or "No attacks.")
 
 
-def chromatic_table(dirs: Sequence[DirectionAnalysis]) -> Table:
+def chromatic_table(dirs: Sequence[DirectionAnalysis], analysis: RunAnalysis | None = None) -> Table:
     rows = []
     parts = []
     for d in dirs:
@@ -524,15 +663,27 @@ def chromatic_table(dirs: Sequence[DirectionAnalysis]) -> Table:
                  caption="h = sqrt(((r-rμ)² + (g-gμ)² + (b-bμ)²) / 3) on values scaled to [0, 1], μ the "
                          "mean of the attack pixel's 8 neighbours in the original image (5 at an edge, "
                          "3 in a corner). Paper filter: decrease attacks that ended below 0.9, increase "
-                         "attacks that ended above 0.1. Change: score moved towards the goal.",
+                         "attacks that ended above 0.1. Change: score moved towards the goal."
+                         + _multiclass_score_note(analysis) + (pixel_note(analysis) if analysis else ""),
                  reading=_join(parts) or "No attacks with readable original images.")
+
+
+def _multiclass_score_note(analysis: RunAnalysis | None) -> str:
+    """For multi-class RUNs: what the score and the paper filter mean for its goal."""
+    if analysis is None or not analysis.multiclass:
+        return ""
+    if analysis.target is None:
+        return (" Here the score is the probability of the true class; the paper filter keeps attacks "
+                "that ended below 0.9.")
+    return (f" Here the score is the probability of class {analysis.target}; the paper filter keeps "
+            f"attacks that ended above 0.1.")
 
 
 def _channel_word(v: float) -> str:
     return "high" if v >= 170 else ("low" if v <= 85 else "mid-range")
 
 
-def spatial_table(d: DirectionAnalysis) -> Table:
+def spatial_table(d: DirectionAnalysis, analysis: RunAnalysis | None = None) -> Table:
     rows = []
     for subset, s in (("paper filter", d.spatial_filtered), ("all attacks", d.spatial_all)):
         for label, values in (("Mean", s.mean), ("Median", s.median), ("SD", s.sd)):
@@ -553,12 +704,14 @@ def spatial_table(d: DirectionAnalysis) -> Table:
                  ("", "", "", ".2f", ".2f", ".2f", ".2f", ".2f"),
                  caption="Mean, median and SD (ddof=1) of the attack vectors (Tables 1-2 of the chromatic "
                          "paper, which use the paper filter: decrease attacks that ended below 0.9, "
-                         "increase attacks that ended above 0.1).",
+                         "increase attacks that ended above 0.1)."
+                         + _multiclass_score_note(analysis) + (pixel_note(analysis) if analysis else ""),
                  reading=reading)
 
 
-def parity_sentence(direction: str, n: int, both_even_pct: float, expected: float) -> str:
-    """The periodicity reading for one direction."""
+def parity_sentence(direction: str, n: int, both_even_pct: float, expected: float,
+                    unit: str = "attacks") -> str:
+    """The periodicity reading for one direction (``n`` counted in ``unit``)."""
     if not n:
         return ""
     ratio = both_even_pct / (100 * expected) if expected else float("nan")
@@ -566,14 +719,14 @@ def parity_sentence(direction: str, n: int, both_even_pct: float, expected: floa
         return ""
     how = f"{ratio:.1f}x more common" if ratio >= 1 else f"only {ratio:.2f}x as common"
     return (f"{direction}: pixels with both coordinates even are {how} than expected under uniform "
-            f"placement ({both_even_pct:.1f}% of {n:,} attacks vs {100 * expected:.0f}%)")
+            f"placement ({both_even_pct:.1f}% of {n:,} {unit} vs {100 * expected:.0f}%)")
 
 
 def periodicity_table(analysis: RunAnalysis) -> Table:
     expected = parity_expected(analysis)
     rows = []
     parts = []
-    for d in analysis.directions:
+    for d in analysis.stat_directions:
         for subset, p in (("all attacks", d.parity_all), ("successful", d.parity_success)):
             for key, label in p.FIELDS:
                 e = expected[key]
@@ -581,13 +734,17 @@ def periodicity_table(analysis: RunAnalysis) -> Table:
                 rows.append((d.direction, subset, label, getattr(p, key), obs, 100 * e,
                              obs / (100 * e) if e and p.n else float("nan")))
         parts.append(parity_sentence(d.direction, d.parity_all.n, d.parity_all.percent("both_even"),
-                                     expected["both_even"]))
+                                     expected["both_even"],
+                                     "attacks" if d.parity_all.n == d.attacked else "attack pixels"))
     h, w = analysis.image_shape
+    success = ("fooled the model (the success flag of attacks.csv)" if analysis.multiclass else
+               "crossed the success threshold")
     return Table("periodicity", "Periodicity: parity of the attack coordinates", "periodicity",
                  ("Direction", "Subset", "Coordinates", "Count", "%", "Expected %", "Ratio"), tuple(rows),
                  ("", "", "", "", ".1f", ".1f", ".2f"),
                  caption=f"Expected: the share if attack pixels were spread uniformly over the {w}x{h} "
-                         f"image. Ratio = observed / expected. Successful: crossed the success threshold.",
+                         f"image. Ratio = observed / expected. Successful: {success}."
+                         + pixel_note(analysis),
                  reading=_join(parts) or "No attacks.")
 
 

@@ -29,7 +29,8 @@ from onepixel.report.figures import FigureInfo, all_figures
 log = logging.getLogger(__name__)
 
 ANALYSIS_FORMAT = 1
-MAIN_TABLES = ("summary", "scores_*", "success", "early_convergence", "chromatic", "spatial_*")
+MAIN_TABLES = ("summary", "class_success", "class_matrix", "scores_*", "success", "early_convergence",
+               "chromatic", "spatial_*")
 
 
 @dataclass(frozen=True)
@@ -282,8 +283,9 @@ def _tables_markdown(result: AnalysisResult) -> str:
 def format_main_tables(result: AnalysisResult) -> str:
     """The main tables as aligned plain text, for ``onepixel analyze`` to print.
 
-    Summary, scores per direction (Tables 1-2), success counts, early convergence, chromatic
-    and spatial statistics, then the periodicity reading, the notes and where the files are.
+    Summary, success per class and the class matrix (multi-class RUNs), scores per direction
+    (Tables 1-2), success counts, early convergence, chromatic and spatial statistics, then the
+    periodicity reading, the notes and where the files are.
     """
     f = result.facts
     lines = [f"Run {result.run_dir}: model {f.model}, dataset {f.dataset}",

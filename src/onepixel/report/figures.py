@@ -23,8 +23,18 @@ from onepixel.analysis import (
     confmap_stats,
     gain,
     load_history,
+    location_map,
 )
-from onepixel.analysis.tables import colour_label, num, pct, slug, towards
+from onepixel.analysis.tables import (
+    class_matrix_table,
+    colour_label,
+    goal_probability,
+    num,
+    pct,
+    pixel_note,
+    slug,
+    towards,
+)
 from onepixel.confmap.result import ConfidenceMap
 from onepixel.errors import OnepixelError
 from onepixel.runs.schema import lowers_score
@@ -127,6 +137,21 @@ def _positive_label(analysis: RunAnalysis) -> str:
     return str(analysis.run.config.get("positive_label", "mitosis"))
 
 
+def _score_label(analysis: RunAnalysis) -> str:
+    """The score axis: the positive class's probability (binary), or the goal's (multi-class)."""
+    if analysis.multiclass:
+        return f"score ({goal_probability(analysis)})"
+    return f"score (probability of {_positive_label(analysis)})"
+
+
+def _goal_caption(analysis: RunAnalysis) -> str:
+    """For multi-class RUNs: a sentence naming the score and pooling; else ""."""
+    if not analysis.multiclass:
+        return ""
+    return (f" Score: {goal_probability(analysis)} ({'untargeted' if analysis.target is None else 'targeted'}"
+            f" goal); the attacks of every class are pooled.")
+
+
 # --------------------------------------------------------------------------- box plots
 
 
@@ -137,7 +162,7 @@ def scores_boxplot(analysis: RunAnalysis, folder: Path, max_fliers: int = 2000) 
     Boxes and whiskers use every score; when a box has more than ``max_fliers`` outliers, a
     random ``max_fliers`` of them are drawn (said in the caption).
     """
-    dirs = [d for d in analysis.directions if d.attacked]
+    dirs = [d for d in analysis.stat_directions if d.attacked]
     if not dirs:
         return None
     from matplotlib import cbook
@@ -168,7 +193,7 @@ def scores_boxplot(analysis: RunAnalysis, folder: Path, max_fliers: int = 2000) 
         ax.text(len(keep) + 0.45, t, f" {t:g}", va="center", fontsize=8, color="#444444")
         ax.set_ylim(-0.03, 1.03)
         ax.set_title(f"{d.direction} (N = {d.attacked:,}; {int(d.rest.sum()):,} not early)")
-        ax.set_ylabel(f"score (probability of {_positive_label(analysis)})")
+        ax.set_ylabel(_score_label(analysis))
         parts.append(f"{d.direction} median {num(np.median(before))} before, {num(np.median(after))} "
                      f"after")
     fig.suptitle("Confidence scores before and after the attack")
@@ -178,7 +203,7 @@ def scores_boxplot(analysis: RunAnalysis, folder: Path, max_fliers: int = 2000) 
                               "(Figures 1-2 of the breast-cancer paper). Dashed: the success threshold. "
                               "'Excl. early' leaves out attacks that converged after the first generation."
                               + (" Outliers drawn: " + "; ".join(thinned) + " (random, seed 0); the boxes "
-                                 "use all scores." if thinned else ""),
+                                 "use all scores." if thinned else "") + _goal_caption(analysis),
                       reading="Median scores: " + "; ".join(parts) + ".")
 
 
@@ -206,7 +231,7 @@ def pick_extremes(d: DirectionAnalysis, k: int = 3) -> tuple[list[int], list[int
 @_styled
 def convergence_plot(analysis: RunAnalysis, folder: Path, k: int = 3) -> FigureInfo | None:
     """Best score per generation (history.csv) for the most and least successful attacks."""
-    dirs = [d for d in analysis.directions if d.attacked]
+    dirs = [d for d in analysis.stat_directions if d.attacked]
     if not dirs or analysis.run.history_path is None:
         return None
     picks = {d.direction: pick_extremes(d, k) for d in dirs}
@@ -256,14 +281,16 @@ def convergence_plot(analysis: RunAnalysis, folder: Path, k: int = 3) -> FigureI
                       caption=f"Best score after each generation (history.csv) for the {k} most (solid) "
                               f"and {k} least (dashed) successful attacks per direction, ranked by the "
                               f"score change towards the goal (Figures 5-6 of the breast-cancer paper). "
-                              f"Legend: image (final score). Dotted: the success threshold.",
+                              f"Legend: image (final score). "
+                              + ("Dotted: 0.5." + _goal_caption(analysis) if analysis.multiclass else
+                                 "Dotted: the success threshold."),
                       reading=(("; ".join(parts) + ".") if parts else ""))
 
 
 @_styled
 def nit_histogram(analysis: RunAnalysis, folder: Path) -> FigureInfo | None:
     """Distribution of the number of generations run, per direction."""
-    dirs = [d for d in analysis.directions if d.attacked]
+    dirs = [d for d in analysis.stat_directions if d.attacked]
     if not dirs:
         return None
     fig = _new_figure(8.0, 3.6)
@@ -332,34 +359,52 @@ def example_panels(analysis: RunAnalysis, d: DirectionAnalysis, folder: Path,
     for (ax_o, ax_a), (i, img) in zip(axes, shown, strict=True):
         x, y = int(rows.x[i]), int(rows.y[i])
         rgb = (int(rows.r[i]), int(rows.g[i]), int(rows.b[i]))
+        mine = d.pixels[d.owner == i] if d.owner.size else np.array([[x, y, *rgb]])
         attacked = img.copy()
-        attacked[y, x] = rgb
+        for px in mine:  # every pixel of a k-pixel attack, in order (a later one wins)
+            attacked[int(px[1]), int(px[0])] = px[2:]
         for ax, im in ((ax_o, img), (ax_a, attacked)):
             ax.imshow(im, interpolation="nearest")
-            ax.add_patch(Circle((x, y), radius=max(img.shape[:2]) / 16, fill=False, lw=1.8,
-                                ls="--" if ax is ax_o else "-", ec="#00e5ff"))
+            for px in mine:
+                ax.add_patch(Circle((int(px[0]), int(px[1])), radius=max(img.shape[:2]) / 16, fill=False,
+                                    lw=1.8, ls="--" if ax is ax_o else "-", ec="#00e5ff"))
             ax.set_xticks([])
             ax.set_yticks([])
         name = str(rows.image[i])
         short = name if len(name) <= 36 else "…" + name[-35:]
         ax_o.set_title(f"Original ({rows.label[i]}), score {rows.original_score[i]:.4f}\n{short}",
                        fontsize=9)
-        ax_a.set_title(f"Attacked, score {rows.attacked_score[i]:.4f}\nRGB {rgb} at (x={x}, y={y})",
-                       fontsize=9)
+        if d.multiclass:
+            where = (f"RGB {rgb} at (x={x}, y={y})" if len(mine) == 1 else f"{len(mine)} pixels")
+            ax_a.set_title(f"Attacked: class {rows.attacked_class[i]}, score "
+                           f"{rows.attacked_score[i]:.4f}\n{where}", fontsize=9)
+        else:
+            ax_a.set_title(f"Attacked, score {rows.attacked_score[i]:.4f}\nRGB {rgb} at (x={x}, y={y})",
+                           fontsize=9)
     fig.suptitle(f"Adversarial examples, {d.direction}")
     file = _save(fig, folder, f"examples_{slug(d.direction)}")
     i = shown[0][0]
     success = d.success_mask[i]
+    n_px = int((d.owner == i).sum()) if d.owner.size else 1
+    if n_px > 1:
+        how = f"{n_px} pixels"
+    else:
+        how = (f"one {colour_name((rows.r[i], rows.g[i], rows.b[i])) or 'RGB'} pixel "
+               f"({rows.r[i]}, {rows.g[i]}, {rows.b[i]}) at (x={rows.x[i]}, y={rows.y[i]})")
     reading = (f"The {'most successful' if success else 'best (but unsuccessful)'} {d.direction} attack "
                f"moved the score from {rows.original_score[i]:.4f} to {rows.attacked_score[i]:.4f} with "
-               f"one {colour_name((rows.r[i], rows.g[i], rows.b[i])) or 'RGB'} pixel "
-               f"({rows.r[i]}, {rows.g[i]}, {rows.b[i]}) at (x={rows.x[i]}, y={rows.y[i]}).")
+               f"{how}" + (f": the model now predicts class {rows.attacked_class[i]}" if d.multiclass
+                           else "") + ".")
+    caption = (f"The {len(shown)} attacks of this direction with the largest score change "
+               f"towards the goal (Figures 3-4 of the breast-cancer paper). Left: original "
+               f"image; right: with the attack pixel; the circle marks the pixel.")
+    if d.multiclass:
+        caption = (f"The {len(shown)} attacks with the largest change of {goal_probability(analysis)}, "
+                   f"over every class (Figures 3-4 of the breast-cancer paper). Left: original image "
+                   f"and its class; right: with the attack pixels and the class the model then "
+                   f"predicts; circles mark the pixels.")
     return FigureInfo(f"examples_{slug(d.direction)}", file, f"Adversarial examples, {d.direction}",
-                      "examples",
-                      caption=f"The {len(shown)} attacks of this direction with the largest score change "
-                              f"towards the goal (Figures 3-4 of the breast-cancer paper). Left: original "
-                              f"image; right: with the attack pixel; the circle marks the pixel.",
-                      reading=reading)
+                      "examples", caption=caption, reading=reading)
 
 
 # --------------------------------------------------------------------------- colours
@@ -368,7 +413,7 @@ def example_panels(analysis: RunAnalysis, d: DirectionAnalysis, folder: Path,
 @_styled
 def colour_chart(analysis: RunAnalysis, folder: Path, k: int = 10) -> FigureInfo | None:
     """Horizontal bars of the most common attack colours, each bar in its colour."""
-    dirs = [d for d in analysis.directions if d.colours]
+    dirs = [d for d in analysis.stat_directions if d.colours]
     if not dirs:
         return None
     slots = max(len(d.colours[:k]) for d in dirs)
@@ -385,7 +430,7 @@ def colour_chart(analysis: RunAnalysis, folder: Path, k: int = 10) -> FigureInfo
             ax.text(c.count, yp, f" {c.percent:.1f}%", va="center", fontsize=8)
         ax.set_ylim(-0.6, slots - 0.4)
         ax.xaxis.set_major_locator(_integer_ticks(4))
-        ax.set_xlabel("attacks")
+        ax.set_xlabel("attacks" if d.pixels.shape[0] == d.attacked else "attack pixels")
         ax.set_ylabel("attack colour (R, G, B)")
         ax.set_title(f"{d.direction} (N = {d.attacked:,})")
         ax.set_xlim(0, max(c.count for c in colours) * 1.22)
@@ -394,7 +439,7 @@ def colour_chart(analysis: RunAnalysis, folder: Path, k: int = 10) -> FigureInfo
     file = _save(fig, folder, "colours")
     return FigureInfo("colours", file, "Most common attack colours", "colours",
                       caption="Each bar is drawn in its colour; percentages are of all attacks of the "
-                              "direction.", reading="; ".join(parts) + ".")
+                              "direction." + pixel_note(analysis), reading="; ".join(parts) + ".")
 
 
 # --------------------------------------------------------------------------- chromatic
@@ -404,7 +449,8 @@ def colour_chart(analysis: RunAnalysis, folder: Path, k: int = 10) -> FigureInfo
 def chromatic_scatter(analysis: RunAnalysis, folder: Path,
                       max_points: int = MAX_SCATTER_POINTS) -> FigureInfo | None:
     """Scatter of the colour difference h against the attacked score, one panel per direction."""
-    dirs = [d for d in analysis.directions if d.h is not None and d.attacked and (~np.isnan(d.h)).any()]
+    dirs = [d for d in analysis.stat_directions
+            if d.h is not None and d.attacked and (~np.isnan(d.h)).any()]
     if not dirs:
         return None
     fig = _new_figure(max(5.2 * len(dirs), 6.4), 4.4)
@@ -418,8 +464,9 @@ def chromatic_scatter(analysis: RunAnalysis, folder: Path,
             rng = np.random.default_rng(0)
             idx = np.sort(rng.choice(idx, size=max_points, replace=False))
             subsampled.append(f"{max_points:,} of the {int(ok.sum()):,} {d.direction} attacks")
-        inc = d.filtered[idx]
-        h, sc = d.h[idx], d.rows.attacked_score[idx]
+        # h is per attack pixel; each pixel takes its attack's filter and score (k pixels).
+        inc = d.filtered[d.owner[idx]]
+        h, sc = d.h[idx], d.rows.attacked_score[d.owner[idx]]
         size = 12 if idx.size < 2000 else 4
         ax.scatter(h[~inc], sc[~inc], s=size, c="#b0b0b0", alpha=0.7, lw=0, label="outside the paper filter")
         ax.scatter(h[inc], sc[inc], s=size, c=AFTER_COLOUR if lowers_score(d.goal) else REST_COLOUR,
@@ -428,7 +475,8 @@ def chromatic_scatter(analysis: RunAnalysis, folder: Path,
         ax.set_xlim(-0.02, max(0.2, float(np.nanmax(h)) * 1.05))
         ax.set_ylim(-0.03, 1.03)
         ax.set_xlabel("colour difference to the neighbours, h (RMSE in [0, 1])")
-        ax.set_ylabel("score after the attack")
+        ax.set_ylabel(f"score after the attack ({goal_probability(analysis)})" if analysis.multiclass
+                      else "score after the attack")
         ax.set_title(f"{d.direction} (N = {int(ok.sum()):,})")
         ax.legend(frameon=False, loc="best", markerscale=2)
         c = d.chromatic_filtered
@@ -444,21 +492,29 @@ def chromatic_scatter(analysis: RunAnalysis, folder: Path,
                       caption="Each dot is an attack: x the RMSE h between the attack colour and the mean "
                               "of its neighbours in the original image, y the score after the attack "
                               "(Figures 1-2 of the chromatic paper). Coloured: the paper filter; dashed: "
-                              "the success threshold." + sub,
+                              "the success threshold." + sub + _goal_caption(analysis)
+                              + pixel_note(analysis),
                       reading=("; ".join(parts) + ".") if parts else "")
 
 
 @_styled
 def location_heatmap(analysis: RunAnalysis, folder: Path) -> FigureInfo | None:
-    """Heatmaps of attack pixel locations, one panel per direction."""
-    dirs = [d for d in analysis.directions if d.attacked]
+    """Heatmaps of attack pixel locations at the RUN's H x W, one panel per direction (multi-class
+    RUNs: all classes pooled, and the pixels of the successful attacks when there are any)."""
+    dirs = [d for d in analysis.stat_directions if d.attacked]
     if not dirs:
         return None
-    fig = _new_figure(max(5.0 * len(dirs), 5.4), 4.5)
-    axes = fig.subplots(1, len(dirs), squeeze=False)[0]
+    panels = [(d, d.direction, d.location) for d in dirs]
+    if analysis.multiclass:
+        for d in dirs:
+            won = d.success_mask[d.owner]
+            if won.any():
+                panels.append((d, f"{d.direction}, successful", location_map(
+                    d.pixels[won, 0], d.pixels[won, 1], d.location.shape)))
+    fig = _new_figure(max(5.0 * len(panels), 5.4), 4.5)
+    axes = fig.subplots(1, len(panels), squeeze=False)[0]
     parts = []
-    for ax, d in zip(axes, dirs, strict=True):
-        grid = d.location
+    for ax, (d, label, grid) in zip(axes, panels, strict=True):
         h, w = grid.shape
         im = ax.imshow(grid, cmap="magma", interpolation="nearest", origin="upper")
         cb = fig.colorbar(im, ax=ax, shrink=0.85)
@@ -470,11 +526,12 @@ def location_heatmap(analysis: RunAnalysis, folder: Path) -> FigureInfo | None:
         ax.set_yticks(range(0, h, step))
         ax.set_xlabel("x (column)")
         ax.set_ylabel("y (row)")
-        ax.set_title(f"{d.direction} (N = {d.attacked:,})")
+        ax.set_title(f"{label} (N = {d.attacked:,})" if grid is d.location else
+                     f"{label} (N = {int(d.success_mask.sum()):,})")
         y0, x0 = np.unravel_index(int(np.argmax(grid)), grid.shape)
         cy0, cy1, cx0, cx1 = h // 4, h - h // 4, w // 4, w - w // 4
         central = grid[cy0:cy1, cx0:cx1].sum() / max(grid.sum(), 1)
-        parts.append(f"{d.direction}: {100 * central:.0f}% of the attacks fall in the central "
+        parts.append(f"{label}: {100 * central:.0f}% of the attacks fall in the central "
                      f"{cx1 - cx0}x{cy1 - cy0} square ({100 * (cy1 - cy0) * (cx1 - cx0) / (h * w):.0f}% of "
                      f"the image), the most attacked pixel is (x={x0}, y={y0}) with "
                      f"{_plural(int(grid[y0, x0]), 'attack')}")
@@ -482,8 +539,77 @@ def location_heatmap(analysis: RunAnalysis, folder: Path) -> FigureInfo | None:
     file = _save(fig, folder, "heatmaps")
     return FigureInfo("heatmaps", file, "Attack locations", "periodicity",
                       caption="Number of attacks per pixel, row y down, column x across (Figures 3-4 of "
-                              "the chromatic paper); a checkerboard means even coordinates are preferred.",
+                              "the chromatic paper); a checkerboard means even coordinates are preferred."
+                              + (f" Drawn at the images' {w}x{h} pixels." if analysis.multiclass else "")
+                              + _goal_caption(analysis) + pixel_note(analysis),
                       reading="; ".join(parts) + ".")
+
+
+# --------------------------------------------------------------------------- classes
+
+
+@_styled
+def class_matrix_heatmap(analysis: RunAnalysis, folder: Path) -> FigureInfo | None:
+    """Multi-class RUNs: the source class x class-after-the-attack matrix as a heatmap (Su et al.).
+
+    Cells hold the number of attacked images; the colour is the share of the row (the true
+    class), so classes with few images read like the others. None for binary RUNs.
+    """
+    table = class_matrix_table(analysis)
+    if table is None:
+        return None
+    sources = [str(r[0]) for r in table.rows]
+    targets = [c[3:] for c in table.columns[4:]]  # "-> 7" -> "7"
+    counts = np.array([[int(v) for v in r[4:]] for r in table.rows], dtype=np.int64)
+    share = counts / np.maximum(counts.sum(axis=1, keepdims=True), 1)
+    side = min(max(0.42 * len(targets) + 2.2, 4.6), 14.0)
+    fig = _new_figure(side + 1.2, min(max(0.42 * len(sources) + 1.8, 3.6), 14.0))
+    ax = fig.subplots()
+    im = ax.imshow(share, cmap="Blues", vmin=0, vmax=1, interpolation="nearest", aspect="auto")
+    cb = fig.colorbar(im, ax=ax, shrink=0.85)
+    cb.set_label("share of the true class's attacked images")
+    if counts.size <= 900:  # numbers stay legible up to 30 x 30 classes
+        for (r, c), v in np.ndenumerate(counts):
+            if v:
+                ax.text(c, r, str(v), ha="center", va="center", fontsize=8,
+                        color="white" if share[r, c] > 0.6 else "black")
+    ax.set_xticks(range(len(targets)), targets, rotation=90 if len(targets) > 12 else 0)
+    ax.set_yticks(range(len(sources)), sources)
+    ax.set_xlabel("class predicted after the attack")
+    ax.set_ylabel("true class")
+    target = analysis.target
+    if target is not None and target in targets:  # outline the target column: the success cells
+        c = targets.index(target)
+        ax.add_patch(_rectangle(c, len(sources)))
+    goal = ("untargeted: any class but the true one" if target is None else
+            f"targeted towards class {target}")
+    ax.set_title(f"True class x class after the attack ({goal})")
+    file = _save(fig, folder, "class_matrix")
+    off = int(sum(counts[r, c] for r, src in enumerate(sources) for c, tgt in enumerate(targets)
+                  if ((tgt == target) if target is not None else (tgt != src))))
+    total = int(counts.sum())
+    flows = [(int(counts[r, c]), src, tgt) for r, src in enumerate(sources) for c, tgt in enumerate(targets)
+             if tgt != src and counts[r, c]]
+    reading = f"{off:,} of {total:,} attacked images ({pct(100 * off / total if total else float('nan'))}) " \
+              f"ended in a success cell"
+    if flows:
+        n, src, tgt = max(flows, key=lambda f: (f[0], f[1], f[2]))
+        reading += f"; the most common change is {src} -> {tgt} ({_plural(n, 'image')})"
+    return FigureInfo("class_matrix", file, "Source class x adversarial class", "classes",
+                      caption="Rows: true class of the attacked image; columns: the class the model "
+                              "predicts after the attack (Su et al.'s table). Numbers: images; colour: "
+                              "share of the row; "
+                              + ("off the diagonal: success (the model's answer changed)." if target is None
+                                 else f"outlined: column {target}, the success cells.")
+                              + f" The scores the attack minimised are {goal_probability(analysis)}.",
+                      reading=reading + ".")
+
+
+def _rectangle(col: int, rows: int):
+    """The outline of column ``col`` over ``rows`` rows."""
+    from matplotlib.patches import Rectangle
+
+    return Rectangle((col - 0.5, -0.5), 1, rows, fill=False, ec="#d62728", lw=1.6)
 
 
 # --------------------------------------------------------------------------- confidence maps
@@ -537,7 +663,7 @@ def all_figures(analysis: RunAnalysis, folder: Path) -> tuple[list[FigureInfo], 
     """
     figures: list[FigureInfo] = []
     missing: list[tuple[str, str]] = []
-    attacked = [d for d in analysis.directions if d.attacked]
+    attacked = [d for d in analysis.stat_directions if d.attacked]
 
     def add(result: FigureInfo | None, section: str, why: str) -> None:
         if result is not None:
@@ -546,6 +672,8 @@ def all_figures(analysis: RunAnalysis, folder: Path) -> tuple[list[FigureInfo], 
             missing.append((section, why))
 
     none_attacked = "no image was attacked" if analysis.directions else "the RUN has no images"
+    if analysis.multiclass:
+        add(class_matrix_heatmap(analysis, folder), "classes", "")
     add(scores_boxplot(analysis, folder), "scores", f"No box plot: {none_attacked}.")
     if attacked and analysis.run.history_path is None:
         add(None, "convergence", "No convergence plot: history.csv is missing from the RUN.")
@@ -553,7 +681,7 @@ def all_figures(analysis: RunAnalysis, folder: Path) -> tuple[list[FigureInfo], 
         add(convergence_plot(analysis, folder), "convergence",
             "No convergence plot: history.csv has no rows for the attacked images." if attacked else "")
     add(nit_histogram(analysis, folder), "convergence", "")
-    for d in analysis.directions:
+    for d in analysis.stat_directions:
         if not d.attacked:
             missing.append(("examples", f"No {d.direction} examples: no {d.direction} image was attacked."))
             continue

@@ -28,6 +28,9 @@ log = logging.getLogger(__name__)
 #: What each section reproduces, shown under its heading.
 SECTION_INTROS = {
     "summary": "",
+    "classes": "Multi-class campaign: how often the attack changed the model's answer for each true "
+               "class, and which class the images ended up in (the source x adversarial class matrix "
+               "of Su et al.). Later sections pool the attacks of every class.",
     "scores": "Model confidence before and after the one-pixel attack, and how many attacks crossed the "
               "success thresholds (breast-cancer paper, section 2.2, Tables 1-2 and Figures 1-2).",
     "convergence": "Attacks that stop after their first generation count as failed (breast-cancer paper, "
@@ -187,10 +190,36 @@ def _note_html(n: Note) -> str:
     return f'<p class="note">{_inline_code(n.text)}</p>'
 
 
+def _class_cards(result: AnalysisResult) -> list[tuple[str, str, str]]:
+    """Multi-class RUNs: overall success and the most / least vulnerable class, from the
+    ``class_success`` table (one card per class would not fit K classes)."""
+    t = result.table("class_success")
+    targeted = "Target" in t.columns
+    off = 1 if targeted else 0
+    per_class = [r for r in t.rows if r[0] != "all classes"]
+    total = next((r for r in t.rows if r[0] == "all classes"), per_class[0])
+    n, won, rate = total[1 + off], total[2 + off], total[3 + off]
+    goal = f"reached class {total[1]}" if targeted else "fooled (another class predicted)"
+    cards = [("Targeted success" if targeted else "Untargeted success",
+              "–" if n == 0 else f"{rate:.1f}% success", f"{won:,} of {n:,} attacked images {goal}")]
+    ranked = [r for r in per_class if r[1 + off]]
+    if len(ranked) > 1:
+        most = max(ranked, key=lambda r: (r[3 + off], r[1 + off]))
+        least = min(ranked, key=lambda r: (r[3 + off], -r[1 + off]))
+        cards.append(("Most vulnerable class", str(most[0]),
+                      f"{most[3 + off]:.1f}% of {most[1 + off]:,} attacked; most robust: {least[0]} "
+                      f"({least[3 + off]:.1f}%)"))
+    return cards
+
+
 def _cards(result: AnalysisResult) -> str:
     f = result.facts
+    multiclass = result.has_table("class_success")
     cards = [("Images", f"{f.images:,}", f"{f.image_shape[1]}x{f.image_shape[0]} pixels"),
-             ("Attacked", f"{f.attacked:,}", f"{f.skipped:,} skipped as ambiguous")]
+             ("Attacked", f"{f.attacked:,}", f"{f.skipped:,} skipped " + (
+                 "(misclassified or of the target class)" if multiclass else "as ambiguous"))]
+    if multiclass:
+        return _card_html(cards + _class_cards(result))
     for d in f.directions:
         if d["attacked"]:
             op = "<" if lowers_score(d["goal"]) else ">"
@@ -202,6 +231,10 @@ def _cards(result: AnalysisResult) -> str:
             cards.append((d["direction"], "not attacked",
                           "its only image was skipped" if d["images"] == 1 else
                           f"all {d['images']:,} images skipped"))
+    return _card_html(cards)
+
+
+def _card_html(cards: list[tuple[str, str, str]]) -> str:
     return '<div class="cards">' + "".join(
         f'<div class="card"><div class="label">{_e(a)}</div><div class="big">{_e(b)}</div>'
         f'<div class="small">{_e(c)}</div></div>' for a, b, c in cards) + "</div>"
@@ -222,12 +255,14 @@ def render_report(result: AnalysisResult) -> str:
            '</head><body><div class="page">',
            f'<header><h1>One-pixel attack report</h1><p class="sub">{sub}</p></header>']
     sections = []
-    for number, (key, heading) in enumerate(SECTIONS):
+    for key, heading in SECTIONS:
         tables, figures, notes = result.in_section(key)
         tables = [t for t in tables if t.markdown]
+        if key == "classes" and not (tables or figures or notes):
+            continue  # binary RUNs have no classes section
         if key == "confmaps" and not (tables or figures or notes):
             notes = [Note(key, EMPTY_SECTION[key])]
-        sections.append((number, key, heading, tables, figures, notes))
+        sections.append((len(sections), key, heading, tables, figures, notes))
     out.append('<nav class="toc" aria-label="Contents"><ol>' + "".join(
         f'<li><a href="#{k}">{_e(h)}</a></li>' for _, k, h, *_ in sections) + "</ol></nav>")
     for number, key, heading, tables, figures, notes in sections:
