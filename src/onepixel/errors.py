@@ -110,3 +110,7 @@ class RequestError(OnepixelError):
         self.status = status
         self.message = message
         self.headers = dict(headers or {})
+
+
+class ScaleOutError(OnepixelError):
+    """``--executor ray``: Ray is missing or unreachable, or a worker failed beyond its retries."""

@@ -12,22 +12,20 @@ from __future__ import annotations
 import logging
 import platform
 import time
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 
 import numpy as np
 from tqdm.auto import tqdm
 
 from onepixel import __version__
+from onepixel.attack.batches import BatchAttacker, BatchExecutor, LocalExecutor, PendingImage
 from onepixel.attack.config import AttackConfig, CampaignConfig
 from onepixel.attack.objective import (
     AttackPlan,
     OnePixelAttack,
-    attack_result,
     plan_attack,
     plan_multiclass,
-    problem_id_for,
     skipped_result,
 )
 from onepixel.datasets.images import (
@@ -47,7 +45,7 @@ from onepixel.runs import schema
 from onepixel.runs.schema import SUMMARY, AttackResult, record_text
 from onepixel.runs.store import RunStore
 from onepixel.runs.summary import summarize
-from onepixel.scoring.policy import auto_batch_images, evaluator_for, load_attack_evaluator
+from onepixel.scoring.policy import evaluator_for, load_attack_evaluator
 
 log = logging.getLogger(__name__)
 
@@ -72,7 +70,7 @@ def attack_settings(attack: AttackConfig) -> dict:
 
 
 def run_config(cfg: CampaignConfig, dataset: Dataset, classifier, evaluator=None,
-               batch: int | None = None) -> dict:
+               batch: int | None = None, executor: dict | None = None) -> dict:
     """The config.json content of a campaign."""
     return {
         "format": 1,
@@ -90,19 +88,10 @@ def run_config(cfg: CampaignConfig, dataset: Dataset, classifier, evaluator=None
         "engine": type(classifier).__name__,
         "evaluator": type(evaluator).__name__ if evaluator is not None else cfg.evaluator,
         "batch_images": batch if batch is not None else cfg.batch_images,
+        "executor": executor or {"kind": "local"},
         "limit": cfg.limit,
         "versions": _versions(),
     }
-
-
-@dataclass
-class _Pending:
-    item: LabeledImage
-    name: str
-    plan: AttackPlan
-    original: float
-    original_class: str
-    image: np.ndarray
 
 
 def _load_dataset(cfg: CampaignConfig, n_classes: int) -> Dataset:
@@ -125,7 +114,8 @@ def _load_dataset(cfg: CampaignConfig, n_classes: int) -> Dataset:
 
 
 def run_campaign(cfg: CampaignConfig, classifier: Classifier | None = None,
-                 on_result: Callable[[AttackResult], None] | None = None) -> dict:
+                 on_result: Callable[[AttackResult], None] | None = None,
+                 executor: BatchExecutor | None = None) -> dict:
     """Run (or resume) a campaign; return the summary (also written to RUN/summary.json).
 
     Binary models (one score) attack ``mitosis``/``normal`` folders in the direction that flips
@@ -138,15 +128,20 @@ def run_campaign(cfg: CampaignConfig, classifier: Classifier | None = None,
         Use this model instead of loading ``cfg.model`` (``cfg.model`` is still recorded).
     on_result : callable, optional
         Called with each image's :class:`AttackResult` after it has been stored.
+    executor : BatchExecutor, optional
+        Where the batches are attacked (:class:`~onepixel.attack.batches.LocalExecutor`, the
+        default, or :class:`onepixel.scaleout.RayExecutor`). Whatever the executor, this
+        process alone writes the RUN, and the rows are the same.
     """
     pixels = cfg.attack.pixels
+    executor = executor if executor is not None else LocalExecutor()
     batch = cfg.batch_images
     if batch is None:
         # All images at once up to a device-sized cap: the evaluator is chosen for that size.
         n_files = count_images(cfg.dataset)
         on_cpu = (resolve_device(cfg.model_options.device).type == "cpu" if classifier is None
                   else capabilities_of(classifier).on_cpu)
-        batch = auto_batch_images(min(n_files, cfg.limit or n_files), on_cpu)
+        batch = executor.batch_images(min(n_files, cfg.limit or n_files), on_cpu)
     if classifier is None:
         evaluator = load_attack_evaluator(cfg.model, cfg.model_options, cfg.evaluator,
                                           cfg.attack.de.updating, pixels, batch)
@@ -159,7 +154,7 @@ def run_campaign(cfg: CampaignConfig, classifier: Classifier | None = None,
     target = None if cfg.target is None else dataset.classes.index(cfg.target)
     store = RunStore(cfg.out)
     # Settings a RUN made by an older onepixel lacks take their defaults when it is resumed.
-    done = store.open(run_config(cfg, dataset, classifier, evaluator, batch),
+    done = store.open(run_config(cfg, dataset, classifier, evaluator, batch, executor.describe()),
                       defaults={"attack": attack_settings(AttackConfig())})
     todo = [it for it in items if record_text(dataset.relative_name(it)) not in done]
     log.info("%s: %d images, %d already done, %d to go", cfg.out, len(items),
@@ -189,9 +184,11 @@ def run_campaign(cfg: CampaignConfig, classifier: Classifier | None = None,
         plan = plan_multiclass(scores, it.class_index, dataset.classes, target, cfg.attack)
         return plan, float(plan.objective.score(scores)), dataset.classes[int(np.argmax(scores))]
 
-    finish = _Finisher(attack, cfg, dataset, store_result)
-    queue: list[_Pending] = []
-    try:
+    attacker = BatchAttacker(attack, cfg, dataset.classes)
+
+    def batches() -> Iterator[list[PendingImage]]:
+        """The batches to attack; skipped and unreadable images are stored on the way."""
+        queue: list[PendingImage] = []
         # Originals are scored in chunks of at least 256 (cheap), attacks run batch_images at once.
         score_chunk = max(batch, 256)
         for start in range(0, len(todo), score_chunk):
@@ -214,16 +211,19 @@ def run_campaign(cfg: CampaignConfig, classifier: Classifier | None = None,
                 if plan.skip_reason:
                     store_result(skipped_result(name, it.label, plan, original, original_class))
                 else:
-                    queue.append(_Pending(it, name, plan, original, original_class, image))
+                    queue.append(PendingImage(it, name, plan, original, original_class, image))
             while len(queue) >= batch:
-                finish.batch(queue[:batch], progress)
+                yield queue[:batch]
                 del queue[:batch]
         if queue:
-            finish.batch(queue, progress)
+            yield queue
+
+    try:
+        executor.run(batches(), attacker, store_result, progress)
     finally:
         bar.close()
     summary = summarize(store.read_attacks(), cfg.attack.to_dict())
-    summary["evaluations_this_session"] = evaluator.n_evaluations
+    summary["evaluations_this_session"] = executor.n_evaluations
     write_json_atomic(store.dir / SUMMARY, summary)
     return summary
 
@@ -240,43 +240,3 @@ def unreadable_result(name: str, item: LabeledImage, cfg: CampaignConfig, error:
     return AttackResult(image=name, label=item.label, direction=direction, goal=goal,
                         status="skipped", skip_reason=f"unreadable image: {error}",
                         original_score=None)
-
-
-class _Finisher:
-    """Attacks a batch of pending images and stores each row as its attack stops."""
-
-    def __init__(self, attack: OnePixelAttack, cfg: CampaignConfig, dataset: Dataset,
-                 store_result: Callable[[AttackResult], None]):
-        self.attack = attack
-        self.cfg = cfg
-        self.dataset = dataset
-        self.store_result = store_result
-        self.channels = int(attack.evaluator.input_shape[2])
-
-    def batch(self, batch: list[_Pending], progress: Callable[[int, int], None]) -> None:
-        t0 = time.perf_counter()
-        cfg, attack = self.cfg, self.attack
-        images = np.stack([p.image for p in batch])
-
-        def finished(i: int, result, score_history: np.ndarray) -> None:
-            p = batch[i]
-            # The batch's wall time so far, shared among its images.
-            seconds = (time.perf_counter() - t0) / len(batch)
-            final, attacked_class = None, ""
-            if self.dataset.classes:
-                # The class probabilities of the attacked image (one more query, not in nfev).
-                best = result.x[None, None].astype(np.int64)
-                final = attack.evaluator.scores(images[i : i + 1], best)[0, 0]
-                attacked_class = self.dataset.classes[int(np.argmax(final))]
-            else:
-                attacked = float(score_history[-1])
-                attacked_class = cfg.positive_label if attacked > schema.SUCCESS_THRESHOLD \
-                    else cfg.negative_label
-            self.store_result(attack_result(
-                p.name, p.item.label, p.plan, p.original, result, score_history, cfg.attack,
-                seconds, channels=self.channels, original_class=p.original_class,
-                attacked_class=attacked_class, final_scores=final))
-
-        attack.run(images, [p.plan.objective for p in batch],
-                   [problem_id_for(p.name) for p in batch], on_finish=finished,
-                   on_generation=progress)

@@ -71,6 +71,32 @@ def _add_model_options(p: argparse.ArgumentParser) -> None:
                    help="output column of the positive class for multi-class models")
 
 
+def _add_executor_options(p: argparse.ArgumentParser) -> None:
+    from onepixel.scaleout.config import EXECUTORS, ExecutorConfig
+
+    g = p.add_argument_group("scale-out (docs/scale-out.md)")
+    g.add_argument("--executor", choices=EXECUTORS, default=default(ExecutorConfig, "kind"),
+                   help="local: this process; ray: actors on a Ray runtime (pip install "
+                        "'onepixel[ray]'); default: %(default)s")
+    g.add_argument("--ray-address", default=default(ExecutorConfig, "address"), metavar="ADDRESS",
+                   help="none: start a local Ray runtime; auto: the running cluster; "
+                        "ray://HOST:PORT: a remote one")
+    g.add_argument("--workers", type=int, default=default(ExecutorConfig, "workers"),
+                   help="Ray actors, each holding the model (default: one per CPU, or per "
+                        "--gpus-per-worker GPUs)")
+    g.add_argument("--cpus-per-worker", type=int, default=default(ExecutorConfig, "cpus_per_worker"),
+                   help="CPUs (model threads) per actor (default: %(default)s)")
+    g.add_argument("--gpus-per-worker", type=float, default=default(ExecutorConfig, "gpus_per_worker"),
+                   help="GPUs per actor, e.g. 1 or 0.5 (default: %(default)s: CPU actors)")
+
+
+def _executor_config(args: argparse.Namespace):
+    from onepixel.scaleout.config import ExecutorConfig
+
+    return ExecutorConfig(kind=args.executor, address=args.ray_address, workers=args.workers,
+                          cpus_per_worker=args.cpus_per_worker, gpus_per_worker=args.gpus_per_worker)
+
+
 def _model_options(args: argparse.Namespace):
     from onepixel.models.options import ModelOptions
 
@@ -168,6 +194,7 @@ def build_parser() -> argparse.ArgumentParser:
                         "the true class")
     g.add_argument("--no-progress", action="store_true", help="no progress bar")
     _add_model_options(p)
+    _add_executor_options(p)
     p.set_defaults(func=cmd_attack)
 
     p = sub.add_parser("confmap", help="one-pixel confidence map: every pixel x a colour grid")
@@ -185,6 +212,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="save a checkpoint this often (default: %(default)s)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     _add_model_options(p)
+    _add_executor_options(p)
     # None: max-mitosis for IMAGE, the run's own model for --run
     p.set_defaults(func=cmd_confmap, model=None)
 
@@ -342,8 +370,15 @@ def cmd_attack(args: argparse.Namespace) -> int:
                             positive_label=args.positive_label,
                             negative_label=args.negative_label, progress=not args.no_progress,
                             evaluator=args.evaluator, classes=classes, target=args.target)
+    executor = _executor_config(args)
+    if executor.kind == "ray":
+        from onepixel.scaleout import RayExecutor
+
+        runner = RayExecutor(executor)
+    else:
+        runner = None
     try:
-        summary = run_campaign(config)
+        summary = run_campaign(config, executor=runner)
     except KeyboardInterrupt:
         print(f"onepixel: interrupted; run the same command again to continue {args.out}",
               file=sys.stderr)
@@ -364,17 +399,24 @@ def cmd_confmap(args: argparse.Namespace) -> int:
                            device=args.device, dtype=args.dtype,
                            checkpoint_seconds=args.checkpoint_seconds, progress=not args.no_progress)
     options = _model_options(args)
+    executor = _executor_config(args)
+    mapper = None
+    if executor.kind == "ray":
+        from onepixel.scaleout import RayMapper
+
+        mapper = RayMapper(executor)
     try:
         if args.run:
             for ri, folder, res in confmap_run(args.run, images=args.images, config=config,
-                                               model_options=options, model=args.model):
+                                               model_options=options, model=args.model,
+                                               mapper=mapper):
                 print(f"{ri.image} ({ri.direction}, {ri.why}): lowest {res.extreme('min')[2]:.4g}, "
                       f"highest {res.extreme('max')[2]:.4g} -> {folder}")
             return 0
         if not args.out:
             raise OnepixelError("--out DIR is required with IMAGE")
         result, written = confmap_image_file(args.image, args.out, args.model or "max-mitosis",
-                                             options, config)
+                                             options, config, mapper=mapper)
     except KeyboardInterrupt:
         print("onepixel: interrupted; run the same command again to resume the map", file=sys.stderr)
         return 130

@@ -37,6 +37,7 @@ from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Protocol
 
 import numpy as np
 import torch
@@ -572,12 +573,30 @@ def save_confmap(result: ConfidenceMap, out_dir: str | Path, image: np.ndarray |
     return written
 
 
+class MapExecutor(Protocol):
+    """Computes one image's map somewhere (:func:`compute_confmap` here; on Ray workers in
+    :mod:`onepixel.scaleout`), given the loaded ``classifier`` and the spec and options it was
+    loaded from (for workers that load their own copy)."""
+
+    def __call__(self, image: np.ndarray, classifier: Classifier, config: ConfmapConfig,
+                 checkpoint: Path | None, spec: str, options: ModelOptions) -> ConfidenceMap: ...
+
+
+def local_map(image: np.ndarray, classifier: Classifier, config: ConfmapConfig,
+              checkpoint: Path | None, spec: str, options: ModelOptions) -> ConfidenceMap:
+    """The local :class:`MapExecutor`: :func:`compute_confmap` in this process."""
+    del spec, options
+    return compute_confmap(image, classifier, config, checkpoint=checkpoint)
+
+
 def confmap_image_file(image: str | Path, out_dir: str | Path, model: str = "max-mitosis",
                        model_options: ModelOptions | None = None,
-                       config: ConfmapConfig | None = None) -> tuple[ConfidenceMap, list[Path]]:
+                       config: ConfmapConfig | None = None,
+                       mapper: MapExecutor | None = None) -> tuple[ConfidenceMap, list[Path]]:
     """``onepixel confmap IMAGE --out DIR``: map one image file, checkpointing into ``out_dir``.
 
-    Returns the map and the files written (``confmap.npz`` and the figures).
+    ``mapper`` computes the map (default: :func:`local_map`). Returns the map and the files
+    written (``confmap.npz`` and the figures).
     """
     from onepixel.datasets.images import load_image
 
@@ -585,5 +604,5 @@ def confmap_image_file(image: str | Path, out_dir: str | Path, model: str = "max
     options = model_options or ModelOptions(device=config.device, dtype=config.dtype)
     classifier = load_confmap_classifier(model, options, config.method)
     array = load_image(image, classifier.input_shape)
-    result = compute_confmap(array, classifier, config, checkpoint=out_dir)
+    result = (mapper or local_map)(array, classifier, config, Path(out_dir), model, options)
     return result, save_confmap(result, out_dir, image=array)

@@ -12,8 +12,9 @@ import numpy as np
 
 from onepixel.confmap.engine import (
     ConfmapConfig,
-    compute_confmap,
+    MapExecutor,
     load_confmap_classifier,
+    local_map,
     save_confmap,
 )
 from onepixel.confmap.result import ConfidenceMap
@@ -108,13 +109,15 @@ def select_run_images(run_dir: str | Path, names: Sequence[str] | None = None) -
 def confmap_run(run_dir: str | Path, images: Sequence[str] | None = None,
                 config: ConfmapConfig | None = None, classifier: Classifier | None = None,
                 model_options: ModelOptions | None = None,
-                model: str | None = None) -> list[tuple[RunImage, Path, ConfidenceMap]]:
+                model: str | None = None,
+                mapper: MapExecutor | None = None) -> list[tuple[RunImage, Path, ConfidenceMap]]:
     """Confidence maps of selected images of an attack run, into ``RUN/confmaps/<image-stem>/``.
 
     The model is ``classifier``, else the spec ``model``, else the run's (``config.json``:
     ``model.spec``), loaded with ``model_options``; the images come from the run's dataset
     folder. Each map checkpoints into its own folder, so an interrupted call resumes.
-    ``RUN/confmaps/index.csv`` lists what was mapped.
+    ``RUN/confmaps/index.csv`` lists what was mapped. ``mapper`` computes each map (default:
+    in this process; :mod:`onepixel.scaleout` has one for Ray, which needs the model as a spec).
 
     Returns
     -------
@@ -133,11 +136,11 @@ def confmap_run(run_dir: str | Path, images: Sequence[str] | None = None,
                            "(onepixel attack --out RUN)?")
     chosen = select_run_images(run_dir, images)
     model_cfg = run.config.get("model") or {}
+    spec = model or model_cfg.get("spec") or ""
+    options = model_options or ModelOptions(device=config.device, dtype=config.dtype)
     if classifier is None:
-        spec = model or model_cfg.get("spec")
         if not spec:
             raise ConfmapError(f"{run_dir}/config.json names no model (model.spec); give --model")
-        options = model_options or ModelOptions(device=config.device, dtype=config.dtype)
         classifier = load_confmap_classifier(spec, options, config.method)
     want_sha = model_cfg.get("sha256")
     have_sha = capabilities_of(classifier).fingerprint
@@ -155,7 +158,7 @@ def confmap_run(run_dir: str | Path, images: Sequence[str] | None = None,
         image = load_image(path, classifier.input_shape)
         out_dir = run_dir / CONFMAPS / folders[ri.image]
         log.info("confmap of %s (%s, %s) -> %s", ri.image, ri.direction, ri.why, out_dir)
-        result = compute_confmap(image, classifier, config, checkpoint=out_dir)
+        result = (mapper or local_map)(image, classifier, config, out_dir, spec, options)
         extra = {"image": ri.image, "direction": ri.direction, "goal": ri.goal, "why": ri.why}
         if ri.attacked_score is not None:
             extra["attacked_score"] = ri.attacked_score

@@ -62,6 +62,9 @@ class ModelOptions:
         :class:`ModelIO` conventions.
     assets_dir : folder with local assets (else ``$ONEPIXEL_ASSETS``, cache, download)
     input_shape : (H, W, 3) for TorchScript models without an ``input_shape`` attribute
+    threads : int, optional
+        CPU threads of an ONNX Runtime session (None: one per core). Set where several models
+        share a machine, as the workers of :mod:`onepixel.scaleout` do.
     """
 
     device: str = "auto"
@@ -74,6 +77,7 @@ class ModelOptions:
     positive_index: int | None = None
     assets_dir: str | None = None
     input_shape: tuple[int, int, int] | None = None
+    threads: int | None = None
 
     def __post_init__(self) -> None:
         if self.engine not in ENGINES:
@@ -81,6 +85,8 @@ class ModelOptions:
         resolve_device_name(self.device)
         if self.batch_size is not None and self.batch_size < 1:
             raise ModelError(f"batch size must be >= 1, got {self.batch_size}")
+        if self.threads is not None and self.threads < 1:
+            raise ModelError(f"threads must be >= 1, got {self.threads}")
 
     def resolved_batch_size(self) -> int:
         """The batch size to use on this options' device."""

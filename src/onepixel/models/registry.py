@@ -84,7 +84,8 @@ def load_classifier(spec: str, options: ModelOptions | None = None, *,
                                                           "positive_index")):
             io = options.apply(ModelIO(layout="nchw", preprocess="unit", output="probability"))
         return OnnxClassifier(path, io=io, providers=_providers(options.device),
-                              batch_size=options.resolved_batch_size(), fingerprint=fingerprint)
+                              batch_size=options.resolved_batch_size(), fingerprint=fingerprint,
+                              threads=options.threads or 0)
     net = load_torchscript(path)
     shape = options.input_shape or _torchscript_input_shape(net, path)
     io = options.apply(ModelIO(layout="nchw", preprocess="unit", output="logit"))
@@ -108,7 +109,8 @@ def keras_classifier(path: str | Path, options: ModelOptions, name: str, io: Mod
         return OnnxClassifier(payload, name=name, input_shape=graph.input_shape,
                               io=replace(io, preprocess="raw", layout="nhwc"),
                               providers=_providers(options.device),
-                              batch_size=options.resolved_batch_size(), fingerprint=fingerprint)
+                              batch_size=options.resolved_batch_size(), fingerprint=fingerprint,
+                              threads=options.threads or 0)
     return TorchClassifier(net, graph.input_shape, name, io, _torch_options(options),
                            fingerprint=fingerprint)
 

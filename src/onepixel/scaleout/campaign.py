@@ -1,0 +1,185 @@
+"""Campaigns on Ray: actors keep the model loaded and attack the batches the driver sends.
+
+The driver (:func:`onepixel.attack.campaign.run_campaign`) scans the dataset, scores originals,
+records skips and forms batches exactly as a local run; :class:`RayExecutor` sends each batch to
+an idle actor and hands its rows back to the driver, which alone writes the RUN as batches
+finish. Each image's DE stream is seeded by its name and its scores do not depend on the rest of
+its batch, so the rows equal a local run's whatever the worker count or completion order.
+
+Faults: an actor that dies mid-batch is restarted by Ray and the batch re-run on it
+(``max_restarts`` / ``max_task_retries``); a driver killed mid-campaign resumes with the same
+command, as a local campaign does: rows are stored once, by the driver, and a resumed driver
+attacks only the images without a row.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+from collections.abc import Iterable
+from dataclasses import replace
+
+from onepixel.attack.batches import BatchAttacker, PendingImage, Progress, StoreResult
+from onepixel.attack.config import CampaignConfig
+from onepixel.attack.objective import OnePixelAttack
+from onepixel.errors import ScaleOutError
+from onepixel.models.base import capabilities_of
+from onepixel.scaleout.config import ExecutorConfig
+from onepixel.scaleout.runtime import ModelPayload, connect, require_ray, worker_count
+from onepixel.scoring.policy import auto_batch_images, load_attack_evaluator
+
+log = logging.getLogger(__name__)
+
+
+class CampaignWorker:
+    """A Ray actor's state: the model, loaded once on the actor's device, and the attack.
+
+    Parameters
+    ----------
+    payload : ModelPayload
+    cfg : CampaignConfig
+        The campaign's settings (model options, attack, labels).
+    classes : tuple of str
+        The class names of a K-class model; empty for a binary one.
+    batch : int
+        Images per batch (sizes the evaluator as on the driver).
+    threads : int
+        CPU threads for the model.
+    """
+
+    def __init__(self, payload: ModelPayload, cfg: CampaignConfig, classes: tuple[str, ...],
+                 batch: int, threads: int):
+        import torch
+
+        torch.set_num_threads(threads)
+        spec, options = payload.materialise(replace(cfg.model_options, threads=threads))
+        evaluator = load_attack_evaluator(spec, options, cfg.evaluator, cfg.attack.de.updating,
+                                          cfg.attack.pixels, batch)
+        self.attacker = BatchAttacker(OnePixelAttack(evaluator, cfg.attack), cfg, classes)
+
+    def ready(self) -> tuple[int, str, str]:
+        """(pid, model fingerprint, evaluator): the driver checks the model is the same."""
+        evaluator = self.attacker.attack.evaluator
+        return os.getpid(), capabilities_of(evaluator.classifier).fingerprint, type(evaluator).__name__
+
+    def attack(self, batch: list[PendingImage]) -> tuple[list, int]:
+        """The rows of ``batch`` (in the order the attacks stopped) and the evaluations spent."""
+        evaluator = self.attacker.attack.evaluator
+        before = evaluator.n_evaluations
+        rows = self.attacker.results(batch)
+        return rows, evaluator.n_evaluations - before
+
+
+class RayExecutor:
+    """Attacks a campaign's batches on Ray actors (see the module docstring).
+
+    Parameters
+    ----------
+    config : ExecutorConfig
+        ``kind="ray"``, the cluster address, workers and their resources.
+
+    Attributes
+    ----------
+    worker_pids : list of int
+        The actors' process ids once started (tests kill them to show batches are re-run).
+    """
+
+    def __init__(self, config: ExecutorConfig | None = None):
+        self.config = config or ExecutorConfig(kind="ray")
+        require_ray()
+        self.n_evaluations = 0
+        self.worker_pids: list[int] = []
+        self.workers = 0
+
+    def batch_images(self, n_images: int, on_cpu: bool) -> int:
+        """Enough batches to keep every worker busy: about 2 per worker (so a slow batch does
+        not idle the rest at the end), each at most the local executor's batch."""
+        workers = self.config.workers or _guess_workers(self.config)
+        per_batch = math.ceil(max(n_images, 1) / (2 * workers))
+        return max(1, min(per_batch, auto_batch_images(n_images, on_cpu)))
+
+    def describe(self) -> dict:
+        return {"kind": "ray", "address": self.config.address, "workers": self.workers or
+                self.config.workers, "cpus_per_worker": self.config.cpus_per_worker,
+                "gpus_per_worker": self.config.gpus_per_worker}
+
+    def run(self, batches: Iterable[list[PendingImage]], attacker: BatchAttacker,
+            store_result: StoreResult, progress: Progress | None = None) -> None:
+        ray = require_ray()
+        from ray.util import ActorPool
+
+        cfg = attacker.cfg
+        started = connect(self.config)
+        actors = []
+        try:
+            it = iter(batches)
+            first = next(it, None)
+            if first is None:
+                return
+            n = worker_count(self.config)
+            self.workers = n
+            retries = self.config.max_retries
+            remote = ray.remote(num_cpus=self.config.cpus_per_worker,
+                                num_gpus=self.config.gpus_per_worker,
+                                max_restarts=retries, max_task_retries=retries)(CampaignWorker)
+            payload = ray.put(ModelPayload.of(cfg.model, cfg.model_options))
+            cfg_ref = ray.put(cfg)
+            actors = [remote.remote(payload, cfg_ref, attacker.classes, len(first),
+                                    self.config.cpus_per_worker) for _ in range(n)]
+            self._check(ray, actors, attacker)
+            log.info("Ray: %d workers, batches of up to %d images", n, len(first))
+            pool = ActorPool(actors)
+            in_flight = 0
+            pending: list[list[PendingImage]] = [first]
+
+            def submit() -> None:
+                nonlocal in_flight
+                while pool.has_free():
+                    batch = pending.pop() if pending else next(it, None)
+                    if batch is None:
+                        return
+                    pool.submit(lambda actor, b: actor.attack.remote(b), batch)
+                    in_flight += len(batch)
+
+            submit()
+            while pool.has_next():
+                try:
+                    rows, evaluations = pool.get_next_unordered()
+                except ray.exceptions.RayError as exc:
+                    raise ScaleOutError(
+                        f"a Ray worker failed beyond {retries} retries: {exc}. Rows stored so "
+                        "far are kept; run the same command again to finish the campaign") from exc
+                self.n_evaluations += evaluations
+                in_flight -= len(rows)
+                for row in rows:
+                    store_result(row)
+                if progress is not None:
+                    progress(in_flight, self.n_evaluations)
+                submit()
+        finally:
+            for actor in actors:
+                ray.kill(actor)
+            if started:
+                ray.shutdown()
+
+    def _check(self, ray, actors, attacker: BatchAttacker) -> None:
+        """Wait for the actors; the model they loaded must be the driver's."""
+        try:
+            ready = ray.get([a.ready.remote() for a in actors])
+        except ray.exceptions.RayError as exc:
+            raise ScaleOutError(f"the Ray workers could not load the model: {exc}") from exc
+        want = capabilities_of(attacker.attack.evaluator.classifier).fingerprint
+        self.worker_pids = [pid for pid, _, _ in ready]
+        for _, fingerprint, _ in ready:
+            if want and fingerprint and fingerprint != want:
+                raise ScaleOutError(f"a Ray worker loaded another model (sha256 {fingerprint[:12]}...) "
+                                    f"than the driver ({want[:12]}...): give the model as a file "
+                                    "or the built-in name, not a Classifier object")
+
+
+def _guess_workers(config: ExecutorConfig) -> int:
+    """Workers before connecting: this machine's CPUs for a local runtime, else 2 per batch."""
+    if config.address is None and not config.gpus_per_worker:
+        return max(1, (os.cpu_count() or 1) // config.cpus_per_worker)
+    return 4
