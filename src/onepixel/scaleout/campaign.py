@@ -17,6 +17,7 @@ from __future__ import annotations
 import logging
 import math
 import os
+import time
 from collections.abc import Iterable
 from dataclasses import replace
 
@@ -83,6 +84,8 @@ class RayExecutor:
     ----------
     worker_pids : list of int
         The actors' process ids once started (tests kill them to show batches are re-run).
+    startup_seconds : float
+        From ``run`` until every actor had loaded the model (joining or starting Ray included).
     """
 
     def __init__(self, config: ExecutorConfig | None = None):
@@ -91,6 +94,7 @@ class RayExecutor:
         self.n_evaluations = 0
         self.worker_pids: list[int] = []
         self.workers = 0
+        self.startup_seconds = 0.0
 
     def batch_images(self, n_images: int, on_cpu: bool) -> int:
         """Enough batches to keep every worker busy: about 2 per worker (so a slow batch does
@@ -110,6 +114,7 @@ class RayExecutor:
         from ray.util import ActorPool
 
         cfg = attacker.cfg
+        t0 = time.perf_counter()
         started = connect(self.config)
         actors = []
         try:
@@ -128,6 +133,7 @@ class RayExecutor:
             actors = [remote.remote(payload, cfg_ref, attacker.classes, len(first),
                                     self.config.cpus_per_worker) for _ in range(n)]
             self._check(ray, actors, attacker)
+            self.startup_seconds = time.perf_counter() - t0
             log.info("Ray: %d workers, batches of up to %d images", n, len(first))
             pool = ActorPool(actors)
             in_flight = 0
