@@ -222,3 +222,18 @@ def test_cli_rejects_ray_options_without_ray_executor(tmp_path):
     out = subprocess.run([sys.executable, "-m", "onepixel.cli", "attack", str(tmp_path), "--out",
                           str(tmp_path / "run"), "--workers", "2"], capture_output=True, text=True)
     assert out.returncode != 0 and "need --executor ray" in out.stderr
+
+
+@pytest.mark.slow
+def test_ray_campaign_through_a_defence_equals_local(ray_runtime, dataset, tmp_path):
+    """The workers query the driver's defended pipeline (same defence, same fingerprint)."""
+    from onepixel.scoring.policy import load_attack_evaluator
+
+    defended = load_attack_evaluator("max-mitosis", ModelOptions(device="cpu"),
+                                     defence="median3").classifier
+    run_campaign(_config(dataset, tmp_path / "local", limit=4), classifier=defended)
+    run_campaign(_config(dataset, tmp_path / "ray", limit=4), classifier=defended,
+                 executor=RayExecutor(ExecutorConfig(kind="ray", workers=2)))
+    assert attack_rows(tmp_path / "ray") == attack_rows(tmp_path / "local")
+    config = json.loads((tmp_path / "ray" / "config.json").read_text())
+    assert config["defence"] == "median3" and config["executor"]["kind"] == "ray"

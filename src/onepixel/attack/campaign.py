@@ -36,6 +36,7 @@ from onepixel.datasets.images import (
     scan_dataset,
     scan_image_folder,
 )
+from onepixel.defences.wrapper import defence_of
 from onepixel.errors import DatasetError, ImageError, OnepixelError
 from onepixel.fileio import write_json_atomic
 from onepixel.models import Classifier
@@ -83,6 +84,8 @@ def run_config(cfg: CampaignConfig, dataset: Dataset, classifier, evaluator=None
         "target": cfg.target,
         "model": {"spec": cfg.model, "name": classifier.name,
                   "sha256": capabilities_of(classifier).fingerprint},
+        # What the attack queried: the model behind this defence (docs/defences.md).
+        "defence": defence_of(classifier),
         "attack": attack_settings(cfg.attack),
         "device": cfg.model_options.device,
         "engine": type(classifier).__name__,

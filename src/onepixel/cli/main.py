@@ -69,6 +69,9 @@ def _add_model_options(p: argparse.ArgumentParser) -> None:
     g.add_argument("--layout", choices=["nhwc", "nchw"], default=None, help="input tensor layout")
     g.add_argument("--positive-index", type=int, default=None,
                    help="output column of the positive class for multi-class models")
+    g.add_argument("--defence", default=None, metavar="NAME[:ARG][,NAME...]",
+                   help="score through defences, applied left to right: median3, median5, "
+                        "blur:SIGMA, repair[:H], jpeg:Q, bits:N (docs/defences.md)")
 
 
 def _add_executor_options(p: argparse.ArgumentParser) -> None:
@@ -95,6 +98,12 @@ def _executor_config(args: argparse.Namespace):
 
     return ExecutorConfig(kind=args.executor, address=args.ray_address, workers=args.workers,
                           cpus_per_worker=args.cpus_per_worker, gpus_per_worker=args.gpus_per_worker)
+
+
+def _refuse_defence_on_ray(args: argparse.Namespace, executor) -> None:
+    # Ray workers load the model from its spec; they would score it undefended.
+    if getattr(args, "defence", None) and executor.kind == "ray":
+        raise OnepixelError("--defence runs in this process only: drop --executor ray")
 
 
 def _model_options(args: argparse.Namespace):
@@ -216,6 +225,48 @@ def build_parser() -> argparse.ArgumentParser:
     # None: max-mitosis for IMAGE, the run's own model for --run
     p.set_defaults(func=cmd_confmap, model=None)
 
+    from onepixel.audit.config import AuditConfig
+
+    p = sub.add_parser("audit", help="how strong was the attack? a stronger search per image of a RUN")
+    p.add_argument("run", metavar="RUN", help="folder written by `onepixel attack --out RUN`")
+    p.add_argument("--out", metavar="DIR", required=True,
+                   help="output folder: audit.csv, exact.csv, summary.json (rerun to resume)")
+    sel = p.add_mutually_exclusive_group()
+    sel.add_argument("--images", nargs="+", metavar="NAME", default=None,
+                     help="these attacked images (the 'image' column, file name or stem)")
+    sel.add_argument("--failed", action="store_true", help="only the images DE failed on")
+    sel.add_argument("--early-converged", action="store_true",
+                     help="only the images whose DE converged early")
+    p.add_argument("--step", type=int, default=default(AuditConfig, "step"),
+                   help="colour step of the exhaustive scan (default %(default)s: 64 colours)")
+    p.add_argument("--top", type=int, default=default(AuditConfig, "top"),
+                   help="refine around this many best scan pixels, plus DE's (default %(default)s)")
+    p.add_argument("--rounds", type=int, default=default(AuditConfig, "rounds"),
+                   help="at most this many refinement rounds (default %(default)s)")
+    p.add_argument("--exact-positions", default="", metavar="SPEC",
+                   help="brute force all 16,777,216 colours at 'X,Y;...', 'top:N' (the scan's N "
+                        "best positions) and/or 'de' (DE's position): minutes per position on CPU")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    _add_model_options(p)
+    # None: the run's own model
+    p.set_defaults(func=cmd_audit, model=None)
+
+    p = sub.add_parser("detect", help="one-pixel attack detector: images, or a RUN's originals and "
+                                      "adversarial versions -> DIR/detections.csv")
+    p.add_argument("images", nargs="*", metavar="IMAGE", help="image files or folders of images")
+    p.add_argument("--run", default=None, metavar="RUN", help="score a RUN's attacked images instead")
+    p.add_argument("--out", required=True, metavar="DIR", help="folder for detections.csv, "
+                                                                "detection.json and roc.png")
+    p.add_argument("--fpr", type=float, default=0.05,
+                   help="false-positive rate the threshold is calibrated to on clean H&E tiles "
+                        "(default: %(default)s)")
+    p.add_argument("--statistic", choices=["h", "residual"], default="h",
+                   help="per-pixel anomaly: h against the 8 neighbours' mean, or residual "
+                        "against their median (default: %(default)s)")
+    p.add_argument("--threshold", type=float, default=None,
+                   help="flag above this statistic instead of calibrating")
+    p.set_defaults(func=cmd_detect)
+
     p = sub.add_parser("analyze", help="the papers' tables and figures of a RUN -> RUN/analysis")
     p.add_argument("run", metavar="RUN", help="folder written by `onepixel attack --out RUN`")
     p.add_argument("--no-figures", action="store_true", help="tables only (no matplotlib needed)")
@@ -316,14 +367,15 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _score_rows(model_spec: str, options, images: Sequence[Path]) -> tuple[tuple[str, ...], list]:
+def _score_rows(model_spec: str, options, images: Sequence[Path],
+                defence: str | None = None) -> tuple[tuple[str, ...], list]:
     """The predict table: ``image,score`` for a binary model; ``image,class,p0,...,pK-1`` (the
     predicted class index and every class probability) for a K-class model."""
     from onepixel.datasets.images import load_images
-    from onepixel.models.registry import load_classifier
     from onepixel.runs.schema import record_text
+    from onepixel.scoring.policy import load_scoring_classifier
 
-    classifier = load_classifier(model_spec, options)
+    classifier = load_scoring_classifier(model_spec, options, defence)
     batch = load_images(images, classifier.input_shape)
     scores = classifier.scores(batch)
     # File names that are not UTF-8 are written with \xNN escapes, as RUN files write them.
@@ -339,7 +391,8 @@ def cmd_predict(args: argparse.Namespace) -> int:
     from onepixel.datasets.images import expand_image_paths
     from onepixel.fileio import write_csv_atomic
 
-    header, rows = _score_rows(args.model, _model_options(args), expand_image_paths(args.images))
+    header, rows = _score_rows(args.model, _model_options(args), expand_image_paths(args.images),
+                               args.defence)
     if args.out:
         write_csv_atomic(Path(args.out), header, rows)
         log.info("wrote %d scores to %s", len(rows), args.out)
@@ -371,6 +424,13 @@ def cmd_attack(args: argparse.Namespace) -> int:
                             negative_label=args.negative_label, progress=not args.no_progress,
                             evaluator=args.evaluator, classes=classes, target=args.target)
     executor = _executor_config(args)
+    classifier = None
+    if args.defence:
+        from onepixel.scoring.policy import load_attack_evaluator
+
+        # The defended pipeline is the black box the attack queries.
+        classifier = load_attack_evaluator(args.model, config.model_options, args.evaluator,
+                                           de.updating, args.pixels, defence=args.defence).classifier
     if executor.kind == "ray":
         from onepixel.scaleout import RayExecutor
 
@@ -378,7 +438,7 @@ def cmd_attack(args: argparse.Namespace) -> int:
     else:
         runner = None
     try:
-        summary = run_campaign(config, executor=runner)
+        summary = run_campaign(config, classifier=classifier, executor=runner)
     except KeyboardInterrupt:
         print(f"onepixel: interrupted; run the same command again to continue {args.out}",
               file=sys.stderr)
@@ -400,6 +460,8 @@ def cmd_confmap(args: argparse.Namespace) -> int:
                            checkpoint_seconds=args.checkpoint_seconds, progress=not args.no_progress)
     options = _model_options(args)
     executor = _executor_config(args)
+    defence = _confmap_defence(args)
+    _refuse_defence_on_ray(argparse.Namespace(defence=defence), executor)
     mapper = None
     if executor.kind == "ray":
         from onepixel.scaleout import RayMapper
@@ -407,7 +469,16 @@ def cmd_confmap(args: argparse.Namespace) -> int:
         mapper = RayMapper(executor)
     try:
         if args.run:
+            classifier = None
+            if defence:
+                from onepixel.runs.reader import load_run
+                from onepixel.scoring.policy import load_confmap_classifier
+
+                spec = args.model or (load_run(args.run).config.get("model") or {}).get("spec")
+                classifier = load_confmap_classifier(spec or "max-mitosis", options, config.method,
+                                                     defence)
             for ri, folder, res in confmap_run(args.run, images=args.images, config=config,
+                                               classifier=classifier,
                                                model_options=options, model=args.model,
                                                mapper=mapper):
                 print(f"{ri.image} ({ri.direction}, {ri.why}): lowest {res.extreme('min')[2]:.4g}, "
@@ -415,8 +486,19 @@ def cmd_confmap(args: argparse.Namespace) -> int:
             return 0
         if not args.out:
             raise OnepixelError("--out DIR is required with IMAGE")
-        result, written = confmap_image_file(args.image, args.out, args.model or "max-mitosis",
-                                             options, config, mapper=mapper)
+        if defence:
+            from onepixel.confmap.engine import local_map, save_confmap
+            from onepixel.datasets.images import load_image
+            from onepixel.scoring.policy import load_confmap_classifier
+
+            spec = args.model or "max-mitosis"
+            classifier = load_confmap_classifier(spec, options, config.method, defence)
+            array = load_image(args.image, classifier.input_shape)
+            result = local_map(array, classifier, config, Path(args.out), spec, options)
+            written = save_confmap(result, args.out, image=array)
+        else:
+            result, written = confmap_image_file(args.image, args.out, args.model or "max-mitosis",
+                                                 options, config, mapper=mapper)
     except KeyboardInterrupt:
         print("onepixel: interrupted; run the same command again to resume the map", file=sys.stderr)
         return 130
@@ -424,6 +506,75 @@ def cmd_confmap(args: argparse.Namespace) -> int:
     print(f"original {result.original_score:.6f}; lowest {lo:.6f} at x={x}, y={y}, rgb={rgb}; "
           f"{result.evaluations:,} evaluations in {result.seconds:.1f} s ({result.method})")
     print("wrote " + ", ".join(map(str, written)))
+    return 0
+
+
+def _confmap_defence(args: argparse.Namespace) -> str | None:
+    """``--defence``, else for ``--run`` the defence the run attacked through (config.json)."""
+    if args.defence or not args.run:
+        return args.defence
+    from onepixel.runs.reader import load_run
+
+    recorded = load_run(args.run).config.get("defence")
+    if recorded and recorded != "none":
+        log.info("mapping through the run's defence %s (config.json)", recorded)
+        return recorded
+    return None
+
+
+def cmd_detect(args: argparse.Namespace) -> int:
+    from onepixel.detection.calibration import Calibration, calibrate, clean_tiles, image_statistic
+    from onepixel.detection.scan import detect_images, detect_run, write_detections
+
+    if bool(args.run) == bool(args.images):
+        raise OnepixelError("give IMAGE... or --run RUN (not both)")
+    heldout = None
+    if args.threshold is not None:
+        calibration = Calibration(args.statistic, args.threshold, float("nan"), 0, 0, float("nan"), ())
+    else:
+        cal, held, sources = clean_tiles(args.assets)
+        calibration = calibrate(args.fpr, args.statistic, tiles=(cal, held))
+        calibration = dataclasses.replace(calibration, sources=sources)
+        heldout = image_statistic(held, args.statistic)
+    if args.run:
+        det = detect_run(args.run, calibration)
+    else:
+        from onepixel.datasets.images import expand_image_paths
+
+        det = detect_images(expand_image_paths(args.images), calibration)
+    info = write_detections(args.out, det, heldout)
+    print(f"threshold {calibration.statistic} > {calibration.threshold:.4f} (calibrated FPR "
+          f"{calibration.target_fpr:g}; held-out clean tiles flagged: {calibration.heldout_fpr:.3f} "
+          f"of {calibration.n_heldout})")
+    if args.run:
+        print(f"flagged {info['tpr_successful']:.1%} of {info['n_successful']} successful "
+              f"adversarial images, {info['tpr_all_adversarial']:.1%} of {info['n_adversarial']} "
+              f"adversarial, {info['fpr_originals']:.1%} of {info['n_originals']} originals")
+    else:
+        print(f"flagged {int(det.flagged.sum())} of {len(det.flagged)} images")
+    print(f"wrote {Path(args.out) / 'detections.csv'}")
+    return 0
+
+
+def cmd_audit(args: argparse.Namespace) -> int:
+    from onepixel.audit import AuditConfig, audit_run, parse_exact_positions
+
+    selection = "failed" if args.failed else "early-converged" if args.early_converged else "all"
+    config = AuditConfig(step=args.step, top=args.top, rounds=args.rounds,
+                         exact=parse_exact_positions(args.exact_positions), selection=selection,
+                         images=args.images, progress=not args.no_progress)
+    try:
+        summary = audit_run(args.run, args.out, config, model_options=_model_options(args),
+                            model=args.model)
+    except KeyboardInterrupt:
+        print("onepixel: interrupted; run the same command again to resume the audit", file=sys.stderr)
+        return 130
+    for goal, g in summary["goals"].items():
+        print(f"{goal}: {g['vulnerable']} of {g['audited']} vulnerable (DE: {g['de_success']}); "
+              f"early-converged: {g['early_converged_vulnerable']} of {g['early_converged']} "
+              f"vulnerable; median best score {g['median_best_score']:.4g} (DE "
+              f"{g['median_de_score']:.4g})")
+    print(f"results in {args.out}/audit.csv, summary in {args.out}/summary.json")
     return 0
 
 
@@ -486,17 +637,20 @@ def cmd_preprocess_tupac(args: argparse.Namespace) -> int:
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
-    from onepixel.models.registry import load_classifier
+    from onepixel.scoring.policy import load_scoring_classifier
     from onepixel.serving.config import server_options
     from onepixel.serving.run import serve
 
-    serve(load_classifier(args.model, _model_options(args)), **server_options(args))
+    serve(load_scoring_classifier(args.model, _model_options(args), args.defence),
+          **server_options(args))
     return 0
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
     from onepixel.demo import DemoConfig, run_demo
 
+    if args.defence:
+        raise OnepixelError("the demo runs the undefended model; use onepixel attack --defence")
     result = run_demo(DemoConfig(out=Path(args.out), model=args.model,
                                  model_options=_model_options(args), n_normal=args.n_normal,
                                  confmap_step=args.confmap_step, confmaps=not args.no_confmaps,

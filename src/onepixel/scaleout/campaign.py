@@ -24,6 +24,7 @@ from dataclasses import replace
 from onepixel.attack.batches import BatchAttacker, PendingImage, Progress, StoreResult
 from onepixel.attack.config import CampaignConfig
 from onepixel.attack.objective import OnePixelAttack
+from onepixel.defences.wrapper import defence_of
 from onepixel.errors import ScaleOutError
 from onepixel.models.base import capabilities_of
 from onepixel.scaleout.config import ExecutorConfig
@@ -47,16 +48,18 @@ class CampaignWorker:
         Images per batch (sizes the evaluator as on the driver).
     threads : int
         CPU threads for the model.
+    defence : str, optional
+        The driver's ``--defence``: the workers query the same defended pipeline.
     """
 
     def __init__(self, payload: ModelPayload, cfg: CampaignConfig, classes: tuple[str, ...],
-                 batch: int, threads: int):
+                 batch: int, threads: int, defence: str | None = None):
         import torch
 
         torch.set_num_threads(threads)
         spec, options = payload.materialise(replace(cfg.model_options, threads=threads))
         evaluator = load_attack_evaluator(spec, options, cfg.evaluator, cfg.attack.de.updating,
-                                          cfg.attack.pixels, batch)
+                                          cfg.attack.pixels, batch, defence=defence)
         self.attacker = BatchAttacker(OnePixelAttack(evaluator, cfg.attack), cfg, classes)
 
     def ready(self) -> tuple[int, str, str]:
@@ -130,8 +133,10 @@ class RayExecutor:
                                 max_restarts=retries, max_task_retries=retries)(CampaignWorker)
             payload = ray.put(ModelPayload.of(cfg.model, cfg.model_options))
             cfg_ref = ray.put(cfg)
+            defence = defence_of(attacker.attack.evaluator.classifier)
             actors = [remote.remote(payload, cfg_ref, attacker.classes, len(first),
-                                    self.config.cpus_per_worker) for _ in range(n)]
+                                    self.config.cpus_per_worker,
+                                    None if defence == "none" else defence) for _ in range(n)]
             self._check(ray, actors, attacker)
             self.startup_seconds = time.perf_counter() - t0
             log.info("Ray: %d workers, batches of up to %d images", n, len(first))

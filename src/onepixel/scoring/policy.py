@@ -1,13 +1,17 @@
 """The one place that picks how a model is loaded and how its candidates are scored.
 
 Attacks and confidence maps ask here; nothing else decides between the full network (ONNX
-Runtime or torch) and the incremental engines, or re-reads a model spec to guess.
+Runtime or torch) and the incremental engines, or re-reads a model spec to guess. A ``defence``
+(``--defence``, :mod:`onepixel.defences`) wraps the loaded model here too: a defended model is
+scored whole (no layers, no on-device engine), so no engine bypasses the defence.
 """
 
 from __future__ import annotations
 
 import logging
 
+from onepixel.defences.spec import parse_defence
+from onepixel.defences.wrapper import defend
 from onepixel.errors import ConfmapError, ModelError, OnepixelError
 from onepixel.models.base import Classifier, capabilities_of
 from onepixel.models.registry import ModelOptions, is_keras_spec, load_classifier
@@ -73,15 +77,23 @@ def evaluator_for(classifier: Classifier, kind: str = "auto",
 
 def load_attack_evaluator(spec: str, options: ModelOptions | None = None,
                           kind: str = "auto", updating: str = "immediate",
-                          pixels: int = 1, images_per_call: int | None = None) -> Evaluator:
+                          pixels: int = 1, images_per_call: int | None = None,
+                          defence: str | None = None) -> Evaluator:
     """Load model ``spec`` for attacks, with the fastest exact evaluator for it.
 
     Where :func:`evaluator_for` would choose the incremental evaluator (and no ``engine`` is
     chosen), Keras and built-in models are loaded with their layers so that it applies;
-    otherwise as :func:`~onepixel.models.load_classifier` loads them by default.
+    otherwise as :func:`~onepixel.models.load_classifier` loads them by default. With a
+    ``defence`` the attack queries the defended pipeline, scored whole (the host evaluator).
     """
     options = options or ModelOptions()
     _check_kind(kind)
+    if parse_defence(defence):
+        if kind == "incremental":
+            raise OnepixelError("--evaluator incremental scores the network's layers and would "
+                                "bypass --defence; use --evaluator full (or auto)")
+        return evaluator_for(load_scoring_classifier(spec, options, defence), "full", updating,
+                             pixels, images_per_call)
     if kind == "incremental" and options.engine == "onnxruntime":
         raise OnepixelError("--evaluator incremental runs the network itself with torch: drop "
                             "--engine onnxruntime, or use --evaluator full")
@@ -101,15 +113,34 @@ def auto_batch_images(n_images: int, on_cpu: bool) -> int:
     return max(1, min(n_images, AUTO_BATCH_IMAGES["cpu" if on_cpu else "cuda"]))
 
 
+def load_scoring_classifier(spec: str, options: ModelOptions | None = None,
+                            defence: str | None = None) -> Classifier:
+    """Load a model to score whole images (``predict``, ``serve``), behind ``defence`` if given.
+
+    Raises
+    ------
+    ConfigError
+        A malformed ``defence`` spec (the message names ``--defence``).
+    """
+    parse_defence(defence)  # a bad spec fails before the model loads
+    return defend(load_classifier(spec, options or ModelOptions()), defence)
+
+
 def load_confmap_classifier(spec: str, options: ModelOptions | None = None,
-                            method: str = "auto") -> Classifier:
+                            method: str = "auto", defence: str | None = None) -> Classifier:
     """Load a model for confidence maps.
 
     Keras and built-in models get their layers (so the exact fast path applies) unless
     ``method`` is ``brute`` or ONNX Runtime is asked for; then the default loading (ONNX
-    Runtime on CPU: the fastest brute force there).
+    Runtime on CPU: the fastest brute force there). With a ``defence``, the defended model
+    is mapped by brute force (the fast path would bypass the defence).
     """
     options = options or ModelOptions()
+    if parse_defence(defence):
+        if method == "fast":
+            raise ConfmapError("--method fast walks the network's layers and would bypass "
+                               "--defence; use --method brute (or auto)")
+        return load_scoring_classifier(spec, options, defence)
     if method == "brute" or not is_keras_spec(spec) or options.engine == "onnxruntime":
         return load_classifier(spec, options)
     try:

@@ -1,0 +1,26 @@
+"""``onepixel audit``: how strong was the attack? A stronger search than DE, image by image.
+
+- :mod:`~onepixel.audit.config`: :class:`AuditConfig`, the ``--exact-positions`` syntax.
+- :mod:`~onepixel.audit.search`: the exhaustive coarse scan and the integer refinement.
+- :mod:`~onepixel.audit.exact`: exact optima over every colour at chosen positions.
+- :mod:`~onepixel.audit.store`: the audit folder (``audit.csv``, resumable).
+- :mod:`~onepixel.audit.runner`: :func:`audit_run`, the command.
+
+Public names load on first use (:func:`onepixel.lazy_exports`).
+"""
+
+from onepixel import lazy_exports
+
+_EXPORTS = {
+    "AUDIT_COLUMNS": "onepixel.audit.store",
+    "AuditConfig": "onepixel.audit.config",
+    "AuditRow": "onepixel.audit.store",
+    "ExactPositions": "onepixel.audit.config",
+    "audit_image": "onepixel.audit.runner",
+    "audit_run": "onepixel.audit.runner",
+    "parse_exact_positions": "onepixel.audit.config",
+    "position_optima": "onepixel.audit.exact",
+    "select_targets": "onepixel.audit.runner",
+}
+__all__ = sorted(_EXPORTS)
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS, globals())

@@ -1,0 +1,267 @@
+"""``onepixel audit RUN --out DIR``: how strong was the attack, image by image.
+
+For each chosen attacked image of a RUN: the exhaustive coarse scan, refinement around the best
+scan pixels and around the RUN's own DE pixel, optionally exact optima at some positions, and a
+final re-scoring of the best pixels on the whole network. The best proven pixel is the row of
+``DIR/audit.csv``: ``vulnerable`` when it crosses the success threshold, else ``not-found``
+(none found at this cost: evidence, not proof). Because the DE pixel is among the re-scored
+ones, the audit is never worse than DE on the same model.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import math
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from onepixel.audit.config import AuditConfig
+from onepixel.audit.exact import position_optima
+from onepixel.audit.search import Candidate, Refiner, energy, scan, scan_candidates, verify
+from onepixel.audit.store import NOT_FOUND, VULNERABLE, AuditRow, AuditStore
+from onepixel.errors import ConfigError, RunError
+from onepixel.models.base import Classifier, capabilities_of
+from onepixel.models.registry import ModelOptions
+from onepixel.runs.reader import AttackTable, load_run
+from onepixel.runs.schema import BINARY_GOALS, image_path, judge
+from onepixel.scoring.policy import evaluator_for, load_confmap_classifier
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class AuditTarget:
+    """An attacked image of the RUN to audit, with DE's result on it."""
+
+    image: str
+    direction: str
+    goal: str
+    de: Candidate
+    de_success: bool
+    de_early_converged: bool
+
+
+def select_targets(table: AttackTable, config: AuditConfig) -> list[AuditTarget]:
+    """The attacked images of ``table`` that ``config`` asks for (``images`` or ``selection``).
+
+    Raises
+    ------
+    ConfigError
+        A name in ``config.images`` that matches no attacked image, or several.
+    """
+    attacked = [i for i in range(len(table))
+                if table.status[i] == "attacked" and not math.isnan(table.attacked_score[i])]
+    if config.images:
+        chosen = []
+        for name in config.images:
+            hits = [i for i in attacked
+                    if name in (table.image[i], Path(table.image[i]).name, Path(table.image[i]).stem)]
+            if len(hits) != 1:
+                what = "no attacked image" if not hits else f"{len(hits)} attacked images"
+                raise ConfigError(f"--images {name!r} matches {what} of the RUN's attacks.csv; "
+                                  "give the 'image' column's value")
+            chosen.append(hits[0])
+    elif config.selection == "failed":
+        chosen = [i for i in attacked if not table.success[i]]
+    elif config.selection == "early-converged":
+        chosen = [i for i in attacked if table.early_converged[i]]
+    else:
+        chosen = attacked
+    return [AuditTarget(str(table.image[i]), str(table.direction[i]), str(table.goal[i]),
+                        Candidate(int(table.x[i]), int(table.y[i]),
+                                  (int(table.r[i]), int(table.g[i]), int(table.b[i])),
+                                  float(table.attacked_score[i])),
+                        bool(table.success[i]), bool(table.early_converged[i]))
+            for i in sorted(set(chosen), key=lambda i: str(table.image[i]))]
+
+
+def _best(goal: str, candidates: Sequence[Candidate]) -> Candidate:
+    """The best candidate (first of equals, so DE's own pixel wins ties when listed first)."""
+    e = energy(goal, [c.score for c in candidates])
+    return candidates[int(np.argmin(e))]
+
+
+def audit_image(image: np.ndarray, target: AuditTarget, classifier: Classifier, evaluator,
+                config: AuditConfig, thresholds: dict | None = None,
+                checkpoint: Path | None = None) -> tuple[AuditRow, list[list[str]]]:
+    """Audit one image: returns its ``audit.csv`` row and its ``exact.csv`` rows.
+
+    ``evaluator`` (:class:`~onepixel.scoring.evaluators.Evaluator`) scores the refinement's
+    candidates. ``thresholds`` are the RUN's success thresholds (keyword arguments of
+    :func:`onepixel.runs.schema.judge`). The exact positions checkpoint into ``checkpoint``
+    (long at step 1: a rerun resumes them).
+
+    Raises
+    ------
+    ConfigError
+        An exact position outside the image.
+    """
+    goal = target.goal
+    h, w = image.shape[:2]
+    bad = [(x, y) for x, y in config.exact.positions if not (0 <= x < w and 0 <= y < h)]
+    if bad:
+        raise ConfigError(f"--exact-positions {bad[0][0]},{bad[0][1]} is outside the {w}x{h} image")
+    cmap = scan(image, classifier, config.step, config.batch_size, config.pixels)
+    queries = int(cmap.evaluations)
+    starts = [target.de, *scan_candidates(cmap, goal, config.top)]
+    refiner = Refiner(evaluator, image, goal, cmap)
+    refined = refiner.refine([c.vector for c in starts], config.rounds)
+    queries += refiner.evaluations
+    exact_rows: list[list[str]] = []
+    exact_best: list[Candidate] = []
+    # Where each exact position comes from (DE's own position is always "de").
+    sources = dict.fromkeys(config.exact.positions, "given")
+    if config.exact.top:
+        for c in scan_candidates(cmap, goal, config.exact.top):
+            sources.setdefault((c.x, c.y), "top")
+    if config.exact.de or (target.de.x, target.de.y) in sources:
+        sources[(target.de.x, target.de.y)] = "de"
+    positions = list(sources)
+    if positions:
+        for opt in position_optima(image, classifier, goal, positions, config.exact_step,
+                                   config.batch_size, progress=config.progress,
+                                   checkpoint=checkpoint):
+            queries += opt.evaluations
+            exact_best.append(opt.best)
+            b = opt.best
+            same_place = (b.x, b.y) == (target.de.x, target.de.y)
+            distance = (float(np.max(np.abs(np.subtract(b.rgb, target.de.rgb))))
+                        if same_place else float("nan"))
+            gap = float(energy(goal, target.de.score) - energy(goal, b.score))
+            exact_rows.append([target.image, goal, sources[(b.x, b.y)], b.x, b.y, opt.step, f"{b.score:.10g}",
+                               *b.rgb, opt.evaluations, f"{opt.seconds:.3f}",
+                               f"{target.de.score:.10g}", f"{gap:.10g}",
+                               "" if math.isnan(distance) else f"{distance:g}"])
+    # Prove by evaluation: re-score on the whole network, DE's pixel first (it wins ties).
+    finalists = list(dict.fromkeys([target.de.vector] + [c.vector for c in refined + exact_best]))
+    proven = verify(classifier, image, [Candidate(v[0], v[1], tuple(v[2:]), float("nan"))
+                                        for v in finalists])
+    queries += len(proven)
+    best = _best(goal, proven)
+    success, _strong = judge(goal, best.score, **(thresholds or {}))
+    row = AuditRow(target.image, goal, VULNERABLE if success else NOT_FOUND, best.score, best.x,
+                   best.y, best.rgb, queries, target.de.score, target.de_success,
+                   target.de_early_converged)
+    return row, exact_rows
+
+
+def _thresholds(run_config: dict) -> dict:
+    attack = run_config.get("attack") or {}
+    keys = ("success_threshold", "strong_decrease_below", "strong_increase_above")
+    return {k: float(attack[k]) for k in keys if k in attack}
+
+
+def audit_run(run_dir: str | Path, out_dir: str | Path, config: AuditConfig | None = None,
+              classifier: Classifier | None = None, model_options: ModelOptions | None = None,
+              model: str | None = None) -> dict:
+    """Audit the attacked images of a RUN into ``out_dir`` (resumable); returns the summary.
+
+    Parameters
+    ----------
+    run_dir : path
+        A folder written by ``onepixel attack``.
+    out_dir : path
+        ``audit.csv``, ``exact.csv``, ``audit.json`` and ``summary.json`` go here; a rerun
+        skips the images already in ``audit.csv``.
+    config : AuditConfig
+    classifier : Classifier, optional
+        Else the RUN's model (``config.json``: ``model.spec``, or ``model``), loaded for the
+        exact fast confidence-map path with ``model_options``.
+
+    Raises
+    ------
+    RunError
+        Not a RUN, no model named, an image missing from the RUN's dataset, or an audit folder
+        made with other settings.
+    ConfigError
+        Bad selection (names matching nothing).
+    """
+    config = config or AuditConfig()
+    run_dir = Path(run_dir)
+    run = load_run(run_dir)
+    model_cfg = run.config.get("model") or {}
+    spec = model or model_cfg.get("spec") or ""
+    if classifier is None:
+        if not spec:
+            raise RunError(f"{run_dir}/config.json names no model (model.spec); give --model")
+        classifier = load_confmap_classifier(spec, model_options or ModelOptions())
+    sha = capabilities_of(classifier).fingerprint
+    if model_cfg.get("sha256") and sha and model_cfg["sha256"] != sha:
+        log.warning("the model's sha256 differs from the one the RUN attacked: the audit is of "
+                    "the model loaded now")
+    targets = select_targets(run.attacks, config)
+    unsupported = [t for t in targets if t.goal not in BINARY_GOALS]
+    if unsupported:
+        log.warning("%d image(s) with multi-class goals are not audited yet (binary goals only)",
+                    len(unsupported))
+        targets = [t for t in targets if t.goal in BINARY_GOALS]
+    store = AuditStore(out_dir, {"run": str(run_dir.resolve()), "model_sha256": sha,
+                                 **config.settings()})
+    todo = [t for t in targets if not store.done(t.image)]
+    log.info("audit: %d image(s), %d already done", len(targets), len(targets) - len(todo))
+    dataset = Path(run.config.get("dataset") or "")
+    # The incremental evaluator where it applies (each move is scored in one call).
+    evaluator = evaluator_for(classifier, "auto", updating="deferred")
+    thresholds = _thresholds(run.config)
+    from tqdm.auto import tqdm
+
+    from onepixel.datasets.images import load_image
+
+    t0 = time.perf_counter()
+    with tqdm(total=len(targets), initial=len(targets) - len(todo), unit="image", desc="audit",
+              disable=not config.progress, dynamic_ncols=True) as bar:
+        for target in todo:
+            path = image_path(dataset, target.image)
+            if not path.is_file():
+                raise RunError(f"image {target.image} of {run_dir}/attacks.csv is not under the "
+                               f"RUN's dataset folder {dataset} (moved?)")
+            image = load_image(path, classifier.input_shape)
+            partial = store.dir / "exact-partial" / target.image.replace("/", "__")
+            row, exact_rows = audit_image(image, target, classifier, evaluator, config, thresholds,
+                                          checkpoint=partial)
+            store.append(row, exact_rows)
+            bar.set_postfix_str(f"{row.status} {row.best_score:.3g}")
+            bar.update(1)
+    seconds = time.perf_counter() - t0
+    with contextlib.suppress(OSError):  # only when empty: other images' checkpoints stay
+        (store.dir / "exact-partial").rmdir()
+    summary = summarize_audit([store.rows[t.image] for t in targets], seconds, config)
+    summary["model"] = {"name": classifier.name, "sha256": sha}
+    summary["run"] = str(run_dir.resolve())
+    store.write_summary(summary)
+    return summary
+
+
+def _median(values) -> float | None:
+    values = [v for v in values if not math.isnan(v)]
+    return float(np.median(values)) if values else None
+
+
+def summarize_audit(rows: Sequence[AuditRow], seconds_this_session: float,
+                    config: AuditConfig) -> dict:
+    """Counts per goal: audited, vulnerable, DE's successes, the early-converged re-examined."""
+    goals = {}
+    for goal in BINARY_GOALS:
+        group = [r for r in rows if r.goal == goal]
+        if not group:
+            continue
+        early = [r for r in group if r.de_early_converged]
+        goals[goal] = {
+            "audited": len(group),
+            "vulnerable": sum(r.status == VULNERABLE for r in group),
+            "de_success": sum(r.de_success for r in group),
+            "vulnerable_where_de_failed": sum(r.status == VULNERABLE and not r.de_success for r in group),
+            "early_converged": len(early),
+            "early_converged_vulnerable": sum(r.status == VULNERABLE for r in early),
+            "median_best_score": _median([r.best_score for r in group]),
+            "median_de_score": _median([r.de_score for r in group]),
+            "median_queries": _median([float(r.queries) for r in group]),
+            "vulnerable_images": [r.image for r in group if r.status == VULNERABLE],
+        }
+    return {"images": len(rows), "seconds_this_session": round(seconds_this_session, 3),
+            "settings": config.settings(), "goals": goals}

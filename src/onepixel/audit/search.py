@@ -1,0 +1,200 @@
+"""The audit's search on one image: an exhaustive coarse scan, then integer refinement.
+
+The scan is the exact confidence-map engine (:func:`onepixel.confmap.engine.compute_confmap`):
+every pixel x every colour of the grid, reduced per pixel to the best score and the colour
+reaching it. Refinement starts from the best ``top`` scan pixels and the RUN's own DE pixel and
+climbs at integer resolution: the 3x3 positions around (with the current colour and with each
+neighbour's best scan colour), then each colour channel over all 256 values, until a round
+improves nothing. Candidates are scored on the evaluator the scoring policy picks (the exact
+incremental one on CPU for Keras / built-in models).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from onepixel.confmap.config import ConfmapConfig
+from onepixel.confmap.engine import compute_confmap
+from onepixel.confmap.result import ConfidenceMap
+from onepixel.models.base import Classifier
+from onepixel.runs.schema import lowers_score
+from onepixel.scoring.evaluators import Evaluator
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """One pixel vector and its score: ``x`` the column, ``y`` the row, ``rgb`` 0..255."""
+
+    x: int
+    y: int
+    rgb: tuple[int, int, int]
+    score: float
+
+    @property
+    def vector(self) -> tuple[int, int, int, int, int]:
+        return (self.x, self.y, *self.rgb)
+
+
+def energy(goal: str, scores):
+    """What the audit minimises: the score for ``decrease``, ``1 - score`` for ``increase``."""
+    s = np.asarray(scores, dtype=np.float64)
+    return s if lowers_score(goal) else 1.0 - s
+
+
+def scan(image: np.ndarray, classifier: Classifier, step: int, batch_size: int | None = None,
+         pixels: tuple[tuple[int, int], ...] | None = None) -> ConfidenceMap:
+    """Every pixel x the colour grid of ``step`` on the exact confidence-map engine.
+
+    Parameters
+    ----------
+    image : ndarray, shape (H, W, 3), uint8
+    classifier : Classifier
+        Loaded with :func:`~onepixel.scoring.policy.load_confmap_classifier` so that the fast
+        exact path applies.
+
+    Returns
+    -------
+    ConfidenceMap
+        ``min`` / ``argmin_rgb`` (decrease) and ``max`` / ``argmax_rgb`` (increase), (H, W).
+    """
+    config = ConfmapConfig(step=step, batch_size=batch_size, progress=False, pixels=pixels)
+    return compute_confmap(image, classifier, config)
+
+
+def scan_candidates(cmap: ConfidenceMap, goal: str, k: int) -> list[Candidate]:
+    """The ``k`` best scanned pixels (best first; ties by row, then column)."""
+    best, colours = (cmap.min, cmap.argmin_rgb) if lowers_score(goal) else (cmap.max, cmap.argmax_rgb)
+    e = energy(goal, best).ravel()
+    scanned = np.flatnonzero(~np.isnan(e))
+    order = scanned[np.argsort(e[scanned], kind="stable")][:k]
+    w = best.shape[1]
+    out = []
+    for flat in order:
+        y, x = divmod(int(flat), w)
+        out.append(Candidate(x, y, tuple(int(v) for v in colours[y, x]), float(best[y, x])))
+    return out
+
+
+@contextlib.contextmanager
+def single_threaded_torch():
+    """Torch ops single-threaded for a while (process-wide, restored after): on a busy CPU,
+    intra-op threads on these small batches stall (measured about 8x slower under load)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
+class Refiner:
+    """Integer hill-climbing of one-pixel candidates on one image.
+
+    Parameters
+    ----------
+    evaluator : Evaluator
+        Chosen by the scoring policy (the exact incremental one on CPU where it applies).
+    image : ndarray, shape (H, W, 3), uint8
+    goal : {"decrease", "increase"}
+    scan_map : ConfidenceMap or None
+        The scan, whose best colour per pixel seeds the moves to neighbouring positions.
+    """
+
+    def __init__(self, evaluator: Evaluator, image: np.ndarray, goal: str,
+                 scan_map: ConfidenceMap | None = None):
+        self.evaluator = evaluator
+        self.prepared = evaluator.prepare(image[None])
+        self.goal = goal
+        self.h, self.w = image.shape[:2]
+        self.evaluations = 0
+        self.seeds = None
+        if scan_map is not None:
+            self.seeds = scan_map.argmin_rgb if lowers_score(goal) else scan_map.argmax_rgb
+            self.scanned = ~np.isnan(scan_map.min)
+
+    def scores(self, vectors: np.ndarray) -> np.ndarray:
+        """Scores (P,) of pixel vectors (P, 5)."""
+        if len(vectors) == 0:
+            return np.zeros(0)
+        self.evaluations += len(vectors)
+        cand = np.ascontiguousarray(vectors, dtype=np.int64)[None]
+        return np.asarray(self.evaluator.scores_prepared(self.prepared, np.zeros(1, np.int64), cand),
+                          dtype=np.float64)[0]
+
+    def _neighbours(self, v: np.ndarray) -> list[np.ndarray]:
+        x, y = int(v[0]), int(v[1])
+        out = []
+        for dy in (-1, 0, 1):
+            for dx in (-1, 0, 1):
+                nx, ny = x + dx, y + dy
+                if (dx or dy) and 0 <= nx < self.w and 0 <= ny < self.h:
+                    out.append(np.array([nx, ny, *v[2:]]))
+                    if self.seeds is not None and self.scanned[ny, nx]:
+                        out.append(np.array([nx, ny, *self.seeds[ny, nx]]))
+        return out
+
+    def _channel_line(self, v: np.ndarray, channel: int) -> list[np.ndarray]:
+        line = np.repeat(v[None], 256, axis=0)
+        line[:, 2 + channel] = np.arange(256)
+        return list(line)
+
+    def refine(self, starts: list[tuple[int, int, int, int, int]], rounds: int) -> list[Candidate]:
+        """Climb from each start; returns the end point of each, in the order of ``starts``.
+
+        One round: move to the best of the 3x3 positions around, then set each colour channel
+        in turn to its best of the 256 values. All starts move together (one evaluator call per
+        move), and a start stops once a round improves nothing.
+        """
+        with single_threaded_torch():
+            return self._refine(starts, rounds)
+
+    def _refine(self, starts: list[tuple[int, int, int, int, int]], rounds: int) -> list[Candidate]:
+        cur = np.asarray(starts, dtype=np.int64).reshape(-1, 5)
+        cur_e = energy(self.goal, self.scores(cur))
+        active = np.ones(len(cur), dtype=bool)
+        moves = [self._neighbours] + [lambda v, c=c: self._channel_line(v, c) for c in range(3)]
+        for _ in range(rounds):
+            if not active.any():
+                break
+            before = cur_e.copy()
+            for move in moves:
+                idx = np.flatnonzero(active)
+                proposals = [np.asarray(move(cur[i]), dtype=np.int64).reshape(-1, 5) for i in idx]
+                if not proposals or not sum(len(p) for p in proposals):
+                    continue
+                e = energy(self.goal, self.scores(np.concatenate(proposals)))
+                at = 0
+                for i, prop in zip(idx, proposals, strict=True):
+                    part = e[at:at + len(prop)]
+                    at += len(prop)
+                    if len(part) and part.min() < cur_e[i]:
+                        j = int(part.argmin())
+                        cur[i], cur_e[i] = prop[j], part[j]
+            active &= cur_e < before
+        scores = cur_e if lowers_score(self.goal) else 1.0 - cur_e
+        return [Candidate(int(v[0]), int(v[1]), (int(v[2]), int(v[3]), int(v[4])), float(s))
+                for v, s in zip(cur, scores, strict=True)]
+
+
+def apply_pixel(image: np.ndarray, x: int, y: int, rgb) -> np.ndarray:
+    """A copy of ``image`` (H, W, 3) uint8 with pixel column ``x``, row ``y`` set to ``rgb``."""
+    out = np.array(image, dtype=np.uint8, copy=True)
+    out[y, x] = np.asarray(rgb, dtype=np.uint8)
+    return out
+
+
+def verify(classifier: Classifier, image: np.ndarray, candidates: list[Candidate]) -> list[Candidate]:
+    """Re-score candidates on the whole network (the pixel applied to the image, the classifier
+    called directly): the scores an audit reports are these, so each is proven by evaluation."""
+    if not candidates:
+        return []
+    batch = np.stack([apply_pixel(image, c.x, c.y, c.rgb) for c in candidates])
+    scores = np.asarray(classifier.scores(batch), dtype=np.float64).reshape(len(candidates))
+    return [Candidate(c.x, c.y, c.rgb, float(s)) for c, s in zip(candidates, scores, strict=True)]
