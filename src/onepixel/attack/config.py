@@ -15,6 +15,10 @@ from onepixel.optimize.de import DEConfig
 from onepixel.runs import schema
 from onepixel.scoring.options import EVALUATORS
 
+#: The smallest ``--max-colour-diff``: below it, a pixel whose neighbour mean is a half-integer
+#: has no integer colour within the budget (:mod:`onepixel.attack.budget`).
+MIN_BUDGET = 0.5 / 255
+
 
 @dataclass(frozen=True)
 class AttackConfig:
@@ -39,6 +43,11 @@ class AttackConfig:
     stop_on_success : bool
         Stop each image's evolution as soon as its goal is met (what torchattacks and ART do:
         fewer queries, a less extreme best score). Off by default, as in the papers.
+    max_colour_diff : float or None
+        The colour budget H (``--max-colour-diff``): every candidate pixel's h (the chromatic
+        paper's RMSE in [0, 1] between its colour and its neighbours' mean in the original
+        image) is kept <= H by repairing the colour before it is scored
+        (:mod:`onepixel.attack.budget`). None (the default): no budget, the papers' attack.
     """
 
     de: DEConfig = field(default_factory=DEConfig)
@@ -50,6 +59,7 @@ class AttackConfig:
     memoize: bool = True
     pixels: int = 1
     stop_on_success: bool = False
+    max_colour_diff: float | None = None
 
     def __post_init__(self) -> None:
         if not is_integer(self.pixels) or not 1 <= self.pixels <= 1024:
@@ -59,6 +69,14 @@ class AttackConfig:
             value = getattr(self, name)
             if not 0.0 <= value <= 1.0:
                 raise OnepixelError(f"{name} must be within [0, 1], got {value}")
+        budget = self.max_colour_diff
+        if budget is not None:
+            if isinstance(budget, bool) or not isinstance(budget, int | float) \
+                    or not MIN_BUDGET <= budget <= 1.0:
+                raise OnepixelError(f"--max-colour-diff must be a number within [{MIN_BUDGET:.4g}, 1] "
+                                    f"(the chromatic h; smaller budgets fit no integer colour), "
+                                    f"got {budget!r}")
+            object.__setattr__(self, "max_colour_diff", float(budget))
 
     def to_dict(self) -> dict:
         return asdict(self)

@@ -12,11 +12,14 @@ K-class models: untargeted attacks minimise the true class's probability, target
 skipped, as Su et al. attack only correctly classified images.
 
 A candidate is ``k`` pixels, each ``(x, y)`` and one value per channel (``(x, y, r, g, b)``
-for RGB, ``(x, y, v)`` for greyscale), all integers within the image and 0..255.
+for RGB, ``(x, y, v)`` for greyscale), all integers within the image and 0..255. With a colour
+budget (``AttackConfig.max_colour_diff``) every candidate is repaired into the budget before it is
+scored (:mod:`onepixel.attack.budget`), and the results report the repaired pixels.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import logging
 from collections.abc import Callable, Sequence
@@ -25,6 +28,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
+from onepixel.attack.budget import neighbour_means, repair_candidates
 from onepixel.attack.config import AttackConfig
 from onepixel.attack.goals import Decrease, Goal, Increase, Targeted, Untargeted, as_goal
 from onepixel.errors import OnepixelError
@@ -194,8 +198,12 @@ class OnePixelAttack:
                                 f"{n_classes} classes")
         torch_eval = self.evaluator.on_device
         memo = _Memo() if self.config.memoize and not torch_eval else None
-        objective = self._torch_objective(images, goal_up, column) if torch_eval else \
-            self._numpy_objective(images, goal_up, column, memo)
+        repair = self._repairer(images)
+        objective = self._torch_objective(images, goal_up, column, repair) if torch_eval else \
+            self._numpy_objective(images, goal_up, column, memo, repair)
+        if repair is not None:
+            # Report the feasible pixels that were scored, not DE's genome.
+            on_finish = self._feasible_finish(repair, on_finish)
         solver = BatchDESolver(
             objective, self.bounds, n_problems=len(images),
             problem_ids=np.asarray(problem_ids, dtype=np.int64), integrality=[True] * len(self.bounds),
@@ -203,7 +211,7 @@ class OnePixelAttack:
             device=self.evaluator.device if torch_eval else None)
         solver.initialize()
         self._report(solver, goal_up, on_finish)
-        stop = self._stop_on_success(images, goal_objs, problem_ids) \
+        stop = self._stop_on_success(images, goal_objs, problem_ids, repair) \
             if self.config.stop_on_success else None
         while not solver.done:
             ids, _best = solver.step(stop=stop)
@@ -212,9 +220,42 @@ class OnePixelAttack:
                 on_generation(len(ids), self.evaluator.n_evaluations)
         if memo is not None:
             log.debug("attack of %d images: %d memo hits", len(images), memo.hits)
-        return solver.results()
+        results = solver.results()
+        if repair is not None:
+            results = [_with_x(r, repair(np.array([b]), r.x[None, None])[0, 0])
+                       for b, r in enumerate(results)]
+        return results
 
-    def _stop_on_success(self, images: np.ndarray, goals: list[Goal], problem_ids: Sequence[int]):
+    def _repairer(self, images: np.ndarray) -> Callable | None:
+        """``repair(rows, candidates (R, P, D)) -> (R, P, D)`` int64 within the colour budget (numpy
+        or torch, as given), or None without a budget."""
+        budget = self.config.max_colour_diff
+        if budget is None:
+            return None
+        means = neighbour_means(images)
+        dev_means = torch.from_numpy(means).to(self.evaluator.device) \
+            if self.evaluator.on_device else None
+
+        def repair(rows, candidates):
+            if isinstance(candidates, torch.Tensor):
+                idx = torch.as_tensor(rows, device=dev_means.device, dtype=torch.int64)
+                return repair_candidates(idx, candidates, dev_means, budget)
+            return repair_candidates(np.asarray(rows, dtype=np.int64), candidates, means, budget)
+
+        return repair
+
+    @staticmethod
+    def _feasible_finish(repair: Callable, on_finish):
+        if on_finish is None:
+            return None
+
+        def finish(b: int, result: DEResult, history: np.ndarray) -> None:
+            on_finish(b, _with_x(result, repair(np.array([b]), result.x[None, None])[0, 0]), history)
+
+        return finish
+
+    def _stop_on_success(self, images: np.ndarray, goals: list[Goal], problem_ids: Sequence[int],
+                         repair: Callable | None = None):
         """The solver's stop callback for ``stop_on_success``: a problem stops once its best
         candidate meets its goal. Binary goals are judged from the energy; K-class goals need
         the predicted class, so each active image's best candidate is scored once per
@@ -233,6 +274,8 @@ class OnePixelAttack:
             multi = np.flatnonzero([not goals[b].binary for b in rows])
             if multi.size:
                 cand = best_x[multi][:, None, :].astype(np.int64)
+                if repair is not None:
+                    cand = repair(rows[multi], cand)
                 probs = self.evaluator.scores(images[rows[multi]], cand)[:, 0]
                 for j, k in enumerate(multi):
                     out[k] = goals[rows[k]].judge(probs[j])[0]
@@ -248,11 +291,13 @@ class OnePixelAttack:
                 on_finish(b, result, history)
 
     def _numpy_objective(self, images: np.ndarray, goal_up: np.ndarray, column: np.ndarray | None,
-                         memo: _Memo | None):
+                         memo: _Memo | None, repair: Callable | None = None):
         score_rows = self._row_scorer(images, column)
 
         def objective(rows: np.ndarray, X: np.ndarray) -> np.ndarray:
             pix = X.astype(np.int64)
+            if repair is not None:
+                pix = repair(rows, pix)
             scores = score_rows(rows, pix) if memo is None else \
                 self._memo_scores(memo, score_rows, rows, pix)
             return np.where(goal_up[rows][:, None], 1.0 - scores, scores)
@@ -290,7 +335,8 @@ class OnePixelAttack:
             memo.table.update(zip(uniq.tolist(), new.tolist(), strict=True))
         return scores.reshape(keys.shape)
 
-    def _torch_objective(self, images: np.ndarray, goal_up: np.ndarray, column: np.ndarray | None):
+    def _torch_objective(self, images: np.ndarray, goal_up: np.ndarray, column: np.ndarray | None,
+                         repair: Callable | None = None):
         evaluator = self.evaluator
         base = evaluator.to_device(images)
         up = torch.as_tensor(goal_up, device=evaluator.device)
@@ -298,13 +344,21 @@ class OnePixelAttack:
 
         def objective(rows: np.ndarray, X: torch.Tensor) -> torch.Tensor:
             idx = torch.as_tensor(rows, device=evaluator.device)
-            scores = evaluator.scores_tensor(base[idx], X.to(torch.int64))
+            pix = X.to(torch.int64) if repair is None else repair(rows, X)
+            scores = evaluator.scores_tensor(base[idx], pix)
             if col is not None:
                 which = col[idx][:, None, None].expand(-1, scores.shape[1], 1)
                 scores = torch.gather(scores, 2, which)[..., 0]
             return torch.where(up[idx][:, None], 1.0 - scores, scores)
 
         return objective
+
+
+def _with_x(result: DEResult, x: np.ndarray) -> DEResult:
+    """``result`` with its best parameters replaced by ``x`` (D,) (the repaired pixel)."""
+    new = np.asarray(x, dtype=np.float64).copy()
+    new.setflags(write=False)
+    return dataclasses.replace(result, x=new)
 
 
 def pixels_text(x: np.ndarray, channels: int) -> str:

@@ -194,6 +194,11 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--stop-on-success", action="store_true",
                    help="stop each image's evolution once its goal is met (torchattacks' and ART's "
                         "behaviour: fewer queries); the papers ran every generation")
+    g.add_argument("--max-colour-diff", type=float, default=default(AttackConfig, "max_colour_diff"),
+                   metavar="H",
+                   help="colour budget: keep every attack pixel's h (the chromatic paper's RMSE "
+                        "in [0, 1] between its colour and its neighbours' mean) <= H; candidates "
+                        "are repaired into the budget before scoring (default: no budget)")
     g = p.add_argument_group("multi-class models (class folders, ImageFolder layout)")
     g.add_argument("--classes", default=None, metavar="NAME,NAME,...",
                    help="class names in the model's output order (default: the dataset's class "
@@ -266,6 +271,31 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--threshold", type=float, default=None,
                    help="flag above this statistic instead of calibrating")
     p.set_defaults(func=cmd_detect)
+
+    from onepixel.robustness.config import RobustnessConfig
+
+    p = sub.add_parser("robustness", help="each defence's clean cost and the attack through it "
+                                          "-> DIR/robustness.csv (resumable)")
+    p.add_argument("dataset", help="folder with 'mitosis'/'normal' sub-folders (at any depth)")
+    p.add_argument("--out", required=True, metavar="DIR",
+                   help="robustness.csv, robustness.json, robustness.png and runs/<defence>/")
+    p.add_argument("--defences", default=",".join(default(RobustnessConfig, "defences")),
+                   metavar="D,D,...", help="defences to compare, 'none' the baseline; a chain "
+                                           "inside one with '+' (repair+median3); default: %(default)s")
+    g = p.add_argument_group("the attack (the same for every defence)")
+    g.add_argument("--popsize", type=int, default=default(DEConfig, "population"),
+                   help="population size in total (default: %(default)s)")
+    g.add_argument("--maxiter", type=int, default=default(DEConfig, "maxiter"),
+                   help="maximum generations (default: %(default)s)")
+    g.add_argument("--seed", type=int, default=default(DEConfig, "seed"),
+                   help="random seed (default: %(default)s)")
+    g.add_argument("--limit", type=int, default=default(CampaignConfig, "limit"),
+                   help="only the first N images (sorted)")
+    g.add_argument("--batch-images", type=int, default=default(CampaignConfig, "batch_images"),
+                   help="images attacked at once (default: all, up to 256 on CPU and 2048 on CUDA)")
+    g.add_argument("--no-progress", action="store_true", help="no progress bar")
+    _add_model_options(p)
+    p.set_defaults(func=cmd_robustness)
 
     p = sub.add_parser("analyze", help="the papers' tables and figures of a RUN -> RUN/analysis")
     p.add_argument("run", metavar="RUN", help="folder written by `onepixel attack --out RUN`")
@@ -415,7 +445,8 @@ def cmd_attack(args: argparse.Namespace) -> int:
                   updating=args.updating, seed=args.seed, strategy=args.strategy, init=args.init)
     attack = AttackConfig(de=de, skip_positive_below=args.skip_positive_below,
                           skip_negative_above=args.skip_negative_above, pixels=args.pixels,
-                          stop_on_success=args.stop_on_success)
+                          stop_on_success=args.stop_on_success,
+                          max_colour_diff=args.max_colour_diff)
     classes = tuple(c.strip() for c in args.classes.split(",") if c.strip()) if args.classes else None
     config = CampaignConfig(dataset=Path(args.dataset), out=Path(args.out), model=args.model,
                             model_options=_model_options(args), attack=attack,
@@ -575,6 +606,30 @@ def cmd_audit(args: argparse.Namespace) -> int:
               f"vulnerable; median best score {g['median_best_score']:.4g} (DE "
               f"{g['median_de_score']:.4g})")
     print(f"results in {args.out}/audit.csv, summary in {args.out}/summary.json")
+    return 0
+
+
+def cmd_robustness(args: argparse.Namespace) -> int:
+    from onepixel.attack.config import AttackConfig
+    from onepixel.optimize.de import DEConfig
+    from onepixel.robustness.config import RobustnessConfig, parse_defences
+    from onepixel.robustness.runner import format_robustness, run_robustness
+
+    if args.defence:
+        raise OnepixelError("robustness compares the defences of --defences; drop --defence")
+    attack = AttackConfig(de=DEConfig(population=args.popsize, maxiter=args.maxiter, seed=args.seed))
+    config = RobustnessConfig(dataset=Path(args.dataset), out=Path(args.out),
+                              defences=parse_defences(args.defences), model=args.model,
+                              model_options=_model_options(args), attack=attack, limit=args.limit,
+                              batch_images=args.batch_images, progress=not args.no_progress)
+    try:
+        rows = run_robustness(config)
+    except KeyboardInterrupt:
+        print(f"onepixel: interrupted; run the same command again to continue {args.out}",
+              file=sys.stderr)
+        return 130
+    print(format_robustness(rows))
+    print(f"table in {args.out}/robustness.csv, figure in {args.out}/robustness.png")
     return 0
 
 
