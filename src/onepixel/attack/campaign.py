@@ -138,6 +138,11 @@ def run_campaign(cfg: CampaignConfig, classifier: Classifier | None = None,
     """
     pixels = cfg.attack.pixels
     executor = executor if executor is not None else LocalExecutor()
+    # The method is recorded in config.json: the executor must be the one that runs it.
+    if executor.describe().get("method", "de") != cfg.attack.method:
+        raise OnepixelError(f"method {cfg.attack.method!r} needs its executor (--method scan: "
+                            "onepixel.audit.method.ScanExecutor); this one runs "
+                            f"{executor.describe().get('method', 'de')!r}")
     batch = cfg.batch_images
     if batch is None:
         # All images at once up to a device-sized cap: the evaluator is chosen for that size.

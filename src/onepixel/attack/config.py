@@ -15,6 +15,10 @@ from onepixel.optimize.de import DEConfig
 from onepixel.runs import schema
 from onepixel.scoring.options import EVALUATORS
 
+#: Attack methods (``--method``): the papers' differential evolution, or the audit's exhaustive
+#: coarse scan + integer refinement (:class:`onepixel.audit.method.ScanExecutor`).
+METHODS = ("de", "scan")
+
 #: The smallest ``--max-colour-diff``: below it, a pixel whose neighbour mean is a half-integer
 #: has no integer colour within the budget (:mod:`onepixel.attack.budget`).
 MIN_BUDGET = 0.5 / 255
@@ -48,6 +52,15 @@ class AttackConfig:
         paper's RMSE in [0, 1] between its colour and its neighbours' mean in the original
         image) is kept <= H by repairing the colour before it is scored
         (:mod:`onepixel.attack.budget`). None (the default): no budget, the papers' attack.
+    method : {"de", "scan"}
+        ``de`` (the default): the papers' differential evolution. ``scan``: the audit's
+        exhaustive coarse scan and integer refinement (docs/attack.md); one pixel, RGB binary
+        models, run by :class:`onepixel.audit.method.ScanExecutor`.
+    max_queries : int or None
+        ``scan`` only: queries per image, scan + refinement + verification (None: no cap).
+    scan_step : int or None
+        ``scan`` only: the scan's colour step (None: the finest grid that fits ``max_queries``,
+        or the audit's 85 without a cap).
     """
 
     de: DEConfig = field(default_factory=DEConfig)
@@ -60,8 +73,12 @@ class AttackConfig:
     pixels: int = 1
     stop_on_success: bool = False
     max_colour_diff: float | None = None
+    method: str = "de"
+    max_queries: int | None = None
+    scan_step: int | None = None
 
     def __post_init__(self) -> None:
+        self._check_method()
         if not is_integer(self.pixels) or not 1 <= self.pixels <= 1024:
             raise OnepixelError(f"--pixels must be an integer within 1..1024, got {self.pixels!r}")
         for name in ("skip_positive_below", "skip_negative_above", "success_threshold",
@@ -77,6 +94,29 @@ class AttackConfig:
                                     f"(the chromatic h; smaller budgets fit no integer colour), "
                                     f"got {budget!r}")
             object.__setattr__(self, "max_colour_diff", float(budget))
+
+    def _check_method(self) -> None:
+        if self.method not in METHODS:
+            raise OnepixelError(f"--method must be one of {', '.join(METHODS)}, got {self.method!r}")
+        for name, option in (("max_queries", "--max-queries"), ("scan_step", "--scan-step")):
+            value = getattr(self, name)
+            if value is None:
+                continue
+            if self.method != "scan":
+                raise OnepixelError(f"{option} is for --method scan; DE's budget is --popsize x "
+                                    "(--maxiter + 1) queries per image")
+            low, high = (1, 2**62) if name == "max_queries" else (1, 255)
+            if not is_integer(value) or not low <= value <= high:
+                raise OnepixelError(f"{option} must be an integer within {low}..{high}, got {value!r}")
+        if self.method == "scan":
+            # The scan searches one pixel's exact colours; these DE options have no meaning there.
+            if self.pixels != 1:
+                raise OnepixelError("--method scan changes one pixel: drop --pixels or use --method de")
+            if self.max_colour_diff is not None:
+                raise OnepixelError("--max-colour-diff is not supported by --method scan; use --method de")
+            if self.stop_on_success:
+                raise OnepixelError("--stop-on-success is not supported by --method scan (it "
+                                    "always scans the whole grid); use --method de")
 
     def to_dict(self) -> dict:
         return asdict(self)

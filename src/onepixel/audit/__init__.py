@@ -5,6 +5,7 @@
 - :mod:`~onepixel.audit.exact`: exact optima over every colour at chosen positions.
 - :mod:`~onepixel.audit.store`: the audit folder (``audit.csv``, resumable).
 - :mod:`~onepixel.audit.runner`: :func:`audit_run`, the command.
+- :mod:`~onepixel.audit.method`: :class:`ScanExecutor`, ``onepixel attack --method scan``.
 
 Public names load on first use (:func:`onepixel.lazy_exports`).
 """
@@ -16,6 +17,7 @@ _EXPORTS = {
     "AuditConfig": "onepixel.audit.config",
     "AuditRow": "onepixel.audit.store",
     "ExactPositions": "onepixel.audit.config",
+    "ScanExecutor": "onepixel.audit.method",
     "audit_image": "onepixel.audit.runner",
     "audit_run": "onepixel.audit.runner",
     "parse_exact_positions": "onepixel.audit.config",

@@ -24,6 +24,9 @@ from onepixel.audit.config import AuditConfig
 from onepixel.audit.exact import position_optima
 from onepixel.audit.search import Candidate, Refiner, energy, scan, scan_candidates, verify
 from onepixel.audit.store import NOT_FOUND, VULNERABLE, AuditRow, AuditStore
+from onepixel.confmap.engine import MapExecutor
+from onepixel.defences.spec import parse_defence
+from onepixel.defences.wrapper import defence_of
 from onepixel.errors import ConfigError, RunError
 from onepixel.models.base import Classifier, capabilities_of
 from onepixel.models.registry import ModelOptions
@@ -88,13 +91,16 @@ def _best(goal: str, candidates: Sequence[Candidate]) -> Candidate:
 
 def audit_image(image: np.ndarray, target: AuditTarget, classifier: Classifier, evaluator,
                 config: AuditConfig, thresholds: dict | None = None,
-                checkpoint: Path | None = None) -> tuple[AuditRow, list[list[str]]]:
+                checkpoint: Path | None = None, mapper: MapExecutor | None = None,
+                spec: str = "", options: ModelOptions | None = None
+                ) -> tuple[AuditRow, list[list[str]]]:
     """Audit one image: returns its ``audit.csv`` row and its ``exact.csv`` rows.
 
     ``evaluator`` (:class:`~onepixel.scoring.evaluators.Evaluator`) scores the refinement's
     candidates. ``thresholds`` are the RUN's success thresholds (keyword arguments of
     :func:`onepixel.runs.schema.judge`). The exact positions checkpoint into ``checkpoint``
-    (long at step 1: a rerun resumes them).
+    (long at step 1: a rerun resumes them). ``mapper`` computes the scan elsewhere (Ray:
+    :class:`onepixel.scaleout.RayMapper`, whose workers load ``spec`` with ``options``).
 
     Raises
     ------
@@ -106,7 +112,8 @@ def audit_image(image: np.ndarray, target: AuditTarget, classifier: Classifier, 
     bad = [(x, y) for x, y in config.exact.positions if not (0 <= x < w and 0 <= y < h)]
     if bad:
         raise ConfigError(f"--exact-positions {bad[0][0]},{bad[0][1]} is outside the {w}x{h} image")
-    cmap = scan(image, classifier, config.step, config.batch_size, config.pixels)
+    cmap = scan(image, classifier, config.step, config.batch_size, config.pixels, mapper, spec,
+                options)
     queries = int(cmap.evaluations)
     starts = [target.de, *scan_candidates(cmap, goal, config.top)]
     refiner = Refiner(evaluator, image, goal, cmap)
@@ -158,7 +165,8 @@ def _thresholds(run_config: dict) -> dict:
 
 def audit_run(run_dir: str | Path, out_dir: str | Path, config: AuditConfig | None = None,
               classifier: Classifier | None = None, model_options: ModelOptions | None = None,
-              model: str | None = None) -> dict:
+              model: str | None = None, defence: str | None = None,
+              mapper: MapExecutor | None = None) -> dict:
     """Audit the attacked images of a RUN into ``out_dir`` (resumable); returns the summary.
 
     Parameters
@@ -172,6 +180,13 @@ def audit_run(run_dir: str | Path, out_dir: str | Path, config: AuditConfig | No
     classifier : Classifier, optional
         Else the RUN's model (``config.json``: ``model.spec``, or ``model``), loaded for the
         exact fast confidence-map path with ``model_options``.
+    defence : str, optional
+        Audit the model behind this defence (``--defence``, docs/defences.md): every query
+        goes through it, so the scan is brute force (the fast path would bypass it).
+    mapper : MapExecutor, optional
+        Where each image's scan runs (``--executor ray``: :class:`onepixel.scaleout.RayMapper`;
+        its workers load the model from the spec, so not with a ``defence``). The refinement
+        and the re-scoring stay here.
 
     Raises
     ------
@@ -189,7 +204,19 @@ def audit_run(run_dir: str | Path, out_dir: str | Path, config: AuditConfig | No
     if classifier is None:
         if not spec:
             raise RunError(f"{run_dir}/config.json names no model (model.spec); give --model")
-        classifier = load_confmap_classifier(spec, model_options or ModelOptions())
+        classifier = load_confmap_classifier(spec, model_options or ModelOptions(), defence=defence)
+    elif parse_defence(defence):
+        raise ConfigError("audit_run: give a defence either in the classifier or as defence=, "
+                          "not both")
+    defended = defence_of(classifier)
+    if mapper is not None and defended != "none":
+        raise ConfigError("--defence runs in this process only: drop --executor ray")
+    if defended != "none":
+        log.warning("auditing through --defence %s: the scan is brute force (the exact fast path "
+                    "would bypass the defence), many times slower", defended)
+    if (run.config.get("defence") or "none") != defended:
+        log.warning("the RUN attacked the model behind defence %r, the audit queries %r",
+                    run.config.get("defence") or "none", defended)
     sha = capabilities_of(classifier).fingerprint
     if model_cfg.get("sha256") and sha and model_cfg["sha256"] != sha:
         log.warning("the model's sha256 differs from the one the RUN attacked: the audit is of "
@@ -200,7 +227,9 @@ def audit_run(run_dir: str | Path, out_dir: str | Path, config: AuditConfig | No
         log.warning("%d image(s) with multi-class goals are not audited yet (binary goals only)",
                     len(unsupported))
         targets = [t for t in targets if t.goal in BINARY_GOALS]
+    # "defence" only when there is one, so audit folders made before --defence still resume.
     store = AuditStore(out_dir, {"run": str(run_dir.resolve()), "model_sha256": sha,
+                                 **({"defence": defended} if defended != "none" else {}),
                                  **config.settings()})
     todo = [t for t in targets if not store.done(t.image)]
     log.info("audit: %d image(s), %d already done", len(targets), len(targets) - len(todo))
@@ -223,7 +252,8 @@ def audit_run(run_dir: str | Path, out_dir: str | Path, config: AuditConfig | No
             image = load_image(path, classifier.input_shape)
             partial = store.dir / "exact-partial" / target.image.replace("/", "__")
             row, exact_rows = audit_image(image, target, classifier, evaluator, config, thresholds,
-                                          checkpoint=partial)
+                                          checkpoint=partial, mapper=mapper, spec=spec,
+                                          options=model_options)
             store.append(row, exact_rows)
             bar.set_postfix_str(f"{row.status} {row.best_score:.3g}")
             bar.update(1)
@@ -232,6 +262,7 @@ def audit_run(run_dir: str | Path, out_dir: str | Path, config: AuditConfig | No
         (store.dir / "exact-partial").rmdir()
     summary = summarize_audit([store.rows[t.image] for t in targets], seconds, config)
     summary["model"] = {"name": classifier.name, "sha256": sha}
+    summary["defence"] = defended
     summary["run"] = str(run_dir.resolve())
     store.write_summary(summary)
     return summary

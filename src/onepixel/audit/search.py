@@ -19,9 +19,10 @@ import numpy as np
 import torch
 
 from onepixel.confmap.config import ConfmapConfig
-from onepixel.confmap.engine import compute_confmap
+from onepixel.confmap.engine import MapExecutor, compute_confmap
 from onepixel.confmap.result import ConfidenceMap
 from onepixel.models.base import Classifier
+from onepixel.models.options import ModelOptions
 from onepixel.runs.schema import lowers_score
 from onepixel.scoring.evaluators import Evaluator
 
@@ -49,7 +50,8 @@ def energy(goal: str, scores):
 
 
 def scan(image: np.ndarray, classifier: Classifier, step: int, batch_size: int | None = None,
-         pixels: tuple[tuple[int, int], ...] | None = None) -> ConfidenceMap:
+         pixels: tuple[tuple[int, int], ...] | None = None, mapper: MapExecutor | None = None,
+         spec: str = "", options: ModelOptions | None = None) -> ConfidenceMap:
     """Every pixel x the colour grid of ``step`` on the exact confidence-map engine.
 
     Parameters
@@ -58,6 +60,9 @@ def scan(image: np.ndarray, classifier: Classifier, step: int, batch_size: int |
     classifier : Classifier
         Loaded with :func:`~onepixel.scoring.policy.load_confmap_classifier` so that the fast
         exact path applies.
+    mapper : MapExecutor, optional
+        Where the map is computed (default: here; :class:`onepixel.scaleout.RayMapper`: Ray
+        actors, which load the model from ``spec`` and ``options``).
 
     Returns
     -------
@@ -65,6 +70,8 @@ def scan(image: np.ndarray, classifier: Classifier, step: int, batch_size: int |
         ``min`` / ``argmin_rgb`` (decrease) and ``max`` / ``argmax_rgb`` (increase), (H, W).
     """
     config = ConfmapConfig(step=step, batch_size=batch_size, progress=False, pixels=pixels)
+    if mapper is not None:
+        return mapper(image, classifier, config, None, spec, options or ModelOptions())
     return compute_confmap(image, classifier, config)
 
 
@@ -105,15 +112,31 @@ class Refiner:
     goal : {"decrease", "increase"}
     scan_map : ConfidenceMap or None
         The scan, whose best colour per pixel seeds the moves to neighbouring positions.
+    max_evaluations : int or None
+        A query budget (``onepixel attack --method scan --max-queries``): a move whose
+        proposals do not all fit moves only the best starts whose proposals fit, and the climb
+        ends when not even one fits. None: no budget (the audit).
+
+    Attributes
+    ----------
+    evaluations : int
+        Candidates scored so far.
+    rounds_run : int
+        Rounds of the last :meth:`refine` that scored anything.
+    history : list of float
+        The best score over all starts after the starts were scored, then after each round.
     """
 
     def __init__(self, evaluator: Evaluator, image: np.ndarray, goal: str,
-                 scan_map: ConfidenceMap | None = None):
+                 scan_map: ConfidenceMap | None = None, max_evaluations: int | None = None):
         self.evaluator = evaluator
         self.prepared = evaluator.prepare(image[None])
         self.goal = goal
         self.h, self.w = image.shape[:2]
         self.evaluations = 0
+        self.max_evaluations = max_evaluations
+        self.rounds_run = 0
+        self.history: list[float] = []
         self.seeds = None
         if scan_map is not None:
             self.seeds = scan_map.argmin_rgb if lowers_score(goal) else scan_map.argmax_rgb
@@ -150,25 +173,44 @@ class Refiner:
 
         One round: move to the best of the 3x3 positions around, then set each colour channel
         in turn to its best of the 256 values. All starts move together (one evaluator call per
-        move), and a start stops once a round improves nothing.
+        move), and a start stops once a round improves nothing. Under ``max_evaluations``
+        only the first starts that fit are scored, so fewer end points may come back.
         """
         with single_threaded_torch():
             return self._refine(starts, rounds)
 
+    def _left(self) -> float:
+        """Queries left in the budget (infinite without one)."""
+        return np.inf if self.max_evaluations is None else self.max_evaluations - self.evaluations
+
     def _refine(self, starts: list[tuple[int, int, int, int, int]], rounds: int) -> list[Candidate]:
         cur = np.asarray(starts, dtype=np.int64).reshape(-1, 5)
+        # Under a budget only the first starts that fit are climbed (callers list the best first).
+        cur = cur[: int(min(len(cur), max(self._left(), 0)))]
+        self.rounds_run, self.history = 0, []
+        if not len(cur):
+            return []
         cur_e = energy(self.goal, self.scores(cur))
+        self.history.append(self._best_score(cur_e))
         active = np.ones(len(cur), dtype=bool)
         moves = [self._neighbours] + [lambda v, c=c: self._channel_line(v, c) for c in range(3)]
+        spent = False
         for _ in range(rounds):
-            if not active.any():
+            if not active.any() or spent:
                 break
             before = cur_e.copy()
+            scored = False
             for move in moves:
                 idx = np.flatnonzero(active)
                 proposals = [np.asarray(move(cur[i]), dtype=np.int64).reshape(-1, 5) for i in idx]
                 if not proposals or not sum(len(p) for p in proposals):
                     continue
+                if self.max_evaluations is not None:
+                    idx, proposals = self._fit(idx, proposals, cur_e)
+                    if not len(idx):
+                        spent = True
+                        break
+                scored = True
                 e = energy(self.goal, self.scores(np.concatenate(proposals)))
                 at = 0
                 for i, prop in zip(idx, proposals, strict=True):
@@ -178,9 +220,29 @@ class Refiner:
                         j = int(part.argmin())
                         cur[i], cur_e[i] = prop[j], part[j]
             active &= cur_e < before
+            if scored:
+                self.rounds_run += 1
+                self.history.append(self._best_score(cur_e))
         scores = cur_e if lowers_score(self.goal) else 1.0 - cur_e
         return [Candidate(int(v[0]), int(v[1]), (int(v[2]), int(v[3]), int(v[4])), float(s))
                 for v, s in zip(cur, scores, strict=True)]
+
+
+    def _best_score(self, e: np.ndarray) -> float:
+        best = float(np.min(e))
+        return best if lowers_score(self.goal) else 1.0 - best
+
+    def _fit(self, idx: np.ndarray, proposals: list[np.ndarray],
+             cur_e: np.ndarray) -> tuple[np.ndarray, list[np.ndarray]]:
+        """The best starts (lowest energy first) whose proposals fit in the budget together."""
+        order = np.argsort(cur_e[idx], kind="stable")
+        left, keep = self._left(), []
+        for k in order:
+            if len(proposals[k]) <= left:
+                keep.append(int(k))
+                left -= len(proposals[k])
+        keep.sort()
+        return idx[keep], [proposals[k] for k in keep]
 
 
 def apply_pixel(image: np.ndarray, x: int, y: int, rgb) -> np.ndarray:

@@ -118,6 +118,7 @@ def _model_options(args: argparse.Namespace):
 def build_parser() -> argparse.ArgumentParser:
     """The ``onepixel`` parser. Defaults come from the config dataclasses (light modules: no
     torch, no web framework is imported to build it)."""
+    from onepixel.attack.config import METHODS as ATTACK_METHODS
     from onepixel.attack.config import AttackConfig, CampaignConfig
     from onepixel.confmap.config import METHODS, ConfmapConfig
     from onepixel.datasets.tiles import TileConfig
@@ -199,6 +200,17 @@ def build_parser() -> argparse.ArgumentParser:
                    help="colour budget: keep every attack pixel's h (the chromatic paper's RMSE "
                         "in [0, 1] between its colour and its neighbours' mean) <= H; candidates "
                         "are repaired into the budget before scoring (default: no budget)")
+    g = p.add_argument_group("attack method (docs/attack.md)")
+    g.add_argument("--method", choices=ATTACK_METHODS, default=default(AttackConfig, "method"),
+                   help="de: the papers' differential evolution; scan: the audit's exhaustive "
+                        "colour-grid scan + integer refinement (default: %(default)s)")
+    g.add_argument("--max-queries", type=int, default=default(AttackConfig, "max_queries"),
+                   metavar="N",
+                   help="--method scan: queries per image: scan, refinement and re-scoring "
+                        "(default: no cap)")
+    g.add_argument("--scan-step", type=int, default=default(AttackConfig, "scan_step"), metavar="S",
+                   help="--method scan: colour step of the scan (default: the finest grid that "
+                        "fits --max-queries, else 85: 64 colours)")
     g = p.add_argument_group("multi-class models (class folders, ImageFolder layout)")
     g.add_argument("--classes", default=None, metavar="NAME,NAME,...",
                    help="class names in the model's output order (default: the dataset's class "
@@ -253,8 +265,35 @@ def build_parser() -> argparse.ArgumentParser:
                         "best positions) and/or 'de' (DE's position): minutes per position on CPU")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     _add_model_options(p)
+    _add_executor_options(p)  # --executor ray: each image's scan on Ray actors
     # None: the run's own model
     p.set_defaults(func=cmd_audit, model=None)
+
+    from onepixel.stealth.config import ParetoConfig
+
+    p = sub.add_parser("pareto", help="per image, the (score, visibility h) Pareto front of one-pixel "
+                                      "attacks -> DIR/front.csv; for a dataset, the budget curve")
+    p.add_argument("images", nargs="*", metavar="IMAGE", help="image files or folders of images")
+    p.add_argument("--dataset", default=None, metavar="DATASET",
+                   help="a folder with 'mitosis'/'normal' sub-folders instead of IMAGE...")
+    p.add_argument("--out", required=True, metavar="DIR",
+                   help="front.csv, figures/, budget_curve.csv/.png, summary.json")
+    p.add_argument("--pop", type=int, default=default(ParetoConfig, "population"),
+                   help="NSGA-II population (default: %(default)s)")
+    p.add_argument("--gens", type=int, default=default(ParetoConfig, "generations"),
+                   help="NSGA-II generations (default: %(default)s)")
+    p.add_argument("--seed", type=int, default=default(ParetoConfig, "seed"),
+                   help="random seed (default: %(default)s)")
+    p.add_argument("--limit", type=int, default=None, help="only the first N dataset images")
+    p.add_argument("--evaluator", choices=EVALUATORS, default="auto",
+                   help="how candidates are scored (as for attack; default: %(default)s)")
+    p.add_argument("--detector-fpr", type=float, default=0.05,
+                   help="run the detector, calibrated on clean H&E tiles to this false-positive "
+                        "rate, on the successful front points (default: %(default)s)")
+    p.add_argument("--no-detector", action="store_true", help="skip the detector")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    _add_model_options(p)
+    p.set_defaults(func=cmd_pareto)
 
     p = sub.add_parser("detect", help="one-pixel attack detector: images, or a RUN's originals and "
                                       "adversarial versions -> DIR/detections.csv")
@@ -309,6 +348,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-o", "--out", default=None, metavar="HTML", help="default: RUN/report.html")
     p.add_argument("--reanalyze", action="store_true",
                    help="recompute RUN/analysis even if it is up to date")
+    p.add_argument("--audit", default=None, metavar="DIR",
+                   help="an `onepixel audit` folder: adds 'How strong was the attack?' "
+                        "(default: RUN/audit when it holds audit.csv)")
+    p.add_argument("--robustness", default=None, metavar="DIR",
+                   help="an `onepixel robustness` folder (robustness.csv): adds 'Defences'")
     p.set_defaults(func=cmd_report)
 
     p = sub.add_parser("export", help="write a Keras/built-in model as a self-contained ONNX file")
@@ -446,7 +490,8 @@ def cmd_attack(args: argparse.Namespace) -> int:
     attack = AttackConfig(de=de, skip_positive_below=args.skip_positive_below,
                           skip_negative_above=args.skip_negative_above, pixels=args.pixels,
                           stop_on_success=args.stop_on_success,
-                          max_colour_diff=args.max_colour_diff)
+                          max_colour_diff=args.max_colour_diff, method=args.method,
+                          max_queries=args.max_queries, scan_step=args.scan_step)
     classes = tuple(c.strip() for c in args.classes.split(",") if c.strip()) if args.classes else None
     config = CampaignConfig(dataset=Path(args.dataset), out=Path(args.out), model=args.model,
                             model_options=_model_options(args), attack=attack,
@@ -456,13 +501,23 @@ def cmd_attack(args: argparse.Namespace) -> int:
                             evaluator=args.evaluator, classes=classes, target=args.target)
     executor = _executor_config(args)
     classifier = None
-    if args.defence:
+    if args.defence and attack.method == "de":
         from onepixel.scoring.policy import load_attack_evaluator
 
         # The defended pipeline is the black box the attack queries.
         classifier = load_attack_evaluator(args.model, config.model_options, args.evaluator,
                                            de.updating, args.pixels, defence=args.defence).classifier
-    if executor.kind == "ray":
+    if attack.method == "scan":
+        from onepixel.audit.method import ScanExecutor
+        from onepixel.scoring.policy import load_confmap_classifier
+
+        if executor.kind == "ray":
+            raise OnepixelError("--method scan runs in this process only: drop --executor ray")
+        # Loaded for the scan's exact fast path (brute force behind a --defence).
+        classifier = load_confmap_classifier(args.model, config.model_options, defence=args.defence)
+        runner = ScanExecutor()
+        runner.check(classifier.input_shape, attack)  # a budget too small: before the RUN exists
+    elif executor.kind == "ray":
         from onepixel.scaleout import RayExecutor
 
         runner = RayExecutor(executor)
@@ -594,9 +649,16 @@ def cmd_audit(args: argparse.Namespace) -> int:
     config = AuditConfig(step=args.step, top=args.top, rounds=args.rounds,
                          exact=parse_exact_positions(args.exact_positions), selection=selection,
                          images=args.images, progress=not args.no_progress)
+    executor = _executor_config(args)
+    _refuse_defence_on_ray(args, executor)
+    mapper = None
+    if executor.kind == "ray":
+        from onepixel.scaleout import RayMapper
+
+        mapper = RayMapper(executor)
     try:
         summary = audit_run(args.run, args.out, config, model_options=_model_options(args),
-                            model=args.model)
+                            model=args.model, defence=args.defence, mapper=mapper)
     except KeyboardInterrupt:
         print("onepixel: interrupted; run the same command again to resume the audit", file=sys.stderr)
         return 130
@@ -606,6 +668,41 @@ def cmd_audit(args: argparse.Namespace) -> int:
               f"vulnerable; median best score {g['median_best_score']:.4g} (DE "
               f"{g['median_de_score']:.4g})")
     print(f"results in {args.out}/audit.csv, summary in {args.out}/summary.json")
+    return 0
+
+
+def cmd_pareto(args: argparse.Namespace) -> int:
+    from onepixel.stealth.config import ParetoConfig
+    from onepixel.stealth.runner import Detector, run_pareto
+
+    if bool(args.images) == (args.dataset is not None):
+        raise OnepixelError("give IMAGE... or --dataset DATASET (one of them)")
+    detector = None
+    if not args.no_detector:
+        from onepixel.detection.calibration import calibrate, clean_tiles, image_statistic
+
+        cal, held, sources = clean_tiles(args.assets)
+        calibration = dataclasses.replace(calibrate(args.detector_fpr, "h", tiles=(cal, held)),
+                                          sources=sources)
+        detector = Detector(lambda images: calibration.flag(image_statistic(images, "h")),
+                            calibration.to_dict())
+    config = ParetoConfig(population=args.pop, generations=args.gens, seed=args.seed)
+    summary = run_pareto(args.out, images=args.images, dataset=args.dataset, config=config,
+                         model=args.model, model_options=_model_options(args), defence=args.defence,
+                         evaluator_kind=args.evaluator, limit=args.limit, detector=detector,
+                         progress=not args.no_progress)
+    for im in summary["images"]:
+        low = im["lowest_flip_h"]
+        print(f"{im['image']} ({im['goal']}, {im['original_score']:.4g}): front of "
+              f"{im['front_size']}, best {im['best_score']:.4g}; lowest flipping h "
+              f"{'none' if low is None else f'{low:.3f}'}")
+    det = summary.get("detector")
+    if det and det["successful_points"]:
+        print(f"detector flags {det['successful_points_flagged']:.1%} of "
+              f"{det['successful_points']} successful front points, "
+              f"{det['stealthiest_success_flagged']:.1%} of the stealthiest per image, "
+              f"{det['originals_flagged']:.1%} of the originals")
+    print(f"wrote {Path(args.out) / 'front.csv'} and {Path(args.out) / 'summary.json'}")
     return 0
 
 
@@ -644,7 +741,9 @@ def cmd_analyze(args: argparse.Namespace) -> int:
 def cmd_report(args: argparse.Namespace) -> int:
     from onepixel.report import write_report
 
-    print(f"wrote {write_report(args.run, args.out, reanalyze=args.reanalyze)}")
+    path = write_report(args.run, args.out, reanalyze=args.reanalyze, audit=args.audit,
+                        robustness=args.robustness)
+    print(f"wrote {path}")
     return 0
 
 

@@ -19,6 +19,13 @@ from onepixel import __version__
 from onepixel.analysis import SECTIONS, Note, Table
 from onepixel.fileio import atomic_open
 from onepixel.report.analyze import AnalysisResult, analyze_run, is_stale, load_analysis
+from onepixel.report.extra import (
+    ExtraFigure,
+    ExtraSection,
+    audit_section,
+    default_audit_dir,
+    robustness_section,
+)
 from onepixel.report.figures import FigureInfo
 from onepixel.runs.reader import AnalysisError
 from onepixel.runs.schema import lowers_score
@@ -172,6 +179,10 @@ def _figure_html(result: AnalysisResult, f: FigureInfo) -> str:
     except OSError as exc:
         raise AnalysisError(f"figure {path} is missing ({exc}); run `onepixel analyze "
                             f"{result.run_dir}` again") from exc
+    return _png_block(data, f)
+
+
+def _png_block(data: bytes, f: FigureInfo | ExtraFigure) -> str:
     size = _png_size(data)
     dims = f' width="{size[0]}" height="{size[1]}"' if size else ""
     uri = "data:image/png;base64," + base64.b64encode(data).decode("ascii")
@@ -240,8 +251,9 @@ def _card_html(cards: list[tuple[str, str, str]]) -> str:
         f'<div class="small">{_e(c)}</div></div>' for a, b, c in cards) + "</div>"
 
 
-def render_report(result: AnalysisResult) -> str:
-    """The report as an HTML string (figures read from ``result.analysis_dir``)."""
+def render_report(result: AnalysisResult, extras: tuple[ExtraSection, ...] = ()) -> str:
+    """The report as an HTML string (figures read from ``result.analysis_dir``); ``extras``
+    (the audit, the defences) follow the papers' sections."""
     f = result.facts
     title = f"One-pixel attack report: {f.model}"
     generated = time.strftime("%Y-%m-%d %H:%M")
@@ -263,8 +275,9 @@ def render_report(result: AnalysisResult) -> str:
         if key == "confmaps" and not (tables or figures or notes):
             notes = [Note(key, EMPTY_SECTION[key])]
         sections.append((len(sections), key, heading, tables, figures, notes))
+    toc = [(k, h) for _, k, h, *_ in sections] + [(x.key, x.heading) for x in extras]
     out.append('<nav class="toc" aria-label="Contents"><ol>' + "".join(
-        f'<li><a href="#{k}">{_e(h)}</a></li>' for _, k, h, *_ in sections) + "</ol></nav>")
+        f'<li><a href="#{k}">{_e(h)}</a></li>' for k, h in toc) + "</ol></nav>")
     for number, key, heading, tables, figures, notes in sections:
         out.append(f'<section id="{key}"><h2><span class="num">{number + 1}.</span>{_e(heading)}</h2>')
         if SECTION_INTROS.get(key):
@@ -287,15 +300,24 @@ def render_report(result: AnalysisResult) -> str:
             out.append('<p class="caption">The per-pixel counts behind the heatmaps are in '
                        '<code>analysis/tables/locations_*.csv</code>.</p>')
         out.append("</section>")
+    for number, x in enumerate(extras, start=len(sections) + 1):
+        out.append(f'<section id="{_e(x.key)}"><h2><span class="num">{number}.</span>{_e(x.heading)}</h2>'
+                   f'<p class="intro">{_inline_code(x.intro)}</p>')
+        out += [_note_html(n) for n in x.notes]
+        out += [_table_html(t) for t in x.tables[:1]] + [_png_block(fg.png, fg) for fg in x.figures] + \
+               [_table_html(t) for t in x.tables[1:]]
+        out.append("</section>")
     out.append(f"<footer>Generated {generated} by onepixel {_e(__version__)} from the files of "
-               f"<code>{_e(result.run_dir)}</code> (config.json, attacks.csv, history.csv, confmaps); "
-               f"tables as CSV and Markdown in <code>analysis/tables</code>. Self-contained: no "
-               f"scripts, no external files.</footer>")
+               f"<code>{_e(result.run_dir)}</code> (config.json, attacks.csv, history.csv, confmaps"
+               + ("; the audit and robustness folders named in their sections" if extras else "") + "); "
+               "tables as CSV and Markdown in <code>analysis/tables</code>. Self-contained: no "
+               "scripts, no external files.</footer>")
     out.append("</div></body></html>")
     return "\n".join(out)
 
 
-def write_report(run_dir: str | Path, out: str | Path | None = None, *, reanalyze: bool = False) -> Path:
+def write_report(run_dir: str | Path, out: str | Path | None = None, *, reanalyze: bool = False,
+                 audit: str | Path | None = None, robustness: str | Path | None = None) -> Path:
     """Write ``RUN/report.html``, running the analysis first when it is missing or stale.
 
     Parameters
@@ -306,6 +328,11 @@ def write_report(run_dir: str | Path, out: str | Path | None = None, *, reanalyz
         Where to write (default ``RUN/report.html``).
     reanalyze : bool
         Recompute the analysis even when ``RUN/analysis`` is up to date.
+    audit : path, optional
+        An ``onepixel audit RUN --out DIR`` folder: adds "How strong was the attack?" (default:
+        ``RUN/audit`` when it holds ``audit.csv``; none otherwise).
+    robustness : path, optional
+        An ``onepixel robustness DATASET --out DIR`` folder: adds "Defences".
 
     Returns
     -------
@@ -323,7 +350,13 @@ def write_report(run_dir: str | Path, out: str | Path | None = None, *, reanalyz
         result = analyze_run(run_dir)
     else:
         result = load_analysis(run_dir)
-    text = render_report(result)
+    extras = []
+    audit_dir = Path(audit) if audit is not None else default_audit_dir(run_dir)
+    if audit_dir is not None:
+        extras.append(audit_section(run_dir, audit_dir))
+    if robustness is not None:
+        extras.append(robustness_section(robustness))
+    text = render_report(result, tuple(extras))
     path = Path(out) if out is not None else run_dir / "report.html"
     with atomic_open(path, "w", encoding="utf-8") as fh:
         fh.write(text)

@@ -1,0 +1,52 @@
+"""Settings of ``onepixel pareto`` (a light module: the CLI reads its defaults)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from onepixel.errors import OnepixelError
+from onepixel.runs import schema
+
+GOALS = ("decrease", "increase")
+
+
+@dataclass(frozen=True)
+class ParetoConfig:
+    """Settings of the per-image multi-objective search.
+
+    Attributes
+    ----------
+    population : int
+        NSGA-II population size (``--pop``).
+    generations : int
+        Generations (``--gens``); the search scores about ``population * generations`` pixels.
+    seed : int
+        Seeds each image's search together with its name, so an image's front does not depend
+        on which other images are searched.
+    success_threshold, strong_decrease_below, strong_increase_above : float
+        The papers' success rule (:func:`onepixel.runs.schema.judge`).
+    """
+
+    population: int = 100
+    generations: int = 50
+    seed: int = 0
+    success_threshold: float = schema.SUCCESS_THRESHOLD
+    strong_decrease_below: float = schema.STRONG_DECREASE_BELOW
+    strong_increase_above: float = schema.STRONG_INCREASE_ABOVE
+
+    def __post_init__(self) -> None:
+        if self.population < 4:
+            raise OnepixelError(f"--pop must be at least 4, got {self.population}")
+        if self.generations < 1:
+            raise OnepixelError(f"--gens must be at least 1, got {self.generations}")
+
+    def judge(self, goal: str, scores) -> tuple:
+        """(success, strong_success) of scores (N,) for ``goal``."""
+        return schema.judge(goal, scores, self.success_threshold, self.strong_decrease_below,
+                            self.strong_increase_above)
+
+    def to_dict(self) -> dict:
+        return {"population": self.population, "generations": self.generations, "seed": self.seed,
+                "success_threshold": self.success_threshold,
+                "strong_decrease_below": self.strong_decrease_below,
+                "strong_increase_above": self.strong_increase_above}

@@ -1,0 +1,151 @@
+"""`onepixel pareto`: (score, h) fronts on the real MAX model, the budget curve, the detector."""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+pytest.importorskip("pymoo")
+
+from onepixel.cli.main import main
+from onepixel.datasets.images import load_image
+from onepixel.models.registry import load_classifier
+from onepixel.stealth.config import ParetoConfig
+from onepixel.stealth.curve import BUDGET_GRID, budget_curve
+from onepixel.stealth.pareto import ImageFront, non_dominated
+from onepixel.stealth.runner import Detector, run_pareto
+
+TINY = ParetoConfig(population=12, generations=4, seed=3)
+
+
+def own_h(image: np.ndarray, x: int, y: int, rgb) -> float:
+    """h written out here: RMSE on [0, 1] against the mean of the existing 8 neighbours."""
+    height, width, _ = image.shape
+    neigh = [image[y + dy, x + dx].astype(float) for dy in (-1, 0, 1) for dx in (-1, 0, 1)
+             if (dx or dy) and 0 <= y + dy < height and 0 <= x + dx < width]
+    m = np.mean(neigh, axis=0)
+    return float(np.sqrt(np.mean(((np.asarray(rgb, float) - m) / 255.0) ** 2)))
+
+
+def dominated(points: np.ndarray) -> list[int]:
+    """Rows of (N, 2) minimised objectives that another row dominates (brute force)."""
+    out = []
+    for i, p in enumerate(points):
+        if any(np.all(q <= p) and np.any(q < p) for j, q in enumerate(points) if j != i):
+            out.append(i)
+    return out
+
+
+def read_front(path: Path) -> list[dict]:
+    with open(path, newline="") as fh:
+        return list(csv.DictReader(fh))
+
+
+def test_non_dominated_matches_brute_force():
+    rng = np.random.default_rng(0)
+    pts = rng.integers(0, 6, size=(60, 2)).astype(float)  # many ties and duplicates
+    keep = non_dominated(pts)
+    assert dominated(pts[keep]) == []
+    # Every dropped point is dominated by, or equal to, a kept one.
+    for i in set(range(len(pts))) - set(keep.tolist()):
+        assert any(np.all(pts[k] <= pts[i]) for k in keep)
+
+
+def _front(name, goal, scores, hs):
+    scores, hs = np.asarray(scores, float), np.asarray(hs, float)
+    return ImageFront(name, goal, 0.9, np.zeros((len(scores), 5), np.int64), scores, hs,
+                      scores, hs, 0.0)
+
+
+def test_budget_curve_counts_and_monotone():
+    fronts = [_front("a", "decrease", [0.9, 0.4, 0.01], [0.05, 0.2, 0.6]),    # flips at 0.2
+              _front("b", "increase", [0.3, 0.97], [0.1, 0.33]),              # flips at 0.33
+              _front("c", "decrease", [0.8, 0.6], [0.1, 0.9])]                # never
+    curve = budget_curve(fronts, ParetoConfig())
+    assert curve.lowest_h == {"a": 0.2, "b": 0.33, "c": None}
+    assert curve.lowest_h_strong == {"a": 0.6, "b": 0.33, "c": None}
+    grid = dict(zip(BUDGET_GRID, curve.success, strict=True))
+    assert grid[0.15] == 0 and grid[0.2] == 1 and grid[0.3] == 1 and grid[0.35] == 2 and grid[1.0] == 2
+    assert np.all(np.diff(curve.success) >= 0) and np.all(np.diff(curve.strong) >= 0)
+    assert np.all(curve.strong <= curve.success)
+
+
+def test_cli_needs_images_or_dataset(tmp_path, capsys):
+    assert main(["pareto", "--out", str(tmp_path / "o"), "--no-detector"]) == 2
+    assert "IMAGE... or --dataset" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_front_points_rescore_and_h(tmp_path, true_png, max_model_path):
+    out = tmp_path / "p"
+    flag_all = Detector(lambda images: np.ones(len(images), bool), {"threshold": "test: flag all"})
+    summary = run_pareto(out, images=[true_png], config=TINY, model=str(max_model_path),
+                         detector=flag_all, progress=False)
+    rows = read_front(out / "front.csv")
+    assert len(rows) >= 2 and {r["image"] for r in rows} == {str(true_png)}
+    image = load_image(true_png, (64, 64, 3))
+    classifier = load_classifier(str(max_model_path))
+    pix = np.array([[int(r[k]) for k in "xyrgb"] for r in rows])
+    adv = np.repeat(image[None], len(pix), axis=0)
+    adv[np.arange(len(pix)), pix[:, 1], pix[:, 0]] = pix[:, 2:]
+    rescored = classifier.scores(adv)
+    reported = np.array([float(r["score"]) for r in rows])
+    np.testing.assert_allclose(reported, rescored, atol=1e-6)
+    h = np.array([float(r["h"]) for r in rows])
+    np.testing.assert_allclose(h, [own_h(image, *p[:2], p[2:]) for p in pix], atol=1e-9)
+    # true.png scores above 0.5: the goal is to decrease it; the front is non-dominated.
+    assert summary["images"][0]["goal"] == "decrease"
+    assert dominated(np.column_stack([reported, h])) == []
+    assert (out / "figures" / f"{Path(true_png).stem}.png").stat().st_size > 1000
+    det = summary["detector"]
+    n_success = int((reported < 0.5).sum())
+    assert det["successful_points"] == n_success
+    if n_success:
+        assert det["successful_points_flagged"] == 1.0
+
+
+@pytest.mark.slow
+def test_dataset_budget_curve(tmp_path, true_png, false_png, max_model_path):
+    root = tmp_path / "ds"
+    (root / "mitosis").mkdir(parents=True)
+    (root / "normal").mkdir()
+    image = load_image(true_png, (64, 64, 3))
+    Image.fromarray(image).save(root / "mitosis" / "rot0.png")
+    Image.fromarray(np.ascontiguousarray(np.rot90(image))).save(root / "mitosis" / "rot90.png")
+    Image.fromarray(load_image(false_png, (64, 64, 3))).save(root / "normal" / "false.png")
+    out = tmp_path / "p"
+    summary = run_pareto(out, dataset=root, config=TINY, model=str(max_model_path), progress=False)
+    goals = {im["image"]: im["goal"] for im in summary["images"]}
+    skipped = {s["image"] for s in summary["skipped"]}
+    assert set(goals) | skipped == {"mitosis/rot0.png", "mitosis/rot90.png", "normal/false.png"}
+    assert all(goals[n] == "decrease" for n in goals if n.startswith("mitosis/"))
+    with open(out / "budget_curve.csv", newline="") as fh:
+        curve = list(csv.DictReader(fh))
+    assert [float(r["budget"]) for r in curve] == list(BUDGET_GRID)
+    success = np.array([int(r["success"]) for r in curve])
+    strong = np.array([int(r["strong"]) for r in curve])
+    assert np.all(np.diff(success) >= 0) and np.all(np.diff(strong) >= 0)
+    assert np.all(strong <= success)
+    # The curve agrees with each image's lowest flipping h and with front.csv.
+    lowest = json.loads((out / "summary.json").read_text())["lowest_flip_h"]
+    for r in curve:
+        assert int(r["success"]) == sum(v is not None and v <= float(r["budget"]) + 1e-12
+                                        for v in lowest.values())
+    rows = read_front(out / "front.csv")
+    for name, low in lowest.items():
+        mine = [float(r["h"]) for r in rows if r["image"] == name and
+                ((float(r["score"]) < 0.5) if goals[name] == "decrease" else (float(r["score"]) > 0.5))]
+        assert (min(mine) if mine else None) == (None if low is None else pytest.approx(low))
+    assert (out / "budget_curve.png").stat().st_size > 1000
+
+
+def test_stealth_exports_load():
+    import onepixel.stealth as stealth
+
+    for name in stealth.__all__:
+        assert getattr(stealth, name) is not None, name
