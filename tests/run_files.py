@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -25,6 +26,15 @@ def write_patch_dataset(root: Path, true_png: Path, false_png: Path, mitosis: st
     Image.fromarray(np.ascontiguousarray(false[::-1])).save(root / normal / "false-flip.png")
     if ambiguous:
         Image.fromarray(false).save(root / mitosis / "zz-ambiguous.png")
+    return root
+
+
+def write_pair_dataset(root: Path, true_png: Path, false_png: Path) -> Path:
+    """Two real patches: true.png as mitosis, false.png as normal; returns ``root``."""
+    (root / "mitosis").mkdir(parents=True)
+    (root / "normal").mkdir(parents=True)
+    shutil.copy(true_png, root / "mitosis" / "true.png")
+    shutil.copy(false_png, root / "normal" / "false.png")
     return root
 
 

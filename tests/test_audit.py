@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import csv
 import json
-import shutil
 
 import numpy as np
 import pytest
@@ -25,6 +24,7 @@ from onepixel.optimize.de import DEConfig
 from onepixel.runs.schema import judge
 from onepixel.scoring.evaluators import HostEvaluator
 from onepixel.scoring.policy import load_confmap_classifier
+from run_files import write_pair_dataset
 
 FAST = AttackConfig(de=DEConfig(population=20, maxiter=6))
 
@@ -34,11 +34,7 @@ def run_dir(tmp_path_factory, true_png, false_png, max_model_path):
     """A real RUN: true.png (mitosis-to-normal) and false.png (normal-to-mitosis, which
     converges early), attacked with a small DE."""
     base = tmp_path_factory.mktemp("audit")
-    data = base / "data"
-    (data / "mitosis").mkdir(parents=True)
-    (data / "normal").mkdir(parents=True)
-    shutil.copy(true_png, data / "mitosis" / "true.png")
-    shutil.copy(false_png, data / "normal" / "false.png")
+    data = write_pair_dataset(base / "data", true_png, false_png)
     run = base / "run"
     run_campaign(CampaignConfig(dataset=data, out=run, model_options=ModelOptions(device="cpu"),
                                 attack=FAST, progress=False))

@@ -23,6 +23,7 @@ from onepixel.errors import ConfigError, OnepixelError, RunError
 from onepixel.models import ModelOptions
 from onepixel.runs.schema import judge
 from onepixel.scoring.policy import evaluator_for, load_confmap_classifier, load_scoring_classifier
+from run_files import write_pair_dataset
 
 #: An 8x8 block at the centre of the patches (where the cells are): a scan small enough for a
 #: test; refinement may still step outside it.
@@ -40,11 +41,7 @@ def classifier(max_model_path):
 def scan_run(tmp_path_factory, true_png, false_png, classifier):
     """A real scan RUN: true.png (mitosis-to-normal) and false.png (normal-to-mitosis)."""
     base = tmp_path_factory.mktemp("scan")
-    data = base / "data"
-    (data / "mitosis").mkdir(parents=True)
-    (data / "normal").mkdir(parents=True)
-    shutil.copy(true_png, data / "mitosis" / "true.png")
-    shutil.copy(false_png, data / "normal" / "false.png")
+    data = write_pair_dataset(base / "data", true_png, false_png)
     run = base / "run"
     cfg = CampaignConfig(dataset=data, out=run, model_options=ModelOptions(device="cpu"),
                          attack=AttackConfig(method="scan", max_queries=MAX_QUERIES), progress=False)

@@ -318,7 +318,9 @@ def _check_image(image, classifier: Classifier) -> np.ndarray:
     return np.array(image, dtype=np.uint8, order="C", copy=True)  # writable: torch wants that
 
 
-def _pixel_ids(config: ConfmapConfig, h: int, w: int) -> np.ndarray:
+def pixel_ids(config: ConfmapConfig, h: int, w: int) -> np.ndarray:
+    """Flat ids ``y * w + x`` of the pixels ``config`` maps, sorted, (P,) int64; a
+    :class:`ConfmapError` for a pixel outside the image."""
     if config.pixels is None:
         return np.arange(h * w, dtype=np.int64)
     ids = []
@@ -417,7 +419,7 @@ def _one_map(image: np.ndarray, classifier: Classifier, config: ConfmapConfig, p
              grid: np.ndarray, ckpt_dir: Path | None) -> ConfidenceMap:
     h, w = image.shape[:2]
     n_col = len(grid)
-    pixels = _pixel_ids(config, h, w)
+    pixels = pixel_ids(config, h, w)
     dtype = _classifier_dtype(classifier)
     reducer = _Reducer(h * w, n_col, plan.device)
     key = _checkpoint_key(image, classifier, config, dtype)

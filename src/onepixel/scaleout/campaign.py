@@ -28,7 +28,14 @@ from onepixel.defences.wrapper import defence_of
 from onepixel.errors import ScaleOutError
 from onepixel.models.base import capabilities_of
 from onepixel.scaleout.config import ExecutorConfig
-from onepixel.scaleout.runtime import ModelPayload, connect, require_ray, worker_count
+from onepixel.scaleout.runtime import (
+    ModelPayload,
+    actor_class,
+    connect,
+    release,
+    require_ray,
+    worker_count,
+)
 from onepixel.scoring.policy import auto_batch_images, load_attack_evaluator
 
 log = logging.getLogger(__name__)
@@ -128,9 +135,7 @@ class RayExecutor:
             n = worker_count(self.config)
             self.workers = n
             retries = self.config.max_retries
-            remote = ray.remote(num_cpus=self.config.cpus_per_worker,
-                                num_gpus=self.config.gpus_per_worker,
-                                max_restarts=retries, max_task_retries=retries)(CampaignWorker)
+            remote = actor_class(CampaignWorker, self.config)
             payload = ray.put(ModelPayload.of(cfg.model, cfg.model_options))
             cfg_ref = ray.put(cfg)
             defence = defence_of(attacker.attack.evaluator.classifier)
@@ -169,10 +174,7 @@ class RayExecutor:
                     progress(in_flight, self.n_evaluations)
                 submit()
         finally:
-            for actor in actors:
-                ray.kill(actor)
-            if started:
-                ray.shutdown()
+            release(actors, started)
 
     def _check(self, ray, actors, attacker: BatchAttacker) -> None:
         """Wait for the actors; the model they loaded must be the driver's."""

@@ -20,13 +20,20 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from onepixel.confmap.config import ConfmapConfig
-from onepixel.confmap.engine import compute_confmap
+from onepixel.confmap.engine import compute_confmap, pixel_ids
 from onepixel.confmap.result import ConfidenceMap, load_confmap, write_confmap_npz
 from onepixel.errors import ConfmapError, ScaleOutError
 from onepixel.models.base import Classifier, capabilities_of
 from onepixel.models.options import ModelOptions
 from onepixel.scaleout.config import ExecutorConfig
-from onepixel.scaleout.runtime import ModelPayload, connect, require_ray, worker_count
+from onepixel.scaleout.runtime import (
+    ModelPayload,
+    actor_class,
+    connect,
+    release,
+    require_ray,
+    worker_count,
+)
 from onepixel.scoring.policy import load_confmap_classifier
 
 log = logging.getLogger(__name__)
@@ -78,8 +85,7 @@ class RayMapper:
         if not spec:
             raise ConfmapError("a map on Ray needs the model as a spec (file, built-in name or URL)")
         h, w = image.shape[:2]
-        pixels = (np.arange(h * w) if config.pixels is None
-                  else np.unique([y * w + x for x, y in config.pixels]))
+        pixels = pixel_ids(config, h, w)
         started = connect(self.config)
         actors = []
         t0 = time.perf_counter()
@@ -97,10 +103,7 @@ class RayMapper:
                        initial=sum(len(ranges[i]) for i in done) * n_col, disable=not config.progress,
                        desc=f"confmap on Ray, {n} workers", dynamic_ncols=True)
             if todo:
-                remote = ray.remote(num_cpus=self.config.cpus_per_worker,
-                                    num_gpus=self.config.gpus_per_worker,
-                                    max_restarts=self.config.max_retries,
-                                    max_task_retries=self.config.max_retries)(ConfmapWorker)
+                remote = actor_class(ConfmapWorker, self.config)
                 payload = ray.put(ModelPayload.of(spec, options))
                 actors = [remote.remote(payload, options, config.method, self.config.cpus_per_worker)
                           for _ in range(min(n, len(todo)))]
@@ -126,10 +129,7 @@ class RayMapper:
             raise ScaleOutError(f"a Ray worker failed beyond {self.config.max_retries} retries: "
                                 f"{exc}. Finished ranges are kept; run the same command again") from exc
         finally:
-            for actor in actors:
-                ray.kill(actor)
-            if started:
-                ray.shutdown()
+            release(actors, started)
         merged = merge_maps([done[i] for i in range(len(ranges))], time.perf_counter() - t0)
         # The original's score as a local map records it: by the driver's model.
         scores = np.asarray(classifier.scores(image[None])[0], dtype=np.float64).reshape(-1)

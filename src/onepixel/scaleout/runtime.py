@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import os
 import tempfile
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from types import ModuleType
 
@@ -115,13 +115,25 @@ class ModelPayload:
             target.parent.mkdir(parents=True, exist_ok=True)
             target.write_bytes(self.data)
             # The built-in model found where its asset lives: same name, same checksum.
-            return self.spec, _replace(options, assets_dir=str(folder))
+            return self.spec, replace(options, assets_dir=str(folder))
         target = folder / self.filename
         target.write_bytes(self.data)
         return str(target), options
 
 
-def _replace(options: ModelOptions, **changes) -> ModelOptions:
-    from dataclasses import replace
 
-    return replace(options, **changes)
+def actor_class(cls: type, config: ExecutorConfig):
+    """``cls`` as a Ray actor class with the worker's resources and restart policy: an actor
+    that dies is restarted and its unfinished call re-run, ``config.max_retries`` times."""
+    ray = require_ray()
+    return ray.remote(num_cpus=config.cpus_per_worker, num_gpus=config.gpus_per_worker,
+                      max_restarts=config.max_retries, max_task_retries=config.max_retries)(cls)
+
+
+def release(actors: list, started: bool) -> None:
+    """Stop ``actors``, and the Ray runtime when :func:`connect` started it."""
+    ray = require_ray()
+    for actor in actors:
+        ray.kill(actor)
+    if started:
+        ray.shutdown()
