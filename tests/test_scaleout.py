@@ -237,3 +237,23 @@ def test_ray_campaign_through_a_defence_equals_local(ray_runtime, dataset, tmp_p
     assert attack_rows(tmp_path / "ray") == attack_rows(tmp_path / "local")
     config = json.loads((tmp_path / "ray" / "config.json").read_text())
     assert config["defence"] == "median3" and config["executor"]["kind"] == "ray"
+
+
+def test_shipped_model_folder_is_removed_once_loaded(true_png):
+    """A worker writes the shipped bytes to a private folder, loads the model, and removes the
+    folder: a worker restarted many times leaves no copies of the model behind."""
+    from onepixel.models.options import BUILTIN
+    from onepixel.models.registry import load_classifier
+    from onepixel.scaleout.runtime import ModelPayload
+
+    options = ModelOptions(device="cpu")
+    payload = ModelPayload.of(BUILTIN, options)
+    assert payload.data and payload.asset_relpath
+    with payload.materialised(options) as (spec, shipped):
+        folder = Path(shipped.assets_dir)
+        assert (folder / payload.asset_relpath).read_bytes() == payload.data
+        classifier = load_classifier(spec, shipped)
+    assert not folder.exists()
+    image = load_image(true_png, classifier.input_shape)[None]
+    # Loaded before the folder went: it still scores, as the model loaded from the assets does.
+    assert classifier.scores(image)[0] == load_classifier(BUILTIN, options).scores(image)[0]

@@ -64,9 +64,9 @@ class CampaignWorker:
         import torch
 
         torch.set_num_threads(threads)
-        spec, options = payload.materialise(replace(cfg.model_options, threads=threads))
-        evaluator = load_attack_evaluator(spec, options, cfg.evaluator, cfg.attack.de.updating,
-                                          cfg.attack.pixels, batch, defence=defence)
+        with payload.materialised(replace(cfg.model_options, threads=threads)) as (spec, options):
+            evaluator = load_attack_evaluator(spec, options, cfg.evaluator, cfg.attack.de.updating,
+                                              cfg.attack.pixels, batch, defence=defence)
         self.attacker = BatchAttacker(OnePixelAttack(evaluator, cfg.attack), cfg, classes)
 
     def ready(self) -> tuple[int, str, str]:

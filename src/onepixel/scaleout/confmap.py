@@ -48,8 +48,8 @@ class ConfmapWorker:
         import torch
 
         torch.set_num_threads(threads)
-        spec, options = payload.materialise(replace(options, threads=threads))
-        self.classifier = load_confmap_classifier(spec, options, method)
+        with payload.materialised(replace(options, threads=threads)) as (spec, options):
+            self.classifier = load_confmap_classifier(spec, options, method)
 
     def fingerprint(self) -> str:
         return capabilities_of(self.classifier).fingerprint

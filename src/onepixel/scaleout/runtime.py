@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import logging
 import os
+import shutil
 import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from pathlib import Path
 from types import ModuleType
@@ -105,21 +108,31 @@ class ModelPayload:
             raise OnepixelError(f"model file not found: {path}")
         return cls(spec, path.name, path.read_bytes())
 
-    def materialise(self, options: ModelOptions) -> tuple[str, ModelOptions]:
-        """Write the bytes into a private folder; the spec and options to load them with."""
-        if not self.data:
-            return self.spec, options
-        folder = Path(tempfile.mkdtemp(prefix="onepixel-model-"))
-        if self.asset_relpath:
-            target = folder / self.asset_relpath
-            target.parent.mkdir(parents=True, exist_ok=True)
-            target.write_bytes(self.data)
-            # The built-in model found where its asset lives: same name, same checksum.
-            return self.spec, replace(options, assets_dir=str(folder))
-        target = folder / self.filename
-        target.write_bytes(self.data)
-        return str(target), options
+    @contextmanager
+    def materialised(self, options: ModelOptions) -> Iterator[tuple[str, ModelOptions]]:
+        """Write the bytes into a private folder; yield the spec and options to load them with.
 
+        The folder is removed on exit: load the model inside the ``with`` block. Every backend
+        reads its file once, at load (weights into torch, the ONNX graph into its session), and
+        a worker restarted many times must not leave a copy of the model behind each time.
+        """
+        if not self.data:
+            yield self.spec, options
+            return
+        folder = Path(tempfile.mkdtemp(prefix="onepixel-model-"))
+        try:
+            if self.asset_relpath:
+                target = folder / self.asset_relpath
+                target.parent.mkdir(parents=True, exist_ok=True)
+                target.write_bytes(self.data)
+                # The built-in model found where its asset lives: same name, same checksum.
+                yield self.spec, replace(options, assets_dir=str(folder))
+            else:
+                target = folder / self.filename
+                target.write_bytes(self.data)
+                yield str(target), options
+        finally:
+            shutil.rmtree(folder, ignore_errors=True)
 
 
 def actor_class(cls: type, config: ExecutorConfig):
