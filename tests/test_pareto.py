@@ -12,13 +12,21 @@ from PIL import Image
 
 pytest.importorskip("pymoo")
 
+import onepixel.stealth.runner as runner_module
+from onepixel.attack import AttackConfig
+from onepixel.attack.campaign import CampaignConfig, run_campaign
 from onepixel.cli.main import main
 from onepixel.datasets.images import load_image
+from onepixel.errors import OnepixelError
+from onepixel.models import ModelOptions
 from onepixel.models.registry import load_classifier
+from onepixel.optimize.de import DEConfig
 from onepixel.stealth.config import ParetoConfig
 from onepixel.stealth.curve import BUDGET_GRID, budget_curve
 from onepixel.stealth.pareto import ImageFront, non_dominated
+from onepixel.stealth.reference import campaign_pixels
 from onepixel.stealth.runner import Detector, run_pareto
+from run_files import write_pair_dataset
 
 TINY = ParetoConfig(population=12, generations=4, seed=3)
 
@@ -142,6 +150,97 @@ def test_dataset_budget_curve(tmp_path, true_png, false_png, max_model_path):
                 ((float(r["score"]) < 0.5) if goals[name] == "decrease" else (float(r["score"]) > 0.5))]
         assert (min(mine) if mine else None) == (None if low is None else pytest.approx(low))
     assert (out / "budget_curve.png").stat().st_size > 1000
+
+
+@pytest.mark.slow
+def test_resumed_run_loses_and_duplicates_nothing(tmp_path, true_png, false_png, max_model_path,
+                                                   monkeypatch):
+    """A run killed after its first image, run again, writes the front.csv of an uninterrupted
+    run and searches only the image it had not finished; other settings are refused."""
+    model = str(max_model_path)
+    whole = tmp_path / "whole"
+    run_pareto(whole, images=[true_png, false_png], config=TINY, model=model, progress=False)
+
+    real, searched = runner_module.pareto_front, []
+
+    def crash_on_second(*args, **kwargs):
+        if searched:
+            raise KeyboardInterrupt("simulated kill")  # a fault a real run cannot make on demand
+        searched.append(args[2])
+        return real(*args, **kwargs)
+
+    out = tmp_path / "resumed"
+    monkeypatch.setattr(runner_module, "pareto_front", crash_on_second)
+    with pytest.raises(KeyboardInterrupt):
+        run_pareto(out, images=[true_png, false_png], config=TINY, model=model, progress=False)
+    assert not (out / "front.csv").exists() and len(list((out / "images").iterdir())) == 1
+
+    searched.clear()
+
+    def count(*args, **kwargs):
+        searched.append(args[2])
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(runner_module, "pareto_front", count)
+    summary = run_pareto(out, images=[true_png, false_png], config=TINY, model=model,
+                         progress=False)
+    assert searched == [str(false_png)] and summary["resumed_images"] == 1
+    assert (out / "front.csv").read_bytes() == (whole / "front.csv").read_bytes()
+    with pytest.raises(OnepixelError, match="other settings.*search"):
+        run_pareto(out, images=[true_png], config=ParetoConfig(population=12, generations=5),
+                   model=model, progress=False)
+
+
+@pytest.mark.slow
+def test_front_against_the_campaign(tmp_path, true_png, false_png, max_model_path):
+    """Seeded with an unconstrained campaign's pixel, every front's lowest-score end is at
+    least as good as that pixel (re-scored here, independently of the code under test)."""
+    dataset = write_pair_dataset(tmp_path / "ds", true_png, false_png)
+    run = tmp_path / "run"
+    run_campaign(CampaignConfig(dataset=dataset, out=run, model_options=ModelOptions(device="cpu"),
+                                attack=AttackConfig(de=DEConfig(population=20, maxiter=6)),
+                                progress=False))
+    pixels = campaign_pixels(run)
+    assert pixels, "the campaign attacked nothing"
+    classifier = load_classifier(str(max_model_path))
+    for seeded in (False, True):
+        out = tmp_path / f"p-{seeded}"
+        summary = run_pareto(out, dataset=dataset, config=TINY, model=str(max_model_path),
+                             progress=False, campaign=run, campaign_seed=seeded)
+        ref = summary["campaign"]
+        assert ref["seeded"] is seeded and ref["compared"] == len(pixels)
+        rows = read_front(out / "front.csv")
+        for entry in ref["images"]:
+            name = entry["image"]
+            p = pixels[name].pixel
+            image = load_image(dataset / name, (64, 64, 3))
+            adv = image.copy()
+            adv[p[1], p[0]] = p[2:]
+            mine = float(classifier.scores(adv[None])[0])
+            assert entry["campaign_score"] == pytest.approx(mine, abs=1e-6)
+            assert entry["campaign_h"] == pytest.approx(own_h(image, p[0], p[1], p[2:]), abs=1e-9)
+            scores = [float(r["score"]) for r in rows if r["image"] == name]
+            goal = pixels[name].goal
+            best = min(scores) if goal == "decrease" else max(scores)
+            assert entry["front_best_score"] == pytest.approx(best)
+            gap = (mine - best) if goal == "decrease" else (best - mine)
+            assert entry["gap"] == pytest.approx(gap, abs=1e-6)
+            if seeded:
+                assert gap >= -1e-6 and entry["front_at_least_as_good"]
+        if seeded:
+            assert ref["front_at_least_as_good"] == ref["compared"]
+    # A k-pixel or multi-class RUN is no reference for a one-pixel binary front.
+    config = json.loads((run / "config.json").read_text())
+    config["attack"]["pixels"] = 3
+    (run / "config.json").write_text(json.dumps(config))
+    with pytest.raises(OnepixelError, match="3 pixel"):
+        campaign_pixels(run)
+
+
+def test_campaign_seed_needs_a_campaign(tmp_path, capsys):
+    assert main(["pareto", str(tmp_path), "--out", str(tmp_path / "o"), "--no-detector",
+                 "--campaign-seed"]) == 2
+    assert "--campaign-seed needs --campaign" in capsys.readouterr().err
 
 
 def test_stealth_exports_load():

@@ -291,6 +291,12 @@ def build_parser() -> argparse.ArgumentParser:
                    help="run the detector, calibrated on clean H&E tiles to this false-positive "
                         "rate, on the successful front points (default: %(default)s)")
     p.add_argument("--no-detector", action="store_true", help="skip the detector")
+    p.add_argument("--campaign", default=None, metavar="RUN",
+                   help="a one-pixel campaign of the same images (no colour budget): compare its "
+                        "pixel with each front's lowest-score end (summary.json 'campaign')")
+    p.add_argument("--campaign-seed", action="store_true",
+                   help="also put the --campaign pixel into each search's first population, so "
+                        "the front is at least as good as the campaign")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     _add_model_options(p)
     p.set_defaults(func=cmd_pareto)
@@ -690,7 +696,8 @@ def cmd_pareto(args: argparse.Namespace) -> int:
     summary = run_pareto(args.out, images=args.images, dataset=args.dataset, config=config,
                          model=args.model, model_options=_model_options(args), defence=args.defence,
                          evaluator_kind=args.evaluator, limit=args.limit, detector=detector,
-                         progress=not args.no_progress)
+                         progress=not args.no_progress, campaign=args.campaign,
+                         campaign_seed=args.campaign_seed)
     for im in summary["images"]:
         low = im["lowest_flip_h"]
         print(f"{im['image']} ({im['goal']}, {im['original_score']:.4g}): front of "
@@ -702,6 +709,10 @@ def cmd_pareto(args: argparse.Namespace) -> int:
               f"{det['successful_points']} successful front points, "
               f"{det['stealthiest_success_flagged']:.1%} of the stealthiest per image, "
               f"{det['originals_flagged']:.1%} of the originals")
+    ref = summary.get("campaign")
+    if ref:
+        print(f"front at least as good as the campaign's pixel on {ref['front_at_least_as_good']} "
+              f"of {ref['compared']} images ({'seeded' if ref['seeded'] else 'not seeded'})")
     print(f"wrote {Path(args.out) / 'front.csv'} and {Path(args.out) / 'summary.json'}")
     return 0
 

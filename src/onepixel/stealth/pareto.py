@@ -106,7 +106,8 @@ def apply_pixels(image: np.ndarray, pixels: np.ndarray) -> np.ndarray:
 
 def pareto_front(evaluator: Evaluator, image: np.ndarray, name: str, goal: str,
                  original_score: float, config: ParetoConfig | None = None,
-                 on_generation: Callable[[int], None] | None = None) -> ImageFront:
+                 on_generation: Callable[[int], None] | None = None,
+                 seed_pixels: np.ndarray | None = None) -> ImageFront:
     """NSGA-II's (energy, h) front of one-pixel attacks on one image.
 
     Parameters
@@ -122,6 +123,10 @@ def pareto_front(evaluator: Evaluator, image: np.ndarray, name: str, goal: str,
         The model's score of the unchanged image (recorded).
     on_generation : callable, optional
         ``on_generation(evaluations_so_far)`` after each generation.
+    seed_pixels : ndarray, (S, 5) int, optional
+        Pixels ``(x, y, r, g, b)`` placed in the initial population (the rest is random), e.g.
+        a campaign's attack pixel: the front, built from every pixel scored, is then at least as
+        good as each of them.
 
     Returns
     -------
@@ -137,6 +142,15 @@ def pareto_front(evaluator: Evaluator, image: np.ndarray, name: str, goal: str,
     from pymoo.operators.sampling.rnd import IntegerRandomSampling
     from pymoo.optimize import minimize
 
+    class SeededSampling(IntegerRandomSampling):
+        """Integer random sampling with the first rows replaced by ``seed_pixels``."""
+
+        def _do(self, problem, n_samples, *args, **kwargs):
+            x = super()._do(problem, n_samples, *args, **kwargs)
+            k = min(len(seeds), n_samples)
+            x[:k] = seeds[:k]
+            return x
+
     config = config or ParetoConfig()
     if goal not in GOALS:
         raise OnepixelError(f"goal must be one of {', '.join(GOALS)}, got {goal!r}")
@@ -145,6 +159,13 @@ def pareto_front(evaluator: Evaluator, image: np.ndarray, name: str, goal: str,
         raise OnepixelError(f"pareto searches RGB pixels: image {name} has shape {image.shape}, "
                             "expected (H, W, 3)")
     height, width, _ = image.shape
+    seeds = np.zeros((0, 5), np.int64)
+    if seed_pixels is not None:
+        seeds = np.asarray(seed_pixels, dtype=np.int64).reshape(-1, 5)
+        upper = np.array([width - 1, height - 1, 255, 255, 255])
+        if np.any(seeds < 0) or np.any(seeds > upper):
+            raise OnepixelError(f"seed pixels of {name} must lie in the {width}x{height} image "
+                                f"with channels in 0..255, got {seeds.tolist()}")
     means = neighbour_means(image[None])[0]  # (H, W, 3)
     # Prepared once: the incremental engine's per-image work is not redone every generation.
     prepared = evaluator.prepare(image[None])
@@ -175,7 +196,8 @@ def pareto_front(evaluator: Evaluator, image: np.ndarray, name: str, goal: str,
 
     started = time.perf_counter()
     repair = RoundingRepair()
-    algorithm = NSGA2(pop_size=config.population, sampling=IntegerRandomSampling(),
+    sampling = SeededSampling() if len(seeds) else IntegerRandomSampling()
+    algorithm = NSGA2(pop_size=config.population, sampling=sampling,
                       crossover=SBX(prob=1.0, eta=3.0, vtype=float, repair=repair),
                       mutation=PM(prob=1.0, eta=3.0, vtype=float, repair=repair),
                       eliminate_duplicates=True)

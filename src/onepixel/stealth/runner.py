@@ -9,7 +9,9 @@ Files written into ``out``:
   share of images flipped (strongly flipped) within each colour budget H;
 - ``summary.json``: the settings, per image the goal, original score, front size, best score
   and the lowest h that flips it, the budget curve and, with a detector, the share of
-  successful front points it flags.
+  successful front points it flags; with ``--campaign RUN``, the comparison with that RUN;
+- ``pareto.json`` and ``images/<image>.npz``: the settings and each finished image's front, so
+  that a rerun resumes (:mod:`onepixel.stealth.store`).
 """
 
 from __future__ import annotations
@@ -28,12 +30,15 @@ from onepixel.attack.objective import plan_attack
 from onepixel.datasets.images import expand_image_paths, load_image, scan_dataset
 from onepixel.errors import OnepixelError
 from onepixel.fileio import atomic_open, write_csv_atomic, write_json_atomic
+from onepixel.models.base import capabilities_of
 from onepixel.models.options import BUILTIN, ModelOptions
 from onepixel.runs.schema import record_text
 from onepixel.scoring.policy import load_attack_evaluator
 from onepixel.stealth.config import ParetoConfig
 from onepixel.stealth.curve import CURVE_COLUMNS, BudgetCurve, budget_curve
 from onepixel.stealth.pareto import ImageFront, apply_pixels, pareto_front
+from onepixel.stealth.reference import campaign_pixels, compare, match
+from onepixel.stealth.store import check_settings, front_path, load_front, save_front
 
 log = logging.getLogger(__name__)
 
@@ -117,7 +122,8 @@ def run_pareto(out: str | Path, images: Sequence[str | Path] = (), dataset: str 
                model_options: ModelOptions | None = None, defence: str | None = None,
                evaluator_kind: str = "auto", limit: int | None = None,
                detector: Detector | None = None, progress: bool = True,
-               evaluator=None) -> dict:
+               evaluator=None, campaign: str | Path | None = None,
+               campaign_seed: bool = False) -> dict:
     """Search each image's front and write the files (see the module); return the summary.
 
     Parameters
@@ -136,10 +142,22 @@ def run_pareto(out: str | Path, images: Sequence[str | Path] = (), dataset: str 
         Flag the attacked images of successful front points.
     evaluator : Evaluator, optional
         Use this instead of loading ``model`` (tests, callers that hold one).
+    campaign : path, optional
+        A one-pixel campaign RUN of the same images without a colour budget: summary.json's
+        ``campaign`` compares its pixel with each front's lowest-score end
+        (:mod:`onepixel.stealth.reference`).
+    campaign_seed : bool
+        Also put the campaign's pixel into each search's initial population.
+
+    A rerun into the same ``out`` with the same settings loads the images already searched and
+    searches the rest (:mod:`onepixel.stealth.store`); other settings are refused.
     """
     config = config or ParetoConfig()
     if bool(images) == (dataset is not None):
         raise OnepixelError("give IMAGE... or --dataset DATASET (one of them)")
+    if campaign_seed and campaign is None:
+        raise OnepixelError("--campaign-seed needs --campaign RUN (the RUN whose pixels seed the "
+                            "search)")
     if evaluator is None:
         # One call scores one image's generation (population-sized): on CPU the incremental
         # engine's fixed cost per call loses there (0.7 s for 12 pixels vs the full network's
@@ -158,26 +176,53 @@ def run_pareto(out: str | Path, images: Sequence[str | Path] = (), dataset: str 
     if not targets:
         raise OnepixelError("no image to attack: every image was skipped as ambiguous "
                             f"({len(skipped)} skipped)")
+    fingerprint = capabilities_of(evaluator.classifier).fingerprint
+    reference = {}
+    if campaign is not None:
+        reference = match([t.name for t in targets], campaign_pixels(campaign, fingerprint))
+        if campaign_seed and not reference:
+            raise OnepixelError(f"--campaign {campaign} has no attacked image of these names: "
+                                "nothing to seed the search with")
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
+    resumed = check_settings(out, {
+        "format": 1, "search": config.to_dict(), "model": model, "model_sha256": fingerprint,
+        "defence": defence,
+        "seeded_from": str(Path(campaign).resolve()) if campaign_seed else None})
     total = len(targets) * config.population * config.generations
     bar = tqdm(total=total, unit="px", disable=not progress, desc="pareto", dynamic_ncols=True)
     fronts: list[ImageFront] = []
+    loaded = 0
     figure_names = _figure_names([t.name for t in targets], relative=dataset is not None)
     try:
         for target, figure in zip(targets, figure_names, strict=True):
             done = bar.n
+            saved = front_path(out, figure)
+            front = load_front(saved, target.name, target.goal) if resumed else None
+            figure_file = out / "figures" / f"{figure}.png"
+            if front is None:
+                def step(n_eval: int, done: int = done) -> None:
+                    bar.update(min(done + n_eval, total) - bar.n)
 
-            def step(n_eval: int, done: int = done) -> None:
-                bar.update(min(done + n_eval, total) - bar.n)
-
-            bar.set_postfix(image=target.name[-24:], refresh=False)
-            fronts.append(pareto_front(evaluator, target.image, target.name, target.goal,
-                                       target.original_score, config, on_generation=step))
+                bar.set_postfix(image=target.name[-24:], refresh=False)
+                seed = reference[target.name].pixel[None] if campaign_seed and \
+                    target.name in reference else None
+                front = pareto_front(evaluator, target.image, target.name, target.goal,
+                                     target.original_score, config, on_generation=step,
+                                     seed_pixels=seed)
+                save_front(saved, front)
+                _front_figure(figure_file, front, config)
+            else:
+                loaded += 1
+                if not figure_file.exists():
+                    _front_figure(figure_file, front, config)
+            fronts.append(front)
             bar.update(done + config.population * config.generations - bar.n)
-            _front_figure(out / "figures" / f"{figure}.png", fronts[-1], config)
     finally:
         bar.close()
+    if loaded:
+        log.info("resumed %s: %d of %d images loaded from %s", out, loaded, len(targets),
+                 out / "images")
     write_csv_atomic(out / FRONT, FRONT_COLUMNS, [
         (f.name, *map(int, p), f"{s:.10g}", f"{h:.10g}")
         for f in fronts for p, s, h in zip(f.pixels, f.score, f.h, strict=True)])
@@ -189,6 +234,7 @@ def run_pareto(out: str | Path, images: Sequence[str | Path] = (), dataset: str 
         "h": "RMSE in [0, 1] between the colour and the mean of its existing neighbours in the "
              "original image (onepixel.attack.budget)",
         "n_images": len(fronts),
+        "resumed_images": loaded,
         "skipped": skipped,
         "images": [_image_summary(f, curve, config) for f in fronts],
         "lowest_flip_h": curve.lowest_h,
@@ -198,6 +244,9 @@ def run_pareto(out: str | Path, images: Sequence[str | Path] = (), dataset: str 
     if dataset is not None or len(fronts) > 1:
         write_csv_atomic(out / CURVE, CURVE_COLUMNS, curve.rows())
         _curve_figure(out / "budget_curve.png", curve)
+    if campaign is not None:
+        summary["campaign"] = compare(fronts, {t.name: t.image for t in targets}, reference,
+                                      evaluator.classifier, campaign, campaign_seed)
     if detector is not None:
         summary["detector"] = detect_fronts(fronts, {t.name: t.image for t in targets}, detector,
                                             config)

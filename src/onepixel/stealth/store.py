@@ -1,0 +1,98 @@
+"""Resumable pareto runs: the settings of ``DIR`` and one file per finished image.
+
+``DIR/pareto.json`` records what decides a front (the search settings, the model's fingerprint,
+which includes any defence, and the campaign the search was seeded from); a rerun with other
+settings is refused, so a folder never mixes fronts of two searches. Each image's front is saved
+to ``DIR/images/<name>.npz`` (atomically) as soon as it is found; a rerun loads the saved ones and
+searches only the rest. An image's search depends only on the settings and the image (it is
+seeded from ``--seed`` and the image's name), so a resumed run writes the same ``front.csv`` as
+an uninterrupted one.
+"""
+
+from __future__ import annotations
+
+import logging
+import zipfile
+from pathlib import Path
+
+import numpy as np
+
+from onepixel.errors import OnepixelError
+from onepixel.fileio import atomic_open, write_json_atomic
+from onepixel.stealth.pareto import ImageFront
+
+log = logging.getLogger(__name__)
+
+SETTINGS = "pareto.json"
+IMAGES = "images"
+#: Keys of pareto.json that must agree for a folder to be resumed.
+DECIDING = ("search", "model_sha256", "seeded_from")
+
+_ARRAYS = ("pixels", "score", "h", "evaluated_score", "evaluated_h")
+
+
+def check_settings(out: Path, settings: dict) -> bool:
+    """Record ``settings`` in ``out``, or check them against the recorded ones.
+
+    Returns
+    -------
+    bool
+        True when ``out`` already held a run (its saved images will be reused).
+
+    Raises
+    ------
+    OnepixelError
+        The folder was made with other settings (the message names the first that differs).
+    """
+    import json
+
+    path = out / SETTINGS
+    if path.exists():
+        try:
+            before = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, ValueError) as exc:
+            raise OnepixelError(f"cannot read {path} ({exc}): it records the settings of the "
+                                "fronts in that folder; remove the folder or use another --out") from exc
+        for key in DECIDING:
+            if before.get(key) != settings.get(key):
+                raise OnepixelError(
+                    f"{out} holds fronts searched with other settings ({key}: "
+                    f"{before.get(key)!r} there, {settings.get(key)!r} now); rerun with the same "
+                    "settings to resume, or give another --out")
+        return True
+    write_json_atomic(path, settings)
+    return False
+
+
+def front_path(out: Path, figure_name: str) -> Path:
+    return out / IMAGES / f"{figure_name}.npz"
+
+
+def save_front(path: Path, front: ImageFront) -> None:
+    """Write one image's front (atomically: a killed run leaves the old file or none)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_open(path, "wb") as fh:
+        np.savez(fh, name=np.array(front.name), goal=np.array(front.goal),
+                 original_score=np.array(front.original_score), seconds=np.array(front.seconds),
+                 **{k: getattr(front, k) for k in _ARRAYS})
+
+
+def load_front(path: Path, name: str, goal: str) -> ImageFront | None:
+    """The saved front of image ``name``, or None when there is none (or it is unreadable, or of
+    another image or goal: it is then searched again and overwritten)."""
+    if not path.exists():
+        return None
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            front = ImageFront(name=str(data["name"]), goal=str(data["goal"]),
+                               original_score=float(data["original_score"]),
+                               seconds=float(data["seconds"]),
+                               **{k: np.array(data[k]) for k in _ARRAYS})
+    except (OSError, ValueError, KeyError, zipfile.BadZipFile) as exc:
+        log.warning("%s is unreadable (%s): searching that image again", path, exc)
+        return None
+    if front.name != name or front.goal != goal:
+        log.warning("%s holds %s (%s), not %s (%s): searching again", path, front.name,
+                    front.goal, name, goal)
+        return None
+    return front
