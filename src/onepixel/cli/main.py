@@ -359,6 +359,9 @@ def build_parser() -> argparse.ArgumentParser:
                         "(default: RUN/audit when it holds audit.csv)")
     p.add_argument("--robustness", default=None, metavar="DIR",
                    help="an `onepixel robustness` folder (robustness.csv): adds 'Defences'")
+    p.add_argument("--pareto", default=None, metavar="DIR",
+                   help="an `onepixel pareto` folder: adds 'How visible must the pixel be?' "
+                        "(default: RUN/pareto when it holds summary.json and front.csv)")
     p.set_defaults(func=cmd_report)
 
     p = sub.add_parser("export", help="write a Keras/built-in model as a self-contained ONNX file")
@@ -753,7 +756,7 @@ def cmd_report(args: argparse.Namespace) -> int:
     from onepixel.report import write_report
 
     path = write_report(args.run, args.out, reanalyze=args.reanalyze, audit=args.audit,
-                        robustness=args.robustness)
+                        robustness=args.robustness, pareto=args.pareto)
     print(f"wrote {path}")
     return 0
 

@@ -21,14 +21,28 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
+
 from onepixel import __version__
-from onepixel.analysis import SECTIONS, AnalysisError, Note, Table, build_tables, compute_analysis, load_run
+from onepixel.analysis import (
+    SECTIONS,
+    AnalysisError,
+    Note,
+    RunAnalysis,
+    Table,
+    build_tables,
+    compute_analysis,
+    load_run,
+)
 from onepixel.fileio import atomic_output_dir
-from onepixel.report.figures import FigureInfo, all_figures
+from onepixel.report.figures import FigureInfo, all_figures, colour_budget
 
 log = logging.getLogger(__name__)
 
-ANALYSIS_FORMAT = 1
+#: 2: the chromatic figure draws the RUN's colour budget (an older analysis is redrawn).
+ANALYSIS_FORMAT = 2
+#: Attack pixels with h within this of the colour budget H count as "at the budget".
+AT_BUDGET = 0.01
 MAIN_TABLES = ("summary", "class_success", "class_matrix", "scores_*", "success", "early_convergence",
                "chromatic", "spatial_*")
 
@@ -205,6 +219,9 @@ def analyze_run(run_dir: str | Path, *, figures: bool = True, read_originals: bo
     analysis = compute_analysis(run, read_originals=read_originals, workers=workers)
     tables = build_tables(analysis)
     notes = list(analysis.notes)
+    budget = budget_note(analysis)
+    if budget is not None:
+        notes.append(budget)
     final = run_dir / "analysis"
     with atomic_output_dir(final, overwrite=True) as tmp:
         figure_list: list[FigureInfo] = []
@@ -230,6 +247,34 @@ def analyze_run(run_dir: str | Path, *, figures: bool = True, read_originals: bo
     log.info("analysis of %s written to %s in %.1f s (%d tables, %d figures)", run_dir, final,
              result.seconds, len(tables), len(figure_list))
     return result
+
+
+def budget_note(analysis: RunAnalysis) -> Note | None:
+    """The chromatic section's note on the RUN's colour budget H: the budget, why every pixel
+    keeps h <= H, the largest h observed and how many pixels sit at the budget (h >= H - 0.01);
+    None for a RUN without a budget."""
+    budget = colour_budget(analysis.run.config)
+    if budget is None:
+        return None
+    text = (f"Colour budget: the campaign ran with `--max-colour-diff {budget:g}`, so every attack "
+            f"pixel has h <= {budget:g} by construction (DE's infeasible candidates are repaired "
+            "towards the neighbour mean before they are scored; docs/attack.md, \"Colour budget\").")
+    dirs = [d for d in analysis.stat_directions if d.h is not None]
+    h = np.concatenate([d.h for d in dirs]) if dirs else np.zeros(0)
+    h = h[~np.isnan(h)]
+    if not analysis.dataset_available:
+        text += " The h observed is not shown: the original images are not reachable."
+    elif h.size == 0:
+        text += " No attack pixel to measure."
+    else:
+        near = int((h >= budget - AT_BUDGET).sum())
+        text += (f" Largest h observed among the {h.size:,} attack pixels: {h.max():.4f}; "
+                 f"{near:,} ({100 * near / h.size:.1f}%) sit at the budget (h >= "
+                 f"{budget - AT_BUDGET:g}).")
+        if h.max() > budget + 1e-9:
+            text += (" An h above the budget means the original images read now are not the "
+                     "ones the campaign attacked (changed, or resized to the model's input).")
+    return Note("chromatic", text)
 
 
 def _dedupe(notes: list[Note]) -> list[Note]:

@@ -445,6 +445,22 @@ def colour_chart(analysis: RunAnalysis, folder: Path, k: int = 10) -> FigureInfo
 # --------------------------------------------------------------------------- chromatic
 
 
+def colour_budget(config: dict) -> float | None:
+    """The RUN's colour budget H (``attack.max_colour_diff`` of config.json, set by
+    ``onepixel attack --max-colour-diff H``); None without one (or a RUN made before it existed).
+    """
+    attack = config.get("attack") if isinstance(config, dict) else None
+    value = attack.get("max_colour_diff") if isinstance(attack, dict) else None
+    if value is None:
+        return None
+    try:
+        budget = float(value)
+    except (TypeError, ValueError):
+        log.warning("config.json: attack.max_colour_diff %r is not a number; ignored", value)
+        return None
+    return budget if math.isfinite(budget) else None
+
+
 @_styled
 def chromatic_scatter(analysis: RunAnalysis, folder: Path,
                       max_points: int = MAX_SCATTER_POINTS) -> FigureInfo | None:
@@ -453,6 +469,7 @@ def chromatic_scatter(analysis: RunAnalysis, folder: Path,
             if d.h is not None and d.attacked and (~np.isnan(d.h)).any()]
     if not dirs:
         return None
+    budget = colour_budget(analysis.run.config)
     fig = _new_figure(max(5.2 * len(dirs), 6.4), 4.4)
     axes = fig.subplots(1, len(dirs), squeeze=False)[0]
     subsampled = []
@@ -472,7 +489,11 @@ def chromatic_scatter(analysis: RunAnalysis, folder: Path,
         ax.scatter(h[inc], sc[inc], s=size, c=AFTER_COLOUR if lowers_score(d.goal) else REST_COLOUR,
                    alpha=0.7, lw=0, label="paper filter")
         ax.axhline(d.success_all.success_threshold, ls="--", lw=1, color="#444444")
-        ax.set_xlim(-0.02, max(0.2, float(np.nanmax(h)) * 1.05))
+        right = max(0.2, float(np.nanmax(h)) * 1.05)
+        if budget is not None:
+            ax.axvline(budget, ls="--", lw=1, color="#e3a800", label=f"colour budget H = {budget:g}")
+            right = max(right, budget * 1.05)
+        ax.set_xlim(-0.02, right)
         ax.set_ylim(-0.03, 1.03)
         ax.set_xlabel("colour difference to the neighbours, h (RMSE in [0, 1])")
         ax.set_ylabel(f"score after the attack ({goal_probability(analysis)})" if analysis.multiclass
@@ -492,7 +513,10 @@ def chromatic_scatter(analysis: RunAnalysis, folder: Path,
                       caption="Each dot is an attack: x the RMSE h between the attack colour and the mean "
                               "of its neighbours in the original image, y the score after the attack "
                               "(Figures 1-2 of the chromatic paper). Coloured: the paper filter; dashed: "
-                              "the success threshold." + sub + _goal_caption(analysis)
+                              "the success threshold." + (
+                                  f" Dashed vertical: the campaign's colour budget H = {budget:g} "
+                                  "(`--max-colour-diff`); every attack pixel has h <= H."
+                                  if budget is not None else "") + sub + _goal_caption(analysis)
                               + pixel_note(analysis),
                       reading=("; ".join(parts) + ".") if parts else "")
 

@@ -27,6 +27,7 @@ from onepixel.report.extra import (
     robustness_section,
 )
 from onepixel.report.figures import FigureInfo
+from onepixel.report.stealth import default_pareto_dir, stealth_section
 from onepixel.runs.reader import AnalysisError
 from onepixel.runs.schema import lowers_score
 
@@ -253,7 +254,7 @@ def _card_html(cards: list[tuple[str, str, str]]) -> str:
 
 def render_report(result: AnalysisResult, extras: tuple[ExtraSection, ...] = ()) -> str:
     """The report as an HTML string (figures read from ``result.analysis_dir``); ``extras``
-    (the audit, the defences) follow the papers' sections."""
+    (the audit, the defences, the stealth section) follow the papers' sections."""
     f = result.facts
     title = f"One-pixel attack report: {f.model}"
     generated = time.strftime("%Y-%m-%d %H:%M")
@@ -309,7 +310,8 @@ def render_report(result: AnalysisResult, extras: tuple[ExtraSection, ...] = ())
         out.append("</section>")
     out.append(f"<footer>Generated {generated} by onepixel {_e(__version__)} from the files of "
                f"<code>{_e(result.run_dir)}</code> (config.json, attacks.csv, history.csv, confmaps"
-               + ("; the audit and robustness folders named in their sections" if extras else "") + "); "
+               + ("; the audit, robustness and pareto folders named in their sections" if extras else "")
+               + "); "
                "tables as CSV and Markdown in <code>analysis/tables</code>. Self-contained: no "
                "scripts, no external files.</footer>")
     out.append("</div></body></html>")
@@ -317,7 +319,8 @@ def render_report(result: AnalysisResult, extras: tuple[ExtraSection, ...] = ())
 
 
 def write_report(run_dir: str | Path, out: str | Path | None = None, *, reanalyze: bool = False,
-                 audit: str | Path | None = None, robustness: str | Path | None = None) -> Path:
+                 audit: str | Path | None = None, robustness: str | Path | None = None,
+                 pareto: str | Path | None = None) -> Path:
     """Write ``RUN/report.html``, running the analysis first when it is missing or stale.
 
     Parameters
@@ -333,6 +336,9 @@ def write_report(run_dir: str | Path, out: str | Path | None = None, *, reanalyz
         ``RUN/audit`` when it holds ``audit.csv``; none otherwise).
     robustness : path, optional
         An ``onepixel robustness DATASET --out DIR`` folder: adds "Defences".
+    pareto : path, optional
+        An ``onepixel pareto ... --out DIR`` folder: adds "How visible must the pixel be?"
+        (default: ``RUN/pareto`` when it holds ``summary.json`` and ``front.csv``).
 
     Returns
     -------
@@ -356,6 +362,9 @@ def write_report(run_dir: str | Path, out: str | Path | None = None, *, reanalyz
         extras.append(audit_section(run_dir, audit_dir))
     if robustness is not None:
         extras.append(robustness_section(robustness))
+    pareto_dir = Path(pareto) if pareto is not None else default_pareto_dir(run_dir)
+    if pareto_dir is not None:
+        extras.append(stealth_section(pareto_dir))
     text = render_report(result, tuple(extras))
     path = Path(out) if out is not None else run_dir / "report.html"
     with atomic_open(path, "w", encoding="utf-8") as fh:

@@ -9,6 +9,14 @@ from onepixel.runs import schema
 
 GOALS = ("decrease", "increase")
 
+# The files ``onepixel pareto`` writes, named once here (a light module) for the writer
+# (:mod:`onepixel.stealth.runner`) and the report's reader alike.
+FRONT = "front.csv"
+FRONT_COLUMNS = ("image", "x", "y", "r", "g", "b", "score", "h")
+CURVE = "budget_curve.csv"
+CURVE_COLUMNS = ("budget", "images", "success", "success_rate", "strong", "strong_rate")
+SUMMARY = "summary.json"
+
 
 @dataclass(frozen=True)
 class ParetoConfig:

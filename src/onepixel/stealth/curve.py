@@ -14,13 +14,13 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from onepixel.stealth.config import ParetoConfig
+from onepixel.stealth.config import CURVE_COLUMNS, ParetoConfig
 from onepixel.stealth.pareto import ImageFront
 
 #: The budgets H of the curve: 0.05, 0.10, ..., 1.00.
 BUDGET_GRID: tuple[float, ...] = tuple(round(0.05 * k, 2) for k in range(1, 21))
 
-CURVE_COLUMNS = ("budget", "images", "success", "success_rate", "strong", "strong_rate")
+__all__ = ["BUDGET_GRID", "CURVE_COLUMNS", "BudgetCurve", "budget_curve", "lowest_flip_h"]
 
 
 @dataclass(frozen=True)

@@ -34,18 +34,21 @@ from onepixel.models.base import capabilities_of
 from onepixel.models.options import BUILTIN, ModelOptions
 from onepixel.runs.schema import record_text
 from onepixel.scoring.policy import load_attack_evaluator
-from onepixel.stealth.config import ParetoConfig
-from onepixel.stealth.curve import CURVE_COLUMNS, BudgetCurve, budget_curve
+from onepixel.stealth.config import (
+    CURVE,
+    CURVE_COLUMNS,
+    FRONT,
+    FRONT_COLUMNS,
+    SUMMARY,
+    ParetoConfig,
+)
+from onepixel.stealth.curve import BudgetCurve, budget_curve
 from onepixel.stealth.pareto import ImageFront, apply_pixels, pareto_front
 from onepixel.stealth.reference import campaign_pixels, compare, match
 from onepixel.stealth.store import check_settings, front_path, load_front, save_front
 
 log = logging.getLogger(__name__)
 
-FRONT = "front.csv"
-FRONT_COLUMNS = ("image", "x", "y", "r", "g", "b", "score", "h")
-CURVE = "budget_curve.csv"
-SUMMARY = "summary.json"
 
 
 @dataclass(frozen=True)
