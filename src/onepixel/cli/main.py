@@ -275,9 +275,16 @@ def build_parser() -> argparse.ArgumentParser:
                                       "attacks -> DIR/front.csv; for a dataset, the budget curve")
     p.add_argument("images", nargs="*", metavar="IMAGE", help="image files or folders of images")
     p.add_argument("--dataset", default=None, metavar="DATASET",
-                   help="a folder with 'mitosis'/'normal' sub-folders instead of IMAGE...")
+                   help="a dataset instead of IMAGE...: 'mitosis'/'normal' sub-folders for a binary "
+                        "model, class folders (ImageFolder) for a K-class one")
     p.add_argument("--out", required=True, metavar="DIR",
                    help="front.csv, figures/, budget_curve.csv/.png, summary.json")
+    p.add_argument("--target", default=None, metavar="CLASS",
+                   help="K-class models: search towards this class (a name or an index; "
+                        "targeted); default: untargeted, away from the true (IMAGE: predicted) class")
+    p.add_argument("--classes", default=None, metavar="NAME,NAME,...",
+                   help="K-class models: class names in the model's output order (default: the "
+                        "dataset's class folder names, sorted; for IMAGE... the indices)")
     p.add_argument("--pop", type=int, default=default(ParetoConfig, "population"),
                    help="NSGA-II population (default: %(default)s)")
     p.add_argument("--gens", type=int, default=default(ParetoConfig, "generations"),
@@ -289,7 +296,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="how candidates are scored (as for attack; default: %(default)s)")
     p.add_argument("--detector-fpr", type=float, default=0.05,
                    help="run the detector, calibrated on clean H&E tiles to this false-positive "
-                        "rate, on the successful front points (default: %(default)s)")
+                        "rate, on the successful front points; RGB models only (default: "
+                        "%(default)s)")
     p.add_argument("--no-detector", action="store_true", help="skip the detector")
     p.add_argument("--campaign", default=None, metavar="RUN",
                    help="a one-pixel campaign of the same images (no colour budget): compare its "
@@ -686,26 +694,33 @@ def cmd_pareto(args: argparse.Namespace) -> int:
 
     if bool(args.images) == (args.dataset is not None):
         raise OnepixelError("give IMAGE... or --dataset DATASET (one of them)")
-    detector = None
-    if not args.no_detector:
+
+    def detector() -> Detector:
+        # Called by run_pareto only where the detector applies (RGB models).
         from onepixel.detection.calibration import calibrate, clean_tiles, image_statistic
 
         cal, held, sources = clean_tiles(args.assets)
         calibration = dataclasses.replace(calibrate(args.detector_fpr, "h", tiles=(cal, held)),
                                           sources=sources)
-        detector = Detector(lambda images: calibration.flag(image_statistic(images, "h")),
-                            calibration.to_dict())
+        return Detector(lambda images: calibration.flag(image_statistic(images, "h")),
+                        calibration.to_dict())
+
     config = ParetoConfig(population=args.pop, generations=args.gens, seed=args.seed)
+    classes = tuple(c.strip() for c in args.classes.split(",") if c.strip()) if args.classes else None
     summary = run_pareto(args.out, images=args.images, dataset=args.dataset, config=config,
                          model=args.model, model_options=_model_options(args), defence=args.defence,
-                         evaluator_kind=args.evaluator, limit=args.limit, detector=detector,
+                         evaluator_kind=args.evaluator, limit=args.limit,
+                         detector=None if args.no_detector else detector,
                          progress=not args.no_progress, campaign=args.campaign,
-                         campaign_seed=args.campaign_seed)
+                         campaign_seed=args.campaign_seed, target=args.target, classes=classes)
     for im in summary["images"]:
         low = im["lowest_flip_h"]
-        print(f"{im['image']} ({im['goal']}, {im['original_score']:.4g}): front of "
+        about = f" p[{im['goal_class']}]" if "goal_class" in im else ""
+        print(f"{im['image']} ({im['goal']}{about}, {im['original_score']:.4g}): front of "
               f"{im['front_size']}, best {im['best_score']:.4g}; lowest flipping h "
               f"{'none' if low is None else f'{low:.3f}'}")
+    if summary.get("detector_skipped"):
+        print(summary["detector_skipped"])
     det = summary.get("detector")
     if det and det["successful_points"]:
         print(f"detector flags {det['successful_points_flagged']:.1%} of "

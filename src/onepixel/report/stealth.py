@@ -24,7 +24,7 @@ from onepixel.report.figures import DPI, STYLE, _mpl
 from onepixel.runs.reader import AnalysisError
 from onepixel.runs.schema import lowers_score
 from onepixel.stealth.config import CURVE as PARETO_CURVE
-from onepixel.stealth.config import CURVE_COLUMNS, FRONT_COLUMNS
+from onepixel.stealth.config import CURVE_COLUMNS, FRONT_CLASS_COLUMN, FRONT_COLUMNS
 from onepixel.stealth.config import FRONT as PARETO_FRONT
 from onepixel.stealth.config import SUMMARY as PARETO_SUMMARY
 
@@ -77,6 +77,19 @@ def _optional(value: object) -> float:
     return math.nan if value is None else float(value)
 
 
+def _multiclass(p: ParetoFolder) -> bool:
+    """Whether the fronts are of a K-class model (success: the predicted class, not 0.5)."""
+    return bool(p.summary.get("classes"))
+
+
+#: What success means in captions, for binary and for K-class fronts.
+_FLIP = {False: "past the success threshold (0.5) towards its goal; strong: past 0.05 "
+                "(decrease) or 0.95 (increase).",
+         True: "that succeeds (judged per point: the model predicts another class than the true "
+               "one, untargeted, or the target, targeted); strong: p[true] < 0.05 or "
+               "p[target] > 0.95."}
+
+
 def _curve_row(record: dict) -> tuple[float, int, int, float, int, float]:
     return (float(record["budget"]), int(record["images"]), int(record["success"]),
             float(record["success_rate"]), int(record["strong"]), float(record["strong_rate"]))
@@ -115,7 +128,9 @@ def read_pareto(pareto_dir: str | Path) -> ParetoFolder:
     try:
         with open(path, newline="", encoding="utf-8") as fh:
             reader = csv.DictReader(fh)
-            if tuple(reader.fieldnames or ()) != FRONT_COLUMNS:
+            # K-class runs add the attacked class at the end.
+            if tuple(reader.fieldnames or ()) not in (FRONT_COLUMNS,
+                                                      (*FRONT_COLUMNS, FRONT_CLASS_COLUMN)):
                 raise ValueError(f"columns {reader.fieldnames}, expected {', '.join(FRONT_COLUMNS)}")
             for r in reader:
                 fronts.setdefault(r["image"], []).append((float(r["h"]), float(r["score"])))
@@ -171,9 +186,7 @@ def curve_table(p: ParetoFolder) -> Table:
                  ("Budget H", "Images", "Success", "Success %", "Strong", "Strong %"), rows,
                  (".2f", "d", "d", ".1f", "d", ".1f"),
                  caption=f"From `{p.folder / p.curve_source}`. An image counts as flipped within H "
-                         "when its front has a point with h <= H past the success threshold "
-                         "(0.5) towards its goal; strong: past 0.05 (decrease) or 0.95 "
-                         "(increase).",
+                         f"when its front has a point with h <= H {_FLIP[_multiclass(p)]}",
                  reading=reading)
 
 
@@ -194,7 +207,8 @@ def image_table(p: ParetoFolder) -> Table:
                  ("", "", ".4g", ".4g", ".3f", ".3f", ".3f", "d"),
                  caption=f"From `{p.folder / PARETO_SUMMARY}`. Best score: the front's point "
                          "furthest towards the goal; lowest flipping h: the least visible front "
-                         "point that crosses 0.5 (a dash: none does).",
+                         + ("point that succeeds (a dash: none does)." if _multiclass(p) else
+                            "point that crosses 0.5 (a dash: none does)."),
                  reading=reading)
 
 
@@ -271,12 +285,13 @@ def curve_figure(p: ParetoFolder) -> ExtraFigure | None:
     names = [im["image"] for im in p.images if im["image"] in p.fronts]
     drawn = names[:MAX_FRONTS_DRAWN]
     goals = {im["image"]: im["goal"] for im in p.images}
+    multi = _multiclass(p)
     with matplotlib.rc_context(STYLE):
         fig = Figure(figsize=(10.4, 4.2), dpi=DPI, layout="constrained")
         ax, ax_f = fig.subplots(1, 2)
         budgets = [r[0] for r in p.curve]
         ax.step(budgets, [r[3] for r in p.curve], where="post", color="#d62728",
-                label="success (past 0.5)")
+                label="success (predicted class)" if multi else "success (past 0.5)")
         ax.step(budgets, [r[5] for r in p.curve], where="post", color="#ff7f0e", ls="--",
                 label="strong success (0.05 / 0.95)")
         ax.set_xlim(0, 1)
@@ -288,12 +303,15 @@ def curve_figure(p: ParetoFolder) -> ExtraFigure | None:
             h, score = zip(*p.fronts[name], strict=True)
             ax_f.plot(h, score, "o-", ms=3, lw=1, alpha=0.8,
                       color="#1f77b4" if lowers_score(goals.get(name, "decrease")) else "#d62728")
-        ax_f.axhline(0.5, ls="--", lw=1, color="#444444")
+        if not multi:
+            ax_f.axhline(0.5, ls="--", lw=1, color="#444444")
         ax_f.set_xlim(0, 1)
         ax_f.set_ylim(-0.02, 1.02)
         ax_f.set_xlabel("h (visibility)")
-        ax_f.set_ylabel("score of the attacked image")
-        ax_f.set_title("Fronts: blue decrease, red increase", fontsize=10)
+        ax_f.set_ylabel("p[true] or p[target] of the attacked image" if multi
+                        else "score of the attacked image")
+        ax_f.set_title("Fronts: blue untargeted, red targeted" if multi
+                       else "Fronts: blue decrease, red increase", fontsize=10)
         png = _png(fig)
     more = (f" {len(drawn)} of the {len(names)} fronts are drawn (the first by summary.json's "
             "order)." if len(drawn) < len(names) else "")
@@ -301,7 +319,9 @@ def curve_figure(p: ParetoFolder) -> ExtraFigure | None:
         "stealth_budget_curve", "How visible must the pixel be?", png,
         caption="Left: the share of images flipped (strongly flipped) within each colour budget H, "
                 "from the fronts. Right: each image's front (h against the model's score), from "
-                f"`{p.folder / PARETO_FRONT}`; dashed: the 0.5 threshold." + more)
+                f"`{p.folder / PARETO_FRONT}`"
+                + ("; success is the predicted class, not a threshold." if multi
+                   else "; dashed: the 0.5 threshold.") + more)
 
 
 # --------------------------------------------------------------------------- section
@@ -353,8 +373,11 @@ def stealth_section(pareto_dir: str | Path, *, figures: bool = True) -> ExtraSec
                                      "any h."))
     skipped = p.summary.get("skipped") or []
     if skipped:
-        notes.append(Note("stealth", f"{len(skipped)} image(s) of the dataset were skipped as "
-                                     "ambiguous (the papers' skip rule), as a campaign skips them."))
+        notes.append(Note("stealth", f"{len(skipped)} image(s) were skipped (misclassified, or "
+                                     "already of the target class), as a campaign skips them."
+                          if _multiclass(p) else
+                          f"{len(skipped)} image(s) of the dataset were skipped as ambiguous (the "
+                          "papers' skip rule), as a campaign skips them."))
     tables = [curve_table(p), image_table(p)]
     det = detector_table(p)
     if det is not None:

@@ -2,7 +2,8 @@
 
 - :mod:`~onepixel.stealth.config`: :class:`ParetoConfig`, the search's settings;
 - :mod:`~onepixel.stealth.pareto`: the per-image NSGA-II search (pymoo)
-  over integer ``(x, y, r, g, b)`` and its non-dominated front for (energy towards the goal, h);
+  over integer ``(x, y, r, g, b)`` (``(x, y, v)`` greyscale) and its non-dominated front for
+  (energy towards the goal, h), for any goal (binary, untargeted, targeted);
 - :mod:`~onepixel.stealth.curve`: the budget curve (success rate against the colour budget H)
   and each image's lowest flipping h, from the fronts;
 - :mod:`~onepixel.stealth.runner`: :func:`run_pareto`, the command: ``front.csv``, figures,

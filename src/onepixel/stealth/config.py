@@ -7,12 +7,13 @@ from dataclasses import dataclass
 from onepixel.errors import OnepixelError
 from onepixel.runs import schema
 
-GOALS = ("decrease", "increase")
-
 # The files ``onepixel pareto`` writes, named once here (a light module) for the writer
 # (:mod:`onepixel.stealth.runner`) and the report's reader alike.
 FRONT = "front.csv"
+#: front.csv's columns; a greyscale pixel's value v is written as r = g = b = v (as attacks.csv).
 FRONT_COLUMNS = ("image", "x", "y", "r", "g", "b", "score", "h")
+#: The column K-class runs add at the end: the class predicted for the attacked image.
+FRONT_CLASS_COLUMN = "attacked_class"
 CURVE = "budget_curve.csv"
 CURVE_COLUMNS = ("budget", "images", "success", "success_rate", "strong", "strong_rate")
 SUMMARY = "summary.json"
@@ -32,7 +33,9 @@ class ParetoConfig:
         Seeds each image's search together with its name, so an image's front does not depend
         on which other images are searched.
     success_threshold, strong_decrease_below, strong_increase_above : float
-        The papers' success rule (:func:`onepixel.runs.schema.judge`).
+        The papers' success rule (:func:`onepixel.runs.schema.judge`) of binary goals; K-class
+        goals are judged by the predicted class, strongly by the two strong thresholds
+        (:mod:`onepixel.attack.goals`).
     """
 
     population: int = 100
@@ -49,7 +52,8 @@ class ParetoConfig:
             raise OnepixelError(f"--gens must be at least 1, got {self.generations}")
 
     def judge(self, goal: str, scores) -> tuple:
-        """(success, strong_success) of scores (N,) for ``goal``."""
+        """(success, strong_success) of a binary model's scores (N,) for ``goal`` (decrease /
+        increase)."""
         return schema.judge(goal, scores, self.success_threshold, self.strong_decrease_below,
                             self.strong_increase_above)
 

@@ -1,10 +1,20 @@
 """The budget curve: how visible must a pixel be to fool the model?
 
-From the fronts: an image is flipped within a colour budget H when its front has a point that
-meets the success rule (strictly past 0.5 towards the goal) with ``h <= H``; strongly flipped
-when the point also meets the strong rule (below 0.05 / above 0.95). Because the front holds the
-best energy found at each h, the lowest h of a successful front point is the lowest h at which
-the search flipped the image, and the share of images flipped within H can only grow with H.
+From the fronts: an image is flipped within a colour budget H when its front has a successful
+point with ``h <= H``; strongly flipped when the point is also strongly successful. The flags are
+the front's own (:attr:`ImageFront.success`, judged on each point's re-scored probabilities):
+for binary goals the success rule (strictly past 0.5 towards the goal; strong: below 0.05 /
+above 0.95), for K-class goals the predicted class (another class than the true one, or the
+target; strong: ``p[true] < 0.05`` / ``p[target] > 0.95``). The lowest h of a successful front
+point is the lowest h at which the search flipped the image, and the share of images flipped
+within H can only grow with H. For binary goals success is a threshold on the front's score, so
+the front holds the best energy found at each h and its lowest successful h is where it crosses
+0.5. K-class success is an argmax, not a threshold: for an untargeted goal the front is on
+``p[true]`` (targeted: ``p[target]``), and a front point further towards the goal may fail (the
+mass leaving the true class spread over several classes) while one less far succeeds, and a
+pixel dropped as dominated may have succeeded where the point that dominates it does not. The
+curve counts the front points' own flags, so for K-class goals it is a lower bound of what the
+search scored.
 """
 
 from __future__ import annotations
@@ -15,7 +25,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from onepixel.stealth.config import CURVE_COLUMNS, ParetoConfig
-from onepixel.stealth.pareto import ImageFront
+from onepixel.stealth.pareto import ImageFront, front_flags
 
 #: The budgets H of the curve: 0.05, 0.10, ..., 1.00.
 BUDGET_GRID: tuple[float, ...] = tuple(round(0.05 * k, 2) for k in range(1, 21))
@@ -53,8 +63,7 @@ class BudgetCurve:
 
 def lowest_flip_h(front: ImageFront, config: ParetoConfig) -> tuple[float | None, float | None]:
     """The lowest h of a successful and of a strongly successful front point (None: none)."""
-    success, strong = config.judge(front.goal, front.score)
-    success, strong = np.asarray(success, bool), np.asarray(strong, bool)
+    success, strong = front_flags(front, config)
     low = float(front.h[success].min()) if success.any() else None
     low_strong = float(front.h[strong].min()) if strong.any() else None
     return low, low_strong

@@ -1,15 +1,23 @@
 """``onepixel pareto``: fronts for images or a dataset, the budget curve, the detector's view.
 
+Any classifier and goal: a binary model's images are pushed across 0.5 (decrease / increase), a
+K-class model's away from the class it predicts (untargeted) or towards ``target`` (targeted);
+RGB or greyscale images of any size (docs/stealth.md, "Any classifier and goal").
+
 Files written into ``out``:
 
 - ``front.csv``: ``image, x, y, r, g, b, score, h``, one row per front point (by image, then h);
+  a greyscale pixel's value v as ``r = g = b = v`` (as attacks.csv); ``score`` is the goal's
+  probability (the positive class, the true class or the target); K-class runs add
+  ``attacked_class``, the class predicted for the attacked image;
 - ``figures/<image>.png``: every pixel the search scored (grey) and the front (h on x, score
   on y);
 - ``budget_curve.csv`` and ``budget_curve.png`` (with two or more images, or a dataset): the
   share of images flipped (strongly flipped) within each colour budget H;
 - ``summary.json``: the settings, per image the goal, original score, front size, best score
   and the lowest h that flips it, the budget curve and, with a detector, the share of
-  successful front points it flags; with ``--campaign RUN``, the comparison with that RUN;
+  successful front points it flags (skipped, with ``detector_skipped`` saying why, for
+  non-RGB models); with ``--campaign RUN``, the comparison with that RUN;
 - ``pareto.json`` and ``images/<image>.npz``: the settings and each finished image's front, so
   that a rerun resumes (:mod:`onepixel.stealth.store`).
 """
@@ -26,9 +34,15 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from onepixel.attack.config import AttackConfig
-from onepixel.attack.objective import plan_attack
-from onepixel.datasets.images import expand_image_paths, load_image, scan_dataset
-from onepixel.errors import OnepixelError
+from onepixel.attack.goals import Decrease, Goal, Increase, Targeted, Untargeted
+from onepixel.attack.objective import plan_attack, plan_multiclass
+from onepixel.datasets.images import (
+    expand_image_paths,
+    load_image,
+    scan_dataset,
+    scan_image_folder,
+)
+from onepixel.errors import DatasetError, OnepixelError
 from onepixel.fileio import atomic_open, write_csv_atomic, write_json_atomic
 from onepixel.models.base import capabilities_of
 from onepixel.models.options import BUILTIN, ModelOptions
@@ -38,17 +52,23 @@ from onepixel.stealth.config import (
     CURVE,
     CURVE_COLUMNS,
     FRONT,
+    FRONT_CLASS_COLUMN,
     FRONT_COLUMNS,
     SUMMARY,
     ParetoConfig,
 )
 from onepixel.stealth.curve import BudgetCurve, budget_curve
-from onepixel.stealth.pareto import ImageFront, apply_pixels, pareto_front
+from onepixel.stealth.pareto import (
+    ImageFront,
+    apply_pixels,
+    front_flags,
+    goal_class_of,
+    pareto_front,
+)
 from onepixel.stealth.reference import campaign_pixels, compare, match
 from onepixel.stealth.store import check_settings, front_path, load_front, save_front
 
 log = logging.getLogger(__name__)
-
 
 
 @dataclass(frozen=True)
@@ -70,10 +90,55 @@ class Detector:
 
 @dataclass(frozen=True)
 class _Target:
+    """One image to search: its goal (a :class:`Goal`), and its original score under that goal."""
+
     name: str
     image: np.ndarray
-    goal: str
+    goal: Goal
     original_score: float
+    original_class: str = ""
+
+
+@dataclass(frozen=True)
+class _Plan:
+    """What a run searches: the targets, the images skipped, and the K-class model's class names
+    (empty for a binary model) and target class."""
+
+    targets: list[_Target]
+    skipped: list[dict]
+    classes: tuple[str, ...] = ()
+    target: int | None = None
+
+
+def resolve_target(target: str | int | None, classes: Sequence[str], where: str) -> int | None:
+    """The index of ``--target`` in ``classes``: a class name, or else an index 0..K-1.
+
+    Raises
+    ------
+    OnepixelError
+        Neither a name nor an index of ``classes`` (``where`` says where the names come from).
+    """
+    if target is None:
+        return None
+    text = str(target).strip()
+    if text in classes:
+        return list(classes).index(text)
+    if text.isdigit() and int(text) < len(classes):
+        return int(text)
+    shown = ", ".join(classes[:12]) + (", ..." if len(classes) > 12 else "")
+    raise OnepixelError(f"--target {target!r} is not a class of the model: give a class name "
+                        f"({where}: {shown}) or an index 0..{len(classes) - 1}")
+
+
+def _class_names(classes: Sequence[str] | None, n_classes: int) -> tuple[str, ...]:
+    """Plain images' class names: ``--classes`` (K distinct names) or the indices "0".."K-1"."""
+    if classes is None:
+        return tuple(str(k) for k in range(n_classes))
+    names = tuple(classes)
+    if len(names) != n_classes or len(set(names)) != len(names):
+        raise OnepixelError(f"--classes must name the model's {n_classes} classes once each, in its "
+                            f"output order; got {len(names)} name(s): {', '.join(names)}")
+    return names
 
 
 def _figure_names(names: Sequence[str], relative: bool) -> list[str]:
@@ -92,41 +157,90 @@ def _figure_names(names: Sequence[str], relative: bool) -> list[str]:
     return out
 
 
-def _targets_from_dataset(dataset: Path, evaluator, attack: AttackConfig,
-                          limit: int | None) -> tuple[list[_Target], list[dict]]:
-    """The dataset's images with their goal (as a campaign plans it); skipped ones apart."""
-    ds = scan_dataset(dataset)
+def _targets_from_dataset(dataset: Path, evaluator, attack: AttackConfig, limit: int | None,
+                          n_classes: int, classes: Sequence[str] | None = None,
+                          target: str | None = None) -> _Plan:
+    """The dataset's images with their goal, planned as a campaign plans them: a binary model's
+    ``mitosis``/``normal`` folders (the papers' skip rule), a K-class model's class folders
+    (ImageFolder: misclassified images and images of the target class skipped)."""
+    if n_classes == 1:
+        try:
+            ds = scan_dataset(dataset)
+        except DatasetError as exc:
+            raise DatasetError(f"--dataset: {exc} (this model returns one score: a binary "
+                               "dataset; class folders are for K-class models)") from exc
+    else:
+        ds = scan_image_folder(dataset, classes)
+        if len(ds.classes) != n_classes:
+            raise DatasetError(
+                f"--dataset {dataset}: the model returns {n_classes} class probabilities but the "
+                f"dataset has {len(ds.classes)} class folders ({', '.join(ds.classes[:12])}); give "
+                f"a folder per class, or --classes with the {n_classes} class names in the "
+                "model's output order")
     items = list(ds.items[:limit] if limit else ds.items)
     images = [load_image(it.path, evaluator.input_shape) for it in items]
     scores = evaluator.classifier.scores(np.stack(images))
+    goal_index = resolve_target(target, ds.classes, f"the class folders of {dataset}") \
+        if n_classes > 1 else None
     targets, skipped = [], []
     for it, image, score in zip(items, images, scores, strict=True):
         name = record_text(ds.relative_name(it))
-        plan = plan_attack(float(score), it.positive, ds.positive_label, ds.negative_label, attack)
+        if n_classes == 1:
+            plan = plan_attack(float(score), it.positive, ds.positive_label, ds.negative_label,
+                               attack)
+            original, original_class = float(score), ""
+        else:
+            plan = plan_multiclass(score, it.class_index, ds.classes, goal_index, attack)
+            original = float(plan.objective.score(score))
+            original_class = ds.classes[int(np.argmax(score))]
         if plan.skip_reason:
             skipped.append({"image": name, "reason": plan.skip_reason})
         else:
-            targets.append(_Target(name, image, plan.goal, float(score)))
-    return targets, skipped
+            targets.append(_Target(name, image, plan.objective, original, original_class))
+    return _Plan(targets, skipped, tuple(ds.classes), goal_index)
 
 
-def _targets_from_paths(paths: Sequence[str | Path], evaluator,
-                        threshold: float) -> list[_Target]:
-    """Plain images: decrease a score above ``threshold``, increase one at or below it."""
+def _targets_from_paths(paths: Sequence[str | Path], evaluator, config: ParetoConfig,
+                        n_classes: int, classes: Sequence[str] | None = None,
+                        target: str | None = None) -> _Plan:
+    """Plain images. Binary: decrease a score above the success threshold, increase one at or
+    below it. K-class: away from the predicted class (untargeted), or towards ``target``
+    (images already predicted as the target are skipped)."""
     files = expand_image_paths(paths)
     images = [load_image(p, evaluator.input_shape) for p in files]
     scores = evaluator.classifier.scores(np.stack(images))
-    return [_Target(record_text(str(p)), im, "decrease" if s > threshold else "increase", float(s))
-            for p, im, s in zip(files, images, scores, strict=True)]
+    thresholds = dict(success_threshold=config.success_threshold,
+                      strong_decrease_below=config.strong_decrease_below,
+                      strong_increase_above=config.strong_increase_above)
+    if n_classes == 1:
+        return _Plan([_Target(record_text(str(p)), im,
+                              Decrease(**thresholds) if s > config.success_threshold
+                              else Increase(**thresholds), float(s))
+                      for p, im, s in zip(files, images, scores, strict=True)], [])
+    names = _class_names(classes, n_classes)
+    goal_index = resolve_target(target, names, "--classes" if classes else "no --classes, so "
+                                "the indices")
+    targets, skipped = [], []
+    for p, im, probs in zip(files, images, scores, strict=True):
+        name, predicted = record_text(str(p)), int(np.argmax(probs))
+        goal: Goal = Untargeted(true_class=predicted, **thresholds) if goal_index is None \
+            else Targeted(target_class=goal_index, **thresholds)
+        if goal_index is not None and predicted == goal_index:
+            skipped.append({"image": name,
+                            "reason": f"already predicted as the target class {names[predicted]}"})
+            continue
+        targets.append(_Target(name, im, goal, float(goal.score(probs)), names[predicted]))
+    return _Plan(targets, skipped, names, goal_index)
 
 
 def run_pareto(out: str | Path, images: Sequence[str | Path] = (), dataset: str | Path | None = None,
                config: ParetoConfig | None = None, model: str = BUILTIN,
                model_options: ModelOptions | None = None, defence: str | None = None,
                evaluator_kind: str = "auto", limit: int | None = None,
-               detector: Detector | None = None, progress: bool = True,
+               detector: Detector | Callable[[], Detector] | None = None, progress: bool = True,
                evaluator=None, campaign: str | Path | None = None,
-               campaign_seed: bool = False) -> dict:
+               campaign_seed: bool = False, target: str | None = None,
+               classes: Sequence[str] | None = None) -> dict:
     """Search each image's front and write the files (see the module); return the summary.
 
     Parameters
@@ -134,26 +248,43 @@ def run_pareto(out: str | Path, images: Sequence[str | Path] = (), dataset: str 
     out : path
         Output folder.
     images : sequence of paths
-        Image files or folders; each is attacked away from its predicted side of 0.5.
+        Image files or folders. A binary model's are attacked away from their predicted side of
+        0.5; a K-class model's away from their predicted class (untargeted), or towards
+        ``target``.
     dataset : path, optional
-        A ``mitosis``/``normal`` dataset instead: goals and skip rule as a campaign's.
+        A dataset instead: ``mitosis``/``normal`` folders for a binary model, class folders
+        (ImageFolder) for a K-class one; goals and skip rule as a campaign's.
     evaluator_kind : str
         ``--evaluator`` (:data:`onepixel.scoring.options.EVALUATORS`).
     limit : int, optional
         Only the first N images of the dataset.
-    detector : Detector, optional
-        Flag the attacked images of successful front points.
+    detector : Detector or callable returning one, optional
+        Flag the attacked images of successful front points. A callable is called only when the
+        detector applies (RGB images: it is calibrated on RGB H&E tiles); for other models it is
+        skipped with a note (summary.json ``detector_skipped``).
     evaluator : Evaluator, optional
         Use this instead of loading ``model`` (tests, callers that hold one).
     campaign : path, optional
         A one-pixel campaign RUN of the same images without a colour budget: summary.json's
         ``campaign`` compares its pixel with each front's lowest-score end
-        (:mod:`onepixel.stealth.reference`).
+        (:mod:`onepixel.stealth.reference`; binary models only).
     campaign_seed : bool
         Also put the campaign's pixel into each search's initial population.
+    target : str, optional
+        K-class models: the target class (a name, or an index 0..K-1) of a targeted search.
+    classes : sequence of str, optional
+        K-class models: the class names in the model's output order (for a dataset, as a
+        campaign's ``--classes``; default: its sorted class folders, or for plain images the
+        indices).
 
     A rerun into the same ``out`` with the same settings loads the images already searched and
     searches the rest (:mod:`onepixel.stealth.store`); other settings are refused.
+
+    Raises
+    ------
+    OnepixelError
+        ``--target`` / ``--classes`` on a binary model, an unknown target class, a dataset that
+        does not fit the model, ``--campaign`` on a K-class model, and the like.
     """
     config = config or ParetoConfig()
     if bool(images) == (dataset is not None):
@@ -167,18 +298,29 @@ def run_pareto(out: str | Path, images: Sequence[str | Path] = (), dataset: str 
         # 0.1 s), so ``auto`` gets the policy's choice for small calls, "immediate"'s.
         evaluator = load_attack_evaluator(model, model_options, evaluator_kind, "immediate", 1,
                                           config.population, defence)
-    if evaluator.input_shape[2] != 3:
-        raise OnepixelError("pareto searches (x, y, r, g, b) pixels: the model must take RGB images")
+    n_classes = capabilities_of(evaluator.classifier).n_classes
+    channels = int(evaluator.input_shape[2])
+    if n_classes == 1 and (target is not None or classes is not None):
+        raise OnepixelError("--target and --classes are for K-class models; this model returns one "
+                            "score (binary: each image is pushed across 0.5)")
+    if n_classes > 1 and campaign is not None:
+        raise OnepixelError("--campaign compares the fronts with a binary one-pixel campaign; this "
+                            f"model has {n_classes} classes: drop --campaign")
+    if detector is not None and channels == 3 and not isinstance(detector, Detector):
+        detector = detector()  # built before the search, so that a failure costs no search
     if dataset is not None:
         attack = AttackConfig(success_threshold=config.success_threshold,
                               strong_decrease_below=config.strong_decrease_below,
                               strong_increase_above=config.strong_increase_above)
-        targets, skipped = _targets_from_dataset(Path(dataset), evaluator, attack, limit)
+        plan = _targets_from_dataset(Path(dataset), evaluator, attack, limit, n_classes, classes,
+                                     target)
     else:
-        targets, skipped = _targets_from_paths(images, evaluator, config.success_threshold), []
+        plan = _targets_from_paths(images, evaluator, config, n_classes, classes, target)
+    targets, skipped = plan.targets, plan.skipped
     if not targets:
-        raise OnepixelError("no image to attack: every image was skipped as ambiguous "
-                            f"({len(skipped)} skipped)")
+        first = f": {skipped[0]['image']}, {skipped[0]['reason']}" if skipped else ""
+        raise OnepixelError(f"no image to attack: every image was skipped ({len(skipped)} "
+                            f"skipped{first})")
     fingerprint = capabilities_of(evaluator.classifier).fingerprint
     reference = {}
     if campaign is not None:
@@ -188,37 +330,43 @@ def run_pareto(out: str | Path, images: Sequence[str | Path] = (), dataset: str 
                                 "nothing to seed the search with")
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    resumed = check_settings(out, {
+    settings = {
         "format": 1, "search": config.to_dict(), "model": model, "model_sha256": fingerprint,
         "defence": defence,
-        "seeded_from": str(Path(campaign).resolve()) if campaign_seed else None})
+        "seeded_from": str(Path(campaign).resolve()) if campaign_seed else None}
+    if plan.target is not None:
+        # Binary and untargeted folders lack the key (read as None): theirs stays as it was.
+        settings["target"] = plan.classes[plan.target]
+    resumed = check_settings(out, settings)
     total = len(targets) * config.population * config.generations
     bar = tqdm(total=total, unit="px", disable=not progress, desc="pareto", dynamic_ncols=True)
     fronts: list[ImageFront] = []
     loaded = 0
     figure_names = _figure_names([t.name for t in targets], relative=dataset is not None)
     try:
-        for target, figure in zip(targets, figure_names, strict=True):
+        for target_image, figure in zip(targets, figure_names, strict=True):
             done = bar.n
             saved = front_path(out, figure)
-            front = load_front(saved, target.name, target.goal) if resumed else None
+            goal = target_image.goal
+            front = load_front(saved, target_image.name, goal.name, goal_class_of(goal)) \
+                if resumed else None
             figure_file = out / "figures" / f"{figure}.png"
             if front is None:
                 def step(n_eval: int, done: int = done) -> None:
                     bar.update(min(done + n_eval, total) - bar.n)
 
-                bar.set_postfix(image=target.name[-24:], refresh=False)
-                seed = reference[target.name].pixel[None] if campaign_seed and \
-                    target.name in reference else None
-                front = pareto_front(evaluator, target.image, target.name, target.goal,
-                                     target.original_score, config, on_generation=step,
+                bar.set_postfix(image=target_image.name[-24:], refresh=False)
+                seed = reference[target_image.name].pixel[None] if campaign_seed and \
+                    target_image.name in reference else None
+                front = pareto_front(evaluator, target_image.image, target_image.name, goal,
+                                     target_image.original_score, config, on_generation=step,
                                      seed_pixels=seed)
                 save_front(saved, front)
-                _front_figure(figure_file, front, config)
+                _front_figure(figure_file, front, config, plan.classes)
             else:
                 loaded += 1
                 if not figure_file.exists():
-                    _front_figure(figure_file, front, config)
+                    _front_figure(figure_file, front, config, plan.classes)
             fronts.append(front)
             bar.update(done + config.population * config.generations - bar.n)
     finally:
@@ -226,24 +374,33 @@ def run_pareto(out: str | Path, images: Sequence[str | Path] = (), dataset: str 
     if loaded:
         log.info("resumed %s: %d of %d images loaded from %s", out, loaded, len(targets),
                  out / "images")
-    write_csv_atomic(out / FRONT, FRONT_COLUMNS, [
-        (f.name, *map(int, p), f"{s:.10g}", f"{h:.10g}")
-        for f in fronts for p, s, h in zip(f.pixels, f.score, f.h, strict=True)])
+    columns = FRONT_COLUMNS + ((FRONT_CLASS_COLUMN,) if plan.classes else ())
+    write_csv_atomic(out / FRONT, columns,
+                     [row for f in fronts for row in _front_rows(f, plan.classes)])
     curve = budget_curve(fronts, config)
+    variables = "(x, y, r, g, b)" if channels == 3 else \
+        "(x, y, v)" if channels == 1 else f"(x, y, c_1..c_{channels})"
     summary = {
         "model": model,
         "source": str(dataset) if dataset is not None else "images",
-        "search": {"algorithm": "pymoo NSGA-II, integer (x, y, r, g, b)", **config.to_dict()},
+        "search": {"algorithm": f"pymoo NSGA-II, integer {variables}", **config.to_dict()},
         "h": "RMSE in [0, 1] between the colour and the mean of its existing neighbours in the "
              "original image (onepixel.attack.budget)",
+    }
+    if plan.classes:
+        summary["classes"] = list(plan.classes)
+        summary["target"] = None if plan.target is None else plan.classes[plan.target]
+    originals = {t.name: t for t in targets}
+    summary.update({
         "n_images": len(fronts),
         "resumed_images": loaded,
         "skipped": skipped,
-        "images": [_image_summary(f, curve, config) for f in fronts],
+        "images": [_image_summary(f, curve, config, plan.classes, originals[f.name])
+                   for f in fronts],
         "lowest_flip_h": curve.lowest_h,
         "lowest_strong_flip_h": curve.lowest_h_strong,
         "budget_curve": [dict(zip(CURVE_COLUMNS, row, strict=True)) for row in curve.rows()],
-    }
+    })
     if dataset is not None or len(fronts) > 1:
         write_csv_atomic(out / CURVE, CURVE_COLUMNS, curve.rows())
         _curve_figure(out / "budget_curve.png", curve)
@@ -251,21 +408,53 @@ def run_pareto(out: str | Path, images: Sequence[str | Path] = (), dataset: str 
         summary["campaign"] = compare(fronts, {t.name: t.image for t in targets}, reference,
                                       evaluator.classifier, campaign, campaign_seed)
     if detector is not None:
-        summary["detector"] = detect_fronts(fronts, {t.name: t.image for t in targets}, detector,
-                                            config)
+        if channels != 3:
+            note = (f"the detector was not run: it is calibrated on RGB H&E tiles, and this model "
+                    f"takes {channels}-channel images")
+            log.info(note)
+            summary["detector_skipped"] = note
+        else:
+            summary["detector"] = detect_fronts(fronts, {t.name: t.image for t in targets},
+                                                detector, config)
     write_json_atomic(out / SUMMARY, summary)
     return summary
 
 
-def _image_summary(f: ImageFront, curve: BudgetCurve, config: ParetoConfig) -> dict:
+def _front_rows(f: ImageFront, classes: Sequence[str]) -> list[tuple]:
+    """front.csv rows of one front: a greyscale value v as r = g = b = v (as attacks.csv); K-class
+    fronts add the predicted class's name."""
+    rows = []
+    for k, (p, s, h) in enumerate(zip(f.pixels, f.score, f.h, strict=True)):
+        x, y, *colour = (int(v) for v in p)
+        if len(colour) == 1:
+            colour *= 3
+        elif len(colour) != 3:
+            raise OnepixelError(f"front.csv holds RGB or greyscale pixels; {f.name} has "
+                                f"{len(colour)} channels")
+        row = (f.name, x, y, *colour, f"{s:.10g}", f"{h:.10g}")
+        if classes:
+            row += (classes[int(f.predicted[k])],)
+        rows.append(row)
+    return rows
+
+
+def _image_summary(f: ImageFront, curve: BudgetCurve, config: ParetoConfig,
+                   classes: Sequence[str] = (), target: _Target | None = None) -> dict:
     best = int(np.argmin(f.energy())) if len(f.score) else None
-    return {"image": f.name, "goal": f.goal, "original_score": f.original_score,
-            "front_size": len(f.score), "evaluated": len(f.evaluated_score),
-            "best_score": None if best is None else float(f.score[best]),
-            "best_h": None if best is None else float(f.h[best]),
-            "lowest_flip_h": curve.lowest_h[f.name],
-            "lowest_strong_flip_h": curve.lowest_h_strong[f.name],
-            "seconds": round(f.seconds, 3)}
+    out = {"image": f.name, "goal": f.goal, "original_score": f.original_score,
+           "front_size": len(f.score), "evaluated": len(f.evaluated_score),
+           "best_score": None if best is None else float(f.score[best]),
+           "best_h": None if best is None else float(f.h[best]),
+           "lowest_flip_h": curve.lowest_h[f.name],
+           "lowest_strong_flip_h": curve.lowest_h_strong[f.name],
+           "seconds": round(f.seconds, 3)}
+    if classes:
+        # K-class: which class the score is of, and what the model says before and at the best.
+        out["goal_class"] = classes[f.goal_class]
+        out["original_class"] = target.original_class if target is not None else None
+        out["best_class"] = None if best is None else classes[int(f.predicted[best])]
+        out["successful_points"] = int(front_flags(f, config)[0].sum())
+    return out
 
 
 def detect_fronts(fronts: Sequence[ImageFront], originals: dict, detector: Detector,
@@ -277,7 +466,7 @@ def detect_fronts(fronts: Sequence[ImageFront], originals: dict, detector: Detec
     """
     flagged_points, stealthiest, n_points = 0, [], 0
     for f in fronts:
-        success = np.asarray(config.judge(f.goal, f.score)[0], bool)
+        success = front_flags(f, config)[0]
         if not success.any():
             continue
         adv = apply_pixels(originals[f.name], f.pixels[success])
@@ -303,20 +492,30 @@ def _save(fig, path: Path) -> None:
         fig.savefig(fh, format="png")
 
 
-def _front_figure(path: Path, f: ImageFront, config: ParetoConfig) -> None:
+def _front_figure(path: Path, f: ImageFront, config: ParetoConfig,
+                  classes: Sequence[str] = ()) -> None:
     from matplotlib.figure import Figure
 
     fig = Figure(figsize=(4.6, 3.6), dpi=110, layout="constrained")
     ax = fig.add_subplot()
     ax.scatter(f.evaluated_h, f.evaluated_score, s=4, c="0.75", lw=0, label="evaluated pixels")
     ax.plot(f.h, f.score, "o-", color="C3", ms=3.5, lw=1, label="front")
-    ax.axhline(config.success_threshold, ls=":", color="0.3", lw=0.8)
+    if classes:
+        # K-class success is the predicted class, not a line: mark the successful points.
+        success = front_flags(f, config)[0]
+        ax.plot(f.h[success], f.score[success], "o", mfc="none", mec="k", ms=6, lw=0,
+                label="success")
+        which = "true class" if f.goal == "untargeted" else "target"
+        ylabel, title = f"p[{which} {classes[f.goal_class]}]", f"{f.name} ({f.goal})"
+    else:
+        ax.axhline(config.success_threshold, ls=":", color="0.3", lw=0.8)
+        ylabel, title = "score", f"{f.name} ({f.goal})"
     ax.axhline(f.original_score, ls="--", color="C0", lw=0.8, label="original")
     ax.set_xlabel("h (visibility)")
-    ax.set_ylabel("score")
+    ax.set_ylabel(ylabel)
     ax.set_xlim(0, 1)
     ax.set_ylim(-0.02, 1.02)
-    ax.set_title(f"{f.name} ({f.goal})", fontsize=9)
+    ax.set_title(title, fontsize=9)
     ax.legend(fontsize=7, loc="best")
     _save(fig, path)
 

@@ -25,10 +25,14 @@ log = logging.getLogger(__name__)
 
 SETTINGS = "pareto.json"
 IMAGES = "images"
-#: Keys of pareto.json that must agree for a folder to be resumed.
-DECIDING = ("search", "model_sha256", "seeded_from")
+#: Keys of pareto.json that must agree for a folder to be resumed (``target``: K-class runs
+#: only; absent from binary runs' pareto.json, which reads as None).
+DECIDING = ("search", "model_sha256", "seeded_from", "target")
 
 _ARRAYS = ("pixels", "score", "h", "evaluated_score", "evaluated_h")
+#: Arrays fronts saved before K-class support lack (loaded as None: the flags are then derived
+#: by :func:`onepixel.stealth.pareto.front_flags`, as binary fronts always were).
+_OPTIONAL = ("success", "strong", "predicted")
 
 
 def check_settings(out: Path, settings: dict) -> bool:
@@ -74,12 +78,18 @@ def save_front(path: Path, front: ImageFront) -> None:
     with atomic_open(path, "wb") as fh:
         np.savez(fh, name=np.array(front.name), goal=np.array(front.goal),
                  original_score=np.array(front.original_score), seconds=np.array(front.seconds),
-                 **{k: getattr(front, k) for k in _ARRAYS})
+                 goal_class=np.array(front.goal_class),
+                 **{k: getattr(front, k) for k in _ARRAYS},
+                 **{k: getattr(front, k) for k in _OPTIONAL if getattr(front, k) is not None})
 
 
-def load_front(path: Path, name: str, goal: str) -> ImageFront | None:
+def load_front(path: Path, name: str, goal: str, goal_class: int = -1) -> ImageFront | None:
     """The saved front of image ``name``, or None when there is none (or it is unreadable, or of
-    another image or goal: it is then searched again and overwritten)."""
+    another image, goal or goal class: it is then searched again and overwritten).
+
+    ``goal_class`` is the class a K-class goal is about (-1 for binary goals). Fronts saved
+    before K-class support (binary) lack the success flags; they load with None there.
+    """
     if not path.exists():
         return None
     try:
@@ -87,12 +97,14 @@ def load_front(path: Path, name: str, goal: str) -> ImageFront | None:
             front = ImageFront(name=str(data["name"]), goal=str(data["goal"]),
                                original_score=float(data["original_score"]),
                                seconds=float(data["seconds"]),
-                               **{k: np.array(data[k]) for k in _ARRAYS})
+                               goal_class=int(data["goal_class"]) if "goal_class" in data else -1,
+                               **{k: np.array(data[k]) for k in _ARRAYS},
+                               **{k: np.array(data[k]) if k in data else None for k in _OPTIONAL})
     except (OSError, ValueError, KeyError, zipfile.BadZipFile) as exc:
         log.warning("%s is unreadable (%s): searching that image again", path, exc)
         return None
-    if front.name != name or front.goal != goal:
-        log.warning("%s holds %s (%s), not %s (%s): searching again", path, front.name,
-                    front.goal, name, goal)
+    if front.name != name or front.goal != goal or front.goal_class != goal_class:
+        log.warning("%s holds %s (%s %d), not %s (%s %d): searching again", path, front.name,
+                    front.goal, front.goal_class, name, goal, goal_class)
         return None
     return front
