@@ -26,7 +26,7 @@ browser:
 test: $(STAMP) browser
 	$(BIN)/ruff check src tests bench
 	$(BIN)/lint-imports
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q --durations=20
 
 # Everything but the tests marked slow: about a minute, for the edit-test loop.
 test-fast: $(STAMP)

@@ -1,4 +1,6 @@
-"""The command line, run as a real subprocess (exit codes and messages as a user sees them)."""
+"""The command line: the main jobs run as a real subprocess (exit codes and messages as a user
+sees them); checks of bad input run ``main()`` in this process, where each costs no interpreter
+start (about 5 s of imports on 2 cores), and `run_cli` covers the process wrapper."""
 
 from __future__ import annotations
 
@@ -11,6 +13,18 @@ import sys
 import numpy as np
 import pytest
 from PIL import Image
+
+
+def main_exit(args, capsys) -> tuple[int, str]:
+    """``onepixel ARGS`` in this process: (exit status, stderr); argparse's exits included."""
+    from onepixel.cli.main import main
+
+    capsys.readouterr()
+    try:
+        code = main([str(a) for a in args])
+    except SystemExit as exc:  # argparse rejects the arguments
+        code = exc.code
+    return code, capsys.readouterr().err
 
 
 def run_cli(*args, cwd=None):
@@ -52,15 +66,13 @@ def test_predict_builtin_model_and_folder(true_png):
         (lambda d: ["export", "vgg16.bin", "-o", d / "x.onnx"], "export supports"),
     ],
 )
-@pytest.mark.slow
-def test_bad_input_exits_nonzero_with_message(tmp_path, max_model_path, make_args, message):
+def test_bad_input_exits_nonzero_with_message(tmp_path, max_model_path, make_args, message, capsys):
     Image.fromarray(np.zeros((32, 32, 3), np.uint8)).save(tmp_path / "small.png")
     (tmp_path / "corrupt.png").write_bytes(b"\x89PNG\r\n\x1a\n garbage")
     (tmp_path / "emptydir").mkdir()
-    proc = run_cli(*make_args(tmp_path))
-    assert proc.returncode == 2
-    assert message in proc.stderr
-    assert "Traceback" not in proc.stderr
+    code, err = main_exit(make_args(tmp_path), capsys)
+    assert code == 2
+    assert message in err
 
 
 @pytest.mark.slow
@@ -85,7 +97,7 @@ def test_export_then_predict_with_onnx(tmp_path, max_model_path, true_png):
 
 
 @pytest.mark.slow
-def test_tiles_command(tmp_path):
+def test_tiles_command(tmp_path, capsys):
     from onepixel import assets
     from onepixel.errors import AssetError
 
@@ -97,13 +109,13 @@ def test_tiles_command(tmp_path):
     assert proc.returncode == 0, proc.stderr
     assert len(list((tmp_path / "tiles").glob("*.png"))) == 28  # 7 x 4 full tiles of 500x300
     (tmp_path / "notes.txt").write_text("not an image")
-    proc = run_cli("tiles", tmp_path / "notes.txt", "--out", tmp_path / "more")
-    assert proc.returncode == 2 and "notes.txt" in proc.stderr
+    code, err = main_exit(["tiles", tmp_path / "notes.txt", "--out", tmp_path / "more"], capsys)
+    assert code == 2 and "notes.txt" in err
     assert not (tmp_path / "more").exists()
 
 
 @pytest.mark.slow
-def test_attack_analyze_report_pipeline(tmp_path, true_png, false_png):
+def test_attack_analyze_report_pipeline(tmp_path, true_png, false_png, capsys):
     """The main job end to end through the CLI on real patches (small DE settings)."""
     from onepixel.datasets.demo import dihedral_variants
     from onepixel.datasets.images import load_image
@@ -134,33 +146,31 @@ def test_attack_analyze_report_pipeline(tmp_path, true_png, false_png):
     assert proc.returncode == 0, proc.stderr
     assert json.loads((tmp_path / "inc" / "config.json").read_text())["evaluator"] == \
         "IncrementalEvaluator"
-    proc = run_cli("attack", tmp_path / "ds", "--out", tmp_path / "bad", "--evaluator", "fast")
-    assert proc.returncode == 2 and "--evaluator" in proc.stderr
-    proc = run_cli("attack", tmp_path / "ds", "--out", tmp_path / "bad", "--engine",
-                   "onnxruntime", "--evaluator", "incremental")
-    assert proc.returncode == 2 and "use --evaluator full" in proc.stderr
-    assert "Traceback" not in proc.stderr and not (tmp_path / "bad").exists()
+    code, err = main_exit(["attack", tmp_path / "ds", "--out", tmp_path / "bad", "--evaluator",
+                           "fast"], capsys)
+    assert code == 2 and "--evaluator" in err
+    code, err = main_exit(["attack", tmp_path / "ds", "--out", tmp_path / "bad", "--engine",
+                           "onnxruntime", "--evaluator", "incremental"], capsys)
+    assert code == 2 and "use --evaluator full" in err and not (tmp_path / "bad").exists()
 
 
 @pytest.mark.slow
-def test_confmap_command(tmp_path, true_png, max_model_path):
+def test_confmap_command(tmp_path, true_png, max_model_path, capsys):
     proc = run_cli("-q", "confmap", true_png, "--out", tmp_path / "map", "--step", "255",
                    "--no-progress")
     assert proc.returncode == 0, proc.stderr
     assert "lowest" in proc.stdout and (tmp_path / "map" / "confmap.npz").exists()
     for args, message in ((["--step", "0"], "step"), (["--step", "256"], "step")):
-        proc = run_cli("confmap", true_png, "--out", tmp_path / "bad", *args)
-        assert proc.returncode == 2 and message in proc.stderr and "Traceback" not in proc.stderr
-    proc = run_cli("confmap", "--out", tmp_path / "bad")
-    assert proc.returncode == 2 and "give IMAGE" in proc.stderr
+        code, err = main_exit(["confmap", true_png, "--out", tmp_path / "bad", *args], capsys)
+        assert code == 2 and message in err
+    code, err = main_exit(["confmap", "--out", tmp_path / "bad"], capsys)
+    assert code == 2 and "give IMAGE" in err
 
 
-@pytest.mark.slow
-def test_unsupported_keras_layer_exits_nonzero(tmp_path):
+def test_unsupported_keras_layer_exits_nonzero(tmp_path, capsys):
     from keras_files import tiny_classifier_file
 
     model = tiny_classifier_file(tmp_path / "odd.h5", extra_layer="Dropout")
     Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(tmp_path / "x.png")
-    proc = run_cli("predict", tmp_path / "x.png", "--model", model)
-    assert proc.returncode == 2
-    assert "'odd' is a Dropout" in proc.stderr and "Traceback" not in proc.stderr
+    code, err = main_exit(["predict", tmp_path / "x.png", "--model", model], capsys)
+    assert code == 2 and "'odd' is a Dropout" in err
