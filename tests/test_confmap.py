@@ -450,6 +450,25 @@ def test_confmap_run_writes_one_folder_per_image(tmp_path):
     assert cm.original_score == res.original_score and cm.metadata["step"] == 255
 
 
+def test_confmap_run_reuses_finished_maps_and_remaps_changed_settings(tmp_path):
+    run = _fake_run(tmp_path)
+    config = ConfmapConfig(step=255, **QUIET)
+    first = confmap_run(run, config=config, classifier=_linear_classifier())
+    files = sorted((run / "confmaps").glob("*/confmap.npz"))
+    stamps = [p.stat().st_mtime_ns for p in files]
+    again = confmap_run(run, config=config, classifier=_linear_classifier())
+    assert [p.stat().st_mtime_ns for p in files] == stamps  # not mapped (nor written) again
+    for (_, _, a), (_, _, b) in zip(first, again, strict=True):
+        np.testing.assert_array_equal(a.min, b.min)
+        assert a.original_score == b.original_score and a.evaluations == b.evaluations
+    assert (run / "confmaps" / "index.csv").is_file()
+    # Another step is another map: mapped again, never mixed with the finished one.
+    coarser = confmap_run(run, config=ConfmapConfig(step=128, **QUIET),
+                          classifier=_linear_classifier())
+    assert all(res.step == 128 for _, _, res in coarser)
+    assert all(p.stat().st_mtime_ns != t for p, t in zip(files, stamps, strict=True))
+
+
 @pytest.mark.slow
 def test_confmap_run_loads_the_runs_model(tmp_path):
     spec = str(_tiny_keras(tmp_path / "tiny.h5"))

@@ -60,9 +60,11 @@ def test_demo_end_to_end(tmp_path, max_model_path):
     assert 1 <= len(maps) <= 2
     assert result.summary["directions"]["mitosis-to-normal"]["attacked"] == 8
     assert any("crossed 0.5" in h for h in result.headlines)
-    again = run_demo(cfg)  # reuses the dataset and the finished run
+    stamps = [p.stat().st_mtime_ns for p in maps]
+    again = run_demo(cfg)  # reuses the dataset, the finished run and its maps
     assert again.summary["directions"] == result.summary["directions"]
     assert again.summary["evaluations_this_session"] == 0
+    assert [p.stat().st_mtime_ns for p in maps] == stamps
 
 
 def test_headlines_from_rows():

@@ -120,6 +120,12 @@ def _checkpoint_key(image: np.ndarray, classifier: Classifier, config: ConfmapCo
             "image_sha256": digest, "shape": list(image.shape), "dtype": dtype, "pixels": pixels}
 
 
+def map_key(image: np.ndarray, classifier: Classifier, config: ConfmapConfig) -> dict:
+    """What decides a map's values (image, model, step, mapped pixels, dtype): a finished map
+    saved with this key in its metadata can be reused instead of mapped again."""
+    return _checkpoint_key(np.asarray(image), classifier, config, _classifier_dtype(classifier))
+
+
 def _load_partial(path: Path, key: dict) -> tuple[dict[str, np.ndarray], float] | None:
     if not path.is_file():
         return None

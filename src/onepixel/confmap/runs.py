@@ -15,9 +15,10 @@ from onepixel.confmap.engine import (
     MapExecutor,
     load_confmap_classifier,
     local_map,
+    map_key,
     save_confmap,
 )
-from onepixel.confmap.result import ConfidenceMap
+from onepixel.confmap.result import RESULT_NAME, ConfidenceMap, load_confmap
 from onepixel.errors import ConfmapError, RunError
 from onepixel.fileio import write_csv_atomic
 from onepixel.models.base import Classifier, capabilities_of
@@ -157,9 +158,17 @@ def confmap_run(run_dir: str | Path, images: Sequence[str] | None = None,
                                f"dataset folder {dataset} (moved?)")
         image = load_image(path, classifier.input_shape)
         out_dir = run_dir / CONFMAPS / folders[ri.image]
+        key = map_key(image, classifier, config)
+        finished = _finished_map(out_dir / RESULT_NAME, key)
+        if finished is not None:
+            # A rerun (e.g. `onepixel demo` again) does not map a finished image a second time.
+            log.info("confmap of %s: already in %s, reused", ri.image, out_dir)
+            results.append((ri, out_dir, finished))
+            continue
         log.info("confmap of %s (%s, %s) -> %s", ri.image, ri.direction, ri.why, out_dir)
         result = (mapper or local_map)(image, classifier, config, out_dir, spec, options)
-        extra = {"image": ri.image, "direction": ri.direction, "goal": ri.goal, "why": ri.why}
+        extra = {"image": ri.image, "direction": ri.direction, "goal": ri.goal, "why": ri.why,
+                 "map_key": key}
         if ri.attacked_score is not None:
             extra["attacked_score"] = ri.attacked_score
         save_confmap(result, out_dir, image=image, metadata=extra)
@@ -170,6 +179,19 @@ def confmap_run(run_dir: str | Path, images: Sequence[str] | None = None,
          f"{np.nanmin(res.min):.10g}", f"{np.nanmax(res.max):.10g}", res.step, res.method]
         for ri, folder, res in results])
     return results
+
+
+def _finished_map(path: Path, key: dict) -> ConfidenceMap | None:
+    """The map saved at ``path`` when it was made with ``key`` (same image, model, step,
+    pixels and dtype); None when there is none, it is unreadable, or it differs."""
+    if not path.is_file():
+        return None
+    try:
+        saved = load_confmap(path)
+    except (ConfmapError, OSError, ValueError, KeyError) as exc:
+        log.warning("%s is unreadable (%s): mapping again", path, exc)
+        return None
+    return saved if saved.metadata.get("map_key") == key else None
 
 
 def _folder_names(images: Sequence[str]) -> dict[str, str]:
