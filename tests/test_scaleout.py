@@ -249,6 +249,25 @@ def test_ray_campaign_through_a_defence_equals_local(ray_runtime, dataset, tmp_p
     assert config["defence"] == "median3" and config["executor"]["kind"] == "ray"
 
 
+@pytest.mark.slow
+def test_ray_confmap_through_a_defence_equals_local(ray_runtime, true_png, tmp_path):
+    """A map through --defence on Ray: the workers map the driver's defended pipeline (brute
+    force, as locally), and the merged map equals the local one."""
+    options = ModelOptions(device="cpu")
+    defended = load_confmap_classifier("max-mitosis", options, "auto", "median3")
+    image = load_image(true_png, defended.input_shape)
+    config = ConfmapConfig(step=255, progress=False, pixels=tuple((x, 31) for x in range(64)))
+    local = compute_confmap(image, defended, config)
+    remote = RayMapper(ExecutorConfig(kind="ray", workers=2))(image, defended, config, tmp_path,
+                                                              "max-mitosis", options)
+    for name in ("min", "max", "mean", "argmin_rgb", "argmax_rgb"):
+        np.testing.assert_array_equal(getattr(remote, name), getattr(local, name), err_msg=name)
+    assert remote.evaluations == local.evaluations == 64 * 8
+    # Not the undefended model's map: the median filter changes what one pixel can do.
+    plain = compute_confmap(image, load_confmap_classifier("max-mitosis", options), config)
+    assert not np.array_equal(plain.min, remote.min, equal_nan=True)
+
+
 def test_shipped_model_folder_is_removed_once_loaded(true_png):
     """A worker writes the shipped bytes to a private folder, loads the model, and removes the
     folder: a worker restarted many times leaves no copies of the model behind."""

@@ -564,7 +564,6 @@ def cmd_confmap(args: argparse.Namespace) -> int:
     options = _model_options(args)
     executor = _executor_config(args)
     defence = _confmap_defence(args)
-    _refuse_defence_on_ray(argparse.Namespace(defence=defence), executor)
     mapper = None
     if executor.kind == "ray":
         from onepixel.scaleout import RayMapper

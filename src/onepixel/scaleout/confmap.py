@@ -22,6 +22,7 @@ from tqdm.auto import tqdm
 from onepixel.confmap.config import ConfmapConfig
 from onepixel.confmap.engine import compute_confmap, pixel_ids
 from onepixel.confmap.result import ConfidenceMap, load_confmap, write_confmap_npz
+from onepixel.defences.wrapper import defence_of
 from onepixel.errors import ConfmapError, ScaleOutError
 from onepixel.models.base import Classifier, capabilities_of
 from onepixel.models.options import ModelOptions
@@ -44,12 +45,14 @@ RANGES = "confmap.ranges"
 class ConfmapWorker:
     """A Ray actor's state: the model loaded once, mapping pixel ranges of any image."""
 
-    def __init__(self, payload: ModelPayload, options: ModelOptions, method: str, threads: int):
+    def __init__(self, payload: ModelPayload, options: ModelOptions, method: str, threads: int,
+                 defence: str | None = None):
         import torch
 
         torch.set_num_threads(threads)
         with payload.materialised(replace(options, threads=threads)) as (spec, options):
-            self.classifier = load_confmap_classifier(spec, options, method)
+            # The driver's --defence: the workers map the same defended pipeline.
+            self.classifier = load_confmap_classifier(spec, options, method, defence)
 
     def fingerprint(self) -> str:
         return capabilities_of(self.classifier).fingerprint
@@ -105,7 +108,9 @@ class RayMapper:
             if todo:
                 remote = actor_class(ConfmapWorker, self.config)
                 payload = ray.put(ModelPayload.of(spec, options))
-                actors = [remote.remote(payload, options, config.method, self.config.cpus_per_worker)
+                defended = defence_of(classifier)
+                actors = [remote.remote(payload, options, config.method, self.config.cpus_per_worker,
+                                        None if defended == "none" else defended)
                           for _ in range(min(n, len(todo)))]
                 want = capabilities_of(classifier).fingerprint
                 for fp in ray.get([a.fingerprint.remote() for a in actors]):
