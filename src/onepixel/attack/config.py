@@ -54,8 +54,8 @@ class AttackConfig:
         (:mod:`onepixel.attack.budget`). None (the default): no budget, the papers' attack.
     method : {"de", "scan"}
         ``de`` (the default): the papers' differential evolution. ``scan``: the audit's
-        exhaustive coarse scan and integer refinement (docs/attack.md); one pixel, RGB binary
-        models, run by :class:`onepixel.audit.method.ScanExecutor`.
+        exhaustive coarse scan and integer refinement (docs/attack.md); one pixel, any
+        model, run by :class:`onepixel.audit.method.ScanExecutor`.
     max_queries : int or None
         ``scan`` only: queries per image, scan + refinement + verification (None: no cap).
     scan_step : int or None

@@ -54,10 +54,12 @@ def position_optima(image: np.ndarray, classifier: Classifier, goal: str,
 
     Parameters
     ----------
-    image : ndarray, shape (H, W, 3), uint8
+    image : ndarray, shape (H, W, C), uint8
     classifier : Classifier
-    goal : {"decrease", "increase"}
-        The minimum (decrease) or maximum (increase) score is the optimum.
+        One score per image: a binary model, or ``ClassProbability(model, k)`` for a K-class
+        model's goal class.
+    goal : {"decrease", "increase", "untargeted", "targeted"}
+        The minimum (decrease, untargeted) or maximum (increase, targeted) score is the optimum.
     positions : list of (x, y)
     step : int
         Colour grid step; 1 is the whole cube, exact at integer resolution.

@@ -15,6 +15,12 @@ being the re-scored ``attacked_score``.
 The budget: with ``--max-queries N`` and no ``--scan-step``, the scan takes the finest colour
 grid whose ``H x W x colours`` evaluations leave at least :data:`REFINE_RESERVE` queries; the
 refinement then climbs within what is left, less one query per start for the final re-scoring.
+
+K-class models: the scan and the refinement push the goal class's probability (``p[true]``
+down for untargeted goals, ``p[target]`` up for targeted ones; the campaign's objective), the
+end points are re-scored on the whole classifier and the best is chosen and judged by the
+row's goal (successful first, by the predicted class, then by energy), as DE's rows are.
+Greyscale models scan grey levels (``H x W x levels`` evaluations).
 """
 
 from __future__ import annotations
@@ -29,9 +35,20 @@ from onepixel.attack.batches import BatchAttacker, PendingImage, Progress, Store
 from onepixel.attack.config import AttackConfig, CampaignConfig
 from onepixel.attack.objective import attack_result
 from onepixel.audit.config import AuditConfig
-from onepixel.audit.search import Candidate, Refiner, energy, scan, scan_candidates, verify
+from onepixel.audit.search import (
+    Candidate,
+    Refiner,
+    energy,
+    goal_class,
+    pick_best,
+    rescore,
+    scan,
+    scan_candidates,
+    verify,
+)
 from onepixel.confmap.result import colour_levels
 from onepixel.errors import ConfigError, OnepixelError
+from onepixel.models.base import ClassProbability
 from onepixel.optimize.de import DEResult
 from onepixel.runs import schema
 
@@ -46,14 +63,16 @@ REFINE_RESERVE = 1024
 MESSAGE_SCAN = "scan + refinement"
 
 
-def scan_cost(n_pixels: int, step: int) -> int:
-    """Evaluations of a scan of ``n_pixels`` RGB pixels (``H x W`` for a whole image) at
-    colour ``step``."""
-    return n_pixels * len(colour_levels(step)) ** 3
+def scan_cost(n_pixels: int, step: int, channels: int = 3) -> int:
+    """Evaluations of a scan of ``n_pixels`` pixels (``H x W`` for a whole image) at colour
+    ``step``: every colour of the grid for RGB (``channels`` 3), every grey level for 1."""
+    return n_pixels * len(colour_levels(step)) ** channels
 
 
-def choose_scan_step(n_pixels: int, max_queries: int | None, scan_step: int | None = None) -> int:
-    """The scan's colour step for ``n_pixels`` scanned pixels under a query budget.
+def choose_scan_step(n_pixels: int, max_queries: int | None, scan_step: int | None = None,
+                     channels: int = 3) -> int:
+    """The scan's colour step for ``n_pixels`` scanned pixels of ``channels`` (3 or 1) under a
+    query budget.
 
     ``scan_step`` when given (it must fit the budget); else, with ``max_queries``, the finest
     grid (smallest step) whose scan leaves :data:`REFINE_RESERVE` queries; else
@@ -62,11 +81,11 @@ def choose_scan_step(n_pixels: int, max_queries: int | None, scan_step: int | No
     Raises
     ------
     ConfigError
-        ``max_queries`` is too small for the coarsest scan (8 colours per pixel) or for the
-        given ``scan_step``.
+        ``max_queries`` is too small for the coarsest scan (8 colours per pixel, 2 grey
+        levels) or for the given ``scan_step``.
     """
     if scan_step is not None:
-        cost = scan_cost(n_pixels, scan_step)
+        cost = scan_cost(n_pixels, scan_step, channels)
         if max_queries is not None and cost >= max_queries:
             raise ConfigError(f"--scan-step {scan_step} costs {cost:,} queries on {n_pixels:,} pixels, "
                               f"not less than --max-queries {max_queries:,}; raise --max-queries or "
@@ -75,11 +94,12 @@ def choose_scan_step(n_pixels: int, max_queries: int | None, scan_step: int | No
     if max_queries is None:
         return SCAN_STEP
     for step in range(1, 256):
-        if scan_cost(n_pixels, step) + REFINE_RESERVE <= max_queries:
+        if scan_cost(n_pixels, step, channels) + REFINE_RESERVE <= max_queries:
             return step
-    need = scan_cost(n_pixels, 255) + REFINE_RESERVE
+    need = scan_cost(n_pixels, 255, channels) + REFINE_RESERVE
+    coarsest = "8 colours" if channels == 3 else "2 grey levels"
     raise ConfigError(f"--max-queries {max_queries:,} is below the coarsest scan of {n_pixels:,} pixels "
-                      f"(8 colours each) plus {REFINE_RESERVE} refinement queries: give at least "
+                      f"({coarsest} each) plus {REFINE_RESERVE} refinement queries: give at least "
                       f"{need:,}")
 
 
@@ -133,17 +153,16 @@ class ScanExecutor:
         """
         h, w = input_shape[:2]
         n_pixels = h * w if self.pixels is None else len(self.pixels)
-        return choose_scan_step(n_pixels, attack.max_queries, attack.scan_step)
+        channels = input_shape[2] if len(input_shape) > 2 else 3
+        return choose_scan_step(n_pixels, attack.max_queries, attack.scan_step, channels)
 
     def run(self, batches: Iterable[list[PendingImage]], attacker: BatchAttacker,
             store_result: StoreResult, progress: Progress | None = None) -> None:
         from onepixel.scoring.policy import evaluator_for
 
-        if attacker.classes:
-            raise OnepixelError("--method scan attacks binary models (one score) only; use "
-                                "--method de for multi-class models")
-        if attacker.channels != 3:
-            raise OnepixelError("--method scan needs an RGB model; use --method de")
+        if attacker.channels not in (1, 3):
+            raise OnepixelError(f"--method scan needs an RGB or greyscale model, this one has "
+                                f"{attacker.channels} channels; use --method de")
         attack = attacker.cfg.attack
         classifier = attacker.attack.evaluator.classifier
         # The refinement's moves are scored in one call each: the incremental evaluator where it
@@ -151,46 +170,69 @@ class ScanExecutor:
         evaluator = evaluator_for(classifier, "auto", updating="deferred")
         for batch in batches:
             for p in batch:
-                row = self.attack_image(p, classifier, evaluator, attack, attacker.cfg)
+                row = self.attack_image(p, classifier, evaluator, attack, attacker.cfg,
+                                        attacker.classes)
                 store_result(row)
                 if progress is not None:
                     progress(0, self.n_evaluations)
 
     def attack_image(self, p: PendingImage, classifier, evaluator, attack: AttackConfig,
-                     cfg: CampaignConfig) -> schema.AttackResult:
-        """Scan, refine and re-score one pending image; its RUN row."""
+                     cfg: CampaignConfig, classes: tuple[str, ...] = ()) -> schema.AttackResult:
+        """Scan, refine and re-score one pending image; its RUN row.
+
+        ``classes``: a K-class model's class names in output order (empty: binary).
+        """
         t0 = time.perf_counter()
         goal = p.plan.goal
+        k = goal_class(p.plan.objective) if classes else None
+        # A K-class model is searched on the goal class's probability, as DE's energy is.
+        searched = classifier if k is None else ClassProbability(classifier, k)
+        channels = int(p.image.shape[2])
         step = self.check(p.image.shape, attack)
-        cmap = scan(p.image, classifier, step, pixels=self.pixels)
+        cmap = scan(p.image, searched, step, pixels=self.pixels)
         queries = int(cmap.evaluations)
         starts = scan_candidates(cmap, goal, self.top)
         budget = None
         if attack.max_queries is not None:
             # What is left after the scan, less one re-scoring query per start.
             budget = max(attack.max_queries - queries - len(starts), 0)
-        refiner = Refiner(evaluator, p.image, goal, cmap, max_evaluations=budget)
+        refiner = Refiner(evaluator, p.image, goal, cmap, max_evaluations=budget, class_index=k)
         refined = refiner.refine([c.vector for c in starts], self.rounds)
         queries += refiner.evaluations
         # Prove by evaluation on the whole network: the reported score is the classifier's own.
         finalists = list(dict.fromkeys(c.vector for c in refined or starts[:1]))
-        proven = verify(classifier, p.image, [Candidate(v[0], v[1], tuple(v[2:]), float("nan"))
-                                              for v in finalists])
-        queries += len(proven)
+        unscored = [Candidate(v[0], v[1], tuple(v[2:]), float("nan")) for v in finalists]
+        final = None
+        if k is None:
+            proven = verify(classifier, p.image, unscored)
+            best = proven[int(np.argmin(energy(goal, [c.score for c in proven])))]
+        else:
+            # Chosen and judged as DE's rows are: by the predicted class, then the energy.
+            probs = rescore(classifier, p.image, unscored)
+            i, _success = pick_best(p.plan.objective, probs)
+            final = probs[i]
+            best = Candidate(*unscored[i].vector[:2], unscored[i].rgb,
+                             float(p.plan.objective.score(final)))
+        queries += len(finalists)
         self.n_evaluations += queries
-        best = proven[int(np.argmin(energy(goal, [c.score for c in proven])))]
         history = list(refiner.history) or [best.score]
         history[-1] = best.score
-        result = DEResult(problem_id=0, x=np.asarray(best.vector, dtype=np.float64),
+        # DE's genome layout: (x, y, r, g, b), or (x, y, v) for a greyscale model.
+        x = np.asarray(best.vector[: 2 + channels], dtype=np.float64)
+        result = DEResult(problem_id=0, x=x,
                           fun=float(energy(goal, best.score)), nit=len(history) - 1,
                           nfev=queries, converged=False, message=MESSAGE_SCAN,
                           history=np.asarray([energy(goal, s) for s in history]))
         # As DE's rows: the class the model gives the attacked image.
-        attacked_class = (cfg.positive_label if best.score > schema.SUCCESS_THRESHOLD
-                          else cfg.negative_label)
+        if k is None:
+            attacked_class = (cfg.positive_label if best.score > schema.SUCCESS_THRESHOLD
+                              else cfg.negative_label)
+        else:
+            attacked_class = classes[int(np.argmax(final))]
         log.debug("%s: step %d, %d queries, best %.4g at (%d, %d)", p.name, step, queries,
                   best.score, best.x, best.y)
         return attack_result(p.name, p.item.label, p.plan, p.original, result,
                              np.asarray(history, dtype=np.float64), attack,
-                             time.perf_counter() - t0, original_class=p.original_class,
-                             attacked_class=attacked_class)
+                             time.perf_counter() - t0, channels=channels,
+                             original_class=p.original_class, attacked_class=attacked_class,
+                             final_scores=final)

@@ -6,6 +6,13 @@ final re-scoring of the best pixels on the whole network. The best proven pixel 
 ``DIR/audit.csv``: ``vulnerable`` when it crosses the success threshold, else ``not-found``
 (none found at this cost: evidence, not proof). Because the DE pixel is among the re-scored
 ones, the audit is never worse than DE on the same model.
+
+K-class RUNs (goals ``untargeted`` and ``targeted``) are searched on the goal class's
+probability (``p[true]`` pushed down, ``p[target]`` pushed up) with the same engine, through
+:class:`~onepixel.models.base.ClassProbability`; the finalists are re-scored on the whole
+classifier and judged by the row's :class:`~onepixel.attack.goals.Goal` (the predicted class,
+as the campaign judges). Rows of K-class RUNs attacked with several pixels are skipped: the
+audit searches one pixel.
 """
 
 from __future__ import annotations
@@ -20,18 +27,36 @@ from pathlib import Path
 
 import numpy as np
 
+from onepixel.attack.goals import Goal, Targeted, Untargeted
 from onepixel.audit.config import AuditConfig
 from onepixel.audit.exact import position_optima
-from onepixel.audit.search import Candidate, Refiner, energy, scan, scan_candidates, verify
+from onepixel.audit.search import (
+    Candidate,
+    Refiner,
+    energy,
+    goal_class,
+    pick_best,
+    rescore,
+    scan,
+    scan_candidates,
+    verify,
+)
 from onepixel.audit.store import NOT_FOUND, VULNERABLE, AuditRow, AuditStore
 from onepixel.confmap.engine import MapExecutor
 from onepixel.defences.spec import parse_defence
 from onepixel.defences.wrapper import defence_of
 from onepixel.errors import ConfigError, RunError
-from onepixel.models.base import Classifier, capabilities_of
+from onepixel.models.base import Classifier, ClassProbability, capabilities_of
 from onepixel.models.registry import ModelOptions
 from onepixel.runs.reader import AttackTable, load_run
-from onepixel.runs.schema import BINARY_GOALS, image_path, judge
+from onepixel.runs.schema import (
+    BINARY_GOALS,
+    GOALS,
+    STRONG_DECREASE_BELOW,
+    STRONG_INCREASE_ABOVE,
+    image_path,
+    judge,
+)
 from onepixel.scoring.policy import evaluator_for, load_confmap_classifier
 
 log = logging.getLogger(__name__)
@@ -39,7 +64,12 @@ log = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class AuditTarget:
-    """An attacked image of the RUN to audit, with DE's result on it."""
+    """An attacked image of the RUN to audit, with DE's result on it.
+
+    ``objective`` is the row's K-class goal (:class:`~onepixel.attack.goals.Untargeted` /
+    :class:`~onepixel.attack.goals.Targeted`, with the class it is about), None for a binary
+    goal; ``pixels`` the pixels of the RUN's attack (the ``pixels`` column's groups).
+    """
 
     image: str
     direction: str
@@ -47,15 +77,47 @@ class AuditTarget:
     de: Candidate
     de_success: bool
     de_early_converged: bool
+    objective: Goal | None = None
+    pixels: int = 1
 
 
-def select_targets(table: AttackTable, config: AuditConfig) -> list[AuditTarget]:
+def _objective(goal: str, label: str, classes: Sequence[str], target: str | None,
+               strong: dict) -> Goal | None:
+    """The K-class goal of a row (None for binary goals).
+
+    Raises
+    ------
+    RunError
+        The RUN's config.json lacks the classes (or the target) the row needs.
+    """
+    if goal in BINARY_GOALS:
+        return None
+    name = label if goal == "untargeted" else target
+    if name is None or name not in classes:
+        what = "its label" if goal == "untargeted" else "the target (config.json 'target')"
+        raise RunError(f"a {goal} row's class, {what} {name!r}, is not among the RUN's classes "
+                       f"(config.json 'classes': {list(classes)}); audit a RUN folder as `onepixel "
+                       "attack` wrote it")
+    k = list(classes).index(name)
+    if goal == "untargeted":
+        return Untargeted(true_class=k, **strong)
+    return Targeted(target_class=k, **strong)
+
+
+def select_targets(table: AttackTable, config: AuditConfig, classes: Sequence[str] = (),
+                   target: str | None = None, strong: dict | None = None) -> list[AuditTarget]:
     """The attacked images of ``table`` that ``config`` asks for (``images`` or ``selection``).
+
+    ``classes`` (the K-class model's class names in output order, config.json ``classes``),
+    ``target`` (config.json ``target``) and ``strong`` (the strong-success thresholds,
+    keyword arguments of the goals) make the goals of K-class rows.
 
     Raises
     ------
     ConfigError
         A name in ``config.images`` that matches no attacked image, or several.
+    RunError
+        A K-class row whose class is not among ``classes``.
     """
     attacked = [i for i in range(len(table))
                 if table.status[i] == "attacked" and not math.isnan(table.attacked_score[i])]
@@ -79,8 +141,18 @@ def select_targets(table: AttackTable, config: AuditConfig) -> list[AuditTarget]
                         Candidate(int(table.x[i]), int(table.y[i]),
                                   (int(table.r[i]), int(table.g[i]), int(table.b[i])),
                                   float(table.attacked_score[i])),
-                        bool(table.success[i]), bool(table.early_converged[i]))
+                        bool(table.success[i]), bool(table.early_converged[i]),
+                        _objective(str(table.goal[i]), str(table.label[i]), classes, target,
+                                   strong or {}),
+                        _pixel_count(table.pixels[i]))
             for i in sorted(set(chosen), key=lambda i: str(table.image[i]))]
+
+
+def _pixel_count(pixels) -> int:
+    """Pixels of an attack from attacks.csv's ``pixels`` (``x,y,r,g,b`` groups joined by
+    ``;``; empty in RUNs made before it: one pixel)."""
+    text = "" if pixels is None else str(pixels).strip()
+    return max(1, len([g for g in text.split(";") if g.strip()])) if text and text != "nan" else 1
 
 
 def _best(goal: str, candidates: Sequence[Candidate]) -> Candidate:
@@ -96,6 +168,10 @@ def audit_image(image: np.ndarray, target: AuditTarget, classifier: Classifier, 
                 ) -> tuple[AuditRow, list[list[str]]]:
     """Audit one image: returns its ``audit.csv`` row and its ``exact.csv`` rows.
 
+    A K-class row (``target.objective``) is searched on the goal class's probability and its
+    finalists judged by the goal (:func:`~onepixel.audit.search.pick_best`); ``classifier``
+    is the whole K-class model.
+
     ``evaluator`` (:class:`~onepixel.scoring.evaluators.Evaluator`) scores the refinement's
     candidates. ``thresholds`` are the RUN's success thresholds (keyword arguments of
     :func:`onepixel.runs.schema.judge`). The exact positions checkpoint into ``checkpoint``
@@ -108,15 +184,18 @@ def audit_image(image: np.ndarray, target: AuditTarget, classifier: Classifier, 
         An exact position outside the image.
     """
     goal = target.goal
+    k = goal_class(target.objective)
+    # A K-class model is searched on the goal class's probability (a binary model's one score).
+    searched = classifier if k is None else ClassProbability(classifier, k)
     h, w = image.shape[:2]
     bad = [(x, y) for x, y in config.exact.positions if not (0 <= x < w and 0 <= y < h)]
     if bad:
         raise ConfigError(f"--exact-positions {bad[0][0]},{bad[0][1]} is outside the {w}x{h} image")
-    cmap = scan(image, classifier, config.step, config.batch_size, config.pixels, mapper, spec,
+    cmap = scan(image, searched, config.step, config.batch_size, config.pixels, mapper, spec,
                 options)
     queries = int(cmap.evaluations)
     starts = [target.de, *scan_candidates(cmap, goal, config.top)]
-    refiner = Refiner(evaluator, image, goal, cmap)
+    refiner = Refiner(evaluator, image, goal, cmap, class_index=k)
     refined = refiner.refine([c.vector for c in starts], config.rounds)
     queries += refiner.evaluations
     exact_rows: list[list[str]] = []
@@ -130,7 +209,7 @@ def audit_image(image: np.ndarray, target: AuditTarget, classifier: Classifier, 
         sources[(target.de.x, target.de.y)] = "de"
     positions = list(sources)
     if positions:
-        for opt in position_optima(image, classifier, goal, positions, config.exact_step,
+        for opt in position_optima(image, searched, goal, positions, config.exact_step,
                                    config.batch_size, progress=config.progress,
                                    checkpoint=checkpoint):
             queries += opt.evaluations
@@ -146,11 +225,18 @@ def audit_image(image: np.ndarray, target: AuditTarget, classifier: Classifier, 
                                "" if math.isnan(distance) else f"{distance:g}"])
     # Prove by evaluation: re-score on the whole network, DE's pixel first (it wins ties).
     finalists = list(dict.fromkeys([target.de.vector] + [c.vector for c in refined + exact_best]))
-    proven = verify(classifier, image, [Candidate(v[0], v[1], tuple(v[2:]), float("nan"))
-                                        for v in finalists])
-    queries += len(proven)
-    best = _best(goal, proven)
-    success, _strong = judge(goal, best.score, **(thresholds or {}))
+    unscored = [Candidate(v[0], v[1], tuple(v[2:]), float("nan")) for v in finalists]
+    if target.objective is None:
+        proven = verify(classifier, image, unscored)
+        best = _best(goal, proven)
+        success, _strong = judge(goal, best.score, **(thresholds or {}))
+    else:
+        # Judged as the campaign judges: by the predicted class of the whole classifier.
+        probs = rescore(classifier, image, unscored)
+        i, success = pick_best(target.objective, probs)
+        c = unscored[i]
+        best = Candidate(c.x, c.y, c.rgb, float(target.objective.score(probs[i])))
+    queries += len(finalists)
     row = AuditRow(target.image, goal, VULNERABLE if success else NOT_FOUND, best.score, best.x,
                    best.y, best.rgb, queries, target.de.score, target.de_success,
                    target.de_early_converged)
@@ -161,6 +247,13 @@ def _thresholds(run_config: dict) -> dict:
     attack = run_config.get("attack") or {}
     keys = ("success_threshold", "strong_decrease_below", "strong_increase_above")
     return {k: float(attack[k]) for k in keys if k in attack}
+
+
+def _strong(run_config: dict) -> dict:
+    """The strong-success thresholds of K-class goals (the RUN's, else the papers')."""
+    attack = run_config.get("attack") or {}
+    return {"strong_decrease_below": float(attack.get("strong_decrease_below", STRONG_DECREASE_BELOW)),
+            "strong_increase_above": float(attack.get("strong_increase_above", STRONG_INCREASE_ABOVE))}
 
 
 def audit_run(run_dir: str | Path, out_dir: str | Path, config: AuditConfig | None = None,
@@ -221,12 +314,17 @@ def audit_run(run_dir: str | Path, out_dir: str | Path, config: AuditConfig | No
     if model_cfg.get("sha256") and sha and model_cfg["sha256"] != sha:
         log.warning("the model's sha256 differs from the one the RUN attacked: the audit is of "
                     "the model loaded now")
-    targets = select_targets(run.attacks, config)
-    unsupported = [t for t in targets if t.goal not in BINARY_GOALS]
-    if unsupported:
-        log.warning("%d image(s) with multi-class goals are not audited yet (binary goals only)",
-                    len(unsupported))
-        targets = [t for t in targets if t.goal in BINARY_GOALS]
+    targets = select_targets(run.attacks, config, run.config.get("classes") or (),
+                             run.config.get("target"), _strong(run.config))
+    several = [t for t in targets if t.objective is not None and t.pixels > 1]
+    if several:
+        log.warning("%d image(s) attacked with several pixels (--pixels) are not audited: the "
+                    "audit searches one pixel (first: %s)", len(several), several[0].image)
+        targets = [t for t in targets if not (t.objective is not None and t.pixels > 1)]
+    if mapper is not None and any(t.objective is not None for t in targets):
+        # Ray workers load the whole model and map the class it predicts, not the goal's.
+        raise ConfigError("--executor ray maps a K-class model by its predicted class, not the "
+                          "goal's; audit a K-class RUN in this process: drop --executor ray")
     # "defence" only when there is one, so audit folders made before --defence still resume.
     store = AuditStore(out_dir, {"run": str(run_dir.resolve()), "model_sha256": sha,
                                  **({"defence": defended} if defended != "none" else {}),
@@ -277,7 +375,7 @@ def summarize_audit(rows: Sequence[AuditRow], seconds_this_session: float,
                     config: AuditConfig) -> dict:
     """Counts per goal: audited, vulnerable, DE's successes, the early-converged re-examined."""
     goals = {}
-    for goal in BINARY_GOALS:
+    for goal in GOALS:
         group = [r for r in rows if r.goal == goal]
         if not group:
             continue

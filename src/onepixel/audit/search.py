@@ -7,6 +7,12 @@ climbs at integer resolution: the 3x3 positions around (with the current colour 
 neighbour's best scan colour), then each colour channel over all 256 values, until a round
 improves nothing. Candidates are scored on the evaluator the scoring policy picks (the exact
 incremental one on CPU for Keras / built-in models).
+
+K-class models are searched on one class's probability (the goal's: the true class, pushed
+down, or the target, pushed up): the scan maps ``ClassProbability(classifier, k)`` and the
+refinement reads column ``k`` of the evaluator's class probabilities. Greyscale models
+(``C = 1``) search grey levels; candidates still carry ``rgb = (v, v, v)``, as attacks.csv
+writes them.
 """
 
 from __future__ import annotations
@@ -18,6 +24,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from onepixel.attack.goals import Goal, Targeted, Untargeted
 from onepixel.confmap.config import ConfmapConfig
 from onepixel.confmap.engine import MapExecutor, compute_confmap
 from onepixel.confmap.result import ConfidenceMap
@@ -31,7 +38,8 @@ log = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class Candidate:
-    """One pixel vector and its score: ``x`` the column, ``y`` the row, ``rgb`` 0..255."""
+    """One pixel vector and its score: ``x`` the column, ``y`` the row, ``rgb`` 0..255
+    (``(v, v, v)`` for a greyscale value ``v``)."""
 
     x: int
     y: int
@@ -49,6 +57,42 @@ def energy(goal: str, scores):
     return s if lowers_score(goal) else 1.0 - s
 
 
+def goal_class(goal: Goal | None) -> int | None:
+    """The class whose probability a K-class goal scores (the true class of
+    :class:`~onepixel.attack.goals.Untargeted`, the target of
+    :class:`~onepixel.attack.goals.Targeted`); None for a binary goal or None."""
+    if isinstance(goal, Untargeted):
+        return goal.true_class
+    if isinstance(goal, Targeted):
+        return goal.target_class
+    return None
+
+
+def pick_best(goal: Goal, scores: np.ndarray) -> tuple[int, bool]:
+    """The best of re-scored finalists by ``goal`` and whether it succeeds.
+
+    Successful finalists first (the campaign's criterion: for K-class goals the predicted
+    class), then the lowest energy, then the first listed. For binary goals the lowest energy
+    is also the most successful, so this is the energy order.
+
+    Parameters
+    ----------
+    goal : Goal
+    scores : ndarray, (N,) or (N, K)
+        The classifier's scores of each finalist.
+
+    Returns
+    -------
+    (int, bool)
+        The index of the best finalist and its success.
+    """
+    scores = np.asarray(scores, dtype=np.float64)
+    success = np.array([goal.judge(s)[0] for s in scores], dtype=bool)
+    e = np.asarray(goal.energy(scores), dtype=np.float64)
+    best = int(np.lexsort((np.arange(len(e)), e, ~success))[0])
+    return best, bool(success[best])
+
+
 def scan(image: np.ndarray, classifier: Classifier, step: int, batch_size: int | None = None,
          pixels: tuple[tuple[int, int], ...] | None = None, mapper: MapExecutor | None = None,
          spec: str = "", options: ModelOptions | None = None) -> ConfidenceMap:
@@ -56,10 +100,11 @@ def scan(image: np.ndarray, classifier: Classifier, step: int, batch_size: int |
 
     Parameters
     ----------
-    image : ndarray, shape (H, W, 3), uint8
+    image : ndarray, shape (H, W, C), uint8
     classifier : Classifier
         Loaded with :func:`~onepixel.scoring.policy.load_confmap_classifier` so that the fast
-        exact path applies.
+        exact path applies; for a K-class model, ``ClassProbability(classifier, k)`` (the map
+        of one class's probability).
     mapper : MapExecutor, optional
         Where the map is computed (default: here; :class:`onepixel.scaleout.RayMapper`: Ray
         actors, which load the model from ``spec`` and ``options``).
@@ -108,14 +153,19 @@ class Refiner:
     ----------
     evaluator : Evaluator
         Chosen by the scoring policy (the exact incremental one on CPU where it applies).
-    image : ndarray, shape (H, W, 3), uint8
-    goal : {"decrease", "increase"}
+    image : ndarray, shape (H, W, C), uint8
+        C = 3 (RGB) or 1 (greyscale: candidates are ``(x, y, v)``, one channel line per round).
+    goal : {"decrease", "increase", "untargeted", "targeted"}
+        Whether the score is pushed down (decrease, untargeted) or up.
     scan_map : ConfidenceMap or None
         The scan, whose best colour per pixel seeds the moves to neighbouring positions.
     max_evaluations : int or None
         A query budget (``onepixel attack --method scan --max-queries``): a move whose
         proposals do not all fit moves only the best starts whose proposals fit, and the climb
         ends when not even one fits. None: no budget (the audit).
+    class_index : int or None
+        A K-class model: the class whose probability is the score (column of the evaluator's
+        (P, K) output). None: a binary model's one score.
 
     Attributes
     ----------
@@ -128,28 +178,34 @@ class Refiner:
     """
 
     def __init__(self, evaluator: Evaluator, image: np.ndarray, goal: str,
-                 scan_map: ConfidenceMap | None = None, max_evaluations: int | None = None):
+                 scan_map: ConfidenceMap | None = None, max_evaluations: int | None = None,
+                 class_index: int | None = None):
         self.evaluator = evaluator
         self.prepared = evaluator.prepare(image[None])
         self.goal = goal
         self.h, self.w = image.shape[:2]
+        self.channels = int(image.shape[2])
+        self.class_index = class_index
         self.evaluations = 0
         self.max_evaluations = max_evaluations
         self.rounds_run = 0
         self.history: list[float] = []
         self.seeds = None
         if scan_map is not None:
-            self.seeds = scan_map.argmin_rgb if lowers_score(goal) else scan_map.argmax_rgb
+            seeds = scan_map.argmin_rgb if lowers_score(goal) else scan_map.argmax_rgb
+            # Greyscale maps hold (v, v, v); a candidate holds v once.
+            self.seeds = seeds[..., : self.channels]
             self.scanned = ~np.isnan(scan_map.min)
 
     def scores(self, vectors: np.ndarray) -> np.ndarray:
-        """Scores (P,) of pixel vectors (P, 5)."""
+        """Scores (P,) of pixel vectors (P, 2 + C): the goal class's probability for K classes."""
         if len(vectors) == 0:
             return np.zeros(0)
         self.evaluations += len(vectors)
         cand = np.ascontiguousarray(vectors, dtype=np.int64)[None]
-        return np.asarray(self.evaluator.scores_prepared(self.prepared, np.zeros(1, np.int64), cand),
-                          dtype=np.float64)[0]
+        out = np.asarray(self.evaluator.scores_prepared(self.prepared, np.zeros(1, np.int64), cand),
+                         dtype=np.float64)[0]
+        return out if self.class_index is None else out[:, self.class_index]
 
     def _neighbours(self, v: np.ndarray) -> list[np.ndarray]:
         x, y = int(v[0]), int(v[1])
@@ -184,7 +240,9 @@ class Refiner:
         return np.inf if self.max_evaluations is None else self.max_evaluations - self.evaluations
 
     def _refine(self, starts: list[tuple[int, int, int, int, int]], rounds: int) -> list[Candidate]:
-        cur = np.asarray(starts, dtype=np.int64).reshape(-1, 5)
+        width = 2 + self.channels
+        # Starts are (x, y, r, g, b); a greyscale candidate is (x, y, v) with v = r = g = b.
+        cur = np.asarray(starts, dtype=np.int64).reshape(-1, 5)[:, :width]
         # Under a budget only the first starts that fit are climbed (callers list the best first).
         cur = cur[: int(min(len(cur), max(self._left(), 0)))]
         self.rounds_run, self.history = 0, []
@@ -193,7 +251,8 @@ class Refiner:
         cur_e = energy(self.goal, self.scores(cur))
         self.history.append(self._best_score(cur_e))
         active = np.ones(len(cur), dtype=bool)
-        moves = [self._neighbours] + [lambda v, c=c: self._channel_line(v, c) for c in range(3)]
+        moves = [self._neighbours] + [lambda v, c=c: self._channel_line(v, c)
+                                      for c in range(self.channels)]
         spent = False
         for _ in range(rounds):
             if not active.any() or spent:
@@ -202,7 +261,8 @@ class Refiner:
             scored = False
             for move in moves:
                 idx = np.flatnonzero(active)
-                proposals = [np.asarray(move(cur[i]), dtype=np.int64).reshape(-1, 5) for i in idx]
+                proposals = [np.asarray(move(cur[i]), dtype=np.int64).reshape(-1, width)
+                             for i in idx]
                 if not proposals or not sum(len(p) for p in proposals):
                     continue
                 if self.max_evaluations is not None:
@@ -224,7 +284,7 @@ class Refiner:
                 self.rounds_run += 1
                 self.history.append(self._best_score(cur_e))
         scores = cur_e if lowers_score(self.goal) else 1.0 - cur_e
-        return [Candidate(int(v[0]), int(v[1]), (int(v[2]), int(v[3]), int(v[4])), float(s))
+        return [Candidate(int(v[0]), int(v[1]), _rgb(v[2:]), float(s))
                 for v, s in zip(cur, scores, strict=True)]
 
 
@@ -245,18 +305,36 @@ class Refiner:
         return idx[keep], [proposals[k] for k in keep]
 
 
+def _rgb(values) -> tuple[int, int, int]:
+    """A candidate's colour values (3 for RGB, 1 for greyscale) as ``(r, g, b)``."""
+    v = [int(c) for c in values]
+    return (v[0], v[0], v[0]) if len(v) == 1 else (v[0], v[1], v[2])
+
+
 def apply_pixel(image: np.ndarray, x: int, y: int, rgb) -> np.ndarray:
-    """A copy of ``image`` (H, W, 3) uint8 with pixel column ``x``, row ``y`` set to ``rgb``."""
+    """A copy of ``image`` (H, W, C) uint8 with pixel column ``x``, row ``y`` set to ``rgb``
+    (its first value for a greyscale image, C = 1)."""
     out = np.array(image, dtype=np.uint8, copy=True)
-    out[y, x] = np.asarray(rgb, dtype=np.uint8)
+    out[y, x] = np.asarray(rgb, dtype=np.uint8)[: out.shape[2]]
     return out
 
 
-def verify(classifier: Classifier, image: np.ndarray, candidates: list[Candidate]) -> list[Candidate]:
+def rescore(classifier: Classifier, image: np.ndarray, candidates: list[Candidate]) -> np.ndarray:
+    """The classifier's own scores of ``image`` with each candidate's pixel applied: (N,) for a
+    binary model, (N, K) class probabilities for a K-class one."""
+    batch = np.stack([apply_pixel(image, c.x, c.y, c.rgb) for c in candidates])
+    return np.asarray(classifier.scores(batch), dtype=np.float64)
+
+
+def verify(classifier: Classifier, image: np.ndarray, candidates: list[Candidate],
+           class_index: int | None = None) -> list[Candidate]:
     """Re-score candidates on the whole network (the pixel applied to the image, the classifier
-    called directly): the scores an audit reports are these, so each is proven by evaluation."""
+    called directly): the scores an audit reports are these, so each is proven by evaluation.
+    ``class_index``: a K-class model's class whose probability is the score."""
     if not candidates:
         return []
-    batch = np.stack([apply_pixel(image, c.x, c.y, c.rgb) for c in candidates])
-    scores = np.asarray(classifier.scores(batch), dtype=np.float64).reshape(len(candidates))
+    scores = rescore(classifier, image, candidates)
+    if class_index is not None:
+        scores = scores[:, class_index]
+    scores = scores.reshape(len(candidates))
     return [Candidate(c.x, c.y, c.rgb, float(s)) for c, s in zip(candidates, scores, strict=True)]

@@ -175,7 +175,8 @@ def audit_tables(joined: list[_Audited]) -> tuple[Table, Table]:
         tuple(rows), ("", "d", "d", ".1f", "d", ".1f", "d", "d", "d", ".4f", ".4f", ".4f", ".4f", ",.0f",
                       ",.0f"),
         caption="Per direction, the audited images (`audit.csv`): DE's success (`de_success`) and the "
-                "audit's (`status` vulnerable: a pixel re-scored across the threshold). Gap: how much "
+                "audit's (`status` vulnerable: a pixel re-scored across the threshold, or, for K-class "
+                "goals, to the class the goal asks for). Gap: how much "
                 "further towards the goal the audit's best score is than DE's (positive: the audit is "
                 "stronger). Queries: DE's `nfev` (attacks.csv) and the audit's `queries` (scan, "
                 "refinement, exact positions and re-scoring). `not-found` is evidence, not proof.",
@@ -281,9 +282,10 @@ def score_scatter(joined: list[_Audited]) -> ExtraFigure:
     better = sum(gap(a.row.goal, a.row.de_score, a.row.best_score) > 1e-6 for a in joined)
     return ExtraFigure(
         "audit_scores", "DE's best score against the audit's", png,
-        caption="One point per audited image; dotted: equal scores; dashed: the 0.5 threshold. Points "
-                "below the diagonal are lower after the audit (better for decrease), above it higher "
-                "(better for increase).",
+        caption="One point per audited image; dotted: equal scores; dashed: the 0.5 threshold (of binary "
+                "goals; K-class goals are judged by the predicted class). Points below the diagonal are "
+                "lower after the audit (better for decrease and untargeted), above it higher (better for "
+                "increase and targeted).",
         reading=f"The audit found a pixel strictly better than DE's on {better} of {len(joined)} images.")
 
 
