@@ -257,7 +257,7 @@ def test_greyscale_audit_through_the_cli(grey, tmp_path, capsys):
 
 
 @pytest.mark.slow  # the module's two CNNs train once, about 12 s
-def test_k_pixel_rows_are_skipped_and_ray_is_refused(rgb, tmp_path, caplog):
+def test_k_pixel_rows_are_skipped_and_ray_maps_the_goal_class(rgb, tmp_path, caplog):
     model, dataset, runs = rgb
     run = tmp_path / "run3"
     run_campaign(CampaignConfig(dataset=dataset, out=run, model=str(model), model_options=OPTIONS,
@@ -267,10 +267,26 @@ def test_k_pixel_rows_are_skipped_and_ray_is_refused(rgb, tmp_path, caplog):
         summary = audit_run(run, tmp_path / "a3", COARSE, model_options=OPTIONS)
     assert summary["images"] == 0 and _csv(tmp_path / "a3" / "audit.csv") == []
     assert "attacked with several pixels" in caplog.text and "searches one pixel" in caplog.text
-    # Ray workers map the predicted class, not the goal's: refused before anything is written
-    with pytest.raises(ConfigError, match="drop --executor ray"):
-        audit_run(runs["targeted"], tmp_path / "ray", COARSE, model_options=OPTIONS, mapper=local_map)
-    assert not (tmp_path / "ray").exists()
+    # A map executor (Ray's workers) maps the goal's class, as the scan in this process does.
+    audit_run(runs["targeted"], tmp_path / "here", COARSE, model_options=OPTIONS)
+    audit_run(runs["targeted"], tmp_path / "mapped", COARSE, model_options=OPTIONS,
+              mapper=local_map)
+    expected = _csv(tmp_path / "here" / "audit.csv")
+    assert expected and _csv(tmp_path / "mapped" / "audit.csv") == expected
+    ray = pytest.importorskip("ray")
+    from onepixel.scaleout import RayMapper
+    from onepixel.scaleout.config import ExecutorConfig
+
+    ray.init(num_cpus=2, include_dashboard=False, configure_logging=False, log_to_driver=False)
+    try:
+        audit_run(runs["targeted"], tmp_path / "ray", COARSE, model_options=OPTIONS,
+                  mapper=RayMapper(ExecutorConfig(kind="ray", workers=1)))
+    finally:
+        ray.shutdown()
+    for got, want in zip(_csv(tmp_path / "ray" / "audit.csv"), expected, strict=True):
+        assert [got[k] for k in ("image", "status", "x", "y", "r", "g", "b", "queries")] == \
+            [want[k] for k in ("image", "status", "x", "y", "r", "g", "b", "queries")]
+        assert float(got["best_score"]) == pytest.approx(float(want["best_score"]), abs=1e-6)
 
 
 @pytest.mark.slow  # the module's two CNNs train once, about 12 s

@@ -192,11 +192,6 @@ def test_cli_scan_option_errors(tmp_path, capsys):
                    *args])
         assert rc == 2 and message in capsys.readouterr().err
     assert not (tmp_path / "run").exists()
-    # The audit's Ray actors would score the model undefended.
-    rc = main(["-q", "audit", str(tmp_path / "run"), "--out", str(tmp_path / "audit"),
-               "--executor", "ray", "--defence", "median3"])
-    assert rc == 2 and "drop --executor ray" in capsys.readouterr().err
-    assert not (tmp_path / "audit").exists()
 
 
 def test_cli_scan_budget_too_small_is_refused_before_the_run(tmp_path, capsys, true_png):
@@ -253,9 +248,11 @@ def test_audit_scan_on_a_map_executor_equals_local(scan_run, tmp_path):
     audit_run(run, tmp_path / "mapped", config, model_options=options, mapper=counting)
     assert calls == ["max-mitosis", "max-mitosis"]
     assert _rows(tmp_path / "mapped" / "audit.csv") == expected
-    with pytest.raises(ConfigError, match="drop --executor ray"):
-        audit_run(run, tmp_path / "nope", config, model_options=options, mapper=counting,
-                  defence="median3")
+    # Through a defence: the mapper gets the defended model (Ray workers load the same pipeline).
+    audit_run(run, tmp_path / "def-here", config, model_options=options, defence="median3")
+    audit_run(run, tmp_path / "def-mapped", config, model_options=options, mapper=counting,
+              defence="median3")
+    assert _rows(tmp_path / "def-mapped" / "audit.csv") == _rows(tmp_path / "def-here" / "audit.csv")
     ray = pytest.importorskip("ray")
     from onepixel.scaleout import RayMapper
     from onepixel.scaleout.config import ExecutorConfig

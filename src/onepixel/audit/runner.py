@@ -302,8 +302,6 @@ def audit_run(run_dir: str | Path, out_dir: str | Path, config: AuditConfig | No
         raise ConfigError("audit_run: give a defence either in the classifier or as defence=, "
                           "not both")
     defended = defence_of(classifier)
-    if mapper is not None and defended != "none":
-        raise ConfigError("--defence runs in this process only: drop --executor ray")
     if defended != "none":
         log.warning("auditing through --defence %s: the scan is brute force (the exact fast path "
                     "would bypass the defence), many times slower", defended)
@@ -321,10 +319,6 @@ def audit_run(run_dir: str | Path, out_dir: str | Path, config: AuditConfig | No
         log.warning("%d image(s) attacked with several pixels (--pixels) are not audited: the "
                     "audit searches one pixel (first: %s)", len(several), several[0].image)
         targets = [t for t in targets if not (t.objective is not None and t.pixels > 1)]
-    if mapper is not None and any(t.objective is not None for t in targets):
-        # Ray workers load the whole model and map the class it predicts, not the goal's.
-        raise ConfigError("--executor ray maps a K-class model by its predicted class, not the "
-                          "goal's; audit a K-class RUN in this process: drop --executor ray")
     # "defence" only when there is one, so audit folders made before --defence still resume.
     store = AuditStore(out_dir, {"run": str(run_dir.resolve()), "model_sha256": sha,
                                  **({"defence": defended} if defended != "none" else {}),

@@ -100,12 +100,6 @@ def _executor_config(args: argparse.Namespace):
                           cpus_per_worker=args.cpus_per_worker, gpus_per_worker=args.gpus_per_worker)
 
 
-def _refuse_defence_on_ray(args: argparse.Namespace, executor) -> None:
-    # Ray workers load the model from its spec; they would score it undefended.
-    if getattr(args, "defence", None) and executor.kind == "ray":
-        raise OnepixelError("--defence runs in this process only: drop --executor ray")
-
-
 def _model_options(args: argparse.Namespace):
     from onepixel.models.options import ModelOptions
 
@@ -666,7 +660,6 @@ def cmd_audit(args: argparse.Namespace) -> int:
                          exact=parse_exact_positions(args.exact_positions), selection=selection,
                          images=args.images, progress=not args.no_progress)
     executor = _executor_config(args)
-    _refuse_defence_on_ray(args, executor)
     mapper = None
     if executor.kind == "ray":
         from onepixel.scaleout import RayMapper

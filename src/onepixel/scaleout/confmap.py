@@ -24,7 +24,7 @@ from onepixel.confmap.engine import compute_confmap, pixel_ids
 from onepixel.confmap.result import ConfidenceMap, load_confmap, write_confmap_npz
 from onepixel.defences.wrapper import defence_of
 from onepixel.errors import ConfmapError, ScaleOutError
-from onepixel.models.base import Classifier, capabilities_of
+from onepixel.models.base import Classifier, ClassProbability, capabilities_of
 from onepixel.models.options import ModelOptions
 from onepixel.scaleout.config import ExecutorConfig
 from onepixel.scaleout.runtime import (
@@ -46,13 +46,16 @@ class ConfmapWorker:
     """A Ray actor's state: the model loaded once, mapping pixel ranges of any image."""
 
     def __init__(self, payload: ModelPayload, options: ModelOptions, method: str, threads: int,
-                 defence: str | None = None):
+                 defence: str | None = None, class_index: int | None = None):
         import torch
 
         torch.set_num_threads(threads)
         with payload.materialised(replace(options, threads=threads)) as (spec, options):
             # The driver's --defence: the workers map the same defended pipeline.
             self.classifier = load_confmap_classifier(spec, options, method, defence)
+        if class_index is not None:
+            # The driver maps one class of a K-class model (the audit's goal class).
+            self.classifier = ClassProbability(self.classifier, class_index)
 
     def fingerprint(self) -> str:
         return capabilities_of(self.classifier).fingerprint
@@ -108,9 +111,12 @@ class RayMapper:
             if todo:
                 remote = actor_class(ConfmapWorker, self.config)
                 payload = ray.put(ModelPayload.of(spec, options))
-                defended = defence_of(classifier)
+                # What the driver maps: a defended model, and/or one class of a K-class model.
+                one_class = isinstance(classifier, ClassProbability)
+                defended = defence_of(classifier.classifier if one_class else classifier)
                 actors = [remote.remote(payload, options, config.method, self.config.cpus_per_worker,
-                                        None if defended == "none" else defended)
+                                        None if defended == "none" else defended,
+                                        classifier.class_index if one_class else None)
                           for _ in range(min(n, len(todo)))]
                 want = capabilities_of(classifier).fingerprint
                 for fp in ray.get([a.fingerprint.remote() for a in actors]):
