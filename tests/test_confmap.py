@@ -450,6 +450,7 @@ def test_confmap_run_writes_one_folder_per_image(tmp_path):
     assert cm.original_score == res.original_score and cm.metadata["step"] == 255
 
 
+@pytest.mark.slow
 def test_confmap_run_reuses_finished_maps_and_remaps_changed_settings(tmp_path):
     run = _fake_run(tmp_path)
     config = ConfmapConfig(step=255, **QUIET)
