@@ -174,3 +174,14 @@ def test_unsupported_keras_layer_exits_nonzero(tmp_path, capsys):
     Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(tmp_path / "x.png")
     code, err = main_exit(["predict", tmp_path / "x.png", "--model", model], capsys)
     assert code == 2 and "'odd' is a Dropout" in err
+
+
+@pytest.mark.parametrize("command", ["tiles", "confmap"])
+def test_an_out_that_is_a_file_is_a_clear_error(tmp_path, true_png, capsys, command):
+    """Any command whose --out cannot be a folder says which path and why, exit 2 (no
+    traceback): here a file where the output folder should go."""
+    taken = tmp_path / "taken"
+    taken.write_text("a file, not a folder")
+    code, err = main_exit(["-q", command, true_png, "--out", taken, "--no-progress"], capsys)
+    assert code == 2 and str(taken) in err and "onepixel: error" in err
+    assert taken.read_text() == "a file, not a folder"

@@ -864,6 +864,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         devnull = os.open(os.devnull, os.O_WRONLY)
         os.dup2(devnull, sys.stdout.fileno())
         return 141
+    except OSError as exc:
+        # A path given on the command line that cannot be used (an --out that is a file, a
+        # folder without write permission, a full disk): the path and the reason, no traceback.
+        path = f" {exc.filename}" if exc.filename else ""
+        print(f"onepixel: error: cannot use{path}: {exc.strerror or exc}; check the paths given "
+              "(--out and the inputs)", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -609,6 +609,8 @@ def confmap_image_file(image: str | Path, out_dir: str | Path, model: str = "max
     from onepixel.datasets.images import load_image
 
     config = config or ConfmapConfig()
+    # The output folder first: an unusable --out fails now, not after the whole map.
+    Path(out_dir).mkdir(parents=True, exist_ok=True)
     options = model_options or ModelOptions(device=config.device, dtype=config.dtype)
     classifier = load_confmap_classifier(model, options, config.method)
     array = load_image(image, classifier.input_shape)

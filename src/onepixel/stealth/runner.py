@@ -163,6 +163,8 @@ def _targets_from_dataset(dataset: Path, evaluator, attack: AttackConfig, limit:
     """The dataset's images with their goal, planned as a campaign plans them: a binary model's
     ``mitosis``/``normal`` folders (the papers' skip rule), a K-class model's class folders
     (ImageFolder: misclassified images and images of the target class skipped)."""
+    if not Path(dataset).is_dir():
+        raise DatasetError(f"--dataset {dataset}: folder not found")
     if n_classes == 1:
         try:
             ds = scan_dataset(dataset)
@@ -329,7 +331,11 @@ def run_pareto(out: str | Path, images: Sequence[str | Path] = (), dataset: str 
             raise OnepixelError(f"--campaign {campaign} has no attacked image of these names: "
                                 "nothing to seed the search with")
     out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise OnepixelError(f"cannot use --out {out} as the output folder ({exc.strerror or exc}): "
+                            "give a folder path") from exc
     settings = {
         "format": 1, "search": config.to_dict(), "model": model, "model_sha256": fingerprint,
         "defence": defence,
