@@ -28,7 +28,7 @@ test: $(STAMP) browser
 	$(BIN)/lint-imports
 	$(BIN)/python -m pytest -q --durations=20
 
-# Everything but the tests marked slow: about a minute, for the edit-test loop.
+# Everything but the tests marked slow: about 2.5 minutes on 2 cores, for the edit-test loop.
 test-fast: $(STAMP)
 	$(BIN)/ruff check src tests bench
 	$(BIN)/lint-imports
