@@ -36,15 +36,12 @@ from onepixel.attack.config import AttackConfig, CampaignConfig
 from onepixel.attack.objective import attack_result
 from onepixel.audit.config import AuditConfig
 from onepixel.audit.search import (
-    Candidate,
     Refiner,
     energy,
     goal_class,
-    pick_best,
-    rescore,
+    prove_best,
     scan,
     scan_candidates,
-    verify,
 )
 from onepixel.confmap.result import colour_levels
 from onepixel.errors import ConfigError, OnepixelError
@@ -201,18 +198,9 @@ class ScanExecutor:
         queries += refiner.evaluations
         # Prove by evaluation on the whole network: the reported score is the classifier's own.
         finalists = list(dict.fromkeys(c.vector for c in refined or starts[:1]))
-        unscored = [Candidate(v[0], v[1], tuple(v[2:]), float("nan")) for v in finalists]
-        final = None
-        if k is None:
-            proven = verify(classifier, p.image, unscored)
-            best = proven[int(np.argmin(energy(goal, [c.score for c in proven])))]
-        else:
-            # Chosen and judged as DE's rows are: by the predicted class, then the energy.
-            probs = rescore(classifier, p.image, unscored)
-            i, _success = pick_best(p.plan.objective, probs)
-            final = probs[i]
-            best = Candidate(*unscored[i].vector[:2], unscored[i].rgb,
-                             float(p.plan.objective.score(final)))
+        # K classes: chosen and judged as DE's rows are, by the predicted class, then the energy.
+        best, final = prove_best(classifier, p.image, finalists, goal,
+                                 None if k is None else p.plan.objective)
         queries += len(finalists)
         self.n_evaluations += queries
         history = list(refiner.history) or [best.score]

@@ -35,11 +35,9 @@ from onepixel.audit.search import (
     Refiner,
     energy,
     goal_class,
-    pick_best,
-    rescore,
+    prove_best,
     scan,
     scan_candidates,
-    verify,
 )
 from onepixel.audit.store import NOT_FOUND, VULNERABLE, AuditRow, AuditStore
 from onepixel.confmap.engine import MapExecutor
@@ -155,12 +153,6 @@ def _pixel_count(pixels) -> int:
     return max(1, len([g for g in text.split(";") if g.strip()])) if text and text != "nan" else 1
 
 
-def _best(goal: str, candidates: Sequence[Candidate]) -> Candidate:
-    """The best candidate (first of equals, so DE's own pixel wins ties when listed first)."""
-    e = energy(goal, [c.score for c in candidates])
-    return candidates[int(np.argmin(e))]
-
-
 def audit_image(image: np.ndarray, target: AuditTarget, classifier: Classifier, evaluator,
                 config: AuditConfig, thresholds: dict | None = None,
                 checkpoint: Path | None = None, mapper: MapExecutor | None = None,
@@ -225,17 +217,10 @@ def audit_image(image: np.ndarray, target: AuditTarget, classifier: Classifier, 
                                "" if math.isnan(distance) else f"{distance:g}"])
     # Prove by evaluation: re-score on the whole network, DE's pixel first (it wins ties).
     finalists = list(dict.fromkeys([target.de.vector] + [c.vector for c in refined + exact_best]))
-    unscored = [Candidate(v[0], v[1], tuple(v[2:]), float("nan")) for v in finalists]
-    if target.objective is None:
-        proven = verify(classifier, image, unscored)
-        best = _best(goal, proven)
-        success, _strong = judge(goal, best.score, **(thresholds or {}))
-    else:
-        # Judged as the campaign judges: by the predicted class of the whole classifier.
-        probs = rescore(classifier, image, unscored)
-        i, success = pick_best(target.objective, probs)
-        c = unscored[i]
-        best = Candidate(c.x, c.y, c.rgb, float(target.objective.score(probs[i])))
+    best, probs = prove_best(classifier, image, finalists, goal, target.objective)
+    # Judged as the campaign judges: the threshold rule, or the predicted class of K classes.
+    success = (judge(goal, best.score, **(thresholds or {}))[0] if probs is None
+               else target.objective.judge(probs)[0])
     queries += len(finalists)
     row = AuditRow(target.image, goal, VULNERABLE if success else NOT_FOUND, best.score, best.x,
                    best.y, best.rgb, queries, target.de.score, target.de_success,

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -326,15 +327,34 @@ def rescore(classifier: Classifier, image: np.ndarray, candidates: list[Candidat
     return np.asarray(classifier.scores(batch), dtype=np.float64)
 
 
-def verify(classifier: Classifier, image: np.ndarray, candidates: list[Candidate],
-           class_index: int | None = None) -> list[Candidate]:
+def verify(classifier: Classifier, image: np.ndarray, candidates: list[Candidate]) -> list[Candidate]:
     """Re-score candidates on the whole network (the pixel applied to the image, the classifier
-    called directly): the scores an audit reports are these, so each is proven by evaluation.
-    ``class_index``: a K-class model's class whose probability is the score."""
+    called directly): the scores an audit reports are these, so each is proven by evaluation."""
     if not candidates:
         return []
-    scores = rescore(classifier, image, candidates)
-    if class_index is not None:
-        scores = scores[:, class_index]
-    scores = scores.reshape(len(candidates))
+    scores = rescore(classifier, image, candidates).reshape(len(candidates))
     return [Candidate(c.x, c.y, c.rgb, float(s)) for c, s in zip(candidates, scores, strict=True)]
+
+
+def prove_best(classifier: Classifier, image: np.ndarray, vectors: Sequence[tuple[int, ...]],
+               goal: str, objective: Goal | None = None) -> tuple[Candidate, np.ndarray | None]:
+    """Re-score pixel vectors ``(x, y, r, g, b)`` on the whole classifier and keep the best.
+
+    Binary goals (``objective`` None): the lowest energy, the first of equals (list DE's own
+    pixel first and it wins ties). A K-class ``objective``: a success by the predicted class
+    first, then the energy (:func:`pick_best`), as the campaign judges.
+
+    Returns
+    -------
+    (Candidate, ndarray (K,) or None)
+        The best, its score the classifier's own (the goal class's probability for K classes),
+        and for K classes its class probabilities.
+    """
+    unscored = [Candidate(v[0], v[1], tuple(v[2:]), float("nan")) for v in vectors]
+    if objective is None:
+        proven = verify(classifier, image, unscored)
+        return proven[int(np.argmin(energy(goal, [c.score for c in proven])))], None
+    probs = rescore(classifier, image, unscored)
+    i, _success = pick_best(objective, probs)
+    c = unscored[i]
+    return Candidate(c.x, c.y, c.rgb, float(objective.score(probs[i]))), probs[i]
