@@ -8,7 +8,6 @@ same command maps only the missing ranges.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import shutil
@@ -20,7 +19,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from onepixel.confmap.config import ConfmapConfig
-from onepixel.confmap.engine import compute_confmap, pixel_ids
+from onepixel.confmap.engine import compute_confmap, map_key, pixel_ids
 from onepixel.confmap.result import ConfidenceMap, load_confmap, write_confmap_npz
 from onepixel.defences.wrapper import defence_of
 from onepixel.errors import ConfmapError, ScaleOutError
@@ -167,11 +166,10 @@ def merge_maps(parts: list[ConfidenceMap], seconds: float) -> ConfidenceMap:
 
 
 def _key(image: np.ndarray, classifier: Classifier, config: ConfmapConfig, n_ranges: int) -> str:
-    """What the saved ranges must match to be reused."""
-    return json.dumps({"image": hashlib.sha256(np.ascontiguousarray(image).tobytes()).hexdigest(),
-                       "model": capabilities_of(classifier).fingerprint, "step": config.step,
-                       "method": config.method, "pixels": config.pixels, "ranges": n_ranges},
-                      sort_keys=True)
+    """What the saved ranges must match to be reused: what decides the map
+    (:func:`~onepixel.confmap.engine.map_key`), the method and the split into ranges."""
+    return json.dumps({**map_key(image, classifier, config), "method": config.method,
+                       "ranges": n_ranges}, sort_keys=True)
 
 
 def _load_ranges(folder: Path | None, key: str, n_ranges: int) -> dict[int, ConfidenceMap]:
