@@ -57,8 +57,13 @@ class ParetoConfig:
         return schema.judge(goal, scores, self.success_threshold, self.strong_decrease_below,
                             self.strong_increase_above)
 
-    def to_dict(self) -> dict:
-        return {"population": self.population, "generations": self.generations, "seed": self.seed,
-                "success_threshold": self.success_threshold,
+    def thresholds(self) -> dict:
+        """The success rule's thresholds, as keyword arguments of the goals and of
+        :class:`~onepixel.attack.config.AttackConfig`."""
+        return {"success_threshold": self.success_threshold,
                 "strong_decrease_below": self.strong_decrease_below,
                 "strong_increase_above": self.strong_increase_above}
+
+    def to_dict(self) -> dict:
+        return {"population": self.population, "generations": self.generations, "seed": self.seed,
+                **self.thresholds()}

@@ -211,9 +211,7 @@ def _targets_from_paths(paths: Sequence[str | Path], evaluator, config: ParetoCo
     files = expand_image_paths(paths)
     images = [load_image(p, evaluator.input_shape) for p in files]
     scores = evaluator.classifier.scores(np.stack(images))
-    thresholds = dict(success_threshold=config.success_threshold,
-                      strong_decrease_below=config.strong_decrease_below,
-                      strong_increase_above=config.strong_increase_above)
+    thresholds = config.thresholds()
     if n_classes == 1:
         return _Plan([_Target(record_text(str(p)), im,
                               Decrease(**thresholds) if s > config.success_threshold
@@ -311,11 +309,8 @@ def run_pareto(out: str | Path, images: Sequence[str | Path] = (), dataset: str 
     if detector is not None and channels == 3 and not isinstance(detector, Detector):
         detector = detector()  # built before the search, so that a failure costs no search
     if dataset is not None:
-        attack = AttackConfig(success_threshold=config.success_threshold,
-                              strong_decrease_below=config.strong_decrease_below,
-                              strong_increase_above=config.strong_increase_above)
-        plan = _targets_from_dataset(Path(dataset), evaluator, attack, limit, n_classes, classes,
-                                     target)
+        plan = _targets_from_dataset(Path(dataset), evaluator, AttackConfig(**config.thresholds()),
+                                     limit, n_classes, classes, target)
     else:
         plan = _targets_from_paths(images, evaluator, config, n_classes, classes, target)
     targets, skipped = plan.targets, plan.skipped
@@ -331,11 +326,7 @@ def run_pareto(out: str | Path, images: Sequence[str | Path] = (), dataset: str 
             raise OnepixelError(f"--campaign {campaign} has no attacked image of these names: "
                                 "nothing to seed the search with")
     out = Path(out)
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise OnepixelError(f"cannot use --out {out} as the output folder ({exc.strerror or exc}): "
-                            "give a folder path") from exc
+    out.mkdir(parents=True, exist_ok=True)
     settings = {
         "format": 1, "search": config.to_dict(), "model": model, "model_sha256": fingerprint,
         "defence": defence,

@@ -11,6 +11,7 @@ an uninterrupted one.
 
 from __future__ import annotations
 
+import json
 import logging
 import zipfile
 from pathlib import Path
@@ -48,8 +49,6 @@ def check_settings(out: Path, settings: dict) -> bool:
     OnepixelError
         The folder was made with other settings (the message names the first that differs).
     """
-    import json
-
     path = out / SETTINGS
     if path.exists():
         try:
