@@ -22,6 +22,7 @@ pytest.importorskip("sklearn")
 ort = pytest.importorskip("onnxruntime")
 
 from digits_models import train_and_export, write_image_folder  # noqa: E402
+from independent import csv_dicts  # noqa: E402
 from onepixel.attack import AttackConfig  # noqa: E402
 from onepixel.attack.campaign import run_campaign  # noqa: E402
 from onepixel.attack.config import CampaignConfig  # noqa: E402
@@ -132,11 +133,6 @@ def test_greyscale_scan_cost_and_step():
         choose_scan_step(24 * 32, 24 * 32 * 2, channels=1)
 
 
-def _csv(path: Path) -> list[dict[str, str]]:
-    with open(path, newline="", encoding="utf-8") as fh:
-        return list(csv.DictReader(fh))
-
-
 def _apply(image: np.ndarray, x: int, y: int, rgb: tuple[int, int, int]) -> np.ndarray:
     out = image.copy()
     out[y, x] = rgb[: out.shape[2]]  # a greyscale value is written as r = g = b
@@ -160,8 +156,8 @@ def _check_audit(model: Path, dataset: Path, run: Path, out: Path, shape) -> lis
     """Every audit row re-scored and judged here, and compared with DE's own pixel."""
     with open(out / "audit.csv", newline="", encoding="utf-8") as fh:
         assert tuple(next(csv.reader(fh))) == AUDIT_COLUMNS
-    rows = _csv(out / "audit.csv")
-    attacks = {r["image"]: r for r in _csv(run / "attacks.csv")}
+    rows = csv_dicts(out / "audit.csv")
+    attacks = {r["image"]: r for r in csv_dicts(run / "attacks.csv")}
     attacked = [name for name, r in attacks.items() if r["status"] == "attacked"]
     assert sorted(r["image"] for r in rows) == sorted(attacked) and rows
     h, w, c = shape
@@ -227,8 +223,8 @@ def test_exact_positions_on_a_class_probability(rgb, tmp_path):
                          exact_step=51, progress=False)
     audit_run(run, out, config, model_options=OPTIONS)
     _check_audit(model, dataset, run, out, (32, 32, 3))
-    attacks = {r["image"]: r for r in _csv(run / "attacks.csv")}
-    exact = _csv(out / "exact.csv")
+    attacks = {r["image"]: r for r in csv_dicts(run / "attacks.csv")}
+    exact = csv_dicts(out / "exact.csv")
     assert exact and all(r["source"] == "de" and r["step"] == "51" for r in exact)
     for r in exact:
         de = attacks[r["image"]]
@@ -265,14 +261,14 @@ def test_k_pixel_rows_are_skipped_and_ray_maps_the_goal_class(rgb, tmp_path, cap
                                 progress=False, classes=CLASSES))
     with caplog.at_level(logging.WARNING, logger="onepixel.audit.runner"):
         summary = audit_run(run, tmp_path / "a3", COARSE, model_options=OPTIONS)
-    assert summary["images"] == 0 and _csv(tmp_path / "a3" / "audit.csv") == []
+    assert summary["images"] == 0 and csv_dicts(tmp_path / "a3" / "audit.csv") == []
     assert "attacked with several pixels" in caplog.text and "searches one pixel" in caplog.text
     # A map executor (Ray's workers) maps the goal's class, as the scan in this process does.
     audit_run(runs["targeted"], tmp_path / "here", COARSE, model_options=OPTIONS)
     audit_run(runs["targeted"], tmp_path / "mapped", COARSE, model_options=OPTIONS,
               mapper=local_map)
-    expected = _csv(tmp_path / "here" / "audit.csv")
-    assert expected and _csv(tmp_path / "mapped" / "audit.csv") == expected
+    expected = csv_dicts(tmp_path / "here" / "audit.csv")
+    assert expected and csv_dicts(tmp_path / "mapped" / "audit.csv") == expected
     ray = pytest.importorskip("ray")
     from onepixel.scaleout import RayMapper
     from onepixel.scaleout.config import ExecutorConfig
@@ -283,7 +279,7 @@ def test_k_pixel_rows_are_skipped_and_ray_maps_the_goal_class(rgb, tmp_path, cap
                   mapper=RayMapper(ExecutorConfig(kind="ray", workers=1)))
     finally:
         ray.shutdown()
-    for got, want in zip(_csv(tmp_path / "ray" / "audit.csv"), expected, strict=True):
+    for got, want in zip(csv_dicts(tmp_path / "ray" / "audit.csv"), expected, strict=True):
         assert [got[k] for k in ("image", "status", "x", "y", "r", "g", "b", "queries")] == \
             [want[k] for k in ("image", "status", "x", "y", "r", "g", "b", "queries")]
         assert float(got["best_score"]) == pytest.approx(float(want["best_score"]), abs=1e-6)
@@ -295,11 +291,11 @@ def test_report_section_renders_a_k_class_audit(rgb, tmp_path):
     run = runs["untargeted"]
     out = tmp_path / "audit"
     audit_run(run, out, COARSE, model_options=OPTIONS)
-    rows = _csv(out / "audit.csv")
+    rows = csv_dicts(out / "audit.csv")
     section = audit_section(run, out, figures=True)
     strength, early = section.tables
     by_direction = {r[0]: r for r in strength.rows}
-    attacks = {r["image"]: r for r in _csv(run / "attacks.csv")}
+    attacks = {r["image"]: r for r in csv_dicts(run / "attacks.csv")}
     assert sum(r[1] for r in strength.rows) == len(rows)
     for direction, r in by_direction.items():
         mine = [a for a in rows if attacks[a["image"]]["direction"] == direction]
@@ -336,7 +332,7 @@ def test_scan_method_on_a_greyscale_model(grey, tmp_path):
 
 def _check_scan_rows(model: Path, dataset: Path, run: Path, shape) -> None:
     """Each scan row re-scored and judged here, within the budget."""
-    rows = [r for r in _csv(run / "attacks.csv") if r["status"] == "attacked"]
+    rows = [r for r in csv_dicts(run / "attacks.csv") if r["status"] == "attacked"]
     assert rows
     config = json.loads((run / "config.json").read_text(encoding="utf-8"))
     assert config["attack"]["method"] == "scan"
@@ -351,7 +347,7 @@ def _check_scan_rows(model: Path, dataset: Path, run: Path, shape) -> None:
         assert (row["success"] == "1") == _succeeds(p, k, down), row
         assert int(row["nfev"]) <= MAX_QUERIES
         assert row["early_converged"] == "0"
-    history = _csv(run / "history.csv")
+    history = csv_dicts(run / "history.csv")
     for row in rows:
         last = [h for h in history if h["image"] == row["image"]][-1]
         assert float(last["best_score"]) == pytest.approx(float(row["attacked_score"]), abs=1e-7)

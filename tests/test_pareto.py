@@ -13,6 +13,7 @@ from PIL import Image
 pytest.importorskip("pymoo")
 
 import onepixel.stealth.runner as runner_module
+from independent import csv_dicts, dominated, own_h
 from onepixel.attack import AttackConfig
 from onepixel.attack.campaign import CampaignConfig, run_campaign
 from onepixel.cli.main import main
@@ -29,29 +30,6 @@ from onepixel.stealth.runner import Detector, run_pareto
 from run_files import write_pair_dataset
 
 TINY = ParetoConfig(population=12, generations=4, seed=3)
-
-
-def own_h(image: np.ndarray, x: int, y: int, rgb) -> float:
-    """h written out here: RMSE on [0, 1] against the mean of the existing 8 neighbours."""
-    height, width, _ = image.shape
-    neigh = [image[y + dy, x + dx].astype(float) for dy in (-1, 0, 1) for dx in (-1, 0, 1)
-             if (dx or dy) and 0 <= y + dy < height and 0 <= x + dx < width]
-    m = np.mean(neigh, axis=0)
-    return float(np.sqrt(np.mean(((np.asarray(rgb, float) - m) / 255.0) ** 2)))
-
-
-def dominated(points: np.ndarray) -> list[int]:
-    """Rows of (N, 2) minimised objectives that another row dominates (brute force)."""
-    out = []
-    for i, p in enumerate(points):
-        if any(np.all(q <= p) and np.any(q < p) for j, q in enumerate(points) if j != i):
-            out.append(i)
-    return out
-
-
-def read_front(path: Path) -> list[dict]:
-    with open(path, newline="") as fh:
-        return list(csv.DictReader(fh))
 
 
 def test_non_dominated_matches_brute_force():
@@ -94,7 +72,7 @@ def test_front_points_rescore_and_h(tmp_path, true_png, max_model_path):
     flag_all = Detector(lambda images: np.ones(len(images), bool), {"threshold": "test: flag all"})
     summary = run_pareto(out, images=[true_png], config=TINY, model=str(max_model_path),
                          detector=flag_all, progress=False)
-    rows = read_front(out / "front.csv")
+    rows = csv_dicts(out / "front.csv")
     assert len(rows) >= 2 and {r["image"] for r in rows} == {str(true_png)}
     image = load_image(true_png, (64, 64, 3))
     classifier = load_classifier(str(max_model_path))
@@ -144,7 +122,7 @@ def test_dataset_budget_curve(tmp_path, true_png, false_png, max_model_path):
     for r in curve:
         assert int(r["success"]) == sum(v is not None and v <= float(r["budget"]) + 1e-12
                                         for v in lowest.values())
-    rows = read_front(out / "front.csv")
+    rows = csv_dicts(out / "front.csv")
     for name, low in lowest.items():
         mine = [float(r["h"]) for r in rows if r["image"] == name and
                 ((float(r["score"]) < 0.5) if goals[name] == "decrease" else (float(r["score"]) > 0.5))]
@@ -209,7 +187,7 @@ def test_front_against_the_campaign(tmp_path, true_png, false_png, max_model_pat
                              progress=False, campaign=run, campaign_seed=seeded)
         ref = summary["campaign"]
         assert ref["seeded"] is seeded and ref["compared"] == len(pixels)
-        rows = read_front(out / "front.csv")
+        rows = csv_dicts(out / "front.csv")
         for entry in ref["images"]:
             name = entry["image"]
             p = pixels[name].pixel

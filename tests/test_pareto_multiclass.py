@@ -21,6 +21,7 @@ pytest.importorskip("sklearn")
 ort = pytest.importorskip("onnxruntime")
 
 from digits_models import train_and_export, write_image_folder  # noqa: E402
+from independent import csv_dicts, dominated, own_h  # noqa: E402
 from onepixel.cli.main import main  # noqa: E402
 from onepixel.errors import OnepixelError  # noqa: E402
 from onepixel.models import ModelOptions  # noqa: E402
@@ -51,27 +52,6 @@ def _ort_probs(model: Path, images: np.ndarray) -> np.ndarray:
     return e / e.sum(axis=1, keepdims=True)
 
 
-def _own_h(image: np.ndarray, x: int, y: int, colour) -> float:
-    """h written out here: RMSE over the C channels on [0, 1] against the mean of the existing
-    8 neighbours."""
-    height, width, _ = image.shape
-    neigh = [image[y + dy, x + dx].astype(float) for dy in (-1, 0, 1) for dx in (-1, 0, 1)
-             if (dx or dy) and 0 <= y + dy < height and 0 <= x + dx < width]
-    m = np.mean(neigh, axis=0)
-    return float(np.sqrt(np.mean(((np.asarray(colour, float) - m) / 255.0) ** 2)))
-
-
-def _dominated(points: np.ndarray) -> list[int]:
-    """Rows of (N, 2) minimised objectives that another row dominates (brute force)."""
-    return [i for i, p in enumerate(points)
-            if any(np.all(q <= p) and np.any(q < p) for j, q in enumerate(points) if j != i)]
-
-
-def _rows(out: Path) -> list[dict[str, str]]:
-    with open(out / "front.csv", newline="", encoding="utf-8") as fh:
-        return list(csv.DictReader(fh))
-
-
 def _pick(model: Path, images: np.ndarray, n: int) -> np.ndarray:
     """Indices of the n images the model is least sure of (top-2 margin): a one-pixel flip is
     likeliest there, so the success flags are exercised both ways."""
@@ -100,7 +80,7 @@ def grey(tmp_path_factory):
 
 def _check_fronts(model: Path, out: Path, summary: dict, shape: tuple[int, int, int]) -> int:
     """Each front point re-scored and judged here; returns the successful points."""
-    rows = _rows(out)
+    rows = csv_dicts(out / "front.csv")
     classes = summary["classes"]
     assert tuple(rows[0]) == (*FRONT_COLUMNS, "attacked_class")
     height, width, channels = shape
@@ -135,12 +115,12 @@ def _check_fronts(model: Path, out: Path, summary: dict, shape: tuple[int, int, 
         np.testing.assert_allclose(score, probs[:, k], atol=1e-6)
         assert entry["original_score"] == pytest.approx(original[k], abs=1e-6)
         np.testing.assert_allclose(
-            h, [_own_h(image, p[0], p[1], c) for p, c in zip(pix, colour, strict=True)], atol=1e-9)
+            h, [own_h(image, p[0], p[1], c) for p, c in zip(pix, colour, strict=True)], atol=1e-9)
         assert [r["attacked_class"] for r in mine] == [classes[c] for c in probs.argmax(axis=1)]
         # Non-dominated in (energy, h), the numbers reported, and sorted by h.
         reported = score if goal == "untargeted" else 1.0 - score
         np.testing.assert_allclose(reported, energy, atol=1e-6)
-        assert _dominated(np.column_stack([reported, h])) == [] and np.all(np.diff(h) >= 0)
+        assert dominated(np.column_stack([reported, h])) == [] and np.all(np.diff(h) >= 0)
         # The stored flags are the argmax checks made here.
         front = load_front(next((out / "images").glob(f"{Path(name).stem}.npz")), name, goal, k)
         assert front is not None
@@ -224,7 +204,7 @@ def test_dataset_planned_as_a_campaign(rgb, tmp_path):
                 assert e["goal"] == ("untargeted" if target is None else "targeted")
                 assert e["goal_class"] == (str(true) if target is None else target)
                 assert e["original_class"] == str(true)
-        rows = _rows(out)
+        rows = csv_dicts(out / "front.csv")
         assert {r["image"] for r in rows} == set(attacked)
         with open(out / "budget_curve.csv", newline="") as fh:
             curve = list(csv.DictReader(fh))
@@ -264,7 +244,7 @@ def test_cli_on_a_k_class_model(rgb, grey, tmp_path, capsys):
     assert main(["pareto", str(files[0]), "--out", str(out), "--model", str(model), *CLI_MODEL,
                  "--pop", "12", "--gens", "4", "--no-detector", "--no-progress",
                  "--target", target]) == 0
-    rows = _rows(out)
+    rows = csv_dicts(out / "front.csv")
     assert rows and tuple(rows[0]) == (*FRONT_COLUMNS, "attacked_class")
     summary = json.loads((out / "summary.json").read_text())
     assert summary["target"] == target and summary["images"][0]["goal"] == "targeted"

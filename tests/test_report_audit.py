@@ -4,15 +4,14 @@ robustness run) sections: numbers recomputed here from audit.csv, attacks.csv, r
 from __future__ import annotations
 
 import base64
-import csv
 import dataclasses
-import html
 import re
 import shutil
 
 import numpy as np
 import pytest
 
+from independent import csv_dicts, report_section, table_cells
 from onepixel.attack import AttackConfig
 from onepixel.attack.campaign import CampaignConfig, run_campaign
 from onepixel.audit import AuditConfig, audit_run
@@ -48,24 +47,6 @@ def audited(tmp_path_factory, true_png, false_png, max_model_path):
     return data, run
 
 
-def _csv(path) -> list[dict]:
-    with open(path, newline="") as fh:
-        return list(csv.DictReader(fh))
-
-
-def _section(text: str, key: str) -> str:
-    start = text.index(f'<section id="{key}">')
-    return text[start:text.index("</section>", start)]
-
-
-def _cells(section: str, table: str) -> list[list[str]]:
-    block = section[section.index(f'id="table-{table}"'):]
-    block = block[:block.index("</table>")]
-    body = block[block.index("<tbody>"):]
-    return [[html.unescape(re.sub(r"<[^>]+>", "", c)) for c in re.findall(r"<td[^>]*>(.*?)</td>", row)]
-            for row in re.findall(r"<tr>(.*?)</tr>", body)]
-
-
 def _energy_gap(goal: str, de: float, audit: float) -> float:
     return de - audit if goal == "decrease" else audit - de
 
@@ -75,12 +56,12 @@ def test_audit_section_numbers_recomputed_from_files(audited):
     _, run = audited
     path = write_report(run)  # RUN/audit is found without --audit
     text = path.read_text(encoding="utf-8")
-    section = _section(text, "audit")
+    section = report_section(text, "audit")
     assert "How strong was the attack?" in section and 'href="#audit"' in text
-    audit = _csv(run / "audit" / "audit.csv")
-    attacks = {r["image"]: r for r in _csv(run / "attacks.csv")}
+    audit = csv_dicts(run / "audit" / "audit.csv")
+    attacks = {r["image"]: r for r in csv_dicts(run / "attacks.csv")}
     assert audit and {r["image"] for r in audit} <= set(attacks)
-    rows = {r[0]: r for r in _cells(section, "audit_strength")}
+    rows = {r[0]: r for r in table_cells(section, "audit_strength")}
     directions = sorted({attacks[r["image"]]["direction"] for r in audit})
     assert sorted(rows) == directions
     for direction in directions:
@@ -103,7 +84,7 @@ def test_audit_section_numbers_recomputed_from_files(audited):
         assert min(gaps) >= -1e-6
         assert f"{direction}: DE flipped {de_ok} of {n} audited images" in section
 
-    early_rows = _cells(section, "audit_early_converged")
+    early_rows = table_cells(section, "audit_early_converged")
     early = [r for r in audit if r["de_early_converged"] == "1"]
     assert sorted(r[0] for r in early_rows) == sorted(r["image"] for r in early)
     for cells in early_rows:
@@ -156,9 +137,9 @@ def test_report_without_audit_is_unchanged_and_defences_section(audited, tmp_pat
                  "--robustness", str(rob)]) == 0
     text = out.read_text(encoding="utf-8")
     assert text.index('id="audit"') < text.index('id="defences"')
-    section = _section(text, "defences")
-    cells = {r[0]: r for r in _cells(section, "robustness")}
-    for r in _csv(rob / "robustness.csv"):
+    section = report_section(text, "defences")
+    cells = {r[0]: r for r in table_cells(section, "robustness")}
+    for r in csv_dicts(rob / "robustness.csv"):
         row = cells[r["defence"]]
         assert row[1] == r["images"]
         assert row[2] == f"{float(r['clean_mean_abs_change']):.4f}"

@@ -5,7 +5,6 @@ front.csv, budget_curve.csv and summary.json with csv/json and a few lines of nu
 from __future__ import annotations
 
 import base64
-import csv
 import html
 import io
 import json
@@ -18,6 +17,7 @@ from PIL import Image
 
 pytest.importorskip("pymoo")
 
+from independent import csv_dicts, own_h, report_section, table_cells
 from onepixel.attack import AttackConfig
 from onepixel.attack.campaign import CampaignConfig, run_campaign
 from onepixel.cli.main import main
@@ -65,24 +65,6 @@ def stealth_run(tmp_path_factory, true_png, false_png, max_model_path):
     return data, run
 
 
-def _csv(path) -> list[dict]:
-    with open(path, newline="", encoding="utf-8") as fh:
-        return list(csv.DictReader(fh))
-
-
-def _section(text: str, key: str) -> str:
-    start = text.index(f'<section id="{key}">')
-    return text[start:text.index("</section>", start)]
-
-
-def _cells(section: str, table: str) -> list[list[str]]:
-    block = section[section.index(f'id="table-{table}"'):]
-    block = block[:block.index("</table>")]
-    body = block[block.index("<tbody>"):]
-    return [[html.unescape(re.sub(r"<[^>]+>", "", c)) for c in re.findall(r"<td[^>]*>(.*?)</td>", row)]
-            for row in re.findall(r"<tr>(.*?)</tr>", body)]
-
-
 def _text(section: str) -> str:
     return html.unescape(re.sub(r"<[^>]+>", "", section))
 
@@ -90,14 +72,6 @@ def _text(section: str) -> str:
 def _g(value, spec: str) -> str:
     """A cell as the report writes it: a dash for null."""
     return "–" if value is None else format(float(value), spec)
-
-
-def _own_h(image: np.ndarray, x: int, y: int, rgb) -> float:
-    """h written out here: RMSE on [0, 1] against the mean of the neighbours that exist."""
-    height, width = image.shape[:2]
-    around = [image[y + dy, x + dx].astype(float) for dy in (-1, 0, 1) for dx in (-1, 0, 1)
-              if (dx or dy) and 0 <= y + dy < height and 0 <= x + dx < width]
-    return float(np.sqrt(np.mean(((np.asarray(rgb, float) - np.mean(around, axis=0)) / 255) ** 2)))
 
 
 def _budget_line_pixels(png: bytes) -> int:
@@ -119,18 +93,18 @@ def test_stealth_section_numbers_recomputed_from_files(stealth_run):
     _, run = stealth_run
     folder = run / "pareto"
     text = write_report(run).read_text(encoding="utf-8")  # RUN/pareto found without --pareto
-    section = _section(text, "stealth")
+    section = report_section(text, "stealth")
     assert "How visible must the pixel be?" in section and 'href="#stealth"' in text
     summary = json.loads((folder / "summary.json").read_text())
 
-    curve = _csv(folder / "budget_curve.csv")
+    curve = csv_dicts(folder / "budget_curve.csv")
     assert len(curve) == 20
-    assert _cells(section, "stealth_budget_curve") == [
+    assert table_cells(section, "stealth_budget_curve") == [
         [f"{float(r['budget']):.2f}", r["images"], r["success"],
          f"{100 * float(r['success_rate']):.1f}", r["strong"], f"{100 * float(r['strong_rate']):.1f}"]
         for r in curve]
 
-    rows = _cells(section, "stealth_images")
+    rows = table_cells(section, "stealth_images")
     assert [r[0] for r in rows] == [im["image"] for im in summary["images"]]
     for cells, im in zip(rows, summary["images"], strict=True):
         assert cells == [im["image"], im["goal"], _g(im["original_score"], ".4g"),
@@ -141,14 +115,14 @@ def test_stealth_section_numbers_recomputed_from_files(stealth_run):
     # The lowest flipping h over all images, recomputed from front.csv: the seeded campaign
     # pixel flips the mitosis patch, so there is one.
     goals = {im["image"]: im["goal"] for im in summary["images"]}
-    flipping = [(float(r["h"]), r["image"]) for r in _csv(folder / "front.csv")
+    flipping = [(float(r["h"]), r["image"]) for r in csv_dicts(folder / "front.csv")
                 if _flips(goals[r["image"]], float(r["score"]))]
     assert flipping, "the campaign's pixel (score about 0.03) is on the seeded front"
     low, name = min(flipping)
     assert f"Lowest h at which a pixel flips an image: {low:.3f} ({name})" in _text(section)
 
     det = summary["detector"]
-    assert _cells(section, "stealth_detector") == [
+    assert table_cells(section, "stealth_detector") == [
         ["Successful front points", str(det["successful_points"]),
          _g(None if det["successful_points_flagged"] is None else
             100 * det["successful_points_flagged"], ".1f")],
@@ -159,7 +133,7 @@ def test_stealth_section_numbers_recomputed_from_files(stealth_run):
 
     entries = summary["campaign"]["images"]
     assert entries
-    cells = {r[0]: r for r in _cells(section, "stealth_campaign")}
+    cells = {r[0]: r for r in table_cells(section, "stealth_campaign")}
     for e in entries:
         goal = goals[e["image"]]
         further = (e["campaign_score"] - e["front_best_score"] if goal == "decrease"
@@ -177,13 +151,13 @@ def test_stealth_section_numbers_recomputed_from_files(stealth_run):
 def test_chromatic_section_states_the_budget(stealth_run):
     data, run = stealth_run
     text = write_report(run, run / "budget.html").read_text(encoding="utf-8")
-    chromatic = _text(_section(text, "chromatic"))
+    chromatic = _text(report_section(text, "chromatic"))
     hs = []
-    for r in _csv(run / "attacks.csv"):
+    for r in csv_dicts(run / "attacks.csv"):
         image = np.asarray(Image.open(data / r["image"]).convert("RGB"))
         for group in r["pixels"].split(";"):
             x, y, *rgb = (int(v) for v in group.split(","))
-            hs.append(_own_h(image, x, y, rgb))
+            hs.append(own_h(image, x, y, rgb))
     assert 0 < max(hs) <= BUDGET
     near = sum(h >= BUDGET - 0.01 for h in hs)
     assert f"--max-colour-diff {BUDGET:g}" in chromatic
@@ -230,9 +204,9 @@ def test_pareto_flag_fallbacks_and_errors(stealth_run, tmp_path, capsys):
     (folder / "budget_curve.csv").unlink()
     out = tmp_path / "r.html"
     assert main(["report", str(plain), "--out", str(out), "--pareto", str(folder)]) == 0
-    section = _section(out.read_text(encoding="utf-8"), "stealth")
+    section = report_section(out.read_text(encoding="utf-8"), "stealth")
     summary = json.loads((folder / "summary.json").read_text())
-    assert _cells(section, "stealth_budget_curve") == [
+    assert table_cells(section, "stealth_budget_curve") == [
         [f"{float(r['budget']):.2f}", str(r["images"]), str(r["success"]),
          f"{100 * float(r['success_rate']):.1f}", str(r["strong"]),
          f"{100 * float(r['strong_rate']):.1f}"] for r in summary["budget_curve"]]

@@ -4,7 +4,6 @@ a scan RUN refuses to resume as DE, and analyze / report read it."""
 
 from __future__ import annotations
 
-import csv
 import json
 import shutil
 from pathlib import Path
@@ -12,6 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from independent import csv_dicts
 from onepixel.attack import AttackConfig
 from onepixel.attack.campaign import CampaignConfig, run_campaign
 from onepixel.audit import AuditConfig, audit_run
@@ -47,11 +47,6 @@ def scan_run(tmp_path_factory, true_png, false_png, classifier):
                          attack=AttackConfig(method="scan", max_queries=MAX_QUERIES), progress=False)
     summary = run_campaign(cfg, classifier=classifier, executor=ScanExecutor(pixels=BLOCK))
     return run, summary
-
-
-def _rows(path) -> list[dict]:
-    with open(path, newline="") as fh:
-        return list(csv.DictReader(fh))
 
 
 def test_choose_scan_step():
@@ -124,12 +119,12 @@ def test_refiner_keeps_its_budget(classifier, true_png):
 @pytest.mark.slow
 def test_scan_campaign_rows_rescore_within_budget(scan_run, true_png, false_png):
     run, summary = scan_run
-    rows = {r["image"]: r for r in _rows(run / "attacks.csv")}
+    rows = {r["image"]: r for r in csv_dicts(run / "attacks.csv")}
     assert sorted(rows) == ["mitosis/true.png", "normal/false.png"]
     # The classifier the test loads itself, on whole images (not the incremental path).
     plain = load_scoring_classifier("max-mitosis", ModelOptions(device="cpu"))
     history = {}
-    for r in _rows(run / "history.csv"):
+    for r in csv_dicts(run / "history.csv"):
         history.setdefault(r["image"], []).append((int(r["generation"]), float(r["best_score"])))
     min_queries = scan_cost(len(BLOCK), choose_scan_step(len(BLOCK), MAX_QUERIES))
     for name, png in (("mitosis/true.png", true_png), ("normal/false.png", false_png)):
@@ -215,7 +210,7 @@ def test_audit_through_a_defence(scan_run, tmp_path, true_png):
     summary = audit_run(run, out, config, model_options=ModelOptions(device="cpu"),
                         defence="median3")
     assert summary["defence"] == "median3"
-    row = _rows(out / "audit.csv")[0]
+    row = csv_dicts(out / "audit.csv")[0]
     defended = load_scoring_classifier("max-mitosis", ModelOptions(device="cpu"), "median3")
     image = load_image(true_png, defended.input_shape)
     attacked = apply_pixel(image, int(row["x"]), int(row["y"]), [int(row[c]) for c in "rgb"])
@@ -237,7 +232,7 @@ def test_audit_scan_on_a_map_executor_equals_local(scan_run, tmp_path):
     config = AuditConfig(step=255, top=2, rounds=1, pixels=BLOCK[:6], progress=False)
     options = ModelOptions(device="cpu")
     audit_run(run, tmp_path / "here", config, model_options=options)
-    expected = _rows(tmp_path / "here" / "audit.csv")
+    expected = csv_dicts(tmp_path / "here" / "audit.csv")
     assert len(expected) == 2
     calls = []
 
@@ -247,7 +242,7 @@ def test_audit_scan_on_a_map_executor_equals_local(scan_run, tmp_path):
 
     audit_run(run, tmp_path / "mapped", config, model_options=options, mapper=counting)
     assert calls == ["max-mitosis", "max-mitosis"]
-    assert _rows(tmp_path / "mapped" / "audit.csv") == expected
+    assert csv_dicts(tmp_path / "mapped" / "audit.csv") == expected
     # Through a defence the mapper gets the defended model; Ray's workers then load the same
     # pipeline (tests/test_scaleout.py: a Ray map through median3 equals the local one).
     ray = pytest.importorskip("ray")
@@ -260,7 +255,7 @@ def test_audit_scan_on_a_map_executor_equals_local(scan_run, tmp_path):
                   mapper=RayMapper(ExecutorConfig(kind="ray", workers=1)))
     finally:
         ray.shutdown()
-    rows = _rows(tmp_path / "ray" / "audit.csv")
+    rows = csv_dicts(tmp_path / "ray" / "audit.csv")
     # Ray workers score with their own copy of the model: the same pixels, scores to ~1e-6.
     for got, want in zip(rows, expected, strict=True):
         assert [got[k] for k in ("image", "status", "x", "y", "r", "g", "b", "queries")] == \
