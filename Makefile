@@ -43,6 +43,7 @@ bench: $(STAMP)
 	$(BIN)/python bench/bench_attack.py --out bench/results/attack-cpu.md
 	$(BIN)/python bench/bench_analysis.py
 	$(BIN)/python bench/bench_http.py --out bench/results/http-cpu.md
+	$(BIN)/python bench/bench_http_v2.py --out bench/results/http-v2-cpu.md
 
 clean:
 	rm -rf $(VENV) build dist src/*.egg-info .pytest_cache .ruff_cache

@@ -10,7 +10,7 @@ _EXPORTS = {
     "CallableClassifier": "onepixel.models.callable_backend",
     "Classifier": "onepixel.models.base",
     "export_onnx": "onepixel.models.export",
-    "HttpClassifier": "onepixel.models.http_backend",
+    "HttpClassifier": "onepixel.models.max_protocol",
     "KerasGraph": "onepixel.models.keras_h5",
     "KerasNet": "onepixel.models.keras_h5",
     "load_classifier": "onepixel.models.registry",
@@ -22,6 +22,7 @@ _EXPORTS = {
     "ScoringModule": "onepixel.models.torch_backend",
     "TorchClassifier": "onepixel.models.torch_backend",
     "TorchOptions": "onepixel.models.torch_backend",
+    "V2Classifier": "onepixel.models.v2_protocol",
 }
 __all__ = sorted(_EXPORTS)
 __getattr__, __dir__ = lazy_exports(__name__, _EXPORTS, globals())

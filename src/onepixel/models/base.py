@@ -281,3 +281,46 @@ class ClassProbability:
     def scores(self, images: np.ndarray) -> np.ndarray:
         """(N,) float64: the probability of ``class_index``."""
         return np.asarray(self.classifier.scores(images))[:, self.class_index]
+
+
+def validate_probabilities(scores, n_classes: int, model_name: str, *,
+                           option: str = "model_output") -> np.ndarray:
+    """Check that a model's scores are honest probabilities, as ``Classifier.scores`` returns.
+
+    Parameters
+    ----------
+    scores : array, (N,) for ``n_classes == 1`` or (N, K) for ``n_classes == K``
+    n_classes : int
+    model_name : str
+        Named in the error.
+    option : str
+        The setting that declares logits or probabilities, named in the error (the library's
+        ``ModelOptions.model_output``; a backend may name its own).
+
+    Returns
+    -------
+    ndarray, float64, (N,) or (N, K)
+
+    Raises
+    ------
+    ModelError
+        Not of that shape, not finite, outside [0, 1], or K-class rows that do not sum to 1
+        within 1e-3 (float32 softmax outputs are off by ~1e-7; logits or a truncated row by far
+        more); the message names ``option``.
+    """
+    out = np.asarray(scores, dtype=np.float64)
+    want = "(N,)" if n_classes == 1 else f"(N, {n_classes})"
+    if (out.ndim != (1 if n_classes == 1 else 2)) or (n_classes > 1 and out.shape[1] != n_classes):
+        raise ModelError(f"{model_name} returned scores of shape {out.shape}, expected {want}")
+    if not np.all(np.isfinite(out)):
+        raise ModelError(f"{model_name} returned scores that are not finite (NaN or inf)")
+    if out.size and (out.min() < 0.0 or out.max() > 1.0):
+        raise ModelError(f"{model_name} returned scores outside [0, 1] (from {out.min():.4g} to "
+                         f"{out.max():.4g}): are they logits? Set {option}='logit'")
+    if n_classes > 1 and len(out):
+        worst = float(np.abs(out.sum(axis=1) - 1.0).max())
+        if worst > 1e-3:
+            raise ModelError(f"{model_name} returned class probabilities whose rows do not sum to 1 "
+                             f"(off by up to {worst:.3g}): are they logits or sigmoids? Set "
+                             f"{option}='logit' for logits")
+    return out

@@ -1,7 +1,9 @@
 """Turn a model spec string into a Classifier.
 
 Specs: ``max-mitosis`` (built-in), ``*.h5`` / ``*.hdf5`` (Keras 2), ``*.onnx``, ``*.pt`` /
-``*.ts`` (TorchScript), ``http://HOST:PORT`` (a service with the MAX API, see docs/server.md).
+``*.ts`` (TorchScript), ``http://HOST:PORT`` (a service with the MAX API) and
+``http://HOST:PORT/v2/models/NAME`` (a service with the Open Inference Protocol); see
+docs/server.md.
 """
 
 from __future__ import annotations
@@ -23,8 +25,14 @@ from onepixel.models.torch_backend import (
     load_torchscript,
     resolve_device,
 )
+from onepixel.models.v2_protocol import is_v2_url
 
 log = logging.getLogger(__name__)
+
+#: Every form of model spec, for messages.
+SPEC_FORMS = (f"'{BUILTIN}' (built-in), a Keras file (*.h5, *.hdf5), an ONNX file (*.onnx), a "
+              "TorchScript file (*.pt, *.ts), http://HOST:PORT (a MAX-API service) or "
+              "http://HOST:PORT/v2/models/NAME[/versions/V] (an Open Inference Protocol service)")
 
 #: The MAX service's conventions: deep-histopath "resnet_custom" scaling, one logit out.
 MAX_IO = ModelIO(layout="nchw", preprocess="max", output="logit")
@@ -38,7 +46,9 @@ def load_classifier(spec: str, options: ModelOptions | None = None, *,
     ----------
     spec : str
         ``max-mitosis``, a Keras ``*.h5``/``*.hdf5``, ``*.onnx`` or TorchScript ``*.pt``/``*.ts``
-        file, or ``http(s)://HOST:PORT`` (a MAX-API service).
+        file, ``http(s)://HOST:PORT`` (a MAX-API service) or
+        ``http(s)://HOST:PORT/v2/models/NAME[/versions/V]`` (an Open Inference Protocol service:
+        ``options.output`` declares logits, ``options.positive_index`` picks a column).
     options : ModelOptions
     layers : bool
         Load a Keras or built-in model as an eager torch network that declares its layers
@@ -58,8 +68,14 @@ def load_classifier(spec: str, options: ModelOptions | None = None, *,
     if spec == BUILTIN:
         path = assets.ensure(BUILTIN, options.assets_dir)
         return keras_classifier(path, options, name=BUILTIN, io=MAX_IO)
+    if spec.startswith(("http://", "https://")) and is_v2_url(spec):
+        from onepixel.models.v2_protocol import V2Classifier
+
+        return V2Classifier(spec, batch_size=options.batch_size or 128,
+                            input_shape=options.input_shape, positive_index=options.positive_index,
+                            model_output=_declared_output(options))
     if spec.startswith(("http://", "https://")):
-        from onepixel.models.http_backend import HttpClassifier
+        from onepixel.models.max_protocol import HttpClassifier
 
         # A MAX-API service; --batch-size is the images per batch request.
         return HttpClassifier(spec, batch_size=options.batch_size or 128,
@@ -69,9 +85,7 @@ def load_classifier(spec: str, options: ModelOptions | None = None, *,
     known = {".h5", ".hdf5", ".onnx", ".pt", ".ts"}
     if suffix not in known:
         raise ModelError(
-            f"unknown model spec {spec!r}: use '{BUILTIN}', a Keras file (*.h5, *.hdf5), an ONNX "
-            "file (*.onnx) or a TorchScript file (*.pt, *.ts)"
-        )
+            f"unknown model spec {spec!r}: use {SPEC_FORMS}")
     if not path.is_file():
         raise ModelError(f"model file not found: {path}")
     fingerprint = assets.sha256_of(path)
@@ -143,6 +157,12 @@ def _load_eager_keras(spec: str, options: ModelOptions) -> TorchClassifier:
                                  optimize=device.type == "cuda")
     return TorchClassifier(net, graph.input_shape, name, io, torch_options,
                            fingerprint=assets.sha256_of(path))
+
+
+def _declared_output(options: ModelOptions) -> str | None:
+    """What the user declared the model outputs (logits or probabilities), if anything."""
+    # The field is ``output`` here and ``model_output`` after the issue-25 rename.
+    return getattr(options, "model_output", getattr(options, "output", None))
 
 
 def _torch_options(options: ModelOptions) -> TorchOptions:

@@ -1,4 +1,5 @@
-"""The MAX-compatible HTTP model service (``onepixel serve``).
+"""The HTTP model service (``onepixel serve``): the MAX API, or the Open Inference Protocol
+(``--protocol v2``, :mod:`~onepixel.serving.v2_app`).
 
 One job per module: :mod:`~onepixel.serving.config` (settings, defaults, command-line
 options; standard library only), :mod:`~onepixel.serving.app` (the ASGI app and its inference
@@ -18,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 _EXPORTS = {
     "create_app": "onepixel.serving.app",
+    "create_v2_app": "onepixel.serving.v2_app",
     "model_metadata": "onepixel.serving.metadata",
     "serve": "onepixel.serving.run",
     "ServeOptions": "onepixel.serving.config",
@@ -30,6 +32,7 @@ _EXPORTS = {
 }
 
 __all__ = ["RequestError", "ServeOptions", "ServerLimits", "add_server_arguments", "create_app",
+           "create_v2_app",
            "decode_image", "model_metadata", "parse_multipart", "serve", "server_options"]
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -37,6 +40,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from onepixel.serving.config import ServeOptions, ServerLimits, add_server_arguments, server_options
     from onepixel.serving.metadata import model_metadata
     from onepixel.serving.run import serve
+    from onepixel.serving.v2_app import create_v2_app
     from onepixel.wire import RequestError, decode_image, parse_multipart
 
 

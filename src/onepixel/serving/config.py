@@ -24,6 +24,8 @@ from onepixel.wire import API_KEY_ENV
 
 MiB = 1 << 20
 MAX_PORT = 65535
+#: The HTTP APIs the server speaks: MAX (the papers' setting) and the Open Inference Protocol.
+PROTOCOLS = ("max", "v2")
 
 
 def _int_problem(value: Any, low: int, high: int | None = None) -> str | None:
@@ -151,6 +153,9 @@ class ServeOptions:
         Names of a K-class model's classes in its output order, given in ``/model/metadata`` and
         as each prediction's ``label``; the count must be the model's K (checked when the app
         is built). Default: the indices ``"0"`` .. ``"K-1"``.
+    protocol : {"max", "v2"}
+        ``max``: the MAX API (:mod:`onepixel.serving.app`); ``v2``: the Open Inference Protocol
+        (:mod:`onepixel.serving.v2_app`). Limits and connection defences are the same.
     """
 
     host: str = "127.0.0.1"
@@ -163,8 +168,12 @@ class ServeOptions:
     keep_alive_timeout: float = 30.0
     limits: ServerLimits = field(default_factory=ServerLimits)
     classes: tuple[str, ...] | None = None
+    protocol: str = "max"
 
     def __post_init__(self) -> None:
+        if self.protocol not in PROTOCOLS:
+            raise ServerError(f"ServeOptions.protocol must be one of {', '.join(PROTOCOLS)}, got "
+                              f"{self.protocol!r}")
         if not isinstance(self.host, str) or not self.host:
             raise ServerError(f"host must be an address such as 127.0.0.1, got {self.host!r}")
         _check({"port": _int_problem(self.port, 0, MAX_PORT),
@@ -245,6 +254,9 @@ def add_server_arguments(parser: argparse.ArgumentParser) -> None:
     """
     d, lim = ServeOptions(), ServerLimits()
     g = parser.add_argument_group("server")
+    g.add_argument("--protocol", choices=PROTOCOLS, default=d.protocol,
+                   help="max: the MAX API (/model/predict); v2: the Open Inference Protocol "
+                        "(/v2/models/NAME/infer, as KServe and Triton); default: %(default)s")
     g.add_argument("--host", default=d.host,
                    help="address to bind (default: %(default)s, this machine only)")
     g.add_argument("--port", metavar="PORT", type=_argument(int, lambda v: _int_problem(v, 0, MAX_PORT)),
@@ -290,6 +302,7 @@ def server_options(args: argparse.Namespace) -> dict[str, Any]:
             "max_connections_per_client": args.max_connections_per_client,
             "header_timeout": args.header_timeout, "body_timeout": args.body_timeout,
             "keep_alive_timeout": args.keep_alive_timeout, "classes": args.classes,
+            "protocol": args.protocol,
             "max_concurrency": args.max_concurrency, "max_queue": args.max_queue,
             "max_batch": args.max_batch,
             "max_request_bytes": max(1, int(args.max_request_mb * MiB))}

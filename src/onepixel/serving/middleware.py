@@ -21,7 +21,11 @@ class RequestTooLarge(Exception):  # noqa: N818 - an HTTP condition, answered as
     """Raised while reading a request body that grows past the limit."""
 
 
-def _json_body(message: str) -> bytes:
+def _json_body(message: str, error_key: str = "message") -> bytes:
+    """The error body: MAX's ``{"status": "error", "message": ...}``, or the Open Inference
+    Protocol's ``{"error": ...}`` (``error_key="error"``)."""
+    if error_key == "error":
+        return json.dumps({"error": message}).encode()
     return json.dumps({"status": "error", "message": message}).encode()
 
 
@@ -29,9 +33,12 @@ class GuardMiddleware:
     """Access log (one line per request, fields on ``record.http``), request size limit (from
     ``Content-Length`` and while reading), API key (``X-API-Key`` or ``Authorization: Bearer``)."""
 
-    def __init__(self, app, api_key: str | None, max_request_bytes: int):
+    def __init__(self, app, api_key: str | None, max_request_bytes: int, *,
+                 public_paths: frozenset[str] = frozenset(), error_key: str = "message"):
         self.app = app
         self.max_request_bytes = max_request_bytes
+        self.public_paths = PUBLIC_PATHS | public_paths
+        self.error_key = error_key
         self._key_digest = hashlib.sha256(api_key.encode()).digest() if api_key else None
 
     def _refuse(self, scope) -> tuple[int, str, dict[str, str]] | None:
@@ -45,7 +52,7 @@ class GuardMiddleware:
             if n > self.max_request_bytes:
                 return (413, f"request body of {n} bytes is over the server's limit of "
                              f"{self.max_request_bytes}; send fewer images per request", {})
-        if self._key_digest is not None and scope["path"] not in PUBLIC_PATHS:
+        if self._key_digest is not None and scope["path"] not in self.public_paths:
             given = headers.get(API_KEY_HEADER.encode())
             if given is None:
                 auth = headers.get(b"authorization", b"")
@@ -92,7 +99,7 @@ class GuardMiddleware:
                 await self.app(scope, counting_receive, counting_send)
             else:
                 code, message, extra = refused
-                body = _json_body(message)
+                body = _json_body(message, self.error_key)
                 headers = [(b"content-type", b"application/json"),
                            (b"content-length", str(len(body)).encode())]
                 headers += [(k.lower().encode(), v.encode()) for k, v in extra.items()]

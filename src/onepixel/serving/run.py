@@ -47,7 +47,8 @@ def bind(host: str, port: int) -> socket.socket:
 
 def serve(classifier: Classifier, options: ServeOptions | None = None, *,
           metadata: Mapping[str, Any] | None = None, **settings: Any) -> None:
-    """Serve ``classifier`` with the MAX API until interrupted (SIGINT / SIGTERM).
+    """Serve ``classifier`` with the MAX API, or the Open Inference Protocol
+    (``protocol="v2"``), until interrupted (SIGINT / SIGTERM).
 
     Parameters
     ----------
@@ -73,8 +74,12 @@ def serve(classifier: Classifier, options: ServeOptions | None = None, *,
     from onepixel.serving.connections import ConnectionGuard
 
     api_key = resolve_api_key(options.api_key)
-    app = create_app(classifier, api_key=api_key, limits=options.limits, metadata=metadata,
-                     classes=options.classes)
+    if options.protocol == "v2":
+        from onepixel.serving.v2_app import create_v2_app as make_app
+    else:
+        make_app = create_app
+    app = make_app(classifier, api_key=api_key, limits=options.limits, metadata=metadata,
+                   classes=options.classes)
     if not is_loopback(options.host) and not api_key:
         log.warning("serving on %s without an API key: anyone who can reach this port can query "
                     "the model; set --api-key or $%s", options.host, API_KEY_ENV)
@@ -89,8 +94,10 @@ def serve(classifier: Classifier, options: ServeOptions | None = None, *,
                             server_header=False, limit_concurrency=None,
                             timeout_keep_alive=options.keep_alive_timeout, lifespan="off")
     shown = f"[{options.host}]" if ":" in options.host else options.host
-    log.info("serving %s on http://%s:%d (API docs at /docs%s; header/body timeouts %g/%g s, "
-             "%d connections, %d per client)", classifier.name, shown, bound,
+    where = (f"/v2/models/{classifier.name}" if options.protocol == "v2" else "") + (
+        " (the Open Inference Protocol)" if options.protocol == "v2" else " (the MAX API)")
+    log.info("serving %s on http://%s:%d%s (API docs at /docs%s; header/body timeouts %g/%g s, "
+             "%d connections, %d per client)", classifier.name, shown, bound, where,
              ", API key required" if api_key else "", options.header_timeout, options.body_timeout,
              options.max_connections, options.max_connections_per_client)
     uvicorn.Server(config).run(sockets=[sock])
