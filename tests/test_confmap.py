@@ -31,7 +31,7 @@ from onepixel.confmap import (
     select_run_images,
 )
 from onepixel.confmap.engine import _Reducer
-from onepixel.confmap.fast import FastConfmap, fast_path_unavailable_reason
+from onepixel.confmap.incremental import FastConfmap, fast_path_unavailable_reason
 from onepixel.errors import ImageError, OnepixelError
 from onepixel.models import CallableClassifier, ModelOptions, TorchClassifier, TorchOptions, load_classifier
 from onepixel.models.keras_h5 import load_keras_module

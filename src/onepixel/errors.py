@@ -71,10 +71,6 @@ class RunError(OnepixelError):
     """
 
 
-#: The name the analysis used for :class:`RunError` before the RUN reader was shared.
-AnalysisError = RunError
-
-
 class ConfmapError(OnepixelError):
     """A confidence map cannot be computed as asked (bad option, image, or checkpoint)."""
 

@@ -18,7 +18,6 @@ from datetime import UTC, datetime
 import numpy as np
 from tqdm.auto import tqdm
 
-from onepixel import __version__
 from onepixel.attack.batches import BatchAttacker, BatchExecutor, LocalExecutor, PendingImage
 from onepixel.attack.config import AttackConfig, CampaignConfig
 from onepixel.attack.objective import (
@@ -47,6 +46,7 @@ from onepixel.runs.schema import SUMMARY, AttackResult, record_text
 from onepixel.runs.store import RunStore
 from onepixel.runs.summary import summarize
 from onepixel.scoring.policy import evaluator_for, load_attack_evaluator
+from onepixel.version import __version__
 
 log = logging.getLogger(__name__)
 

@@ -263,7 +263,7 @@ def build_parser() -> argparse.ArgumentParser:
     # None: the run's own model
     p.set_defaults(func=cmd_audit, model=None)
 
-    from onepixel.stealth.config import ParetoConfig
+    from onepixel.pareto.config import ParetoConfig
 
     p = sub.add_parser("pareto", help="per image, the (score, visibility h) Pareto front of one-pixel "
                                       "attacks -> DIR/front.csv; for a dataset, the budget curve")
@@ -548,7 +548,7 @@ def cmd_attack(args: argparse.Namespace) -> int:
 def cmd_confmap(args: argparse.Namespace) -> int:
     from onepixel.confmap.config import ConfmapConfig
     from onepixel.confmap.engine import confmap_image_file
-    from onepixel.confmap.runs import confmap_run
+    from onepixel.confmap.run_maps import confmap_run
 
     if (args.run is None) == (args.image is None):
         raise OnepixelError("give IMAGE --out DIR, or --run RUN")
@@ -681,8 +681,8 @@ def cmd_audit(args: argparse.Namespace) -> int:
 
 
 def cmd_pareto(args: argparse.Namespace) -> int:
-    from onepixel.stealth.config import ParetoConfig
-    from onepixel.stealth.runner import Detector, run_pareto
+    from onepixel.pareto.config import ParetoConfig
+    from onepixel.pareto.runner import Detector, run_pareto
 
     if bool(args.images) == (args.dataset is not None):
         raise OnepixelError("give IMAGE... or --dataset DATASET (one of them)")

@@ -14,7 +14,7 @@ Two methods give the same maps:
     crosses to the host; any other classifier gets host-built batches.
 ``fast``
     Exact incremental inference for KerasNet-based torch classifiers
-    (:mod:`onepixel.confmap.fast`): only the window of each early feature map that a pixel can
+    (:mod:`onepixel.confmap.incremental`): only the window of each early feature map that a pixel can
     change is recomputed. Scores agree with brute force to ~1e-6 (fp32).
 
 ``auto`` (the default) takes ``fast`` when it applies and ``brute`` otherwise.
@@ -227,13 +227,13 @@ class _BrutePlan:
 
 
 class _FastPlan:
-    """The exact incremental path (:class:`onepixel.confmap.fast.FastConfmap`)."""
+    """The exact incremental path (:class:`onepixel.confmap.incremental.FastConfmap`)."""
 
     method = "fast"
     on_host = False
 
     def __init__(self, classifier: TorchClassifier, batch: int):
-        from onepixel.confmap.fast import FastConfmap
+        from onepixel.confmap.incremental import FastConfmap
 
         self.engine = FastConfmap.from_classifier(classifier)
         self.classifier = classifier
@@ -283,7 +283,7 @@ def _default_batch(method: str, device: torch.device, plan_hint: int | None = No
 
 
 def _choose_plan(classifier: Classifier, config: ConfmapConfig):
-    from onepixel.confmap.fast import fast_path_unavailable_reason
+    from onepixel.confmap.incremental import fast_path_unavailable_reason
 
     reason = fast_path_unavailable_reason(classifier)
     method = config.method

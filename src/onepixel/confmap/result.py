@@ -17,9 +17,9 @@ from typing import Any
 
 import numpy as np
 
-from onepixel import __version__
 from onepixel.errors import ConfmapError, OnepixelError, is_integer
 from onepixel.fileio import save_npz_atomic
+from onepixel.version import __version__
 
 log = logging.getLogger(__name__)
 

@@ -43,13 +43,13 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from onepixel import __version__
 from onepixel.datasets.images import IMAGE_SUFFIXES
 from onepixel.datasets.slides import TIFF_SUFFIXES, probe_image, read_slide
 from onepixel.datasets.tiles import check_output_outside
 from onepixel.datasets.tissue import DEFAULT_MIN_SATURATION, DEFAULT_MIN_VALUE, tissue_fraction
 from onepixel.errors import DatasetError, OnepixelError, is_integer
 from onepixel.fileio import atomic_output_dir
+from onepixel.version import __version__
 
 log = logging.getLogger(__name__)
 

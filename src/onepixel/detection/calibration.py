@@ -18,7 +18,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from onepixel import assets
+import onepixel.assets as assets
 from onepixel.datasets.tiles import iter_slide_tiles
 from onepixel.defences.filters import h_map, residual_map
 from onepixel.errors import ConfigError

@@ -37,8 +37,6 @@ import numpy as np
 
 from onepixel.errors import HttpAuthError, HttpError, HttpUnavailableError, ModelError
 from onepixel.models.base import Capabilities, check_batch
-
-# encode_png stays importable from here (it lived here before the wire module).
 from onepixel.wire import (
     API_KEY_ENV,
     API_KEY_HEADER,
@@ -53,7 +51,7 @@ from onepixel.wire import (
 log = logging.getLogger(__name__)
 
 __all__ = ["API_KEY_ENV", "HttpAuthError", "HttpClassifier", "HttpError", "HttpUnavailableError",
-           "base_url", "encode_png"]
+           "base_url"]
 
 DEFAULT_SHAPE = (64, 64, 3)
 #: Answers worth another try: rate limited, or the server (or a proxy before it) failing.

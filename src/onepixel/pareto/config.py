@@ -8,7 +8,7 @@ from onepixel.errors import OnepixelError
 from onepixel.runs import schema
 
 # The files ``onepixel pareto`` writes, named once here (a light module) for the writer
-# (:mod:`onepixel.stealth.runner`) and the report's reader alike.
+# (:mod:`onepixel.pareto.runner`) and the report's reader alike.
 FRONT = "front.csv"
 #: front.csv's columns; a greyscale pixel's value v is written as r = g = b = v (as attacks.csv).
 FRONT_COLUMNS = ("image", "x", "y", "r", "g", "b", "score", "h")

@@ -19,9 +19,9 @@ import numpy as np
 
 from onepixel.attack.budget import budget_h, neighbour_means
 from onepixel.errors import OnepixelError
-from onepixel.runs.reader import AnalysisError, read_attacks_csv
+from onepixel.pareto.pareto import ImageFront, apply_pixels
+from onepixel.runs.reader import RunError, read_attacks_csv
 from onepixel.runs.schema import ATTACKS
-from onepixel.stealth.pareto import ImageFront, apply_pixels
 
 log = logging.getLogger(__name__)
 
@@ -82,7 +82,7 @@ def campaign_pixels(run: str | Path, fingerprint: str = "") -> dict[str, Campaig
                     "comparison is across models", run, run_model[:12], fingerprint[:12])
     try:
         table = read_attacks_csv(run / ATTACKS)
-    except AnalysisError as exc:
+    except RunError as exc:
         raise OnepixelError(f"--campaign {run}: {exc}") from exc
     out = {}
     for i in range(len(table)):

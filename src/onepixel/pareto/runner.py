@@ -2,7 +2,7 @@
 
 Any classifier and goal: a binary model's images are pushed across 0.5 (decrease / increase), a
 K-class model's away from the class it predicts (untargeted) or towards ``target`` (targeted);
-RGB or greyscale images of any size (docs/stealth.md, "Any classifier and goal").
+RGB or greyscale images of any size (docs/pareto.md, "Any classifier and goal").
 
 Files written into ``out``:
 
@@ -19,7 +19,7 @@ Files written into ``out``:
   successful front points it flags (skipped, with ``detector_skipped`` saying why, for
   non-RGB models); with ``--campaign RUN``, the comparison with that RUN;
 - ``pareto.json`` and ``images/<image>.npz``: the settings and each finished image's front, so
-  that a rerun resumes (:mod:`onepixel.stealth.store`).
+  that a rerun resumes (:mod:`onepixel.pareto.store`).
 """
 
 from __future__ import annotations
@@ -46,9 +46,7 @@ from onepixel.errors import DatasetError, OnepixelError
 from onepixel.fileio import atomic_open, write_csv_atomic, write_json_atomic
 from onepixel.models.base import capabilities_of
 from onepixel.models.options import BUILTIN, ModelOptions
-from onepixel.runs.schema import record_text
-from onepixel.scoring.policy import load_attack_evaluator
-from onepixel.stealth.config import (
+from onepixel.pareto.config import (
     CURVE,
     CURVE_COLUMNS,
     FRONT,
@@ -57,16 +55,19 @@ from onepixel.stealth.config import (
     SUMMARY,
     ParetoConfig,
 )
-from onepixel.stealth.curve import BudgetCurve, budget_curve
-from onepixel.stealth.pareto import (
+from onepixel.pareto.curve import BudgetCurve, budget_curve
+from onepixel.pareto.pareto import (
     ImageFront,
     apply_pixels,
     front_flags,
     goal_class_of,
     pareto_front,
 )
-from onepixel.stealth.reference import campaign_pixels, compare, match
-from onepixel.stealth.store import check_settings, front_path, load_front, save_front
+from onepixel.pareto.reference import campaign_pixels, compare, match
+from onepixel.pareto.store import check_settings, front_path, load_front, save_front
+from onepixel.plotting import new_figure, png_bytes, styled
+from onepixel.runs.schema import record_text
+from onepixel.scoring.policy import load_attack_evaluator
 
 log = logging.getLogger(__name__)
 
@@ -267,7 +268,7 @@ def run_pareto(out: str | Path, images: Sequence[str | Path] = (), dataset: str 
     campaign : path, optional
         A one-pixel campaign RUN of the same images without a colour budget: summary.json's
         ``campaign`` compares its pixel with each front's lowest-score end
-        (:mod:`onepixel.stealth.reference`; binary models only).
+        (:mod:`onepixel.pareto.reference`; binary models only).
     campaign_seed : bool
         Also put the campaign's pixel into each search's initial population.
     target : str, optional
@@ -278,7 +279,7 @@ def run_pareto(out: str | Path, images: Sequence[str | Path] = (), dataset: str 
         indices).
 
     A rerun into the same ``out`` with the same settings loads the images already searched and
-    searches the rest (:mod:`onepixel.stealth.store`); other settings are refused.
+    searches the rest (:mod:`onepixel.pareto.store`); other settings are refused.
 
     Raises
     ------
@@ -400,7 +401,7 @@ def run_pareto(out: str | Path, images: Sequence[str | Path] = (), dataset: str 
     })
     if dataset is not None or len(fronts) > 1:
         write_csv_atomic(out / CURVE, CURVE_COLUMNS, curve.rows())
-        _curve_figure(out / "budget_curve.png", curve)
+        _curve_figure(out / "budget_curve.png", curve, config, multiclass=bool(plan.classes))
     if campaign is not None:
         summary["campaign"] = compare(fronts, {t.name: t.image for t in targets}, reference,
                                       evaluator.classifier, campaign, campaign_seed)
@@ -486,14 +487,13 @@ def detect_fronts(fronts: Sequence[ImageFront], originals: dict, detector: Detec
 
 def _save(fig, path: Path) -> None:
     with atomic_open(path, "wb") as fh:
-        fig.savefig(fh, format="png")
+        fh.write(png_bytes(fig))
 
 
+@styled()
 def _front_figure(path: Path, f: ImageFront, config: ParetoConfig,
                   classes: Sequence[str] = ()) -> None:
-    from matplotlib.figure import Figure
-
-    fig = Figure(figsize=(4.6, 3.6), dpi=110, layout="constrained")
+    fig = new_figure(4.6, 3.6)
     ax = fig.add_subplot()
     ax.scatter(f.evaluated_h, f.evaluated_score, s=4, c="0.75", lw=0, label="evaluated pixels")
     ax.plot(f.h, f.score, "o-", color="C3", ms=3.5, lw=1, label="front")
@@ -517,15 +517,16 @@ def _front_figure(path: Path, f: ImageFront, config: ParetoConfig,
     _save(fig, path)
 
 
-def _curve_figure(path: Path, curve: BudgetCurve) -> None:
-    from matplotlib.figure import Figure
-
+@styled()
+def _curve_figure(path: Path, curve: BudgetCurve, config: ParetoConfig, multiclass: bool = False) -> None:
     n = max(curve.n_images, 1)
-    fig = Figure(figsize=(4.6, 3.4), dpi=110, layout="constrained")
+    fig = new_figure(4.6, 3.4)
     ax = fig.add_subplot()
-    ax.step(curve.budgets, curve.success / n, where="post", color="C3", label="success (0.5)")
+    # The run's own thresholds, not the papers' defaults (K-class success is the predicted class).
+    success = "success (predicted class)" if multiclass else f"success (past {config.success_threshold:g})"
+    ax.step(curve.budgets, curve.success / n, where="post", color="C3", label=success)
     ax.step(curve.budgets, curve.strong / n, where="post", color="C1", ls="--",
-            label="strong success (0.05 / 0.95)")
+            label=f"strong success ({config.strong_decrease_below:g} / {config.strong_increase_above:g})")
     ax.set_xlabel("colour budget H (max h)")
     ax.set_ylabel(f"share of {curve.n_images} images flipped")
     ax.set_xlim(0, 1)

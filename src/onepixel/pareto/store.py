@@ -20,7 +20,7 @@ import numpy as np
 
 from onepixel.errors import OnepixelError
 from onepixel.fileio import atomic_open, write_json_atomic
-from onepixel.stealth.pareto import ImageFront
+from onepixel.pareto.pareto import ImageFront
 
 log = logging.getLogger(__name__)
 
@@ -32,7 +32,7 @@ DECIDING = ("search", "model_sha256", "seeded_from", "target")
 
 _ARRAYS = ("pixels", "score", "h", "evaluated_score", "evaluated_h")
 #: Arrays fronts saved before K-class support lack (loaded as None: the flags are then derived
-#: by :func:`onepixel.stealth.pareto.front_flags`, as binary fronts always were).
+#: by :func:`onepixel.pareto.pareto.front_flags`, as binary fronts always were).
 _OPTIONAL = ("success", "strong", "predicted")
 
 

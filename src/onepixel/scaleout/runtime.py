@@ -12,7 +12,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from types import ModuleType
 
-from onepixel import assets
+import onepixel.assets as assets
 from onepixel.errors import OnepixelError, ScaleOutError
 from onepixel.models.options import BUILTIN, ModelOptions
 from onepixel.scaleout.config import ExecutorConfig

@@ -1,7 +1,7 @@
 """Exact incremental scores of one-pixel candidates on many base images at once.
 
 The attack scores thousands of images that each differ from one of a few base images in one
-pixel. As in :mod:`onepixel.confmap.fast`, every base image goes through the network once and
+pixel. As in :mod:`onepixel.confmap.incremental`, every base image goes through the network once and
 its layer outputs are kept; a candidate then recomputes only the window of each layer that its
 pixel can change, reading the halo around it from the stored base outputs. Unlike the confidence
 map engine (which batches many colours of one pixel, grouped by window shape), here every

@@ -5,10 +5,10 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
-from onepixel import __version__
 from onepixel.errors import ServerError
 from onepixel.models.base import capabilities_of
 from onepixel.serving.config import ServerLimits, class_names
+from onepixel.version import __version__
 from onepixel.wire import PREDICT_BATCH
 
 if TYPE_CHECKING:  # pragma: no cover
