@@ -16,7 +16,7 @@ from PIL import Image
 
 from onepixel.attack import AttackConfig
 from onepixel.attack.campaign import CampaignConfig, run_campaign
-from onepixel.errors import OnepixelError, RunError
+from onepixel.errors import ConfigError, OnepixelError, RunError
 from onepixel.models import ModelOptions
 from onepixel.optimize.de import DEConfig
 from onepixel.runs.store import RunStore
@@ -201,5 +201,5 @@ def test_deferred_campaign_runs_incremental_and_matches_the_full_network(dataset
 
 
 def test_unknown_evaluator_is_a_clear_error(dataset, tmp_path):
-    with pytest.raises(OnepixelError, match="--evaluator must be one of auto, incremental, full"):
+    with pytest.raises(ConfigError, match="CampaignConfig.evaluator must be one of auto, incremental"):
         _config(dataset, tmp_path / "run", evaluator="fast")

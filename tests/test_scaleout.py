@@ -209,15 +209,15 @@ def test_ray_confmap_from_the_cli(tmp_path):
 
 
 def test_executor_settings_are_checked():
-    with pytest.raises(OnepixelError, match="--executor"):
+    with pytest.raises(OnepixelError, match="ExecutorConfig.kind"):
         ExecutorConfig(kind="spark")
-    with pytest.raises(OnepixelError, match="--workers"):
+    with pytest.raises(OnepixelError, match="ExecutorConfig.workers"):
         ExecutorConfig(kind="ray", workers=0)
-    with pytest.raises(OnepixelError, match="need --executor ray"):
+    with pytest.raises(OnepixelError, match="need kind='ray'"):
         ExecutorConfig(workers=2)
-    with pytest.raises(OnepixelError, match="--ray-address"):
+    with pytest.raises(OnepixelError, match="ExecutorConfig.address"):
         ExecutorConfig(kind="ray", address="somewhere")
-    with pytest.raises(OnepixelError, match="--gpus-per-worker"):
+    with pytest.raises(OnepixelError, match="ExecutorConfig.gpus_per_worker"):
         ExecutorConfig(kind="ray", gpus_per_worker=-1)
 
 

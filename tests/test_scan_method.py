@@ -60,7 +60,7 @@ def test_choose_scan_step():
     assert choose_scan_step(64, None, 17) == 17
     with pytest.raises(ConfigError, match="at least 33,792"):
         choose_scan_step(64 * 64, 33_791)
-    with pytest.raises(ConfigError, match="--scan-step 85"):
+    with pytest.raises(ConfigError, match="AttackConfig.scan_step 85"):
         choose_scan_step(64, 4096, 85)
 
 

@@ -272,7 +272,7 @@ def test_output_folder_rules(tmp_path):
     tile_images([img], out)  # an existing empty folder is fine
     assert sorted(p.name for p in out.iterdir()) == ["img_r000_c000.png", "img_r000_c064.png",
                                                      "tiles.csv"]
-    with pytest.raises(OnepixelError, match="not empty.*--overwrite"):
+    with pytest.raises(OnepixelError, match="not empty.*overwrite=True"):
         tile_images([img], out)
     tile_images([img], out, TileConfig(size=32, overwrite=True))
     assert len(list(out.glob("*.png"))) == 2 * 4

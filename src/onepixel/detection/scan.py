@@ -21,7 +21,7 @@ import numpy as np
 from onepixel.analysis.stats import attack_pixels
 from onepixel.datasets.images import load_image
 from onepixel.detection.calibration import Calibration, image_statistic
-from onepixel.errors import OnepixelError, RunError
+from onepixel.errors import ConfigError, RunError
 from onepixel.fileio import write_csv_atomic, write_json_atomic
 from onepixel.plotting import new_figure, save_png, styled
 from onepixel.runs.reader import load_run
@@ -72,7 +72,8 @@ class Detections:
 def detect_images(paths: Sequence[str | Path], calibration: Calibration) -> Detections:
     """Score image files (each read at its own size) as ``original`` images."""
     if not paths:
-        raise OnepixelError("give image files to detect, or --run RUN")
+        raise ConfigError("detect_images(paths) is empty: give image files to detect (or scan a RUN "
+                          "with scan_run)", field="detect_images(paths)")
     images = [load_image(p) for p in paths]
     values = np.array([image_statistic(im[None], calibration.statistic)[0] for im in images])
     return Detections(tuple(record_text(str(p)) for p in paths), ("original",) * len(paths), values,

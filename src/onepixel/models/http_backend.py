@@ -473,7 +473,7 @@ class HttpClassifier:
         except _Retryable as exc:
             raise HttpUnavailableError(
                 f"{where}: no answer after {self.retries + 1} tries (last: {exc}); is the server "
-                "running at that address? (start one with: onepixel serve --port PORT)",
+                "running at that address? (start one with `onepixel serve`)",
                 None, where) from None
         try:
             answer = response.json()

@@ -42,7 +42,7 @@ from onepixel.datasets.images import (
     scan_dataset,
     scan_image_folder,
 )
-from onepixel.errors import DatasetError, OnepixelError
+from onepixel.errors import ConfigError, DatasetError, OnepixelError
 from onepixel.fileio import atomic_open, write_csv_atomic, write_json_atomic
 from onepixel.models.base import capabilities_of
 from onepixel.models.options import BUILTIN, ModelOptions
@@ -127,8 +127,9 @@ def resolve_target(target: str | int | None, classes: Sequence[str], where: str)
     if text.isdigit() and int(text) < len(classes):
         return int(text)
     shown = ", ".join(classes[:12]) + (", ..." if len(classes) > 12 else "")
-    raise OnepixelError(f"--target {target!r} is not a class of the model: give a class name "
-                        f"({where}: {shown}) or an index 0..{len(classes) - 1}")
+    raise ConfigError(f"run_pareto(target) {target!r} is not a class of the model: give a class "
+                      f"name ({where}: {shown}) or an index 0..{len(classes) - 1}",
+                      field="run_pareto(target)")
 
 
 def _class_names(classes: Sequence[str] | None, n_classes: int) -> tuple[str, ...]:
@@ -137,8 +138,9 @@ def _class_names(classes: Sequence[str] | None, n_classes: int) -> tuple[str, ..
         return tuple(str(k) for k in range(n_classes))
     names = tuple(classes)
     if len(names) != n_classes or len(set(names)) != len(names):
-        raise OnepixelError(f"--classes must name the model's {n_classes} classes once each, in its "
-                            f"output order; got {len(names)} name(s): {', '.join(names)}")
+        raise ConfigError(f"run_pareto(classes) must name the model's {n_classes} classes once each, "
+                          f"in its output order; got {len(names)} name(s): {', '.join(names)}",
+                          field="run_pareto(classes)")
     return names
 
 
@@ -165,20 +167,20 @@ def _targets_from_dataset(dataset: Path, evaluator, attack: AttackConfig, limit:
     ``mitosis``/``normal`` folders (the papers' skip rule), a K-class model's class folders
     (ImageFolder: misclassified images and images of the target class skipped)."""
     if not Path(dataset).is_dir():
-        raise DatasetError(f"--dataset {dataset}: folder not found")
+        raise DatasetError(f"run_pareto(dataset) {dataset}: folder not found")
     if n_classes == 1:
         try:
             ds = scan_dataset(dataset)
         except DatasetError as exc:
-            raise DatasetError(f"--dataset: {exc} (this model returns one score: a binary "
+            raise DatasetError(f"run_pareto(dataset): {exc} (this model returns one score: a binary "
                                "dataset; class folders are for K-class models)") from exc
     else:
         ds = scan_image_folder(dataset, classes)
         if len(ds.classes) != n_classes:
             raise DatasetError(
-                f"--dataset {dataset}: the model returns {n_classes} class probabilities but the "
+                f"run_pareto(dataset) {dataset}: the model returns {n_classes} class probabilities but the "
                 f"dataset has {len(ds.classes)} class folders ({', '.join(ds.classes[:12])}); give "
-                f"a folder per class, or --classes with the {n_classes} class names in the "
+                f"a folder per class, or run_pareto(classes) the {n_classes} class names in the "
                 "model's output order")
     items = list(ds.items[:limit] if limit else ds.items)
     images = [load_image(it.path, evaluator.input_shape) for it in items]
@@ -219,7 +221,7 @@ def _targets_from_paths(paths: Sequence[str | Path], evaluator, config: ParetoCo
                               else Increase(**thresholds), float(s))
                       for p, im, s in zip(files, images, scores, strict=True)], [])
     names = _class_names(classes, n_classes)
-    goal_index = resolve_target(target, names, "--classes" if classes else "no --classes, so "
+    goal_index = resolve_target(target, names, "the classes given" if classes else "no class names given, so "
                                 "the indices")
     targets, skipped = [], []
     for p, im, probs in zip(files, images, scores, strict=True):
@@ -289,10 +291,10 @@ def run_pareto(out: str | Path, images: Sequence[str | Path] = (), dataset: str 
     """
     config = config or ParetoConfig()
     if bool(images) == (dataset is not None):
-        raise OnepixelError("give IMAGE... or --dataset DATASET (one of them)")
+        raise ConfigError("run_pareto: give images or a dataset (one of them)", field="run_pareto(images)")
     if campaign_seed and campaign is None:
-        raise OnepixelError("--campaign-seed needs --campaign RUN (the RUN whose pixels seed the "
-                            "search)")
+        raise ConfigError("run_pareto(campaign_seed) needs campaign= (the RUN whose pixels seed the "
+                          "search)", field="run_pareto(campaign_seed)")
     if evaluator is None:
         # One call scores one image's generation (population-sized): on CPU the incremental
         # engine's fixed cost per call loses there (0.7 s for 12 pixels vs the full network's
@@ -302,11 +304,13 @@ def run_pareto(out: str | Path, images: Sequence[str | Path] = (), dataset: str 
     n_classes = capabilities_of(evaluator.classifier).n_classes
     channels = int(evaluator.input_shape[2])
     if n_classes == 1 and (target is not None or classes is not None):
-        raise OnepixelError("--target and --classes are for K-class models; this model returns one "
-                            "score (binary: each image is pushed across 0.5)")
+        raise ConfigError("run_pareto(target) and classes are for K-class models; this model returns "
+                          f"one score (binary: each image is pushed across {config.success_threshold:g})",
+                          field="run_pareto(target)" if target is not None else "run_pareto(classes)")
     if n_classes > 1 and campaign is not None:
-        raise OnepixelError("--campaign compares the fronts with a binary one-pixel campaign; this "
-                            f"model has {n_classes} classes: drop --campaign")
+        raise ConfigError("run_pareto(campaign) compares the fronts with a binary one-pixel campaign; "
+                          f"this model has {n_classes} classes: leave campaign None",
+                          field="run_pareto(campaign)")
     if detector is not None and channels == 3 and not isinstance(detector, Detector):
         detector = detector()  # built before the search, so that a failure costs no search
     if dataset is not None:
@@ -324,8 +328,8 @@ def run_pareto(out: str | Path, images: Sequence[str | Path] = (), dataset: str 
     if campaign is not None:
         reference = match([t.name for t in targets], campaign_pixels(campaign, fingerprint))
         if campaign_seed and not reference:
-            raise OnepixelError(f"--campaign {campaign} has no attacked image of these names: "
-                                "nothing to seed the search with")
+            raise ConfigError(f"run_pareto(campaign) {campaign} has no attacked image of these names: "
+                              "nothing to seed the search with", field="run_pareto(campaign)")
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     settings = {

@@ -55,13 +55,13 @@ def check_settings(out: Path, settings: dict) -> bool:
             before = json.loads(path.read_text(encoding="utf-8"))
         except (OSError, ValueError) as exc:
             raise OnepixelError(f"cannot read {path} ({exc}): it records the settings of the "
-                                "fronts in that folder; remove the folder or use another --out") from exc
+                                "fronts in that folder; remove the folder or write to another one") from exc
         for key in DECIDING:
             if before.get(key) != settings.get(key):
                 raise OnepixelError(
                     f"{out} holds fronts searched with other settings ({key}: "
                     f"{before.get(key)!r} there, {settings.get(key)!r} now); rerun with the same "
-                    "settings to resume, or give another --out")
+                    "settings to resume, or write to another folder")
         return True
     write_json_atomic(path, settings)
     return False

@@ -48,8 +48,8 @@ def read_audit_rows(audit_dir: str | Path) -> list[AuditRow]:
         with open(path, newline="", encoding="utf-8") as fh:
             return [AuditRow.from_csv(r) for r in csv.DictReader(fh)]
     except (OSError, KeyError, ValueError, TypeError, csv.Error) as exc:
-        raise RunError(f"cannot read {path} ({exc}); give the folder `onepixel audit RUN "
-                            f"--out DIR` wrote, or run the audit again") from exc
+        raise RunError(f"cannot read {path} ({exc}); give the folder an audit "
+                       f"(`onepixel audit`, audit_run) wrote, or run the audit again") from exc
 
 
 def gap(goal: str, de_score: float, audit_score: float) -> float:

@@ -58,8 +58,8 @@ def robustness_section(robustness_dir: str | Path) -> ExtraSection:
         rows = tuple(tuple(r[c] if c == "defence" else _number(r[c], c) for c, _, _ in _ROBUSTNESS_SHOWN)
                      for r in records)
     except (OSError, KeyError, ValueError, csv.Error) as exc:
-        raise RunError(f"cannot read {path} ({exc}); give the folder `onepixel robustness DATASET "
-                            f"--out DIR` wrote") from exc
+        raise RunError(f"cannot read {path} ({exc}); give the folder `onepixel robustness` "
+                       f"(run_robustness) wrote") from exc
     j = {c: i for i, (c, _, _) in enumerate(_ROBUSTNESS_SHOWN)}
     attacked = [r for r in rows if not math.isnan(r[j["success_rate"]])]
     reading = ""

@@ -267,7 +267,7 @@ def load_run(run_dir: str | Path) -> RunData:
     """
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
-        raise RunError(f"RUN folder not found: {run_dir} (give the --out folder of `onepixel attack`)")
+        raise RunError(f"RUN folder not found: {run_dir} (give the folder a campaign wrote)")
     attacks_path = run_dir / "attacks.csv"
     if not attacks_path.is_file():
         raise RunError(f"{attacks_path} not found: {run_dir} is not a RUN folder written by "

@@ -456,7 +456,7 @@ class IncrementalEvaluator:
         if candidates.shape[2] != 5:
             raise OnepixelError("the incremental evaluator scores one RGB pixel per candidate "
                                 f"(5 values), got {candidates.shape[2]}; use the full evaluator "
-                                "for several pixels (--evaluator full)")
+                                "for several pixels (evaluator 'full')")
         if len(rows) and (rows.min() < 0 or rows.max() >= prepared.n_images):
             raise OnepixelError(f"rows must index the {prepared.n_images} prepared images")
         r, p = candidates.shape[:2]

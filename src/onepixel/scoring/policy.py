@@ -12,7 +12,7 @@ import logging
 
 from onepixel.defences.spec import parse_defence
 from onepixel.defences.wrapper import defend
-from onepixel.errors import ConfmapError, ModelError, OnepixelError
+from onepixel.errors import ConfigError, ConfmapError, ModelError
 from onepixel.models.base import Classifier, capabilities_of
 from onepixel.models.registry import ModelOptions, is_keras_spec, load_classifier
 from onepixel.models.torch_backend import resolve_device
@@ -28,7 +28,8 @@ log = logging.getLogger(__name__)
 
 def _check_kind(kind: str) -> None:
     if kind not in EVALUATORS:
-        raise OnepixelError(f"unknown evaluator {kind!r}: use one of {', '.join(EVALUATORS)}")
+        raise ConfigError(f"unknown evaluator {kind!r}: use one of {', '.join(EVALUATORS)}",
+                          field="CampaignConfig.evaluator")
 
 
 def incremental_pays_off(on_cpu: bool, updating: str, images_per_call: int | None = None) -> bool:
@@ -59,14 +60,15 @@ def evaluator_for(classifier: Classifier, kind: str = "auto",
     _check_kind(kind)
     caps = capabilities_of(classifier)
     if kind == "incremental" and (pixels != 1 or caps.n_classes != 1):
-        raise OnepixelError("--evaluator incremental scores one-pixel candidates of binary Keras "
-                            "models; use --evaluator full (or auto) for --pixels > 1 or a "
-                            "multi-class model")
+        raise ConfigError("the incremental evaluator scores one-pixel candidates of binary Keras "
+                          "models; use evaluator 'full' (or 'auto') for AttackConfig.pixels > 1 or a "
+                          "multi-class model", field="CampaignConfig.evaluator")
     if kind == "incremental" and not caps.layers:
-        raise OnepixelError(
-            f"--evaluator incremental needs a Keras or built-in model run by torch; "
-            f"{getattr(classifier, 'name', type(classifier).__name__)} is "
-            f"{type(classifier).__name__} (use --evaluator full)")
+        raise ConfigError(
+            f"the incremental evaluator needs a Keras or built-in model run by torch and loaded "
+            f"with its layers; {getattr(classifier, 'name', 'this model')} is not (use evaluator "
+            "'full', or load a Keras/built-in model with load_classifier(..., layers=True))",
+            field="CampaignConfig.evaluator")
     if kind == "incremental" or (kind == "auto" and caps.layers and pixels == 1
                                  and caps.n_classes == 1
                                  and incremental_pays_off(caps.on_cpu, updating, images_per_call)):
@@ -90,13 +92,15 @@ def load_attack_evaluator(spec: str, options: ModelOptions | None = None,
     _check_kind(kind)
     if parse_defence(defence):
         if kind == "incremental":
-            raise OnepixelError("--evaluator incremental scores the network's layers and would "
-                                "bypass --defence; use --evaluator full (or auto)")
+            raise ConfigError("the incremental evaluator scores the network's layers and would "
+                              "bypass the defence; use evaluator 'full' (or 'auto')",
+                              field="CampaignConfig.evaluator")
         return evaluator_for(load_scoring_classifier(spec, options, defence), "full", updating,
                              pixels, images_per_call)
     if kind == "incremental" and options.engine == "onnxruntime":
-        raise OnepixelError("--evaluator incremental runs the network itself with torch: drop "
-                            "--engine onnxruntime, or use --evaluator full")
+        raise ConfigError("the incremental evaluator runs the network itself with torch: leave "
+                          "ModelOptions.engine at 'auto' (not 'onnxruntime'), or use evaluator 'full'",
+                          field="CampaignConfig.evaluator")
     on_cpu = resolve_device(options.device).type == "cpu"
     incremental = kind == "incremental" or (kind == "auto" and options.engine == "auto" and pixels == 1
                                             and incremental_pays_off(on_cpu, updating, images_per_call))
@@ -127,21 +131,22 @@ def load_scoring_classifier(spec: str, options: ModelOptions | None = None,
 
 
 def load_confmap_classifier(spec: str, options: ModelOptions | None = None,
-                            method: str = "auto", defence: str | None = None) -> Classifier:
+                            evaluator: str = "auto", defence: str | None = None) -> Classifier:
     """Load a model for confidence maps.
 
-    Keras and built-in models get their layers (so the exact fast path applies) unless
-    ``method`` is ``brute`` or ONNX Runtime is asked for; then the default loading (ONNX
-    Runtime on CPU: the fastest brute force there). With a ``defence``, the defended model
-    is mapped by brute force (the fast path would bypass the defence).
+    Keras and built-in models get their layers (so the exact incremental evaluator applies)
+    unless ``evaluator`` is ``full`` or ONNX Runtime is asked for; then the default loading
+    (ONNX Runtime on CPU: the fastest full network there). With a ``defence``, the defended
+    model is scored whole (the incremental evaluator would bypass the defence).
     """
     options = options or ModelOptions()
     if parse_defence(defence):
-        if method == "fast":
-            raise ConfmapError("--method fast walks the network's layers and would bypass "
-                               "--defence; use --method brute (or auto)")
+        if evaluator == "incremental":
+            raise ConfigError("ConfmapConfig.evaluator='incremental' walks the network's layers and "
+                               "would bypass the defence; use 'full' (or 'auto')",
+                               field="ConfmapConfig.evaluator")
         return load_scoring_classifier(spec, options, defence)
-    if method == "brute" or not is_keras_spec(spec) or options.engine == "onnxruntime":
+    if evaluator == "full" or not is_keras_spec(spec) or options.engine == "onnxruntime":
         return load_classifier(spec, options)
     try:
         return load_classifier(spec, options, layers=True)
