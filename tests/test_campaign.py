@@ -128,7 +128,7 @@ def test_store_repairs_torn_lines_and_orphanhistory_rows(tmp_path):
 def test_campaign_input_errors(tmp_path, max_model_path):
     with pytest.raises(OnepixelError, match="not found"):
         run_campaign(_config(tmp_path / "missing", tmp_path / "run"))
-    with pytest.raises(OnepixelError, match="batch-images"):
+    with pytest.raises(OnepixelError, match="CampaignConfig.batch_images"):
         _config(tmp_path, tmp_path / "run", batch_images=0)
     (tmp_path / "afile").write_text("x")
     (tmp_path / "ds" / "mitosis").mkdir(parents=True)

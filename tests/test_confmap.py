@@ -18,7 +18,6 @@ from keras_files import layer, write_model
 from onepixel.confmap import (
     PARTIAL_NAME,
     ConfidenceMap,
-    ConfigError,
     ConfmapConfig,
     ConfmapError,
     colour_grid,
@@ -33,7 +32,7 @@ from onepixel.confmap import (
 )
 from onepixel.confmap.engine import _Reducer
 from onepixel.confmap.incremental import IncrementalConfmap, incremental_unavailable_reason
-from onepixel.errors import ImageError, OnepixelError
+from onepixel.errors import ConfigError, ImageError, OnepixelError
 from onepixel.models import CallableClassifier, ModelOptions, TorchClassifier, TorchOptions, load_classifier
 from onepixel.models.keras_h5 import load_keras_module
 from onepixel.models.registry import MAX_IO
@@ -83,9 +82,9 @@ def test_bad_step_is_a_clear_error(step):
 
 
 @pytest.mark.parametrize(("kwargs", "match"), [
-    ({"method": "quick"}, "unknown confmap method"),
-    ({"batch_size": 0}, "batch size"),
-    ({"checkpoint_seconds": 0}, "checkpoint interval"),
+    ({"evaluator": "quick"}, "ConfmapConfig.evaluator must be one of"),
+    ({"batch_size": 0}, "ConfmapConfig.batch_size"),
+    ({"checkpoint_seconds": 0}, "ConfmapConfig.checkpoint_seconds"),
     ({"pixels": ()}, "pixels is empty"),
     ({"workers": 0}, "workers must be"),
 ])

@@ -200,7 +200,7 @@ def test_cli_predict_through_a_defence(tmp_path, true_png, max_model_path, capsy
     plain = float(capsys.readouterr().out.splitlines()[1].split(",")[1])
     assert defended != plain and defended > 0.5
     assert main(["predict", str(true_png), "--defence", "median9"]) == 2
-    assert "--defence: unknown defence 'median9'" in capsys.readouterr().err
+    assert "defence spec: unknown defence 'median9'" in capsys.readouterr().err
 
 
 # ----------------------------------------------------------------------------- detector

@@ -231,7 +231,7 @@ def test_missing_ray_is_a_clear_error(monkeypatch):
 def test_cli_rejects_ray_options_without_ray_executor(tmp_path):
     out = subprocess.run([sys.executable, "-m", "onepixel.cli", "attack", str(tmp_path), "--out",
                           str(tmp_path / "run"), "--workers", "2"], capture_output=True, text=True)
-    assert out.returncode != 0 and "need --executor ray" in out.stderr
+    assert out.returncode != 0 and "need kind='ray'" in out.stderr
 
 
 @pytest.mark.slow

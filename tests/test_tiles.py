@@ -111,11 +111,11 @@ def test_tissue_mask_thresholds():
 
 def test_bad_grid_options_are_errors():
     img = _pink((64, 64))
-    with pytest.raises(OnepixelError, match="tile size"):
+    with pytest.raises(OnepixelError, match="TileConfig.size"):
         iter_tiles(img, size=0)
     with pytest.raises(OnepixelError, match="stride"):
         TileConfig(stride=-1)
-    with pytest.raises(OnepixelError, match="tissue threshold"):
+    with pytest.raises(OnepixelError, match="TileConfig.tissue_threshold"):
         TileConfig(tissue_threshold=1.5)
     with pytest.raises(ImageError, match="uint8 RGB"):
         iter_tiles(img.astype(np.float32))

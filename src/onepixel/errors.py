@@ -11,7 +11,6 @@ import numbers
 import re
 from collections.abc import Mapping
 
-
 #: ``Class.field`` at the start of a message (a config dataclass's field).
 _LEADING_FIELD = re.compile(r"([A-Z][A-Za-z]*\.[a-z_][a-z0-9_]*)\b")
 

@@ -156,9 +156,9 @@ def run_campaign(cfg: CampaignConfig, classifier: Classifier | None = None,
         batch = executor.batch_images(min(n_files, cfg.limit or n_files), on_cpu)
     if classifier is None:
         evaluator = load_attack_evaluator(cfg.model, cfg.model_options, cfg.evaluator,
-                                          cfg.attack.de.updating, pixels, batch)
+                                          cfg.attack.de.updating, pixels)
     else:
-        evaluator = evaluator_for(classifier, cfg.evaluator, cfg.attack.de.updating, pixels, batch)
+        evaluator = evaluator_for(classifier, cfg.evaluator, cfg.attack.de.updating, pixels)
     classifier = evaluator.classifier
     n_classes = capabilities_of(classifier).n_classes
     dataset = _load_dataset(cfg, n_classes)

@@ -20,7 +20,7 @@ _EXPORTS = {
     "ConfmapError": "onepixel.errors",
     "load_confmap": "onepixel.confmap.result",
     "load_confmap_classifier": "onepixel.confmap.engine",
-    "METHODS": "onepixel.confmap.config",
+    "EVALUATORS": "onepixel.confmap.config",
     "PARTIAL_NAME": "onepixel.confmap.engine",
     "RESULT_NAME": "onepixel.confmap.result",
     "RunImage": "onepixel.confmap.run_maps",

@@ -243,7 +243,8 @@ class _IncrementalPlan:
 
     def work(self, image: np.ndarray, pixels: np.ndarray, grid: np.ndarray) -> Iterator[_Work]:
         eng = self.engine
-        prep = eng.prepare(torch.from_numpy(np.ascontiguousarray(image)))
+        # A read-only image (PIL-decoded) is copied: torch warns on non-writable arrays.
+        prep = eng.prepare(torch.from_numpy(np.require(image, requirements=("C", "W"))))
         grid_t = torch.from_numpy(grid).to(eng.device)
         w = image.shape[1]
         wanted = np.zeros(image.shape[0] * w, dtype=bool)

@@ -300,7 +300,7 @@ def run_pareto(out: str | Path, images: Sequence[str | Path] = (), dataset: str 
         # engine's fixed cost per call loses there (0.7 s for 12 pixels vs the full network's
         # 0.1 s), so ``auto`` gets the policy's choice for small calls, "immediate"'s.
         evaluator = load_attack_evaluator(model, model_options, evaluator_kind, "immediate", 1,
-                                          config.population, defence)
+                                          defence=defence)
     n_classes = capabilities_of(evaluator.classifier).n_classes
     channels = int(evaluator.input_shape[2])
     if n_classes == 1 and (target is not None or classes is not None):

@@ -32,7 +32,7 @@ def _check_kind(kind: str) -> None:
                           field="CampaignConfig.evaluator")
 
 
-def incremental_pays_off(on_cpu: bool, updating: str, images_per_call: int | None = None) -> bool:
+def incremental_pays_off(on_cpu: bool, updating: str) -> bool:
     """Whether ``auto`` picks the incremental evaluator for an attack.
 
     On CPU when the attack scores whole generations at once (``updating="deferred"``: about
@@ -40,16 +40,14 @@ def incremental_pays_off(on_cpu: bool, updating: str, images_per_call: int | Non
     from :data:`IMMEDIATE_INCREMENTAL_IMAGES` images per call the incremental evaluator might
     pay for its fixed cost per call, but that is not measured yet (a bench of 256 images did
     not finish within this session's limit), so ``auto`` keeps the full network there until it
-    is (``images_per_call`` is taken for that switch). On CUDA the full network runs whole
+    is. On CUDA the full network runs whole
     batches fast (bench/results/attack-cpu.md).
     """
-    del images_per_call  # see the docstring: the immediate-mode switch awaits its measurement
     return on_cpu and updating == "deferred"
 
 
 def evaluator_for(classifier: Classifier, kind: str = "auto",
-                  updating: str = "immediate", pixels: int = 1,
-                  images_per_call: int | None = None) -> Evaluator:
+                  updating: str = "immediate", pixels: int = 1) -> Evaluator:
     """An evaluator for a loaded ``classifier``: see :data:`EVALUATORS`.
 
     ``updating`` is the attack's (:class:`~onepixel.optimize.de.DEConfig`; scipy's default,
@@ -71,7 +69,7 @@ def evaluator_for(classifier: Classifier, kind: str = "auto",
             field="CampaignConfig.evaluator")
     if kind == "incremental" or (kind == "auto" and caps.layers and pixels == 1
                                  and caps.n_classes == 1
-                                 and incremental_pays_off(caps.on_cpu, updating, images_per_call)):
+                                 and incremental_pays_off(caps.on_cpu, updating)):
         batch = INCREMENTAL_CPU_BATCH if caps.on_cpu else 4096
         return IncrementalEvaluator(classifier, max_batch=batch)
     return make_evaluator(classifier)
@@ -79,8 +77,7 @@ def evaluator_for(classifier: Classifier, kind: str = "auto",
 
 def load_attack_evaluator(spec: str, options: ModelOptions | None = None,
                           kind: str = "auto", updating: str = "immediate",
-                          pixels: int = 1, images_per_call: int | None = None,
-                          defence: str | None = None) -> Evaluator:
+                          pixels: int = 1, *, defence: str | None = None) -> Evaluator:
     """Load model ``spec`` for attacks, with the fastest exact evaluator for it.
 
     Where :func:`evaluator_for` would choose the incremental evaluator (and no ``engine`` is
@@ -96,19 +93,18 @@ def load_attack_evaluator(spec: str, options: ModelOptions | None = None,
                               "bypass the defence; use evaluator 'full' (or 'auto')",
                               field="CampaignConfig.evaluator")
         return evaluator_for(load_scoring_classifier(spec, options, defence), "full", updating,
-                             pixels, images_per_call)
+                             pixels)
     if kind == "incremental" and options.engine == "onnxruntime":
         raise ConfigError("the incremental evaluator runs the network itself with torch: leave "
                           "ModelOptions.engine at 'auto' (not 'onnxruntime'), or use evaluator 'full'",
                           field="CampaignConfig.evaluator")
     on_cpu = resolve_device(options.device).type == "cpu"
     incremental = kind == "incremental" or (kind == "auto" and options.engine == "auto" and pixels == 1
-                                            and incremental_pays_off(on_cpu, updating, images_per_call))
+                                            and incremental_pays_off(on_cpu, updating))
     if incremental and is_keras_spec(spec):
-        return evaluator_for(load_classifier(spec, options, layers=True), kind, updating, pixels,
-                             images_per_call)
+        return evaluator_for(load_classifier(spec, options, layers=True), kind, updating, pixels)
     return evaluator_for(load_classifier(spec, options), "full" if kind == "auto" else kind,
-                         updating, pixels, images_per_call)
+                         updating, pixels)
 
 
 def auto_batch_images(n_images: int, on_cpu: bool) -> int:
