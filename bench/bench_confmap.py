@@ -102,30 +102,30 @@ def main() -> None:
     dev = str(device)
 
     def config(method: str, subset=pixels, s=step) -> ConfmapConfig:
-        return ConfmapConfig(step=s, method=method, pixels=subset, batch_size=args.batch_size,
+        return ConfmapConfig(step=s, evaluator=method, pixels=subset, batch_size=args.batch_size,
                              progress=False)
 
-    paths = [("brute fp32, default classifier (reference)", "brute",
+    paths = [("full fp32, default classifier (reference)", "full",
               lambda: load_classifier(model, ModelOptions(device=dev)), False),
-             ("brute fp32, torch classifier", "brute",
+             ("full fp32, torch classifier", "full",
               lambda: load_classifier(model, ModelOptions(device=dev, engine="torch")), False)]
     if not args.skip_bf16:
-        paths.append(("brute bf16, torch classifier", "brute",
+        paths.append(("full bf16, torch classifier", "full",
                       lambda: load_classifier(model, ModelOptions(device=dev, engine="torch",
                                                                   dtype="bfloat16")), False))
-    paths.append(("fast fp32", "fast",
+    paths.append(("incremental fp32", "incremental",
                   lambda: load_confmap_classifier(model, ModelOptions(device=dev)), False))
     if not args.skip_bf16:
-        paths.append(("fast bf16", "fast",
+        paths.append(("incremental bf16", "incremental",
                       lambda: load_confmap_classifier(model, ModelOptions(device=dev, dtype="bfloat16")),
                       False))
     if cuda:
-        paths += [("fast fp16", "fast",
+        paths += [("incremental fp16", "incremental",
                    lambda: load_confmap_classifier(model, ModelOptions(device=dev, dtype="float16")), False),
-                  ("brute tf32, torch classifier", "brute",
+                  ("full tf32, torch classifier", "full",
                    lambda: load_classifier(model, ModelOptions(device=dev, engine="torch")), True),
-                  ("fast tf32", "fast", lambda: load_confmap_classifier(model, ModelOptions(device=dev)),
-                   True)]
+                  ("incremental tf32", "incremental",
+                   lambda: load_confmap_classifier(model, ModelOptions(device=dev)), True)]
 
     rows = []
     reference = None
@@ -165,7 +165,7 @@ def main() -> None:
         if args.full_brute:
             ref = load_classifier(model, ModelOptions(device=dev))
             t0 = time.perf_counter()
-            brute = compute_confmap(image, ref, ConfmapConfig(step=args.full_step, method="brute",
+            brute = compute_confmap(image, ref, ConfmapConfig(step=args.full_step, evaluator="full",
                                                               progress=progress))
             wall = time.perf_counter() - t0
             diff = max(float(np.abs(getattr(brute, k) - getattr(full, k)).max())
@@ -177,7 +177,7 @@ def main() -> None:
     if args.paper:
         clf = load_confmap_classifier(model, ModelOptions(device=dev, dtype=args.paper_dtype))
         t0 = time.perf_counter()
-        full = compute_confmap(image, clf, ConfmapConfig(step=5, method="fast", progress=progress,
+        full = compute_confmap(image, clf, ConfmapConfig(step=5, evaluator="incremental", progress=progress,
                                                          batch_size=args.batch_size))
         wall = time.perf_counter() - t0
         extra.append(f"Papers' full map (step 5, {full.evaluations:,} evaluations), fast path, "

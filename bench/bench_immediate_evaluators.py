@@ -56,7 +56,7 @@ def main(argv: list[str] | None = None) -> int:
     variants = np.stack(list(dihedral_variants(image).values()))
     rng = np.random.default_rng(0)
     options = ModelOptions(device="cpu")
-    evaluators = {kind: load_attack_evaluator("max-mitosis", options, kind, "immediate", 1, 256)
+    evaluators = {kind: load_attack_evaluator("max-mitosis", options, kind, "immediate", 1)
                   for kind in ("full", "incremental")}
     lines = ["# Immediate updating's call shape: full network against the incremental evaluator", "",
              f"Machine: {machine()}.", "",

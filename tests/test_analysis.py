@@ -9,7 +9,7 @@ import math
 import numpy as np
 import pytest
 
-from onepixel.analysis import AnalysisError, compute_analysis, load_history, load_run
+from onepixel.analysis import RunError, compute_analysis, load_history, load_run
 from onepixel.errors import OnepixelError
 from onepixel.report import analyze_run, format_main_tables, is_stale
 from test_analysis_runs import (
@@ -232,19 +232,19 @@ def test_staleness_follows_the_run_files(tmp_path):
 
 
 def test_missing_run_folder_and_attacks_csv(tmp_path):
-    with pytest.raises(AnalysisError, match="RUN folder not found"):
+    with pytest.raises(RunError, match="RUN folder not found"):
         analyze_run(tmp_path / "nope")
     (tmp_path / "run").mkdir()
-    with pytest.raises(AnalysisError, match=r"attacks\.csv not found"):
+    with pytest.raises(RunError, match=r"attacks\.csv not found"):
         analyze_run(tmp_path / "run")
-    assert issubclass(AnalysisError, OnepixelError)
+    assert issubclass(RunError, OnepixelError)
 
 
 def test_wrong_columns_name_the_file_and_columns(tmp_path):
     run = tmp_path / "run"
     run.mkdir()
     (run / "attacks.csv").write_text("image,score\na.png,0.9\n")
-    with pytest.raises(AnalysisError) as err:
+    with pytest.raises(RunError) as err:
         load_run(run)
     message = str(err.value)
     assert "attacks.csv" in message and "missing column(s)" in message and "direction" in message
@@ -254,35 +254,35 @@ def test_garbled_rows_name_the_line(tmp_path):
     run_dir, _ = small_run(tmp_path)
     lines = (run_dir / "attacks.csv").read_text().splitlines()
     (run_dir / "attacks.csv").write_text("\n".join([*lines[:3], "mitosis/x.png,mitosis,cut"]) + "\n")
-    with pytest.raises(AnalysisError, match=r"attacks\.csv line 4: 3 fields"):
+    with pytest.raises(RunError, match=r"attacks\.csv line 4: 3 fields"):
         load_run(run_dir)
     bad = lines[1].split(",")
     bad[6] = "high"  # original_score
     (run_dir / "attacks.csv").write_text("\n".join([lines[0], ",".join(bad)]) + "\n")
-    with pytest.raises(AnalysisError, match=r"line 2: column 'original_score' holds 'high'"):
+    with pytest.raises(RunError, match=r"line 2: column 'original_score' holds 'high'"):
         load_run(run_dir)
     bad = lines[1].split(",")
     bad[4] = "done"  # status
     (run_dir / "attacks.csv").write_text("\n".join([lines[0], ",".join(bad)]) + "\n")
-    with pytest.raises(AnalysisError, match="status"):
+    with pytest.raises(RunError, match="status"):
         load_run(run_dir)
     bad = lines[1].split(",")
     bad[8] = ""  # x of an attacked row
     (run_dir / "attacks.csv").write_text("\n".join([lines[0], ",".join(bad)]) + "\n")
-    with pytest.raises(AnalysisError, match="has no x"):
+    with pytest.raises(RunError, match="has no x"):
         load_run(run_dir)
 
 
 def test_bad_config_and_history(tmp_path):
     run_dir, _ = small_run(tmp_path)
     (run_dir / "config.json").write_text("{not json")
-    with pytest.raises(AnalysisError, match=r"config\.json: not valid JSON"):
+    with pytest.raises(RunError, match=r"config\.json: not valid JSON"):
         load_run(run_dir)
     (run_dir / "config.json").write_text("{}")
     (run_dir / "history.csv").write_text("image,gen,score\n")
-    with pytest.raises(AnalysisError, match=r"history\.csv: missing column\(s\) generation, best_score"):
+    with pytest.raises(RunError, match=r"history\.csv: missing column\(s\) generation, best_score"):
         load_history(run_dir / "history.csv", ["mitosis/m0.png"])
-    with pytest.raises(AnalysisError, match=r"history\.csv"):
+    with pytest.raises(RunError, match=r"history\.csv"):
         analyze_run(run_dir)
 
 

@@ -74,7 +74,7 @@ def test_parse_exact_positions():
     assert parse_exact_positions(spec.as_text()) == spec
     assert not parse_exact_positions("")
     for bad in ("10", "top:0", "x,y", "-1,2"):
-        with pytest.raises(ConfigError, match="exact-positions"):
+        with pytest.raises(ConfigError, match="parse_exact_positions"):
             parse_exact_positions(bad)
     with pytest.raises(ConfigError, match="step"):
         AuditConfig(step=0)
@@ -204,7 +204,7 @@ def test_exact_position_outside_the_image(run_dir, classifier, tmp_path):
 
 def test_cli_audit_errors(run_dir, tmp_path, capsys):
     rc = main(["audit", str(run_dir), "--out", str(tmp_path / "a"), "--exact-positions", "1;2"])
-    assert rc == 2 and "exact-positions" in capsys.readouterr().err
+    assert rc == 2 and "parse_exact_positions" in capsys.readouterr().err
     rc = main(["audit", str(run_dir), "--out", str(tmp_path / "a"), "--images", "nope.png",
                "--device", "cpu", "--no-progress"])
     assert rc == 2 and "nope.png" in capsys.readouterr().err

@@ -36,7 +36,7 @@ from onepixel.datasets.images import load_image  # noqa: E402
 from onepixel.errors import ConfigError  # noqa: E402
 from onepixel.models import ModelOptions  # noqa: E402
 from onepixel.optimize.de import DEConfig  # noqa: E402
-from onepixel.report.extra import audit_section  # noqa: E402
+from onepixel.report.audit_section import audit_section  # noqa: E402
 
 OPTIONS = ModelOptions(device="cpu", preprocess="unit", layout="nchw", output="logit")
 CLI_MODEL = ["--device", "cpu", "--preprocess", "unit", "--layout", "nchw", "--output", "logit"]

@@ -16,7 +16,7 @@ from PIL import Image
 
 from onepixel.attack import AttackConfig
 from onepixel.attack.campaign import CampaignConfig, run_campaign
-from onepixel.errors import OnepixelError, RunError
+from onepixel.errors import ConfigError, OnepixelError, RunError
 from onepixel.models import ModelOptions
 from onepixel.optimize.de import DEConfig
 from onepixel.runs.store import RunStore
@@ -128,7 +128,7 @@ def test_store_repairs_torn_lines_and_orphanhistory_rows(tmp_path):
 def test_campaign_input_errors(tmp_path, max_model_path):
     with pytest.raises(OnepixelError, match="not found"):
         run_campaign(_config(tmp_path / "missing", tmp_path / "run"))
-    with pytest.raises(OnepixelError, match="batch-images"):
+    with pytest.raises(OnepixelError, match="CampaignConfig.batch_images"):
         _config(tmp_path, tmp_path / "run", batch_images=0)
     (tmp_path / "afile").write_text("x")
     (tmp_path / "ds" / "mitosis").mkdir(parents=True)
@@ -201,5 +201,5 @@ def test_deferred_campaign_runs_incremental_and_matches_the_full_network(dataset
 
 
 def test_unknown_evaluator_is_a_clear_error(dataset, tmp_path):
-    with pytest.raises(OnepixelError, match="--evaluator must be one of auto, incremental, full"):
+    with pytest.raises(ConfigError, match="CampaignConfig.evaluator must be one of auto, incremental"):
         _config(dataset, tmp_path / "run", evaluator="fast")

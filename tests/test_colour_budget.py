@@ -118,7 +118,7 @@ def test_config_validates_the_budget():
     assert AttackConfig().max_colour_diff is None
     assert AttackConfig(max_colour_diff=1).max_colour_diff == 1.0
     for bad in (-0.1, 1.5, 0.0, 0.001, float("nan"), "0.2", True):
-        with pytest.raises(OnepixelError, match="--max-colour-diff"):
+        with pytest.raises(OnepixelError, match="AttackConfig.max_colour_diff"):
             AttackConfig(max_colour_diff=bad)
 
 

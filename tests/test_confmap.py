@@ -31,8 +31,8 @@ from onepixel.confmap import (
     select_run_images,
 )
 from onepixel.confmap.engine import _Reducer
-from onepixel.confmap.fast import FastConfmap, fast_path_unavailable_reason
-from onepixel.errors import ImageError, OnepixelError
+from onepixel.confmap.incremental import IncrementalConfmap, incremental_unavailable_reason
+from onepixel.errors import ConfigError, ImageError, OnepixelError
 from onepixel.models import CallableClassifier, ModelOptions, TorchClassifier, TorchOptions, load_classifier
 from onepixel.models.keras_h5 import load_keras_module
 from onepixel.models.registry import MAX_IO
@@ -77,14 +77,14 @@ def test_colour_levels_include_255():
 
 @pytest.mark.parametrize("step", [0, 256, -5, 2.5, True, "5"])
 def test_bad_step_is_a_clear_error(step):
-    with pytest.raises(ConfmapError, match="step must be an integer from 1 to 255"):
+    with pytest.raises(ConfigError, match="step must be an integer from 1 to 255"):
         ConfmapConfig(step=step)
 
 
 @pytest.mark.parametrize(("kwargs", "match"), [
-    ({"method": "quick"}, "unknown confmap method"),
-    ({"batch_size": 0}, "batch size"),
-    ({"checkpoint_seconds": 0}, "checkpoint interval"),
+    ({"evaluator": "quick"}, "ConfmapConfig.evaluator must be one of"),
+    ({"batch_size": 0}, "ConfmapConfig.batch_size"),
+    ({"checkpoint_seconds": 0}, "ConfmapConfig.checkpoint_seconds"),
     ({"pixels": ()}, "pixels is empty"),
     ({"workers": 0}, "workers must be"),
 ])
@@ -111,9 +111,11 @@ def test_pixel_outside_image_is_an_error():
 
 def test_fast_method_on_other_classifiers_says_what_to_do():
     clf = _linear_classifier()
-    assert "declares no eager KerasNet" in fast_path_unavailable_reason(clf)
-    with pytest.raises(ConfmapError, match="use method 'brute'"):
-        compute_confmap(_image(), clf, ConfmapConfig(step=255, method="fast", **QUIET))
+    reason = incremental_unavailable_reason(clf)
+    assert "not loaded with its layers" in reason and "layers=True" in reason
+    assert "KerasNet" not in reason and type(clf).__name__ not in reason  # no internal class names
+    with pytest.raises(ConfigError, match="ConfmapConfig.evaluator='full'"):
+        compute_confmap(_image(), clf, ConfmapConfig(step=255, evaluator="incremental", **QUIET))
 
 
 # ----------------------------------------------------------------------------- reductions
@@ -128,7 +130,7 @@ def test_reductions_are_exact_on_a_linear_model(batch_size):
     total = image.astype(np.float64).sum()
     own = image.astype(np.float64).sum(axis=2)
     n = image.size * 255.0
-    assert result.method == "brute" and result.evaluations == 64 * 216
+    assert result.method == "full" and result.evaluations == 64 * 216
     np.testing.assert_allclose(result.min, (total - own) / n, rtol=0, atol=1e-12)
     np.testing.assert_allclose(result.max, (total - own + 3 * 255) / n, rtol=0, atol=1e-12)
     np.testing.assert_allclose(result.mean, (total - own + 3 * levels.mean()) / n, rtol=0, atol=1e-12)
@@ -215,7 +217,7 @@ def test_interrupted_map_resumes_from_its_checkpoint(tmp_path, monkeypatch):
 @pytest.fixture(scope="module")
 def max_fast(max_model_path):
     clf = load_confmap_classifier(str(max_model_path), ModelOptions(device="cpu"))
-    assert fast_path_unavailable_reason(clf) is None
+    assert incremental_unavailable_reason(clf) is None
     return clf
 
 
@@ -241,7 +243,7 @@ def centre_map(max_fast, true_image):
 @pytest.mark.slow
 def test_true_png_min_map_shows_the_checkerboard(centre_map):
     """The papers' finding: pixels with both coordinates even are the vulnerable ones."""
-    assert centre_map.method == "fast"
+    assert centre_map.method == "incremental"
     assert centre_map.original_score == pytest.approx(0.9884441494941711, abs=1e-5)
     lo = centre_map.min[24:40, 24:40]
     even = np.zeros_like(lo, dtype=bool)
@@ -264,9 +266,9 @@ def test_fast_path_equals_brute_force(max_fast, max_reference, sample_images, st
              "true-rot90-flip": np.ascontiguousarray(np.rot90(sample_images[0])[:, ::-1])}[which]
     config = ConfmapConfig(step=step, pixels=EDGE_PIXELS, **QUIET)
     fast = compute_confmap(image, max_fast, config)
-    brute = compute_confmap(image, max_reference, ConfmapConfig(step=step, method="brute",
+    brute = compute_confmap(image, max_reference, ConfmapConfig(step=step, evaluator="full",
                                                                 pixels=EDGE_PIXELS, **QUIET))
-    assert fast.method == "fast" and brute.method == "brute"
+    assert fast.method == "incremental" and brute.method == "full"
     mapped = ~np.isnan(brute.min)
     assert mapped.sum() == len(EDGE_PIXELS)
     for name in ("min", "max", "mean"):
@@ -286,7 +288,7 @@ def test_fast_path_equals_brute_force_on_the_same_torch_classifier(max_fast, tru
     pixels = EDGE_PIXELS[::3]
     fast = compute_confmap(true_image, max_fast, ConfmapConfig(step=255, pixels=pixels, workers=2,
                                                                **QUIET))
-    brute = compute_confmap(true_image, max_fast, ConfmapConfig(step=255, method="brute",
+    brute = compute_confmap(true_image, max_fast, ConfmapConfig(step=255, evaluator="full",
                                                                 pixels=pixels, **QUIET))
     mapped = ~np.isnan(brute.min)
     for name in ("min", "max", "mean"):
@@ -311,7 +313,7 @@ def test_save_writes_npz_and_figures(centre_map, true_image, tmp_path):
     assert isinstance(loaded, ConfidenceMap) and loaded.original.shape == (64, 64, 3)
     np.testing.assert_array_equal(loaded.argmin_rgb, centre_map.argmin_rgb)
     np.testing.assert_array_equal(loaded.min, centre_map.min)
-    assert loaded.seconds == centre_map.seconds and loaded.method == "fast"
+    assert loaded.seconds == centre_map.seconds and loaded.method == "incremental"
 
 
 # ----------------------------------------------------------------------------- generic KerasNet
@@ -361,13 +363,13 @@ def _tiny_keras(path):
 def test_fast_path_is_exact_on_a_generic_keras_graph(tmp_path, fold_bn):
     net, graph = load_keras_module(_tiny_keras(tmp_path / "tiny.h5"))
     clf = TorchClassifier(net, graph.input_shape, "tiny", MAX_IO, TorchOptions(device="cpu", optimize=False))
-    engine = FastConfmap(net, MAX_IO, graph.input_shape, fold_bn=fold_bn)
+    engine = IncrementalConfmap(net, MAX_IO, graph.input_shape, fold_bn=fold_bn)
     kinds = {st.kind for st in engine.steps}
     assert kinds == {"conv", "add", "affine", "act", "pool", "full"}
     assert engine.macs_window < engine.macs_full
     image = _image((12, 12, 3), seed=3)
-    brute = compute_confmap(image, clf, ConfmapConfig(step=51, method="brute", **QUIET))
-    fast = compute_confmap(image, clf, ConfmapConfig(step=51, method="fast", **QUIET))
+    brute = compute_confmap(image, clf, ConfmapConfig(step=51, evaluator="full", **QUIET))
+    fast = compute_confmap(image, clf, ConfmapConfig(step=51, evaluator="incremental", **QUIET))
     for name in ("min", "max", "mean"):
         np.testing.assert_allclose(getattr(fast, name), getattr(brute, name), rtol=0, atol=TOL)
     prep = engine.prepare(torch.from_numpy(image))
@@ -477,7 +479,7 @@ def test_confmap_run_loads_the_runs_model(tmp_path):
     (ri, folder, result), = confmap_run(run, images=["c"], config=ConfmapConfig(step=255, **QUIET),
                                         model_options=ModelOptions(device="cpu"))
     assert ri.why == "named" and folder.name == "c"
-    assert result.model == "tiny" and result.method == "fast" and result.min.shape == (12, 12)
+    assert result.model == "tiny" and result.method == "incremental" and result.min.shape == (12, 12)
 
 
 @pytest.mark.slow
@@ -491,7 +493,7 @@ def test_confmap_image_file_for_the_cli(tmp_path):
     Image.fromarray(_image((12, 12, 3), seed=4)).save(tmp_path / "patch.png")
     result, written = confmap_image_file(tmp_path / "patch.png", tmp_path / "out", model,
                                          ModelOptions(device="cpu"), ConfmapConfig(step=128, **QUIET))
-    assert result.method == "fast" and result.model == "tiny" and result.min.shape == (12, 12)
+    assert result.method == "incremental" and result.model == "tiny" and result.min.shape == (12, 12)
     assert {p.name for p in written} >= {"confmap.npz", "confmap_min.png"}
     Image.fromarray(_image((16, 16, 3))).save(tmp_path / "big.png")
     with pytest.raises(ImageError, match="16x16"):

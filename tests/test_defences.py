@@ -59,9 +59,9 @@ def test_parse_defence_chains_and_defaults():
     ("bits:8", "out of range"), ("blur:0", "out of range"), ("repair:1.5", "out of range"),
 ])
 def test_parse_defence_errors_name_the_option(spec, needle):
-    with pytest.raises(ConfigError, match="--defence") as exc:
+    with pytest.raises(ConfigError, match="defence spec") as exc:
         parse_defence(spec)
-    assert needle in str(exc.value)
+    assert needle in str(exc.value) and exc.value.field == "defence"
 
 
 # ----------------------------------------------------------------------------- filters
@@ -172,7 +172,7 @@ def test_wrapper_declares_no_layers_and_carries_the_defence(max_model_path, samp
     ev = load_attack_evaluator("max-mitosis", ModelOptions(device="cpu"), "auto", "deferred",
                                defence="median3")
     assert isinstance(ev, HostEvaluator) and isinstance(ev.classifier, DefendedClassifier)
-    with pytest.raises(OnepixelError, match="bypass --defence"):
+    with pytest.raises(OnepixelError, match="bypass the defence"):
         load_attack_evaluator("max-mitosis", ModelOptions(device="cpu"), "incremental",
                               defence="median3")
 
@@ -200,7 +200,7 @@ def test_cli_predict_through_a_defence(tmp_path, true_png, max_model_path, capsy
     plain = float(capsys.readouterr().out.splitlines()[1].split(",")[1])
     assert defended != plain and defended > 0.5
     assert main(["predict", str(true_png), "--defence", "median9"]) == 2
-    assert "--defence: unknown defence 'median9'" in capsys.readouterr().err
+    assert "defence spec: unknown defence 'median9'" in capsys.readouterr().err
 
 
 # ----------------------------------------------------------------------------- detector

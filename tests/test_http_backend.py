@@ -20,10 +20,9 @@ from onepixel.models.http_backend import (
     HttpError,
     HttpUnavailableError,
     base_url,
-    encode_png,
 )
 from onepixel.serving.app import create_app
-from onepixel.wire import decode_image
+from onepixel.wire import decode_image, encode_png
 
 httpx = pytest.importorskip("httpx")
 pytest.importorskip("fastapi")

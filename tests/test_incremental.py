@@ -136,7 +136,7 @@ def test_evaluator_choice(tmp_path):
     assert isinstance(evaluator_for(eager, "full", **deferred), TorchEvaluator)
     onnx = load_classifier(path, cpu)
     assert isinstance(evaluator_for(onnx), HostEvaluator)
-    with pytest.raises(OnepixelError, match="use --evaluator full"):
+    with pytest.raises(OnepixelError, match="use evaluator 'full'"):
         evaluator_for(onnx, "incremental")
     with pytest.raises(OnepixelError, match="unknown evaluator 'fast'"):
         evaluator_for(eager, "fast")

@@ -170,7 +170,7 @@ def test_dataset_and_model_must_agree(rgb, tmp_path):
     with pytest.raises(DatasetError, match="10 class probabilities"):
         run_campaign(CampaignConfig(dataset=dataset, out=tmp_path / "r", model=str(model),
                                     model_options=OPTIONS, classes=("0", "1", "2"), progress=False))
-    with pytest.raises(OnepixelError, match="--target"):
+    with pytest.raises(OnepixelError, match="CampaignConfig.target"):
         run_campaign(CampaignConfig(dataset=dataset, out=tmp_path / "r2", model=str(model),
                                     model_options=OPTIONS, target="cat", progress=False))
 

@@ -12,7 +12,7 @@ from PIL import Image
 
 pytest.importorskip("pymoo")
 
-import onepixel.stealth.runner as runner_module
+import onepixel.pareto.runner as runner_module
 from independent import csv_dicts, dominated, own_h
 from onepixel.attack import AttackConfig
 from onepixel.attack.campaign import CampaignConfig, run_campaign
@@ -22,11 +22,11 @@ from onepixel.errors import OnepixelError
 from onepixel.models import ModelOptions
 from onepixel.models.registry import load_classifier
 from onepixel.optimize.de import DEConfig
-from onepixel.stealth.config import ParetoConfig
-from onepixel.stealth.curve import BUDGET_GRID, budget_curve
-from onepixel.stealth.pareto import ImageFront, non_dominated
-from onepixel.stealth.reference import campaign_pixels
-from onepixel.stealth.runner import Detector, run_pareto
+from onepixel.pareto.config import ParetoConfig
+from onepixel.pareto.curve import BUDGET_GRID, budget_curve
+from onepixel.pareto.pareto import ImageFront, non_dominated
+from onepixel.pareto.reference import campaign_pixels
+from onepixel.pareto.runner import Detector, run_pareto
 from run_files import write_pair_dataset
 
 TINY = ParetoConfig(population=12, generations=4, seed=3)
@@ -218,11 +218,11 @@ def test_front_against_the_campaign(tmp_path, true_png, false_png, max_model_pat
 def test_campaign_seed_needs_a_campaign(tmp_path, capsys):
     assert main(["pareto", str(tmp_path), "--out", str(tmp_path / "o"), "--no-detector",
                  "--campaign-seed"]) == 2
-    assert "--campaign-seed needs --campaign" in capsys.readouterr().err
+    assert "run_pareto(campaign_seed) needs campaign=" in capsys.readouterr().err
 
 
 def test_stealth_exports_load():
-    import onepixel.stealth as stealth
+    import onepixel.pareto as stealth
 
     for name in stealth.__all__:
         assert getattr(stealth, name) is not None, name

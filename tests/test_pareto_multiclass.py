@@ -25,11 +25,11 @@ from independent import csv_dicts, dominated, own_h  # noqa: E402
 from onepixel.cli.main import main  # noqa: E402
 from onepixel.errors import OnepixelError  # noqa: E402
 from onepixel.models import ModelOptions  # noqa: E402
-from onepixel.stealth.config import FRONT_COLUMNS, ParetoConfig  # noqa: E402
-from onepixel.stealth.curve import BUDGET_GRID  # noqa: E402
-from onepixel.stealth.pareto import ImageFront, front_flags  # noqa: E402
-from onepixel.stealth.runner import run_pareto  # noqa: E402
-from onepixel.stealth.store import load_front, save_front  # noqa: E402
+from onepixel.pareto.config import FRONT_COLUMNS, ParetoConfig  # noqa: E402
+from onepixel.pareto.curve import BUDGET_GRID  # noqa: E402
+from onepixel.pareto.pareto import ImageFront, front_flags  # noqa: E402
+from onepixel.pareto.runner import run_pareto  # noqa: E402
+from onepixel.pareto.store import load_front, save_front  # noqa: E402
 
 OPTIONS = ModelOptions(device="cpu", preprocess="unit", layout="nchw", output="logit")
 CLI_MODEL = ["--device", "cpu", "--preprocess", "unit", "--layout", "nchw", "--output", "logit"]
@@ -210,9 +210,9 @@ def test_dataset_planned_as_a_campaign(rgb, tmp_path):
             curve = list(csv.DictReader(fh))
         assert [int(r["success"]) for r in curve] == [r["success"] for r in summary["budget_curve"]]
     # The report's stealth section reads a K-class folder.
-    from onepixel.report.stealth import stealth_section
+    from onepixel.report.pareto_section import pareto_section
 
-    section = stealth_section(out, figures=False)
+    section = pareto_section(out, figures=False)
     goals = {row[1] for t in section.tables if t.name == "stealth_images" for row in t.rows}
     assert goals == {"targeted"}
     assert "predicts another class" in section.tables[0].caption

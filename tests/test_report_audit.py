@@ -16,10 +16,11 @@ from onepixel.attack import AttackConfig
 from onepixel.attack.campaign import CampaignConfig, run_campaign
 from onepixel.audit import AuditConfig, audit_run
 from onepixel.cli.main import main
-from onepixel.errors import AnalysisError
+from onepixel.errors import RunError
 from onepixel.models import ModelOptions
 from onepixel.optimize.de import DEConfig
-from onepixel.report import extra as report_extra
+from onepixel.report import audit_section as report_extra
+from onepixel.report import robustness_section as report_robustness
 from onepixel.report import write_report
 from onepixel.robustness import RobustnessConfig
 from onepixel.robustness import runner as robustness_runner
@@ -130,8 +131,8 @@ def test_report_without_audit_is_unchanged_and_defences_section(audited, tmp_pat
         RobustnessConfig(dataset=data, out=rob, defences=("none", "median3"),
                          model_options=ModelOptions(device="cpu"), attack=TINY, progress=False),
         classifier=load_scoring_classifier("max-mitosis", ModelOptions(device="cpu")))
-    assert report_extra.ROBUSTNESS_CSV == robustness_runner.ROBUSTNESS_CSV
-    assert report_extra.ROBUSTNESS_PNG == robustness_runner.ROBUSTNESS_PNG
+    assert report_robustness.ROBUSTNESS_CSV == robustness_runner.ROBUSTNESS_CSV
+    assert report_robustness.ROBUSTNESS_PNG == robustness_runner.ROBUSTNESS_PNG
     out = tmp_path / "r.html"
     assert main(["report", str(plain), "--out", str(out), "--audit", str(run / "audit"),
                  "--robustness", str(rob)]) == 0
@@ -150,5 +151,5 @@ def test_report_without_audit_is_unchanged_and_defences_section(audited, tmp_pat
     assert "Lowest attack success:" in section
 
     (rob / "robustness.csv").unlink()
-    with pytest.raises(AnalysisError, match="robustness.csv"):
+    with pytest.raises(RunError, match="robustness.csv"):
         write_report(plain, tmp_path / "x.html", robustness=rob)

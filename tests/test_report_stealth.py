@@ -24,12 +24,12 @@ from onepixel.cli.main import main
 from onepixel.datasets.demo import dihedral_variants
 from onepixel.datasets.images import load_image
 from onepixel.detection.calibration import image_statistic
-from onepixel.errors import AnalysisError
+from onepixel.errors import RunError
 from onepixel.models import ModelOptions
 from onepixel.optimize.de import DEConfig
+from onepixel.pareto import runner as stealth_runner
+from onepixel.pareto.config import ParetoConfig
 from onepixel.report import write_report
-from onepixel.stealth import runner as stealth_runner
-from onepixel.stealth.config import ParetoConfig
 
 BUDGET = 0.2
 DETECTOR_THRESHOLD = 0.45
@@ -216,8 +216,8 @@ def test_pareto_flag_fallbacks_and_errors(stealth_run, tmp_path, capsys):
     assert main(["report", str(plain), "--out", str(out), "--pareto", str(tmp_path)]) != 0
     assert f"{tmp_path / 'summary.json'}" in capsys.readouterr().err
     (folder / "front.csv").write_text("image,x,y\nfoo,1,2\n")
-    with pytest.raises(AnalysisError, match="front.csv"):
+    with pytest.raises(RunError, match="front.csv"):
         write_report(plain, out, pareto=folder)
     (folder / "summary.json").write_text('{"images": [{"image": "a"}]}')
-    with pytest.raises(AnalysisError, match="summary.json"):
+    with pytest.raises(RunError, match="summary.json"):
         write_report(plain, out, pareto=folder)

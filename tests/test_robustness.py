@@ -30,7 +30,7 @@ def test_parse_defences_canonical_and_chains():
         "none", "median3", "blur:1", "repair:0.5,median3")
     assert run_folder_name("repair:0.5,median3") == "repair-0.5+median3"
     assert run_folder_name("none") == "none"
-    with pytest.raises(ConfigError, match="--defences"):
+    with pytest.raises(ConfigError, match="RobustnessConfig.defences"):
         parse_defences("median3,nope")
     with pytest.raises(ConfigError, match="twice"):
         parse_defences("median3,median3")

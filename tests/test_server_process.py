@@ -25,9 +25,10 @@ from PIL import Image
 from onepixel.attack import AttackConfig, OnePixelAttack
 from onepixel.attack.campaign import CampaignConfig, run_campaign
 from onepixel.models import ModelOptions, load_classifier
-from onepixel.models.http_backend import HttpAuthError, HttpClassifier, encode_png
+from onepixel.models.http_backend import HttpAuthError, HttpClassifier
 from onepixel.optimize.de import DEConfig
 from onepixel.scoring.evaluators import HostEvaluator
+from onepixel.wire import encode_png
 from run_files import attack_rows, history_rows, write_patch_dataset
 
 httpx = pytest.importorskip("httpx")

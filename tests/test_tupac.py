@@ -30,7 +30,7 @@ from onepixel.datasets.tupac import (
     rotated_patch,
     split_cases,
 )
-from onepixel.errors import DatasetError, OnepixelError
+from onepixel.errors import ConfigError, DatasetError, OnepixelError
 
 tifffile = pytest.importorskip("tifffile", reason="writing the TUPAC .tif fixture needs tifffile")
 
@@ -314,7 +314,7 @@ def test_layout_errors(tmp_path):
     (tmp_path / "mitoses_ground_truth").mkdir()
     with pytest.raises(DatasetError, match="no region images"):
         find_regions(tmp_path)
-    with pytest.raises(DatasetError, match="not cases"):
+    with pytest.raises(ConfigError, match="TupacConfig.val_cases names 09, which are not cases"):
         split_cases(["01", "02"], val_cases=["09"])
     with pytest.raises(OnepixelError, match="shifts"):
         TupacConfig(shifts=9, max_shift=1)

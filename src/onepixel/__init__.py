@@ -20,10 +20,10 @@ Names load on first use, so ``import onepixel`` (and the CLI) stays fast.
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
-__version__ = "0.1.0"
+from onepixel._lazy import lazy_exports
+from onepixel.version import __version__
 
 #: public name -> the module that defines it
 _EXPORTS: dict[str, str] = {
@@ -92,28 +92,6 @@ __all__ = [
     "summarize_run",
     "write_report",
 ]
-
-
-def lazy_exports(package: str, exports: dict[str, str], namespace: dict[str, Any]):
-    """``__getattr__`` and ``__dir__`` for a package whose public names load on first use.
-
-    Each package's ``__init__`` lists its public names and the modules that define them; a
-    name is imported when first asked for, so importing one light module of a package (say a
-    config dataclass, for the CLI's parser) does not load torch through the package.
-    """
-
-    def __getattr__(name: str) -> Any:  # noqa: N807 - the module hook PEP 562 names
-        module = exports.get(name)
-        if module is None:
-            raise AttributeError(f"module {package!r} has no attribute {name!r}")
-        value = getattr(importlib.import_module(module), name)
-        namespace[name] = value
-        return value
-
-    def __dir__() -> list[str]:  # noqa: N807
-        return sorted(set(namespace) | set(exports))
-
-    return __getattr__, __dir__
 
 
 __getattr__, __dir__ = lazy_exports(__name__, _EXPORTS, globals())

@@ -223,7 +223,8 @@ def ensure(name: str | Asset, assets_dir: str | Path | None = None, *, download:
         reason = "downloads disabled"
     raise AssetError(
         f"asset {asset.name} is not available ({reason}). Fetch {asset.urls[0]} "
-        f"(sha256 {asset.sha256}) and save it as {cached}, or point ${ENV_ASSETS} / --assets "
+        f"(sha256 {asset.sha256}) and save it as {cached}, or point ${ENV_ASSETS} "
+        f"(or the assets_dir argument) "
         f"at a folder holding {asset.relpath}."
     )
 

@@ -58,7 +58,7 @@ def run_demo(cfg: DemoConfig) -> DemoResult:
     # Here, not at import time: the CLI reads DemoConfig's defaults without loading torch.
     from onepixel.attack.campaign import run_campaign
     from onepixel.confmap.config import ConfmapConfig
-    from onepixel.confmap.runs import confmap_run
+    from onepixel.confmap.run_maps import confmap_run
     from onepixel.datasets.demo import build_demo_dataset
     from onepixel.report import analyze_run, write_report
     from onepixel.scoring.policy import load_attack_evaluator
@@ -107,7 +107,7 @@ def run_demo(cfg: DemoConfig) -> DemoResult:
 def _confmap_images(run: Path) -> list[str]:
     """The most and the least successful attack of one direction (mitosis-to-normal when it
     was attacked): one map of a success and one of a failure, not four."""
-    from onepixel.confmap.runs import select_run_images
+    from onepixel.confmap.run_maps import select_run_images
     from onepixel.errors import ConfmapError
 
     try:

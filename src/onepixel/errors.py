@@ -8,7 +8,11 @@ function) subclass ``ValueError`` too, so ``except ValueError`` keeps working.
 from __future__ import annotations
 
 import numbers
+import re
 from collections.abc import Mapping
+
+#: ``Class.field`` at the start of a message (a config dataclass's field).
+_LEADING_FIELD = re.compile(r"([A-Z][A-Za-z]*\.[a-z_][a-z0-9_]*)\b")
 
 
 class OnepixelError(Exception):
@@ -16,7 +20,30 @@ class OnepixelError(Exception):
 
 
 class ConfigError(OnepixelError, ValueError):
-    """A setting or argument is out of range or inconsistent; the message says how to fix it."""
+    """A setting or argument is out of range or inconsistent; the message says how to fix it.
+
+    Parameters
+    ----------
+    message : str
+        What is wrong and how to fix it, in the library's words (field and argument names,
+        never command-line flags).
+    field : str or None
+        The setting at fault: a dataclass field (``"AttackConfig.pixels"``) or a function
+        argument (``"run_pareto(dataset)"``). A front end (the CLI) maps it to its own option
+        name; None when no single setting is at fault. When not given, a message that starts
+        with ``Class.field`` (``"DEConfig.population must be ..."``) names it.
+    """
+
+    def __init__(self, message: str, field: str | None = None):
+        super().__init__(message)
+        if field is None:
+            found = _LEADING_FIELD.match(message)
+            field = found.group(1) if found else None
+        self.field = field
+
+    def __reduce__(self):
+        # Keep ``field`` when the error crosses a process boundary (Ray workers pickle it).
+        return type(self), (str(self), self.field)
 
 
 class AssetError(OnepixelError):
@@ -69,10 +96,6 @@ class RunError(OnepixelError):
     The one error of every RUN reader and writer (campaign store, analysis, confidence maps,
     report); the message names the file.
     """
-
-
-#: The name the analysis used for :class:`RunError` before the RUN reader was shared.
-AnalysisError = RunError
 
 
 class ConfmapError(OnepixelError):

@@ -22,7 +22,7 @@ from typing import IO, Any
 
 import numpy as np
 
-from onepixel.errors import OnepixelError
+from onepixel.errors import ConfigError, OnepixelError
 
 _UMASK_LOCK = threading.Lock()
 
@@ -113,10 +113,10 @@ def atomic_output_dir(out: str | Path, overwrite: bool = False) -> Iterator[Path
     if out.parent == out:
         raise OnepixelError(f"output folder {out} is a filesystem root; give a sub-folder")
     if out.exists() and not out.is_dir():
-        raise OnepixelError(f"output {out} exists and is a file; give a folder path for --out")
+        raise ConfigError(f"output {out} exists and is a file; give a folder path", field="out")
     if out.is_dir() and any(out.iterdir()) and not overwrite:
-        raise OnepixelError(f"output folder {out} exists and is not empty; choose another --out, "
-                            f"delete it, or pass --overwrite")
+        raise ConfigError(f"output folder {out} exists and is not empty; choose another folder, "
+                          f"delete it, or pass overwrite=True", field="overwrite")
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.parent / f".{out.name}.tmp-{os.getpid()}-{secrets.token_hex(4)}"
     tmp.mkdir()

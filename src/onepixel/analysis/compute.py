@@ -46,7 +46,7 @@ from onepixel.analysis.stats import (
     top_colours,
 )
 from onepixel.confmap.result import ConfidenceMap, load_confmap
-from onepixel.errors import AnalysisError, ConfmapError
+from onepixel.errors import ConfmapError, RunError
 from onepixel.runs.reader import AttackTable, RunData
 from onepixel.runs.schema import BINARY_GOALS, judge, lowers_score
 
@@ -281,7 +281,7 @@ def compute_analysis(run: RunData, read_originals: bool = True, workers: int | N
     try:
         vectors, owner = attack_pixels(att.pixels, att.x, att.y, att.r, att.g, att.b)
     except ValueError as exc:
-        raise AnalysisError(f"{run.run_dir / 'attacks.csv'}: {exc}") from None
+        raise RunError(f"{run.run_dir / 'attacks.csv'}: {exc}") from None
     originals: OriginalPixels | None = None
     root, why = dataset_status(run)
     if read_originals and root is not None and len(att):

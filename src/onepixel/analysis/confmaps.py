@@ -12,10 +12,7 @@ import numpy as np
 
 from onepixel.confmap.result import ConfidenceMap, load_confmap
 
-__all__ = ["ConfidenceMap", "Confmap", "ConfmapStats", "confmap_stats", "load_confmap"]
-
-#: The name the analysis used before the map type was shared with :mod:`onepixel.confmap`.
-Confmap = ConfidenceMap
+__all__ = ["ConfidenceMap", "ConfmapStats", "confmap_stats", "load_confmap"]
 
 
 @dataclass(frozen=True)

@@ -1,9 +1,9 @@
 """The one-pixel attack: objective, goals, the papers' skip rule, and campaigns over datasets.
 
-Public names load on first use (:func:`onepixel.lazy_exports`).
+Public names load on first use (:func:`onepixel._lazy.lazy_exports`).
 """
 
-from onepixel import lazy_exports
+from onepixel._lazy import lazy_exports
 
 _EXPORTS = {
     "attack_result": "onepixel.attack.objective",

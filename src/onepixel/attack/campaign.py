@@ -18,7 +18,6 @@ from datetime import UTC, datetime
 import numpy as np
 from tqdm.auto import tqdm
 
-from onepixel import __version__
 from onepixel.attack.batches import BatchAttacker, BatchExecutor, LocalExecutor, PendingImage
 from onepixel.attack.config import AttackConfig, CampaignConfig
 from onepixel.attack.objective import (
@@ -37,7 +36,7 @@ from onepixel.datasets.images import (
     scan_image_folder,
 )
 from onepixel.defences.wrapper import defence_of
-from onepixel.errors import DatasetError, ImageError, OnepixelError
+from onepixel.errors import ConfigError, DatasetError, ImageError
 from onepixel.fileio import write_json_atomic
 from onepixel.models import Classifier
 from onepixel.models.base import capabilities_of
@@ -47,6 +46,7 @@ from onepixel.runs.schema import SUMMARY, AttackResult, record_text
 from onepixel.runs.store import RunStore
 from onepixel.runs.summary import summarize
 from onepixel.scoring.policy import evaluator_for, load_attack_evaluator
+from onepixel.version import __version__
 
 log = logging.getLogger(__name__)
 
@@ -101,18 +101,21 @@ def _load_dataset(cfg: CampaignConfig, n_classes: int) -> Dataset:
     """``mitosis``/``normal`` folders for a binary model, class folders for a K-class one."""
     if n_classes == 1:
         if cfg.target is not None or cfg.classes is not None:
-            raise OnepixelError("--target and --classes are for multi-class models; this model "
-                                "returns one score (binary: use --positive-label/--negative-label)")
+            raise ConfigError("CampaignConfig.target and CampaignConfig.classes are for multi-class "
+                              "models; this model returns one score (binary: set "
+                              "CampaignConfig.positive_label / negative_label instead)",
+                              field="CampaignConfig.classes" if cfg.target is None
+                              else "CampaignConfig.target")
         return scan_dataset(cfg.dataset, cfg.positive_label, cfg.negative_label)
     dataset = scan_image_folder(cfg.dataset, cfg.classes)
     if len(dataset.classes) != n_classes:
         raise DatasetError(
             f"the model returns {n_classes} class probabilities but {cfg.dataset} has "
             f"{len(dataset.classes)} class folders ({', '.join(dataset.classes[:12])}); give "
-            f"--classes with the {n_classes} class names in the model's output order")
+            f"CampaignConfig.classes the {n_classes} class names in the model's output order")
     if cfg.target is not None and cfg.target not in dataset.classes:
-        raise OnepixelError(f"--target {cfg.target!r} is not a class of the dataset "
-                            f"({', '.join(dataset.classes)})")
+        raise ConfigError(f"CampaignConfig.target {cfg.target!r} is not a class of the dataset "
+                          f"({', '.join(dataset.classes)})", field="CampaignConfig.target")
     return dataset
 
 
@@ -140,9 +143,10 @@ def run_campaign(cfg: CampaignConfig, classifier: Classifier | None = None,
     executor = executor if executor is not None else LocalExecutor()
     # The method is recorded in config.json: the executor must be the one that runs it.
     if executor.describe().get("method", "de") != cfg.attack.method:
-        raise OnepixelError(f"method {cfg.attack.method!r} needs its executor (--method scan: "
-                            "onepixel.audit.method.ScanExecutor); this one runs "
-                            f"{executor.describe().get('method', 'de')!r}")
+        raise ConfigError(f"AttackConfig.method {cfg.attack.method!r} needs its executor (method "
+                          "'scan': run_campaign(..., executor=onepixel.audit.method.ScanExecutor(...))); "
+                          f"this one runs {executor.describe().get('method', 'de')!r}",
+                          field="run_campaign(executor)")
     batch = cfg.batch_images
     if batch is None:
         # All images at once up to a device-sized cap: the evaluator is chosen for that size.
@@ -152,9 +156,9 @@ def run_campaign(cfg: CampaignConfig, classifier: Classifier | None = None,
         batch = executor.batch_images(min(n_files, cfg.limit or n_files), on_cpu)
     if classifier is None:
         evaluator = load_attack_evaluator(cfg.model, cfg.model_options, cfg.evaluator,
-                                          cfg.attack.de.updating, pixels, batch)
+                                          cfg.attack.de.updating, pixels)
     else:
-        evaluator = evaluator_for(classifier, cfg.evaluator, cfg.attack.de.updating, pixels, batch)
+        evaluator = evaluator_for(classifier, cfg.evaluator, cfg.attack.de.updating, pixels)
     classifier = evaluator.classifier
     n_classes = capabilities_of(classifier).n_classes
     dataset = _load_dataset(cfg, n_classes)

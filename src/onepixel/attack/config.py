@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from onepixel.errors import OnepixelError, is_integer
+from onepixel.errors import ConfigError, is_integer, is_real
 from onepixel.models.options import BUILTIN, ModelOptions
 from onepixel.optimize.de import DEConfig
 from onepixel.runs import schema
@@ -80,43 +80,52 @@ class AttackConfig:
     def __post_init__(self) -> None:
         self._check_method()
         if not is_integer(self.pixels) or not 1 <= self.pixels <= 1024:
-            raise OnepixelError(f"--pixels must be an integer within 1..1024, got {self.pixels!r}")
+            raise ConfigError(f"AttackConfig.pixels must be an integer within 1..1024, got {self.pixels!r}",
+                              field="AttackConfig.pixels")
         for name in ("skip_positive_below", "skip_negative_above", "success_threshold",
                      "strong_decrease_below", "strong_increase_above"):
             value = getattr(self, name)
-            if not 0.0 <= value <= 1.0:
-                raise OnepixelError(f"{name} must be within [0, 1], got {value}")
+            if not is_real(value) or not 0.0 <= value <= 1.0:
+                raise ConfigError(f"AttackConfig.{name} must be a number within [0, 1], got {value!r}",
+                                  field=f"AttackConfig.{name}")
         budget = self.max_colour_diff
         if budget is not None:
             if isinstance(budget, bool) or not isinstance(budget, int | float) \
                     or not MIN_BUDGET <= budget <= 1.0:
-                raise OnepixelError(f"--max-colour-diff must be a number within [{MIN_BUDGET:.4g}, 1] "
-                                    f"(the chromatic h; smaller budgets fit no integer colour), "
-                                    f"got {budget!r}")
+                raise ConfigError(f"AttackConfig.max_colour_diff must be a number within "
+                                  f"[{MIN_BUDGET:.4g}, 1] (the chromatic h; smaller budgets fit no "
+                                  f"integer colour), got {budget!r}", field="AttackConfig.max_colour_diff")
             object.__setattr__(self, "max_colour_diff", float(budget))
 
     def _check_method(self) -> None:
         if self.method not in METHODS:
-            raise OnepixelError(f"--method must be one of {', '.join(METHODS)}, got {self.method!r}")
-        for name, option in (("max_queries", "--max-queries"), ("scan_step", "--scan-step")):
+            raise ConfigError(f"AttackConfig.method must be one of {', '.join(METHODS)}, got {self.method!r}",
+                              field="AttackConfig.method")
+        for name in ("max_queries", "scan_step"):
             value = getattr(self, name)
             if value is None:
                 continue
             if self.method != "scan":
-                raise OnepixelError(f"{option} is for --method scan; DE's budget is --popsize x "
-                                    "(--maxiter + 1) queries per image")
+                raise ConfigError(f"AttackConfig.{name} is for method='scan'; DE's budget is "
+                                  "DEConfig.population x (DEConfig.maxiter + 1) queries per image",
+                                  field=f"AttackConfig.{name}")
             low, high = (1, 2**62) if name == "max_queries" else (1, 255)
             if not is_integer(value) or not low <= value <= high:
-                raise OnepixelError(f"{option} must be an integer within {low}..{high}, got {value!r}")
+                raise ConfigError(f"AttackConfig.{name} must be an integer within {low}..{high}, "
+                                  f"got {value!r}",
+                                  field=f"AttackConfig.{name}")
         if self.method == "scan":
             # The scan searches one pixel's exact colours; these DE options have no meaning there.
             if self.pixels != 1:
-                raise OnepixelError("--method scan changes one pixel: drop --pixels or use --method de")
+                raise ConfigError("AttackConfig.method='scan' changes one pixel: leave "
+                                  "AttackConfig.pixels at 1 or use method='de'", field="AttackConfig.pixels")
             if self.max_colour_diff is not None:
-                raise OnepixelError("--max-colour-diff is not supported by --method scan; use --method de")
+                raise ConfigError("AttackConfig.max_colour_diff is not supported by method='scan'; "
+                                  "use method='de'", field="AttackConfig.max_colour_diff")
             if self.stop_on_success:
-                raise OnepixelError("--stop-on-success is not supported by --method scan (it "
-                                    "always scans the whole grid); use --method de")
+                raise ConfigError("AttackConfig.stop_on_success is not supported by method='scan' (it "
+                                  "always scans the whole grid); use method='de'",
+                                  field="AttackConfig.stop_on_success")
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -171,16 +180,21 @@ class CampaignConfig:
 
     def __post_init__(self) -> None:
         if self.evaluator not in EVALUATORS:
-            raise OnepixelError(f"--evaluator must be one of {', '.join(EVALUATORS)}, "
-                                f"got {self.evaluator!r}")
-        if self.batch_images is not None and not 1 <= self.batch_images <= 32767:
-            raise OnepixelError(f"--batch-images must be within 1..32767, got {self.batch_images}")
-        if self.limit is not None and self.limit < 1:
-            raise OnepixelError(f"--limit must be >= 1, got {self.limit}")
+            raise ConfigError(f"CampaignConfig.evaluator must be one of {', '.join(EVALUATORS)}, "
+                              f"got {self.evaluator!r}", field="CampaignConfig.evaluator")
+        if self.batch_images is not None and (not is_integer(self.batch_images)
+                                              or not 1 <= self.batch_images <= 32767):
+            raise ConfigError(f"CampaignConfig.batch_images must be an integer within 1..32767 or None, "
+                              f"got {self.batch_images!r}", field="CampaignConfig.batch_images")
+        if self.limit is not None and (not is_integer(self.limit) or self.limit < 1):
+            raise ConfigError(f"CampaignConfig.limit must be an integer >= 1 or None, got {self.limit!r}",
+                              field="CampaignConfig.limit")
         if self.classes is not None:
             object.__setattr__(self, "classes", tuple(str(c) for c in self.classes))
             if len(self.classes) < 2:
-                raise OnepixelError(f"--classes needs at least two class names, got {self.classes}")
+                raise ConfigError(f"CampaignConfig.classes needs at least two class names, "
+                                  f"got {self.classes}",
+                                  field="CampaignConfig.classes")
         if self.target is not None and self.classes is not None and self.target not in self.classes:
-            raise OnepixelError(f"--target {self.target!r} is not one of --classes "
-                                f"{', '.join(self.classes)}")
+            raise ConfigError(f"CampaignConfig.target {self.target!r} is not one of CampaignConfig.classes "
+                              f"({', '.join(self.classes)})", field="CampaignConfig.target")

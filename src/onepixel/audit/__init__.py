@@ -7,10 +7,10 @@
 - :mod:`~onepixel.audit.runner`: :func:`audit_run`, the command.
 - :mod:`~onepixel.audit.method`: :class:`ScanExecutor`, ``onepixel attack --method scan``.
 
-Public names load on first use (:func:`onepixel.lazy_exports`).
+Public names load on first use (:func:`onepixel._lazy.lazy_exports`).
 """
 
-from onepixel import lazy_exports
+from onepixel._lazy import lazy_exports
 
 _EXPORTS = {
     "AUDIT_COLUMNS": "onepixel.audit.store",

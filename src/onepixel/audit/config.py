@@ -62,12 +62,14 @@ def parse_exact_positions(text: str | None) -> ExactPositions:
         elif m := re.fullmatch(r"top:(\d+)", part, re.IGNORECASE):
             top = int(m.group(1))
             if top < 1:
-                raise ConfigError(f"--exact-positions: top:N needs N >= 1, got {part!r}")
+                raise ConfigError(f"parse_exact_positions(text): top:N needs N >= 1, got {part!r}",
+                                  field="AuditConfig.exact")
         elif m := re.fullmatch(r"(\d+)\s*,\s*(\d+)", part):
             positions.append((int(m.group(1)), int(m.group(2))))
         else:
-            raise ConfigError(f"--exact-positions: cannot read {part!r}; give X,Y pairs, top:N "
-                              "and/or de separated by ';' (e.g. '10,12;top:2;de')")
+            raise ConfigError(f"parse_exact_positions(text): cannot read {part!r}; give X,Y pairs, "
+                              "top:N and/or de separated by ';' (e.g. '10,12;top:2;de')",
+                              field="AuditConfig.exact")
     return ExactPositions(tuple(dict.fromkeys(positions)), top, de)
 
 
@@ -113,24 +115,26 @@ class AuditConfig:
     progress: bool = True
 
     def __post_init__(self) -> None:
-        try:
-            check_step(self.step)
-            check_step(self.exact_step)
-        except ConfmapError as exc:
-            raise ConfigError(f"audit: {exc}") from None
+        for name in ("step", "exact_step"):
+            try:
+                check_step(getattr(self, name))
+            except (ConfigError, ConfmapError) as exc:
+                raise ConfigError(f"AuditConfig.{name}: {exc}", field=f"AuditConfig.{name}") from None
         for name in ("top", "rounds"):
             value = getattr(self, name)
             if not is_integer(value) or value < 0:
-                raise ConfigError(f"audit: {name} must be an integer >= 0, got {value!r}")
+                raise ConfigError(f"AuditConfig.{name} must be an integer >= 0, got {value!r}",
+                                  field=f"AuditConfig.{name}")
         if self.selection not in SELECTIONS:
-            raise ConfigError(f"audit: selection must be one of {', '.join(SELECTIONS)}, "
-                              f"got {self.selection!r}")
+            raise ConfigError(f"AuditConfig.selection must be one of {', '.join(SELECTIONS)}, "
+                              f"got {self.selection!r}", field="AuditConfig.selection")
         if self.images is not None:
             object.__setattr__(self, "images", tuple(str(i) for i in self.images))
         if self.pixels is not None:
             object.__setattr__(self, "pixels", tuple((int(x), int(y)) for x, y in self.pixels))
             if not self.pixels:
-                raise ConfigError("audit: pixels is empty: give at least one (x, y) or None for all")
+                raise ConfigError("AuditConfig.pixels is empty: give at least one (x, y) or None for all",
+                                  field="AuditConfig.pixels")
 
     def settings(self) -> dict:
         """The settings that change results (compared when an audit folder is resumed)."""

@@ -44,7 +44,7 @@ from onepixel.audit.search import (
     scan_candidates,
 )
 from onepixel.confmap.result import colour_levels
-from onepixel.errors import ConfigError, OnepixelError
+from onepixel.errors import ConfigError
 from onepixel.models.base import ClassProbability
 from onepixel.optimize.de import DEResult
 from onepixel.runs import schema
@@ -84,9 +84,10 @@ def choose_scan_step(n_pixels: int, max_queries: int | None, scan_step: int | No
     if scan_step is not None:
         cost = scan_cost(n_pixels, scan_step, channels)
         if max_queries is not None and cost >= max_queries:
-            raise ConfigError(f"--scan-step {scan_step} costs {cost:,} queries on {n_pixels:,} pixels, "
-                              f"not less than --max-queries {max_queries:,}; raise --max-queries or "
-                              "the step, or leave --scan-step out to fit the budget")
+            raise ConfigError(f"AttackConfig.scan_step {scan_step} costs {cost:,} queries on "
+                              f"{n_pixels:,} pixels, not less than AttackConfig.max_queries "
+                              f"{max_queries:,}; raise max_queries or the step, or leave scan_step "
+                              "None to fit the budget", field="AttackConfig.scan_step")
         return scan_step
     if max_queries is None:
         return SCAN_STEP
@@ -95,9 +96,9 @@ def choose_scan_step(n_pixels: int, max_queries: int | None, scan_step: int | No
             return step
     need = scan_cost(n_pixels, 255, channels) + REFINE_RESERVE
     coarsest = "8 colours" if channels == 3 else "2 grey levels"
-    raise ConfigError(f"--max-queries {max_queries:,} is below the coarsest scan of {n_pixels:,} pixels "
-                      f"({coarsest} each) plus {REFINE_RESERVE} refinement queries: give at least "
-                      f"{need:,}")
+    raise ConfigError(f"AttackConfig.max_queries {max_queries:,} is below the coarsest scan of "
+                      f"{n_pixels:,} pixels ({coarsest} each) plus {REFINE_RESERVE} refinement queries: "
+                      f"give at least {need:,}", field="AttackConfig.max_queries")
 
 
 class ScanExecutor:
@@ -158,8 +159,9 @@ class ScanExecutor:
         from onepixel.scoring.policy import evaluator_for
 
         if attacker.channels not in (1, 3):
-            raise OnepixelError(f"--method scan needs an RGB or greyscale model, this one has "
-                                f"{attacker.channels} channels; use --method de")
+            raise ConfigError(f"AttackConfig.method='scan' needs an RGB or greyscale model, this one "
+                              f"has {attacker.channels} channels; use method='de'",
+                              field="AttackConfig.method")
         attack = attacker.cfg.attack
         classifier = attacker.attack.evaluator.classifier
         # The refinement's moves are scored in one call each: the incremental evaluator where it

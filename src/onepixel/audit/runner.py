@@ -126,8 +126,8 @@ def select_targets(table: AttackTable, config: AuditConfig, classes: Sequence[st
                     if name in (table.image[i], Path(table.image[i]).name, Path(table.image[i]).stem)]
             if len(hits) != 1:
                 what = "no attacked image" if not hits else f"{len(hits)} attacked images"
-                raise ConfigError(f"--images {name!r} matches {what} of the RUN's attacks.csv; "
-                                  "give the 'image' column's value")
+                raise ConfigError(f"AuditConfig.images: {name!r} matches {what} of the RUN's "
+                                  "attacks.csv; give the 'image' column's value", field="AuditConfig.images")
             chosen.append(hits[0])
     elif config.selection == "failed":
         chosen = [i for i in attacked if not table.success[i]]
@@ -182,7 +182,8 @@ def audit_image(image: np.ndarray, target: AuditTarget, classifier: Classifier, 
     h, w = image.shape[:2]
     bad = [(x, y) for x, y in config.exact.positions if not (0 <= x < w and 0 <= y < h)]
     if bad:
-        raise ConfigError(f"--exact-positions {bad[0][0]},{bad[0][1]} is outside the {w}x{h} image")
+        raise ConfigError(f"AuditConfig.exact position {bad[0][0]},{bad[0][1]} is outside the {w}x{h} image",
+                          field="AuditConfig.exact")
     cmap = scan(image, searched, config.step, config.batch_size, config.pixels, mapper, spec,
                 options)
     queries = int(cmap.evaluations)
@@ -281,7 +282,8 @@ def audit_run(run_dir: str | Path, out_dir: str | Path, config: AuditConfig | No
     spec = model or model_cfg.get("spec") or ""
     if classifier is None:
         if not spec:
-            raise RunError(f"{run_dir}/config.json names no model (model.spec); give --model")
+            raise RunError(f"{run_dir}/config.json names no model (model.spec); pass audit_run(model=...) "
+                           "or a classifier")
         classifier = load_confmap_classifier(spec, model_options or ModelOptions(), defence=defence)
     elif parse_defence(defence):
         raise ConfigError("audit_run: give a defence either in the classifier or as defence=, "

@@ -106,7 +106,7 @@ class AuditStore:
             diff = sorted(k for k in set(saved) | set(settings) if saved.get(k) != settings.get(k))
             if diff:
                 raise RunError(f"{self.dir} holds an audit with other settings ({', '.join(diff)} "
-                               "differ); use another --out, or the same options to resume it")
+                               "differ); write to another folder, or use the same settings to resume it")
         else:
             write_json_atomic(saved_path, settings)
         self.rows: dict[str, AuditRow] = {}
@@ -121,7 +121,8 @@ class AuditStore:
                 for row in csv.DictReader(fh):
                     self.rows[row["image"]] = AuditRow.from_csv(row)
             except (KeyError, ValueError, csv.Error) as exc:
-                raise RunError(f"{self.dir / AUDIT_CSV} is damaged ({exc}); use a new --out") from exc
+                raise RunError(f"{self.dir / AUDIT_CSV} is damaged ({exc}); write the audit to a new "
+                               "folder") from exc
         self._drop_orphan_exact_rows()
 
     def _drop_orphan_exact_rows(self) -> None:

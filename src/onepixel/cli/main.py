@@ -15,8 +15,8 @@ from typing import Any
 
 import numpy as np
 
-from onepixel import __version__
 from onepixel.errors import OnepixelError
+from onepixel.version import __version__
 
 log = logging.getLogger("onepixel")
 
@@ -114,7 +114,7 @@ def build_parser() -> argparse.ArgumentParser:
     torch, no web framework is imported to build it)."""
     from onepixel.attack.config import METHODS as ATTACK_METHODS
     from onepixel.attack.config import AttackConfig, CampaignConfig
-    from onepixel.confmap.config import METHODS, ConfmapConfig
+    from onepixel.confmap.config import ConfmapConfig
     from onepixel.datasets.tiles import TileConfig
     from onepixel.datasets.tupac import TupacConfig
     from onepixel.demo import DemoConfig
@@ -225,8 +225,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="with --run: these images (default: most and least successful per direction)")
     p.add_argument("--step", type=int, default=default(ConfmapConfig, "step"),
                    help="colour step per channel, 1..255 (default %(default)s: 52^3 colours)")
-    p.add_argument("--method", choices=METHODS, default=default(ConfmapConfig, "method"),
-                   help="auto: the exact fast path where it applies, else brute force")
+    # lib24: ConfmapConfig.method became .evaluator (auto|incremental|full); cli24 renames the flag.
+    p.add_argument("--method", choices=("auto", "fast", "brute"), default="auto",
+                   help="auto: the exact incremental evaluator where it applies, else the full network")
     p.add_argument("--checkpoint-seconds", type=float,
                    default=default(ConfmapConfig, "checkpoint_seconds"),
                    help="save a checkpoint this often (default: %(default)s)")
@@ -263,7 +264,7 @@ def build_parser() -> argparse.ArgumentParser:
     # None: the run's own model
     p.set_defaults(func=cmd_audit, model=None)
 
-    from onepixel.stealth.config import ParetoConfig
+    from onepixel.pareto.config import ParetoConfig
 
     p = sub.add_parser("pareto", help="per image, the (score, visibility h) Pareto front of one-pixel "
                                       "attacks -> DIR/front.csv; for a dataset, the budget curve")
@@ -548,11 +549,12 @@ def cmd_attack(args: argparse.Namespace) -> int:
 def cmd_confmap(args: argparse.Namespace) -> int:
     from onepixel.confmap.config import ConfmapConfig
     from onepixel.confmap.engine import confmap_image_file
-    from onepixel.confmap.runs import confmap_run
+    from onepixel.confmap.run_maps import confmap_run
 
     if (args.run is None) == (args.image is None):
         raise OnepixelError("give IMAGE --out DIR, or --run RUN")
-    config = ConfmapConfig(step=args.step, method=args.method, batch_size=args.batch_size,
+    evaluator = {"fast": "incremental", "brute": "full"}.get(args.method, args.method)
+    config = ConfmapConfig(step=args.step, evaluator=evaluator, batch_size=args.batch_size,
                            device=args.device, dtype=args.dtype,
                            checkpoint_seconds=args.checkpoint_seconds, progress=not args.no_progress)
     options = _model_options(args)
@@ -571,7 +573,7 @@ def cmd_confmap(args: argparse.Namespace) -> int:
                 from onepixel.scoring.policy import load_confmap_classifier
 
                 spec = args.model or (load_run(args.run).config.get("model") or {}).get("spec")
-                classifier = load_confmap_classifier(spec or "max-mitosis", options, config.method,
+                classifier = load_confmap_classifier(spec or "max-mitosis", options, config.evaluator,
                                                      defence)
             for ri, folder, res in confmap_run(args.run, images=args.images, config=config,
                                                classifier=classifier,
@@ -588,7 +590,7 @@ def cmd_confmap(args: argparse.Namespace) -> int:
             from onepixel.scoring.policy import load_confmap_classifier
 
             spec = args.model or "max-mitosis"
-            classifier = load_confmap_classifier(spec, options, config.method, defence)
+            classifier = load_confmap_classifier(spec, options, config.evaluator, defence)
             array = load_image(args.image, classifier.input_shape)
             result = local_map(array, classifier, config, Path(args.out), spec, options)
             written = save_confmap(result, args.out, image=array)
@@ -681,8 +683,8 @@ def cmd_audit(args: argparse.Namespace) -> int:
 
 
 def cmd_pareto(args: argparse.Namespace) -> int:
-    from onepixel.stealth.config import ParetoConfig
-    from onepixel.stealth.runner import Detector, run_pareto
+    from onepixel.pareto.config import ParetoConfig
+    from onepixel.pareto.runner import Detector, run_pareto
 
     if bool(args.images) == (args.dataset is not None):
         raise OnepixelError("give IMAGE... or --dataset DATASET (one of them)")

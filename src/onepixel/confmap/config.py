@@ -7,9 +7,11 @@ from dataclasses import dataclass
 import numpy as np
 
 from onepixel.confmap.result import check_step, colour_levels
-from onepixel.errors import ConfmapError
+from onepixel.errors import ConfigError
 
-METHODS = ("auto", "fast", "brute")
+#: How a map scores its candidates (the attack's word, :data:`onepixel.scoring.options.EVALUATORS`):
+#: the exact incremental network, the full network, or ``auto`` (incremental where it applies).
+EVALUATORS = ("auto", "incremental", "full")
 
 
 @dataclass(frozen=True)
@@ -20,8 +22,10 @@ class ConfmapConfig:
     ----------
     step : int
         Grid spacing per channel, 1..255 (5: the papers' 52^3 = 140,608 colours).
-    method : {"auto", "fast", "brute"}
-        ``auto`` uses the exact fast path when the classifier allows it, else brute force.
+    evaluator : {"auto", "incremental", "full"}
+        ``incremental`` recomputes only the window of the network a pixel changes (exact; Keras
+        and built-in models loaded with their layers); ``full`` scores every candidate through
+        the whole network (any classifier); ``auto`` takes incremental where it applies.
     batch_size : int or None
         Evaluations per model call; None sizes batches to the device (free GPU memory on CUDA).
     device, dtype : str
@@ -41,7 +45,7 @@ class ConfmapConfig:
     """
 
     step: int = 5
-    method: str = "auto"
+    evaluator: str = "auto"
     batch_size: int | None = None
     device: str = "auto"
     dtype: str = "float32"
@@ -51,19 +55,29 @@ class ConfmapConfig:
     workers: int | None = None
 
     def __post_init__(self) -> None:
-        check_step(self.step)
-        if self.method not in METHODS:
-            raise ConfmapError(f"unknown confmap method {self.method!r}: use one of {', '.join(METHODS)}")
+        try:
+            check_step(self.step)
+        except ConfigError as exc:
+            raise ConfigError(f"ConfmapConfig.step: {exc}", field="ConfmapConfig.step") from None
+        if self.evaluator not in EVALUATORS:
+            raise ConfigError(f"ConfmapConfig.evaluator must be one of {', '.join(EVALUATORS)}, "
+                              f"got {self.evaluator!r}", field="ConfmapConfig.evaluator")
         if self.batch_size is not None and (isinstance(self.batch_size, bool) or self.batch_size < 1):
-            raise ConfmapError(f"batch size must be a positive integer or None, got {self.batch_size!r}")
+            raise ConfigError(f"ConfmapConfig.batch_size must be a positive integer or None, "
+                              f"got {self.batch_size!r}", field="ConfmapConfig.batch_size")
         if self.workers is not None and (isinstance(self.workers, bool) or self.workers < 1):
-            raise ConfmapError(f"workers must be a positive integer or None, got {self.workers!r}")
+            raise ConfigError(f"ConfmapConfig.workers must be a positive integer or None, "
+                              f"got {self.workers!r}",
+                              field="ConfmapConfig.workers")
         if not self.checkpoint_seconds > 0:
-            raise ConfmapError(f"checkpoint interval must be > 0 seconds, got {self.checkpoint_seconds}")
+            raise ConfigError(f"ConfmapConfig.checkpoint_seconds must be > 0, "
+                              f"got {self.checkpoint_seconds!r}",
+                              field="ConfmapConfig.checkpoint_seconds")
         if self.pixels is not None:
             object.__setattr__(self, "pixels", tuple((int(x), int(y)) for x, y in self.pixels))
             if not self.pixels:
-                raise ConfmapError("pixels is empty: give at least one (x, y) or None for all")
+                raise ConfigError("ConfmapConfig.pixels is empty: give at least one (x, y) or None for all",
+                                  field="ConfmapConfig.pixels")
 
     @property
     def levels(self) -> np.ndarray:

@@ -14,7 +14,7 @@ Two methods give the same maps:
     crosses to the host; any other classifier gets host-built batches.
 ``fast``
     Exact incremental inference for KerasNet-based torch classifiers
-    (:mod:`onepixel.confmap.fast`): only the window of each early feature map that a pixel can
+    (:mod:`onepixel.confmap.incremental`): only the window of each early feature map that a pixel can
     change is recomputed. Scores agree with brute force to ~1e-6 (fp32).
 
 ``auto`` (the default) takes ``fast`` when it applies and ``brute`` otherwise.
@@ -51,7 +51,7 @@ from onepixel.confmap.result import (
     colour_levels,
     write_confmap_npz,
 )
-from onepixel.errors import ConfmapError, ImageError
+from onepixel.errors import ConfigError, ConfmapError, ImageError
 from onepixel.fileio import save_npz_atomic
 from onepixel.models.base import Classifier, ClassProbability, capabilities_of
 from onepixel.models.registry import ModelOptions
@@ -174,10 +174,11 @@ def _chunks(n_pixels: int, n_colours: int, batch: int) -> Iterator[tuple[slice, 
                 yield slice(s, s + 1), c, min(c + size, n_colours)
 
 
-class _BrutePlan:
-    """Brute force through an evaluator (device-built batches for torch classifiers)."""
+class _FullPlan:
+    """The full network on every candidate, through an evaluator (device-built batches for torch
+    classifiers)."""
 
-    method = "brute"
+    method = "full"
 
     def __init__(self, classifier: Classifier, batch: int):
         self.evaluator = make_evaluator(classifier, max_batch=batch)
@@ -226,23 +227,24 @@ class _BrutePlan:
                             lambda sl=sl, c0=c0, c1=c1: run_host(sl, c0, c1))
 
 
-class _FastPlan:
-    """The exact incremental path (:class:`onepixel.confmap.fast.FastConfmap`)."""
+class _IncrementalPlan:
+    """The exact incremental path (:class:`onepixel.confmap.incremental.IncrementalConfmap`)."""
 
-    method = "fast"
+    method = "incremental"
     on_host = False
 
     def __init__(self, classifier: TorchClassifier, batch: int):
-        from onepixel.confmap.fast import FastConfmap
+        from onepixel.confmap.incremental import IncrementalConfmap
 
-        self.engine = FastConfmap.from_classifier(classifier)
+        self.engine = IncrementalConfmap.from_classifier(classifier)
         self.classifier = classifier
         self.batch = batch
         self.device = self.engine.device
 
     def work(self, image: np.ndarray, pixels: np.ndarray, grid: np.ndarray) -> Iterator[_Work]:
         eng = self.engine
-        prep = eng.prepare(torch.from_numpy(np.ascontiguousarray(image)))
+        # A read-only image (PIL-decoded) is copied: torch warns on non-writable arrays.
+        prep = eng.prepare(torch.from_numpy(np.require(image, requirements=("C", "W"))))
         grid_t = torch.from_numpy(grid).to(eng.device)
         w = image.shape[1]
         wanted = np.zeros(image.shape[0] * w, dtype=bool)
@@ -271,11 +273,11 @@ class _FastPlan:
 def _default_batch(method: str, device: torch.device, plan_hint: int | None = None) -> int:
     """Batch size when none is given: small on CPU (cache-friendly), memory-sized on CUDA.
 
-    ``method`` is ``fast``, ``brute`` (torch) or ``host`` (any other classifier, which chunks
-    batches itself).
+    ``method`` is ``incremental``, ``full`` (torch) or ``host`` (any other classifier, which
+    chunks batches itself).
     """
     if device.type != "cuda":
-        return {"fast": 256, "brute": 64}.get(method, 512)
+        return {"incremental": 256, "full": 64}.get(method, 512)
     free, _total = torch.cuda.mem_get_info(device)
     per_eval = plan_hint or (1 << 20)
     batch = int(0.25 * free / per_eval)
@@ -283,29 +285,30 @@ def _default_batch(method: str, device: torch.device, plan_hint: int | None = No
 
 
 def _choose_plan(classifier: Classifier, config: ConfmapConfig):
-    from onepixel.confmap.fast import fast_path_unavailable_reason
+    from onepixel.confmap.incremental import incremental_unavailable_reason
 
-    reason = fast_path_unavailable_reason(classifier)
-    method = config.method
-    if method == "fast" and reason is not None:
-        raise ConfmapError(f"the fast confidence-map path does not apply: {reason}; use method "
-                           "'brute' (or 'auto', which falls back to it)")
+    reason = incremental_unavailable_reason(classifier)
+    method = config.evaluator
+    if method == "incremental" and reason is not None:
+        raise ConfigError(f"the incremental evaluator does not apply: {reason}; use "
+                           "ConfmapConfig.evaluator='full' (or 'auto', which falls back to it)",
+                           field="ConfmapConfig.evaluator")
     if method == "auto":
-        method = "fast" if reason is None else "brute"
+        method = "incremental" if reason is None else "full"
         if reason is not None:
-            log.info("confmap: brute force (%s)", reason)
-    if method == "fast":
+            log.info("confmap: scoring the full network on every candidate (slower): %s", reason)
+    if method == "incremental":
         device = classifier.device  # type: ignore[union-attr]
         hint = None
         if device.type == "cuda":
             hint = 64 << 10  # bytes per evaluation: windows are small; the 8x8 stage dominates
-        batch = config.batch_size or _default_batch("fast", device, hint)
-        return _FastPlan(classifier, batch)  # type: ignore[arg-type]
+        batch = config.batch_size or _default_batch("incremental", device, hint)
+        return _IncrementalPlan(classifier, batch)  # type: ignore[arg-type]
     if capabilities_of(classifier).tensor_scoring:
-        batch = config.batch_size or _default_batch("brute", classifier.device, 1 << 20)
+        batch = config.batch_size or _default_batch("full", classifier.device, 1 << 20)
     else:
         batch = config.batch_size or _default_batch("host", torch.device("cpu"))
-    return _BrutePlan(classifier, batch)
+    return _FullPlan(classifier, batch)
 
 
 # ---------------------------------------------------------------------------- main entry points
@@ -370,7 +373,7 @@ def compute_confmap(image: np.ndarray, classifier: Classifier | str,
     ImageError
         Not a uint8 (H, W, 3) image of the model's input size.
     ConfmapError
-        Bad options, ``method="fast"`` where it does not apply, or a checkpoint of another map.
+        Bad options, ``evaluator="incremental"`` where it does not apply, or a checkpoint of another map.
     """
     config = config or ConfmapConfig()
     classifier = _resolve_classifier(classifier, config)
@@ -381,7 +384,7 @@ def compute_confmap(image: np.ndarray, classifier: Classifier | str,
 def _resolve_classifier(classifier: Classifier | str, config: ConfmapConfig) -> Classifier:
     if isinstance(classifier, str):
         return load_confmap_classifier(classifier, ModelOptions(device=config.device, dtype=config.dtype),
-                                       config.method)
+                                       config.evaluator)
     have = capabilities_of(classifier).device
     if config.device != "auto" and have != "remote":
         wanted = resolve_device(config.device)
@@ -612,7 +615,7 @@ def confmap_image_file(image: str | Path, out_dir: str | Path, model: str = "max
     # The output folder first: an unusable --out fails now, not after the whole map.
     Path(out_dir).mkdir(parents=True, exist_ok=True)
     options = model_options or ModelOptions(device=config.device, dtype=config.dtype)
-    classifier = load_confmap_classifier(model, options, config.method)
+    classifier = load_confmap_classifier(model, options, config.evaluator)
     array = load_image(image, classifier.input_shape)
     result = (mapper or local_map)(array, classifier, config, Path(out_dir), model, options)
     return result, save_confmap(result, out_dir, image=array)

@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from onepixel.confmap.result import ConfidenceMap
+from onepixel.plotting import new_figure, save_png, styled
 
 log = logging.getLogger(__name__)
 
@@ -30,16 +31,18 @@ def plot_confmap(result: ConfidenceMap, image: np.ndarray | None = None, kind: s
         Without it, only the heatmap is drawn.
     kind : {"min", "max", "mean"}
     """
-    import matplotlib
-
-    matplotlib.use("Agg", force=False)
-    from matplotlib.figure import Figure
-
     if kind not in _TITLES:
         raise ValueError(f"kind must be one of {', '.join(_TITLES)}, got {kind!r}")
     data = getattr(result, kind)
     ncols = 2 if image is not None else 1
-    fig = Figure(figsize=(4.2 * ncols + 0.6, 4.2), layout="constrained")
+    with styled():
+        fig = new_figure(4.2 * ncols + 0.6, 4.2)
+        _draw(fig, result, image, kind, data)
+    return fig
+
+
+def _draw(fig, result: ConfidenceMap, image: np.ndarray | None, kind: str, data: np.ndarray) -> None:
+    ncols = 2 if image is not None else 1
     axes = fig.subplots(1, ncols, squeeze=False)[0]
     ax = axes[0]
     im = ax.imshow(data, cmap="viridis", interpolation="nearest")
@@ -59,7 +62,6 @@ def plot_confmap(result: ConfidenceMap, image: np.ndarray | None = None, kind: s
         ax2.set_xticks([])
         ax2.set_yticks([])
     fig.suptitle(f"{result.model}: {best} {score:.4g} at (x={x}, y={y}), rgb={rgb}", fontsize=9)
-    return fig
 
 
 def save_confmap_figures(result: ConfidenceMap, out_dir: str | Path,
@@ -72,6 +74,7 @@ def save_confmap_figures(result: ConfidenceMap, out_dir: str | Path,
     for kind in kinds:
         fig = plot_confmap(result, image, kind)
         path = out_dir / f"confmap_{kind}.png"
-        fig.savefig(path, dpi=110)
+        with styled():
+            save_png(fig, path)
         paths.append(path)
     return paths

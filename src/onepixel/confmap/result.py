@@ -17,9 +17,9 @@ from typing import Any
 
 import numpy as np
 
-from onepixel import __version__
-from onepixel.errors import ConfmapError, OnepixelError, is_integer
+from onepixel.errors import ConfigError, ConfmapError, OnepixelError, is_integer
 from onepixel.fileio import save_npz_atomic
+from onepixel.version import __version__
 
 log = logging.getLogger(__name__)
 
@@ -34,10 +34,10 @@ _FACTS = {"original_score": float, "step": int, "evaluations": int, "seconds": f
 
 
 def check_step(step) -> None:
-    """Raise :class:`ConfmapError` unless ``step`` is an integer in 1..255."""
+    """Raise :class:`ConfigError` unless ``step`` is an integer in 1..255."""
     if not is_integer(step) or not 1 <= step <= 255:
-        raise ConfmapError(f"colour step must be an integer from 1 to 255, got {step!r} "
-                           "(5 gives the papers' grid of 52 values per channel)")
+        raise ConfigError(f"colour step must be an integer from 1 to 255, got {step!r} "
+                          "(5 gives the papers' grid of 52 values per channel)")
 
 
 def colour_levels(step: int) -> np.ndarray:

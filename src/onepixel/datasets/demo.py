@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 from PIL import Image
 
-from onepixel import assets
+import onepixel.assets as assets
 from onepixel.datasets.images import load_image
 from onepixel.datasets.tiles import iter_slide_tiles
 from onepixel.fileio import atomic_output_dir

@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
-from onepixel.errors import DatasetError, ImageError
+from onepixel.errors import ConfigError, DatasetError, ImageError
 
 log = logging.getLogger(__name__)
 
@@ -200,7 +200,8 @@ def scan_dataset(
         raise DatasetError(f"dataset must be a folder with '{positive_label}'/'{negative_label}' "
                            f"sub-folders, got a file: {root}")
     if positive_label == negative_label:
-        raise DatasetError("--positive-label and --negative-label must differ")
+        raise ConfigError(f"scan_dataset: positive_label and negative_label must differ, both are "
+                          f"{positive_label!r}", field="CampaignConfig.positive_label")
     labels = {positive_label: True, negative_label: False}
     found, ignored = _labelled_files(
         root, lambda parts: next((p for p in reversed(parts) if p in labels), None))
@@ -211,8 +212,8 @@ def scan_dataset(
     if not items:
         raise DatasetError(
             f"no labelled images under {root}: put images in sub-folders named "
-            f"'{positive_label}' and '{negative_label}' (at any depth), or rename the labels with "
-            f"--positive-label / --negative-label"
+            f"'{positive_label}' and '{negative_label}' (at any depth), or name the labels "
+            f"(CampaignConfig.positive_label / negative_label)"
         )
     items.sort(key=lambda it: it.path.relative_to(root).as_posix())
     return Dataset(root, tuple(items), positive_label, negative_label)
@@ -238,7 +239,8 @@ def scan_image_folder(root: str | Path, classes: Sequence[str] | None = None) ->
                            f"dataset must be a folder of class sub-folders, got a file: {root}")
     wanted = None if classes is None else tuple(classes)
     if wanted is not None and len(set(wanted)) != len(wanted):
-        raise DatasetError(f"--classes lists a class twice: {', '.join(wanted)}")
+        raise ConfigError(f"scan_image_folder: classes lists a class twice: {', '.join(wanted)}",
+                          field="CampaignConfig.classes")
     def label_of(parts: tuple[str, ...]) -> str | None:
         if wanted is None:
             return parts[-1] if parts else None

@@ -42,7 +42,7 @@ from onepixel.datasets.tissue import (
     DEFAULT_MIN_VALUE,
     tissue_mask,
 )
-from onepixel.errors import ImageError, OnepixelError, is_integer
+from onepixel.errors import ConfigError, ImageError, is_integer, is_real
 from onepixel.fileio import atomic_output_dir
 
 log = logging.getLogger(__name__)
@@ -56,17 +56,23 @@ MANIFEST = "tiles.csv"
 
 def _check_grid(size: int, stride: int, tissue_threshold: float, min_saturation: float,
                 min_value: int) -> None:
+    # The fields of TileConfig, which every tiling function shares.
     if not is_integer(size) or size < 1:
-        raise OnepixelError(f"tile size must be a positive integer (pixels), got {size!r}")
+        raise ConfigError(f"TileConfig.size must be a positive integer (pixels), got {size!r}",
+                          field="TileConfig.size")
     if not is_integer(stride) or stride < 1:
-        raise OnepixelError(f"tile stride must be a positive integer (pixels), got {stride!r}")
-    if not 0.0 <= float(tissue_threshold) <= 1.0:
-        raise OnepixelError(f"tissue threshold is a fraction of the tile's pixels in [0, 1], got "
-                            f"{tissue_threshold!r} (0 keeps every tile)")
-    if not 0.0 <= float(min_saturation) <= 1.0:
-        raise OnepixelError(f"minimum saturation is in [0, 1], got {min_saturation!r}")
-    if not 0 <= int(min_value) <= 255:
-        raise OnepixelError(f"minimum value is in [0, 255], got {min_value!r}")
+        raise ConfigError(f"TileConfig.stride must be a positive integer (pixels), got {stride!r}",
+                          field="TileConfig.stride")
+    if not is_real(tissue_threshold) or not 0.0 <= float(tissue_threshold) <= 1.0:
+        raise ConfigError(f"TileConfig.tissue_threshold is a fraction of the tile's pixels in [0, 1], "
+                          f"got {tissue_threshold!r} (0 keeps every tile)",
+                          field="TileConfig.tissue_threshold")
+    if not is_real(min_saturation) or not 0.0 <= float(min_saturation) <= 1.0:
+        raise ConfigError(f"TileConfig.min_saturation is in [0, 1], got {min_saturation!r}",
+                          field="TileConfig.min_saturation")
+    if not is_integer(min_value) or not 0 <= int(min_value) <= 255:
+        raise ConfigError(f"TileConfig.min_value is an integer in [0, 255], got {min_value!r}",
+                          field="TileConfig.min_value")
 
 
 def iter_tiles(
@@ -262,8 +268,8 @@ def check_output_outside(out: str | Path, inputs: Iterable[str | Path]) -> None:
     for raw in inputs:
         path = Path(os.path.abspath(raw))
         if path == out_abs or out_abs in path.parents:
-            raise OnepixelError(f"the output folder {out} holds the input {raw}; choose an --out "
-                                f"outside the inputs")
+            raise ConfigError(f"the output folder {out} holds the input {raw}; choose an output "
+                              f"folder outside the inputs", field="tile_images(out)")
 
 
 def _no_tissue_message(info: ImageInfo, config: TileConfig, best: float) -> str:
@@ -331,7 +337,7 @@ def tile_images(
     for info in infos:
         if info.height < size or info.width < size:
             raise ImageError(f"{info.path} is {info.width}x{info.height}, smaller than one "
-                             f"{size}x{size} tile; lower --size or remove it from the inputs")
+                             f"{size}x{size} tile; lower TileConfig.size or remove it from the inputs")
 
     bar = None
     if progress:

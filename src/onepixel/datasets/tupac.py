@@ -43,13 +43,13 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from onepixel import __version__
 from onepixel.datasets.images import IMAGE_SUFFIXES
 from onepixel.datasets.slides import TIFF_SUFFIXES, probe_image, read_slide
 from onepixel.datasets.tiles import check_output_outside
 from onepixel.datasets.tissue import DEFAULT_MIN_SATURATION, DEFAULT_MIN_VALUE, tissue_fraction
-from onepixel.errors import DatasetError, OnepixelError, is_integer
+from onepixel.errors import ConfigError, DatasetError, is_integer
 from onepixel.fileio import atomic_output_dir
+from onepixel.version import __version__
 
 log = logging.getLogger(__name__)
 
@@ -121,37 +121,48 @@ class TupacConfig:
     overwrite: bool = False
 
     def __post_init__(self) -> None:
-        bad = OnepixelError
+        bad = ConfigError
         if not is_integer(self.patch_size) or self.patch_size < 2:
-            raise bad(f"patch size must be an integer >= 2, got {self.patch_size!r}")
+            raise bad(f"TupacConfig.patch_size must be an integer >= 2, got {self.patch_size!r}",
+                      field="TupacConfig.patch_size")
         if not 0.0 <= float(self.val_fraction) <= 1.0:
-            raise bad(f"val fraction must be in [0, 1], got {self.val_fraction!r}")
+            raise bad(f"TupacConfig.val_fraction must be in [0, 1], got {self.val_fraction!r}",
+                      field="TupacConfig.val_fraction")
         if self.val_cases is not None:
             object.__setattr__(self, "val_cases", tuple(str(c) for c in self.val_cases))
         if not is_integer(self.seed) or self.seed < 0:
-            raise bad(f"seed must be a non-negative integer, got {self.seed!r}")
+            raise bad(f"TupacConfig.seed must be a non-negative integer, got {self.seed!r}",
+                      field="TupacConfig.seed")
         if not is_integer(self.rotations) or self.rotations < 0:
-            raise bad(f"rotations must be a non-negative integer, got {self.rotations!r}")
+            raise bad(f"TupacConfig.rotations must be a non-negative integer, got {self.rotations!r}",
+                      field="TupacConfig.rotations")
         if not is_integer(self.shifts) or self.shifts < 0:
-            raise bad(f"shifts must be a non-negative integer, got {self.shifts!r}")
+            raise bad(f"TupacConfig.shifts must be a non-negative integer, got {self.shifts!r}",
+                      field="TupacConfig.shifts")
         if self.max_shift is not None and (not is_integer(self.max_shift) or self.max_shift < 1):
-            raise bad(f"max shift must be a positive integer (pixels), got {self.max_shift!r}")
+            raise bad(f"TupacConfig.max_shift must be a positive integer (pixels), got {self.max_shift!r}",
+                      field="TupacConfig.max_shift")
         side = 2 * self.resolved_max_shift + 1
         if self.shifts > side * side - 1:
-            raise bad(f"{self.shifts} distinct shifts do not fit in +-{self.resolved_max_shift} "
-                      f"pixels ({side * side - 1} offsets); raise --max-shift or lower --shifts")
+            raise bad(f"TupacConfig.shifts: {self.shifts} distinct shifts do not fit in "
+                      f"+-{self.resolved_max_shift} pixels ({side * side - 1} offsets); raise "
+                      "TupacConfig.max_shift or lower shifts", field="TupacConfig.shifts")
         if self.normal_stride is not None and (not is_integer(self.normal_stride)
                                                or self.normal_stride < 1):
-            raise bad(f"normal stride must be a positive integer, got {self.normal_stride!r}")
+            raise bad(f"TupacConfig.normal_stride must be a positive integer, got {self.normal_stride!r}",
+                      field="TupacConfig.normal_stride")
         if self.exclusion_radius is not None and not float(self.exclusion_radius) >= 0:
-            raise bad(f"exclusion radius must be >= 0 pixels, got {self.exclusion_radius!r}")
+            raise bad(f"TupacConfig.exclusion_radius must be >= 0 pixels, got {self.exclusion_radius!r}",
+                      field="TupacConfig.exclusion_radius")
         if not 0.0 <= float(self.normal_fraction) <= 1.0:
-            raise bad(f"normal fraction must be in [0, 1], got {self.normal_fraction!r}")
+            raise bad(f"TupacConfig.normal_fraction must be in [0, 1], got {self.normal_fraction!r}",
+                      field="TupacConfig.normal_fraction")
         if not 0.0 <= float(self.normal_tissue_threshold) <= 1.0:
-            raise bad(f"normal tissue threshold must be in [0, 1], got "
-                      f"{self.normal_tissue_threshold!r}")
+            raise bad(f"TupacConfig.normal_tissue_threshold must be in [0, 1], got "
+                      f"{self.normal_tissue_threshold!r}", field="TupacConfig.normal_tissue_threshold")
         if self.border not in ("reflect", "skip"):
-            raise bad(f"border must be 'reflect' or 'skip', got {self.border!r}")
+            raise bad(f"TupacConfig.border must be 'reflect' or 'skip', got {self.border!r}",
+                      field="TupacConfig.border")
 
     @property
     def resolved_max_shift(self) -> int:
@@ -341,8 +352,8 @@ def split_cases(
     if val_cases is not None:
         unknown = sorted(set(val_cases) - set(names))
         if unknown:
-            raise DatasetError(f"--val-cases names {', '.join(unknown)}, which are not cases of "
-                               f"this dataset (cases: {', '.join(names)})")
+            raise ConfigError(f"TupacConfig.val_cases names {', '.join(unknown)}, which are not cases "
+                              f"of this dataset (cases: {', '.join(names)})", field="TupacConfig.val_cases")
         val = set(val_cases)
     else:
         n = len(names)
@@ -541,7 +552,7 @@ def preprocess_tupac(
         info = probe_image(r.image)
         if info.height < size or info.width < size:
             raise DatasetError(f"{r.image} is {info.width}x{info.height}, smaller than one "
-                               f"{size}x{size} patch; lower --size or remove the region")
+                               f"{size}x{size} patch; lower TupacConfig.patch_size or remove the region")
         if r.csv is not None:
             annotations[(r.case, r.region)] = read_annotations(r.csv, (info.height, info.width))
 

@@ -5,10 +5,10 @@
   bit depth) and the 8-neighbour statistics (h, residual against the median);
 - :mod:`~onepixel.defences.wrapper`: :class:`DefendedClassifier`, :func:`defend`.
 
-See docs/defences.md. Public names load on first use (:func:`onepixel.lazy_exports`).
+See docs/defences.md. Public names load on first use (:func:`onepixel._lazy.lazy_exports`).
 """
 
-from onepixel import lazy_exports
+from onepixel._lazy import lazy_exports
 
 _EXPORTS = {
     "apply_defence": "onepixel.defences.wrapper",

@@ -67,29 +67,31 @@ def parse_defence(text: str | None) -> tuple[DefenceStep, ...]:
         name, _, raw = part.partition(":")
         name = name.strip().lower()
         if name not in DEFENCES:
-            raise ConfigError(f"--defence: unknown defence {name or part!r} in {text!r}; use "
-                              f"{_usage()}, comma-separated")
+            raise ConfigError(f"defence spec: unknown defence {name or part!r} in {text!r}; use "
+                              f"{_usage()}, comma-separated", field="defence")
         kind, default, _ = DEFENCES[name]
         raw = raw.strip()
         if kind == "none":
             if raw:
-                raise ConfigError(f"--defence: {name} takes no argument, got {part!r}")
+                raise ConfigError(f"defence spec: {name} takes no argument, got {part!r}", field="defence")
             steps.append(DefenceStep(name))
             continue
         if not raw:
             if default is None:
-                raise ConfigError(f"--defence: {name} needs an argument ({DEFENCES[name][2]})")
+                raise ConfigError(f"defence spec: {name} needs an argument ({DEFENCES[name][2]})",
+                                  field="defence")
             steps.append(DefenceStep(name, float(default) if kind == "float" else int(default)))
             continue
         try:
             value: float | int = float(raw) if kind == "float" else int(raw)
         except ValueError:
-            raise ConfigError(f"--defence: {name}'s argument must be "
-                              f"{'a number' if kind == 'float' else 'an integer'}, got {raw!r}") from None
+            raise ConfigError(f"defence spec: {name}'s argument must be "
+                              f"{'a number' if kind == 'float' else 'an integer'}, got {raw!r}",
+                              field="defence") from None
         lo, hi = _RANGES[name]
         if not lo <= value <= hi or (name == "blur" and value == 0):
-            raise ConfigError(f"--defence: {name}:{raw} is out of range ({lo:g} "
-                              f"{'<' if name == 'blur' else '<='} value <= {hi:g})")
+            raise ConfigError(f"defence spec: {name}:{raw} is out of range ({lo:g} "
+                              f"{'<' if name == 'blur' else '<='} value <= {hi:g})", field="defence")
         steps.append(DefenceStep(name, value))
     return tuple(steps)
 

@@ -5,10 +5,10 @@
 - :mod:`~onepixel.detection.scan`: score image files or a RUN's originals and adversarial
   versions; write ``detections.csv``, ``detection.json`` and the ROC figure.
 
-See docs/defences.md. Public names load on first use (:func:`onepixel.lazy_exports`).
+See docs/defences.md. Public names load on first use (:func:`onepixel._lazy.lazy_exports`).
 """
 
-from onepixel import lazy_exports
+from onepixel._lazy import lazy_exports
 
 _EXPORTS = {
     "Calibration": "onepixel.detection.calibration",

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from onepixel import assets
+import onepixel.assets as assets
 from onepixel.datasets.tiles import iter_slide_tiles
 from onepixel.defences.filters import h_map, residual_map
 from onepixel.errors import ConfigError
@@ -32,7 +32,8 @@ DEFAULT_FPR = 0.05
 def image_statistic(images: np.ndarray, statistic: str = "h") -> np.ndarray:
     """(N,) float64: the largest per-pixel ``statistic`` of each uint8 image (N, H, W, C)."""
     if statistic not in STATISTICS:
-        raise ConfigError(f"--statistic must be one of {', '.join(STATISTICS)}, got {statistic!r}")
+        raise ConfigError(f"statistic must be one of {', '.join(STATISTICS)}, got {statistic!r}",
+                          field="statistic")
     images = np.asarray(images)
     per_pixel = h_map(images) if statistic == "h" else residual_map(images)
     return per_pixel.reshape(len(images), -1).max(axis=1)
@@ -118,7 +119,7 @@ def calibrate(fpr: float = DEFAULT_FPR, statistic: str = "h", assets_dir: str | 
         uint8 (N, H, W, C) clean images to use instead of the H&E tiles.
     """
     if not 0.0 < fpr < 1.0:
-        raise ConfigError(f"--fpr must be in (0, 1), got {fpr}")
+        raise ConfigError(f"calibrate(fpr) must be in (0, 1), got {fpr!r}", field="calibrate(fpr)")
     if tiles is None:
         cal, held, sources = clean_tiles(assets_dir)
     else:

@@ -21,8 +21,9 @@ import numpy as np
 from onepixel.analysis.stats import attack_pixels
 from onepixel.datasets.images import load_image
 from onepixel.detection.calibration import Calibration, image_statistic
-from onepixel.errors import OnepixelError, RunError
+from onepixel.errors import ConfigError, RunError
 from onepixel.fileio import write_csv_atomic, write_json_atomic
+from onepixel.plotting import new_figure, save_png, styled
 from onepixel.runs.reader import load_run
 from onepixel.runs.schema import image_path, record_text
 
@@ -71,7 +72,8 @@ class Detections:
 def detect_images(paths: Sequence[str | Path], calibration: Calibration) -> Detections:
     """Score image files (each read at its own size) as ``original`` images."""
     if not paths:
-        raise OnepixelError("give image files to detect, or --run RUN")
+        raise ConfigError("detect_images(paths) is empty: give image files to detect (or scan a RUN "
+                          "with scan_run)", field="detect_images(paths)")
     images = [load_image(p) for p in paths]
     values = np.array([image_statistic(im[None], calibration.statistic)[0] for im in images])
     return Detections(tuple(record_text(str(p)) for p in paths), ("original",) * len(paths), values,
@@ -163,10 +165,9 @@ def write_detections(out: str | Path, det: Detections, clean_heldout: np.ndarray
     return info
 
 
+@styled()
 def _roc_figure(path: Path, fpr: np.ndarray, tpr: np.ndarray, det: Detections) -> None:
-    from matplotlib.figure import Figure
-
-    fig = Figure(figsize=(4.2, 4.0), dpi=120, layout="constrained")
+    fig = new_figure(4.2, 4.0)
     ax = fig.add_subplot()
     ax.plot(fpr, tpr, drawstyle="steps-post", color="C0", label="detector")
     ax.plot([0, 1], [0, 1], ls=":", color="grey", lw=0.8)
@@ -177,4 +178,4 @@ def _roc_figure(path: Path, fpr: np.ndarray, tpr: np.ndarray, det: Detections) -
     ax.set_ylabel("true-positive rate (successful attacks)")
     ax.set_title(f"one-pixel detector ({det.calibration.statistic})")
     ax.legend(loc="lower right")
-    fig.savefig(path)
+    save_png(fig, path)

@@ -1,9 +1,9 @@
 """Classifier backends: the built-in MAX model, Keras HDF5, torch, ONNX, Python callables.
 
-Public names load on first use (:func:`onepixel.lazy_exports`).
+Public names load on first use (:func:`onepixel._lazy.lazy_exports`).
 """
 
-from onepixel import lazy_exports
+from onepixel._lazy import lazy_exports
 
 _EXPORTS = {
     "BUILTIN": "onepixel.models.options",

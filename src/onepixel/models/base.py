@@ -130,15 +130,15 @@ def output_column(k: int, io: ModelIO, model_name: str) -> int:
     """The column of the positive class among ``k`` outputs, or a :class:`ModelError` saying why not."""
     if k == 1:
         if io.positive_index not in (None, 0):
-            raise ModelError(f"{model_name} has one output; --positive-index must be 0 or unset")
+            raise ModelError(f"{model_name} has one output; ModelIO.positive_index must be 0 or None")
         return 0
     if io.positive_index is None:
         raise ModelError(
             f"{model_name} returns {k} outputs per image; say which is the positive class with "
-            f"--positive-index (0..{k - 1})"
+            f"ModelIO.positive_index (0..{k - 1})"
         )
     if io.positive_index >= k:
-        raise ModelError(f"--positive-index {io.positive_index} is out of range for {k} outputs")
+        raise ModelError(f"ModelIO.positive_index {io.positive_index} is out of range for {k} outputs")
     return io.positive_index
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
-from onepixel import assets
+import onepixel.assets as assets
 from onepixel.errors import ModelError
 from onepixel.fileio import atomic_open
 from onepixel.models.keras_h5 import load_keras_module

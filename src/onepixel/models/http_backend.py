@@ -15,8 +15,7 @@ from onepixel.models.max_protocol import (
     HttpError,
     HttpUnavailableError,
     base_url,
-    encode_png,
 )
 
 __all__ = ["API_KEY_ENV", "HttpAuthError", "HttpClassifier", "HttpError", "HttpUnavailableError",
-           "base_url", "encode_png"]
+           "base_url"]

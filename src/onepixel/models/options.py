@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING
 
-from onepixel.errors import ModelError
+from onepixel.errors import ConfigError, ModelError, is_integer
 from onepixel.models.base import ModelIO
 
 if TYPE_CHECKING:
@@ -40,7 +40,8 @@ def resolve_device(device: str | torch.device = "auto") -> torch.device:
     if device == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if device.startswith("cuda") and not torch.cuda.is_available():
-        raise ModelError("--device cuda was asked for but no CUDA GPU is available; use cpu or auto")
+        raise ModelError("ModelOptions.device 'cuda' was asked for but no CUDA GPU is available; "
+                         "use 'cpu' or 'auto'")
     return torch.device(device)
 
 
@@ -81,12 +82,18 @@ class ModelOptions:
 
     def __post_init__(self) -> None:
         if self.engine not in ENGINES:
-            raise ModelError(f"unknown engine {self.engine!r}: use one of {', '.join(ENGINES)}")
-        resolve_device_name(self.device)
-        if self.batch_size is not None and self.batch_size < 1:
-            raise ModelError(f"batch size must be >= 1, got {self.batch_size}")
-        if self.threads is not None and self.threads < 1:
-            raise ModelError(f"threads must be >= 1, got {self.threads}")
+            raise ConfigError(f"ModelOptions.engine {self.engine!r} is unknown: use one of "
+                              f"{', '.join(ENGINES)}", field="ModelOptions.engine")
+        try:
+            resolve_device_name(self.device)
+        except ModelError as exc:
+            raise ConfigError(f"ModelOptions.device: {exc}", field="ModelOptions.device") from None
+        if self.batch_size is not None and (not is_integer(self.batch_size) or self.batch_size < 1):
+            raise ConfigError(f"ModelOptions.batch_size must be an integer >= 1 or None, "
+                              f"got {self.batch_size!r}", field="ModelOptions.batch_size")
+        if self.threads is not None and (not is_integer(self.threads) or self.threads < 1):
+            raise ConfigError(f"ModelOptions.threads must be an integer >= 1 or None, got {self.threads!r}",
+                              field="ModelOptions.threads")
 
     def resolved_batch_size(self) -> int:
         """The batch size to use on this options' device."""

@@ -12,7 +12,7 @@ import logging
 from dataclasses import replace
 from pathlib import Path
 
-from onepixel import assets
+import onepixel.assets as assets
 from onepixel.errors import ModelError
 from onepixel.models.base import Classifier, ModelIO
 from onepixel.models.keras_h5 import load_keras_module

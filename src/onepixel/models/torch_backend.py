@@ -188,7 +188,8 @@ class TorchClassifier:
         bs = self.options.batch_size
         with torch.inference_mode():
             for start in range(0, len(images), bs):
-                chunk = torch.from_numpy(np.ascontiguousarray(images[start : start + bs]))
+                # Images decoded by PIL are read-only; torch warns on those, so copy only then.
+                chunk = torch.from_numpy(np.require(images[start : start + bs], requirements=("C", "W")))
                 out[start : start + bs] = self.score_tensor(chunk.to(self.device)).cpu().numpy()
         return out
 

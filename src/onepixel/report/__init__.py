@@ -8,10 +8,10 @@ Entry points (the CLI's ``onepixel analyze RUN`` and ``onepixel report RUN``):
 - :func:`write_report` ``(run_dir) -> Path``: ``RUN/report.html``, analysing first when
   ``RUN/analysis`` is missing or stale.
 
-Public names load on first use (:func:`onepixel.lazy_exports`).
+Public names load on first use (:func:`onepixel._lazy.lazy_exports`).
 """
 
-from onepixel import lazy_exports
+from onepixel._lazy import lazy_exports
 
 _EXPORTS = {
     "AnalysisResult": "onepixel.report.analyze",

@@ -23,12 +23,11 @@ from pathlib import Path
 
 import numpy as np
 
-from onepixel import __version__
 from onepixel.analysis import (
     SECTIONS,
-    AnalysisError,
     Note,
     RunAnalysis,
+    RunError,
     Table,
     build_tables,
     compute_analysis,
@@ -36,6 +35,7 @@ from onepixel.analysis import (
 )
 from onepixel.fileio import atomic_output_dir
 from onepixel.report.figures import FigureInfo, all_figures, colour_budget
+from onepixel.version import __version__
 
 log = logging.getLogger(__name__)
 
@@ -167,7 +167,7 @@ def load_analysis(run_dir: str | Path) -> AnalysisResult:
 
     Raises
     ------
-    AnalysisError
+    RunError
         No analysis, or an unreadable manifest: run ``onepixel analyze RUN``.
     """
     run_dir = Path(run_dir)
@@ -181,7 +181,7 @@ def load_analysis(run_dir: str | Path) -> AnalysisResult:
             notes=tuple(Note(n["section"], n["text"]) for n in data["notes"]),
             seconds=float(data.get("seconds", 0.0)))
     except (OSError, ValueError, KeyError, TypeError) as exc:
-        raise AnalysisError(f"cannot read {path} ({exc}); run `onepixel analyze {run_dir}` to "
+        raise RunError(f"cannot read {path} ({exc}); run `onepixel analyze {run_dir}` to "
                             f"recreate it") from exc
 
 
@@ -207,7 +207,7 @@ def analyze_run(run_dir: str | Path, *, figures: bool = True, read_originals: bo
 
     Raises
     ------
-    AnalysisError
+    RunError
         Missing or malformed RUN files (the message names the file).
     OnepixelError
         Figures asked for but matplotlib is not installed.

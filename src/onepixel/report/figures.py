@@ -37,18 +37,14 @@ from onepixel.analysis.tables import (
 )
 from onepixel.confmap.result import ConfidenceMap
 from onepixel.errors import OnepixelError
+from onepixel.plotting import new_figure as _new_figure
+from onepixel.plotting import save_png, styled
 from onepixel.runs.schema import lowers_score
 
 log = logging.getLogger(__name__)
 
 #: Most points drawn in one scatter plot.
 MAX_SCATTER_POINTS = 20_000
-DPI = 100
-STYLE = {
-    "font.size": 10, "axes.titlesize": 11, "axes.labelsize": 10, "figure.titlesize": 12,
-    "legend.fontsize": 8, "xtick.labelsize": 9, "ytick.labelsize": 9, "axes.spines.top": False,
-    "axes.spines.right": False, "savefig.facecolor": "white", "figure.facecolor": "white",
-}
 BEFORE_COLOUR = "#8c8c8c"
 AFTER_COLOUR = "#1f77b4"
 REST_COLOUR = "#d62728"
@@ -85,31 +81,15 @@ class FigureInfo:
                    data.get("reading", ""))
 
 
-def _mpl():
-    try:
-        import matplotlib
-        from matplotlib.figure import Figure
-    except ImportError as exc:
-        raise OnepixelError("figures need matplotlib: pip install 'onepixel[analysis]' "
-                            "(or analyze without figures)") from exc
-    return matplotlib, Figure
-
-
-def _new_figure(width: float, height: float):
-    _, Figure = _mpl()
-    return Figure(figsize=(width, height), dpi=DPI, layout="constrained")
-
-
 def _save(fig, folder: Path, name: str) -> str:
     folder.mkdir(parents=True, exist_ok=True)
-    fig.savefig(folder / f"{name}.png", dpi=DPI)
+    save_png(fig, folder / f"{name}.png")
     return f"figures/{name}.png"
 
 
 def _styled(fn):
     def wrapper(*args, **kwargs):
-        matplotlib, _ = _mpl()
-        with matplotlib.rc_context(STYLE):
+        with styled():
             return fn(*args, **kwargs)
     wrapper.__name__ = fn.__name__
     wrapper.__doc__ = fn.__doc__

@@ -15,21 +15,17 @@ import struct
 import time
 from pathlib import Path
 
-from onepixel import __version__
 from onepixel.analysis import SECTIONS, Note, Table
+from onepixel.errors import RunError
 from onepixel.fileio import atomic_open
 from onepixel.report.analyze import AnalysisResult, analyze_run, is_stale, load_analysis
-from onepixel.report.extra import (
-    ExtraFigure,
-    ExtraSection,
-    audit_section,
-    default_audit_dir,
-    robustness_section,
-)
+from onepixel.report.audit_section import audit_section, default_audit_dir
 from onepixel.report.figures import FigureInfo
-from onepixel.report.stealth import default_pareto_dir, stealth_section
-from onepixel.runs.reader import AnalysisError
+from onepixel.report.pareto_section import default_pareto_dir, pareto_section
+from onepixel.report.robustness_section import robustness_section
+from onepixel.report.sections import ExtraFigure, ExtraSection
 from onepixel.runs.schema import lowers_score
+from onepixel.version import __version__
 
 log = logging.getLogger(__name__)
 
@@ -178,7 +174,7 @@ def _figure_html(result: AnalysisResult, f: FigureInfo) -> str:
     try:
         data = path.read_bytes()
     except OSError as exc:
-        raise AnalysisError(f"figure {path} is missing ({exc}); run `onepixel analyze "
+        raise RunError(f"figure {path} is missing ({exc}); run `onepixel analyze "
                             f"{result.run_dir}` again") from exc
     return _png_block(data, f)
 
@@ -347,7 +343,7 @@ def write_report(run_dir: str | Path, out: str | Path | None = None, *, reanalyz
 
     Raises
     ------
-    AnalysisError
+    RunError
         Missing or malformed RUN files (the message names the file).
     """
     run_dir = Path(run_dir)
@@ -364,7 +360,7 @@ def write_report(run_dir: str | Path, out: str | Path | None = None, *, reanalyz
         extras.append(robustness_section(robustness))
     pareto_dir = Path(pareto) if pareto is not None else default_pareto_dir(run_dir)
     if pareto_dir is not None:
-        extras.append(stealth_section(pareto_dir))
+        extras.append(pareto_section(pareto_dir))
     text = render_report(result, tuple(extras))
     path = Path(out) if out is not None else run_dir / "report.html"
     with atomic_open(path, "w", encoding="utf-8") as fh:

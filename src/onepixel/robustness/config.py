@@ -18,7 +18,8 @@ def parse_defences(text: str) -> tuple[str, ...]:
     Raises
     ------
     ConfigError
-        An empty list, a repeated defence or a malformed one (the message names ``--defences``).
+        An empty list, a repeated defence or a malformed one (the error's field is
+        ``RobustnessConfig.defences``).
     """
     specs = []
     for part in text.split(","):
@@ -28,11 +29,14 @@ def parse_defences(text: str) -> tuple[str, ...]:
         try:
             specs.append(format_defence(parse_defence(part.replace("+", ","))))
         except ConfigError as exc:
-            raise ConfigError(f"--defences: {exc}") from None
+            raise ConfigError(f"RobustnessConfig.defences: {exc}",
+                              field="RobustnessConfig.defences") from None
     if not specs:
-        raise ConfigError("--defences needs at least one defence, e.g. none,median3,blur:1")
+        raise ConfigError("RobustnessConfig.defences needs at least one defence, e.g. "
+                          "('none', 'median3', 'blur:1')", field="RobustnessConfig.defences")
     if len(set(specs)) != len(specs):
-        raise ConfigError(f"--defences lists a defence twice: {text!r}")
+        raise ConfigError(f"RobustnessConfig.defences lists a defence twice: {text!r}",
+                          field="RobustnessConfig.defences")
     return tuple(specs)
 
 

@@ -26,6 +26,7 @@ from onepixel.datasets.images import load_image, scan_dataset
 from onepixel.defences.wrapper import defend
 from onepixel.fileio import atomic_open, write_csv_atomic, write_json_atomic
 from onepixel.models.base import Classifier
+from onepixel.plotting import figure, png_bytes
 from onepixel.robustness.config import RobustnessConfig, run_folder_name
 from onepixel.runs.reader import read_attacks_csv
 from onepixel.runs.schema import ATTACKS, SUCCESS_THRESHOLD
@@ -148,12 +149,14 @@ def _csv_value(value: object) -> str:
 
 def write_tradeoff_figure(rows: list[DefenceRow], path: Path) -> None:
     """Clean cost (x) against attack success (y), one labelled point per defence."""
-    import matplotlib
+    with figure(5.5, 4.0) as fig:
+        _draw_tradeoff(fig, rows)
+        data = png_bytes(fig)
+    with atomic_open(path, "wb") as fh:
+        fh.write(data)
 
-    matplotlib.use("Agg", force=False)
-    from matplotlib.figure import Figure
 
-    fig = Figure(figsize=(5.5, 4.0), layout="constrained")
+def _draw_tradeoff(fig, rows: list[DefenceRow]) -> None:
     ax = fig.add_subplot()
     for row in rows:
         if row.success_rate is None:
@@ -166,8 +169,6 @@ def write_tradeoff_figure(rows: list[DefenceRow], path: Path) -> None:
     ax.set_ylim(-5, 105)
     ax.set_xlim(left=min(0.0, ax.get_xlim()[0]))
     ax.grid(alpha=0.3)
-    with atomic_open(path, "wb") as fh:
-        fig.savefig(fh, format="png", dpi=120)
 
 
 def run_robustness(cfg: RobustnessConfig, classifier: Classifier | None = None) -> list[DefenceRow]:

@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from onepixel.errors import AnalysisError
+from onepixel.errors import RunError
 from onepixel.runs.schema import (
     ATTACK_COLUMNS,
     DEFAULT_ATTACK_SETTINGS,
@@ -99,7 +99,7 @@ class AttackTable:
 
         Raises
         ------
-        AnalysisError
+        RunError
             A missing column, or a value that does not parse; the message names ``source`` and the line.
         """
         rows = list(rows)
@@ -128,7 +128,7 @@ def _check_columns(header: Iterable[str], required: Iterable[str], source: str) 
     header = [h.strip() for h in header]
     missing = [c for c in required if c not in header]
     if missing:
-        raise AnalysisError(
+        raise RunError(
             f"{source}: missing column(s) {', '.join(missing)}; found {', '.join(header) or 'none'}. "
             f"Expected the columns of docs/run-format.md ({', '.join(required)}): is this a RUN "
             f"folder written by `onepixel attack`?")
@@ -148,7 +148,7 @@ def _parse_attacks(records: list[list[str]], source: str, first_line: int) -> At
         values = [t.strip() for t in by_name[name]]
         if not optional and not all(values):
             i = values.index("")
-            raise AnalysisError(f"{source} line {i + first_line}: column {name!r} is empty; "
+            raise RunError(f"{source} line {i + first_line}: column {name!r} is empty; "
                                 f"it must hold a number (re-run `onepixel attack` to repair the RUN)")
         try:
             arr = np.array([t or "nan" for t in values], dtype=np.float64).reshape(n)
@@ -157,7 +157,7 @@ def _parse_attacks(records: list[list[str]], source: str, first_line: int) -> At
                 try:
                     float(text or "nan")
                 except ValueError:
-                    raise AnalysisError(f"{source} line {i + first_line}: column {name!r} holds "
+                    raise RunError(f"{source} line {i + first_line}: column {name!r} holds "
                                         f"{text!r}, not a number") from None
             raise
         if kind is float:
@@ -172,7 +172,7 @@ def _parse_attacks(records: list[list[str]], source: str, first_line: int) -> At
         bad = np.flatnonzero(~np.isin(raw, (-1, 0, 1)))
         if bad.size:
             i = int(bad[0])
-            raise AnalysisError(f"{source} line {i + first_line}: column {name!r} must be 0 or 1, "
+            raise RunError(f"{source} line {i + first_line}: column {name!r} must be 0 or 1, "
                                 f"got {by_name[name][i]!r}")
         return raw == 1
 
@@ -182,7 +182,7 @@ def _parse_attacks(records: list[list[str]], source: str, first_line: int) -> At
         bad = np.flatnonzero(~np.isin(arr.astype(str), allowed)) if n else np.array([], dtype=int)
         if bad.size:
             i = int(bad[0])
-            raise AnalysisError(f"{source} line {i + first_line}: column {name!r} must be one of "
+            raise RunError(f"{source} line {i + first_line}: column {name!r} must be one of "
                                 f"{', '.join(allowed)}, got {arr[i]!r}")
     table = AttackTable(
         image=strings("image"), label=strings("label"), direction=strings("direction"), goal=goal,
@@ -204,7 +204,7 @@ def _parse_attacks(records: list[list[str]], source: str, first_line: int) -> At
         missing = attacked & (np.isnan(arr) if arr.dtype.kind == "f" else arr < 0)
         if missing.any():
             i = int(np.flatnonzero(missing)[0])
-            raise AnalysisError(f"{source} line {i + first_line}: attacked image {table.image[i]!r} "
+            raise RunError(f"{source} line {i + first_line}: attacked image {table.image[i]!r} "
                                 f"has no {name}; the row is incomplete (re-run `onepixel attack` "
                                 f"to repair the RUN)")
     nit = np.where(table.nit < 0, 0, table.nit)
@@ -261,16 +261,16 @@ def load_run(run_dir: str | Path) -> RunData:
 
     Raises
     ------
-    AnalysisError
+    RunError
         No such folder, no ``attacks.csv``, wrong columns or unparseable values, or a
         ``config.json`` that is not a JSON object; the message names the file.
     """
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
-        raise AnalysisError(f"RUN folder not found: {run_dir} (give the --out folder of `onepixel attack`)")
+        raise RunError(f"RUN folder not found: {run_dir} (give the folder a campaign wrote)")
     attacks_path = run_dir / "attacks.csv"
     if not attacks_path.is_file():
-        raise AnalysisError(f"{attacks_path} not found: {run_dir} is not a RUN folder written by "
+        raise RunError(f"{attacks_path} not found: {run_dir} is not a RUN folder written by "
                             f"`onepixel attack` (or the campaign has not finished any image yet)")
     config = _load_config(run_dir / "config.json")
     attacks = read_attacks_csv(attacks_path)
@@ -288,10 +288,10 @@ def _load_config(path: Path) -> dict:
     try:
         config = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise AnalysisError(f"{path}: not valid JSON ({exc}); restore it from the campaign or "
+        raise RunError(f"{path}: not valid JSON ({exc}); restore it from the campaign or "
                             f"delete it to use default settings") from exc
     if not isinstance(config, dict):
-        raise AnalysisError(f"{path}: expected a JSON object, got {type(config).__name__}")
+        raise RunError(f"{path}: expected a JSON object, got {type(config).__name__}")
     return config
 
 
@@ -300,7 +300,7 @@ def read_attacks_csv(path: str | Path) -> AttackTable:
 
     Raises
     ------
-    AnalysisError
+    RunError
         Empty file, missing columns or bad values; the message names the file and line.
     """
     path = Path(path)
@@ -309,7 +309,7 @@ def read_attacks_csv(path: str | Path) -> AttackTable:
             reader = csv.reader(fh)
             header = next(reader, None)
             if header is None:
-                raise AnalysisError(f"{path} is empty: expected a header line with the columns "
+                raise RunError(f"{path} is empty: expected a header line with the columns "
                                     f"{', '.join(ATTACK_COLUMNS)}")
             header = [h.strip() for h in header]
             _check_columns(header, REQUIRED_COLUMNS, str(path))
@@ -322,12 +322,12 @@ def read_attacks_csv(path: str | Path) -> AttackTable:
                 if len(row) != width:
                     if not row:
                         continue
-                    raise AnalysisError(f"{path} line {line}: {len(row)} fields, the header has "
+                    raise RunError(f"{path} line {line}: {len(row)} fields, the header has "
                                         f"{width}; the file is garbled or was cut off")
                 records.append(row if same_order and width == len(index)
                                else [row[i] if i >= 0 else "" for i in index])
     except (OSError, UnicodeDecodeError, csv.Error) as exc:
-        raise AnalysisError(f"cannot read {path}: {exc}") from exc
+        raise RunError(f"cannot read {path}: {exc}") from exc
     return _parse_attacks(records, str(path), first_line=2)
 
 
@@ -352,7 +352,7 @@ def load_history(path: str | Path, images: Iterable[str]) -> dict[str, np.ndarra
 
     Raises
     ------
-    AnalysisError
+    RunError
         Wrong columns or unparseable values; the message names the file and line.
     """
     path = Path(path)
@@ -365,7 +365,7 @@ def load_history(path: str | Path, images: Iterable[str]) -> dict[str, np.ndarra
         with path.open(newline="", encoding="utf-8") as fh:
             header = next(csv.reader([fh.readline()]), None)
             if not header:
-                raise AnalysisError(f"{path} is empty: expected the columns {', '.join(HISTORY_COLUMNS)}")
+                raise RunError(f"{path} is empty: expected the columns {', '.join(HISTORY_COLUMNS)}")
             header = [h.strip() for h in header]
             _check_columns(header, HISTORY_COLUMNS, str(path))
             ii, gi, si = (header.index(c) for c in HISTORY_COLUMNS)
@@ -376,10 +376,10 @@ def load_history(path: str | Path, images: Iterable[str]) -> dict[str, np.ndarra
                 try:
                     found.setdefault(row[ii], []).append((int(row[gi]), float(row[si])))
                 except (ValueError, IndexError):
-                    raise AnalysisError(f"{path} line {line_no}: expected image,generation,best_score "
+                    raise RunError(f"{path} line {line_no}: expected image,generation,best_score "
                                         f"with numbers, got {line.strip()!r}") from None
     except (OSError, UnicodeDecodeError, csv.Error) as exc:
-        raise AnalysisError(f"cannot read {path}: {exc}") from exc
+        raise RunError(f"cannot read {path}: {exc}") from exc
     out = {}
     for name, pairs in found.items():
         pairs.sort()

@@ -69,7 +69,7 @@ def _raw_rows(path: Path) -> tuple[list[str], list[list[str]]]:
             header = next(reader, [])
             return header, [r for r in reader if r]
     except (UnicodeDecodeError, csv.Error) as exc:
-        raise RunError(f"cannot read {path}: {exc}; it is damaged: use a new --out") from exc
+        raise RunError(f"cannot read {path}: {exc}; it is damaged: write the RUN to a new folder") from exc
 
 
 def _write_durably(path: Path, text: str) -> None:
@@ -119,14 +119,15 @@ class RunStore:
             not onepixel's.
         """
         if self.dir.exists() and not self.dir.is_dir():
-            raise RunError(f"--out {self.dir} is a file; give a folder for the RUN")
+            raise RunError(f"{self.dir} is a file; give a folder for the RUN")
         self.dir.mkdir(parents=True, exist_ok=True)
         config_path = self.dir / CONFIG
         if config_path.exists():
             try:
                 old = json.loads(config_path.read_text())
             except json.JSONDecodeError as exc:
-                raise RunError(f"{config_path} is not valid JSON ({exc}); use a new --out") from exc
+                raise RunError(f"{config_path} is not valid JSON ({exc}); write the RUN to a "
+                               "new folder") from exc
             config = json.loads(json.dumps(config))
             defaults = json.loads(json.dumps(defaults or {}))
             differ = [k for k in RESUME_KEYS if _with_defaults(_lookup(old, k), _lookup(defaults, k))
@@ -134,7 +135,7 @@ class RunStore:
             if differ:
                 raise RunError(
                     f"{self.dir} holds a run with other settings ({', '.join(differ)} differ); "
-                    "use the same settings to resume it, or a new --out folder")
+                    "use the same settings to resume it, or a new folder")
             log.info("resuming %s", self.dir)
         else:
             write_json_atomic(config_path, config)

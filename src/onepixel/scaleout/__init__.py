@@ -1,10 +1,10 @@
 """Scale-out: campaigns and confidence maps on a Ray cluster (``--executor ray``).
 
 Ray is optional (``pip install 'onepixel[ray]'``); nothing here imports it until it is used.
-Public names load on first use (:func:`onepixel.lazy_exports`).
+Public names load on first use (:func:`onepixel._lazy.lazy_exports`).
 """
 
-from onepixel import lazy_exports
+from onepixel._lazy import lazy_exports
 
 _EXPORTS = {
     "EXECUTORS": "onepixel.scaleout.config",

@@ -66,7 +66,7 @@ class CampaignWorker:
         torch.set_num_threads(threads)
         with payload.materialised(replace(cfg.model_options, threads=threads)) as (spec, options):
             evaluator = load_attack_evaluator(spec, options, cfg.evaluator, cfg.attack.de.updating,
-                                              cfg.attack.pixels, batch, defence=defence)
+                                              cfg.attack.pixels, defence=defence)
         self.attacker = BatchAttacker(OnePixelAttack(evaluator, cfg.attack), cfg, classes)
 
     def ready(self) -> tuple[int, str, str]:

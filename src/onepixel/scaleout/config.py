@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass
 
-from onepixel.errors import OnepixelError, is_integer
+from onepixel.errors import ConfigError, is_integer, is_real
 
 EXECUTORS = ("local", "ray")
 
@@ -41,23 +41,30 @@ class ExecutorConfig:
 
     def __post_init__(self) -> None:
         if self.kind not in EXECUTORS:
-            raise OnepixelError(f"--executor must be one of {', '.join(EXECUTORS)}, got {self.kind!r}")
+            raise ConfigError(f"ExecutorConfig.kind must be one of {', '.join(EXECUTORS)}, got {self.kind!r}",
+                              field="ExecutorConfig.kind")
         if self.workers is not None and (not is_integer(self.workers) or not 1 <= self.workers <= 4096):
-            raise OnepixelError(f"--workers must be an integer within 1..4096, got {self.workers!r}")
+            raise ConfigError(f"ExecutorConfig.workers must be an integer within 1..4096, "
+                              f"got {self.workers!r}",
+                              field="ExecutorConfig.workers")
         if not is_integer(self.cpus_per_worker) or self.cpus_per_worker < 1:
-            raise OnepixelError(f"--cpus-per-worker must be an integer >= 1, got {self.cpus_per_worker!r}")
-        if not 0 <= self.gpus_per_worker <= 64:
-            raise OnepixelError(f"--gpus-per-worker must be within 0..64, got {self.gpus_per_worker!r}")
+            raise ConfigError(f"ExecutorConfig.cpus_per_worker must be an integer >= 1, got "
+                              f"{self.cpus_per_worker!r}", field="ExecutorConfig.cpus_per_worker")
+        if not is_real(self.gpus_per_worker) or not 0 <= self.gpus_per_worker <= 64:
+            raise ConfigError(f"ExecutorConfig.gpus_per_worker must be within 0..64, got "
+                              f"{self.gpus_per_worker!r}", field="ExecutorConfig.gpus_per_worker")
         if not is_integer(self.max_retries) or self.max_retries < 0:
-            raise OnepixelError(f"max_retries must be an integer >= 0, got {self.max_retries!r}")
+            raise ConfigError(f"ExecutorConfig.max_retries must be an integer >= 0, got {self.max_retries!r}",
+                              field="ExecutorConfig.max_retries")
         if self.kind == "local" and (self.address is not None or self.workers is not None
                                      or self.gpus_per_worker):
-            raise OnepixelError("--ray-address, --workers and --gpus-per-worker need --executor ray")
+            raise ConfigError("ExecutorConfig.address, workers and gpus_per_worker need kind='ray'",
+                              field="ExecutorConfig.kind")
         if self.address is not None and not (self.address == "auto"
                                              or self.address.startswith("ray://")
                                              or ":" in self.address):
-            raise OnepixelError(f"--ray-address must be 'auto', ray://HOST:PORT or HOST:PORT, "
-                                f"got {self.address!r}")
+            raise ConfigError(f"ExecutorConfig.address must be 'auto', ray://HOST:PORT or HOST:PORT, "
+                              f"got {self.address!r}", field="ExecutorConfig.address")
 
     def to_dict(self) -> dict:
         return asdict(self)

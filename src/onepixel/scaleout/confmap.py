@@ -113,7 +113,7 @@ class RayMapper:
                 # What the driver maps: a defended model, and/or one class of a K-class model.
                 one_class = isinstance(classifier, ClassProbability)
                 defended = defence_of(classifier.classifier if one_class else classifier)
-                actors = [remote.remote(payload, options, config.method, self.config.cpus_per_worker,
+                actors = [remote.remote(payload, options, config.evaluator, self.config.cpus_per_worker,
                                         None if defended == "none" else defended,
                                         classifier.class_index if one_class else None)
                           for _ in range(min(n, len(todo)))]
@@ -168,7 +168,7 @@ def merge_maps(parts: list[ConfidenceMap], seconds: float) -> ConfidenceMap:
 def _key(image: np.ndarray, classifier: Classifier, config: ConfmapConfig, n_ranges: int) -> str:
     """What the saved ranges must match to be reused: what decides the map
     (:func:`~onepixel.confmap.engine.map_key`), the method and the split into ranges."""
-    return json.dumps({**map_key(image, classifier, config), "method": config.method,
+    return json.dumps({**map_key(image, classifier, config), "evaluator": config.evaluator,
                        "ranges": n_ranges}, sort_keys=True)
 
 

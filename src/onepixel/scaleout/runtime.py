@@ -12,7 +12,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from types import ModuleType
 
-from onepixel import assets
+import onepixel.assets as assets
 from onepixel.errors import OnepixelError, ScaleOutError
 from onepixel.models.options import BUILTIN, ModelOptions
 from onepixel.scaleout.config import ExecutorConfig
@@ -25,7 +25,7 @@ def require_ray() -> ModuleType:
     try:
         import ray
     except ImportError as exc:
-        raise ScaleOutError("--executor ray needs Ray: pip install 'onepixel[ray]' (or "
+        raise ScaleOutError("the Ray executor needs Ray: pip install 'onepixel[ray]' (or "
                             "'onepixel[all]'), on this machine and on every worker") from exc
     return ray
 
@@ -54,8 +54,8 @@ def connect(config: ExecutorConfig) -> bool:
     except Exception as exc:  # Ray raises ConnectionError, RuntimeError, ValueError...
         where = config.address or "a local runtime"
         raise ScaleOutError(f"cannot start or reach Ray at {where}: {exc}. Start a cluster with "
-                            "`ray start --head` (see docs/scale-out.md), or drop --ray-address "
-                            "to start a local runtime") from exc
+                            "`ray start --head` (see docs/scale-out.md), or leave ExecutorConfig.address "
+                            "None to start a local runtime") from exc
     log.info("Ray: %s", {k: v for k, v in ray.cluster_resources().items()
                          if k in ("CPU", "GPU", "memory")})
     return True
@@ -68,7 +68,8 @@ def worker_count(config: ExecutorConfig) -> int:
     if config.gpus_per_worker:
         gpus = resources.get("GPU", 0)
         if gpus < config.gpus_per_worker:
-            raise ScaleOutError(f"--gpus-per-worker {config.gpus_per_worker} but the Ray cluster "
+            raise ScaleOutError(f"ExecutorConfig.gpus_per_worker is {config.gpus_per_worker} but the "
+                                f"Ray cluster "
                                 f"has {gpus:g} GPUs")
         fit = int(gpus // config.gpus_per_worker)
     else:

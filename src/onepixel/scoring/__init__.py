@@ -6,10 +6,10 @@ classifier; perturbed images built on the host), :class:`TorchEvaluator` (images
 scored on the model's device), :class:`IncrementalEvaluator` (Keras networks: only what one
 pixel changes is recomputed). :func:`evaluator_for` / :func:`load_attack_evaluator` choose.
 
-Public names load on first use (:func:`onepixel.lazy_exports`).
+Public names load on first use (:func:`onepixel._lazy.lazy_exports`).
 """
 
-from onepixel import lazy_exports
+from onepixel._lazy import lazy_exports
 
 _EXPORTS = {
     "Evaluator": "onepixel.scoring.evaluators",

@@ -171,7 +171,8 @@ class TorchEvaluator:
         """uint8 images as a tensor on the evaluator's device."""
         if isinstance(images, torch.Tensor):
             return images.to(self.device)
-        return torch.from_numpy(np.ascontiguousarray(images)).to(self.device)
+        # Read-only images (PIL-decoded) are copied: torch warns on non-writable arrays.
+        return torch.from_numpy(np.require(images, requirements=("C", "W"))).to(self.device)
 
     @torch.inference_mode()
     def scores_tensor(self, images: torch.Tensor, candidates: torch.Tensor) -> torch.Tensor:

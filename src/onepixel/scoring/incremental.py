@@ -1,7 +1,7 @@
 """Exact incremental scores of one-pixel candidates on many base images at once.
 
 The attack scores thousands of images that each differ from one of a few base images in one
-pixel. As in :mod:`onepixel.confmap.fast`, every base image goes through the network once and
+pixel. As in :mod:`onepixel.confmap.incremental`, every base image goes through the network once and
 its layer outputs are kept; a candidate then recomputes only the window of each layer that its
 pixel can change, reading the halo around it from the stored base outputs. Unlike the confidence
 map engine (which batches many colours of one pixel, grouped by window shape), here every
@@ -456,7 +456,7 @@ class IncrementalEvaluator:
         if candidates.shape[2] != 5:
             raise OnepixelError("the incremental evaluator scores one RGB pixel per candidate "
                                 f"(5 values), got {candidates.shape[2]}; use the full evaluator "
-                                "for several pixels (--evaluator full)")
+                                "for several pixels (evaluator 'full')")
         if len(rows) and (rows.min() < 0 or rows.max() >= prepared.n_images):
             raise OnepixelError(f"rows must index the {prepared.n_images} prepared images")
         r, p = candidates.shape[:2]

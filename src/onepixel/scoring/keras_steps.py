@@ -1,7 +1,7 @@
 """A Keras network as a flat list of steps, for engines that recompute only part of it.
 
 The incremental attack evaluator (:mod:`onepixel.scoring.incremental`) and the fast
-confidence-map engine (:mod:`onepixel.confmap.fast`) both run a :class:`~onepixel.models.
+confidence-map engine (:mod:`onepixel.confmap.incremental`) both run a :class:`~onepixel.models.
 keras_h5.KerasNet` step by step: :func:`compile_steps` turns its graph into :class:`Step`
 records (batch norms after linear convolutions folded into them), :func:`run_full_step` runs
 one step on whole feature maps, and :func:`dead_after` says when a stored value can be freed.

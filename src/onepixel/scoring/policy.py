@@ -12,7 +12,7 @@ import logging
 
 from onepixel.defences.spec import parse_defence
 from onepixel.defences.wrapper import defend
-from onepixel.errors import ConfmapError, ModelError, OnepixelError
+from onepixel.errors import ConfigError, ConfmapError, ModelError
 from onepixel.models.base import Classifier, capabilities_of
 from onepixel.models.registry import ModelOptions, is_keras_spec, load_classifier
 from onepixel.models.torch_backend import resolve_device
@@ -28,10 +28,11 @@ log = logging.getLogger(__name__)
 
 def _check_kind(kind: str) -> None:
     if kind not in EVALUATORS:
-        raise OnepixelError(f"unknown evaluator {kind!r}: use one of {', '.join(EVALUATORS)}")
+        raise ConfigError(f"unknown evaluator {kind!r}: use one of {', '.join(EVALUATORS)}",
+                          field="CampaignConfig.evaluator")
 
 
-def incremental_pays_off(on_cpu: bool, updating: str, images_per_call: int | None = None) -> bool:
+def incremental_pays_off(on_cpu: bool, updating: str) -> bool:
     """Whether ``auto`` picks the incremental evaluator for an attack.
 
     On CPU when the attack scores whole generations at once (``updating="deferred"``: about
@@ -39,16 +40,14 @@ def incremental_pays_off(on_cpu: bool, updating: str, images_per_call: int | Non
     from :data:`IMMEDIATE_INCREMENTAL_IMAGES` images per call the incremental evaluator might
     pay for its fixed cost per call, but that is not measured yet (a bench of 256 images did
     not finish within this session's limit), so ``auto`` keeps the full network there until it
-    is (``images_per_call`` is taken for that switch). On CUDA the full network runs whole
+    is. On CUDA the full network runs whole
     batches fast (bench/results/attack-cpu.md).
     """
-    del images_per_call  # see the docstring: the immediate-mode switch awaits its measurement
     return on_cpu and updating == "deferred"
 
 
 def evaluator_for(classifier: Classifier, kind: str = "auto",
-                  updating: str = "immediate", pixels: int = 1,
-                  images_per_call: int | None = None) -> Evaluator:
+                  updating: str = "immediate", pixels: int = 1) -> Evaluator:
     """An evaluator for a loaded ``classifier``: see :data:`EVALUATORS`.
 
     ``updating`` is the attack's (:class:`~onepixel.optimize.de.DEConfig`; scipy's default,
@@ -59,17 +58,18 @@ def evaluator_for(classifier: Classifier, kind: str = "auto",
     _check_kind(kind)
     caps = capabilities_of(classifier)
     if kind == "incremental" and (pixels != 1 or caps.n_classes != 1):
-        raise OnepixelError("--evaluator incremental scores one-pixel candidates of binary Keras "
-                            "models; use --evaluator full (or auto) for --pixels > 1 or a "
-                            "multi-class model")
+        raise ConfigError("the incremental evaluator scores one-pixel candidates of binary Keras "
+                          "models; use evaluator 'full' (or 'auto') for AttackConfig.pixels > 1 or a "
+                          "multi-class model", field="CampaignConfig.evaluator")
     if kind == "incremental" and not caps.layers:
-        raise OnepixelError(
-            f"--evaluator incremental needs a Keras or built-in model run by torch; "
-            f"{getattr(classifier, 'name', type(classifier).__name__)} is "
-            f"{type(classifier).__name__} (use --evaluator full)")
+        raise ConfigError(
+            f"the incremental evaluator needs a Keras or built-in model run by torch and loaded "
+            f"with its layers; {getattr(classifier, 'name', 'this model')} is not (use evaluator "
+            "'full', or load a Keras/built-in model with load_classifier(..., layers=True))",
+            field="CampaignConfig.evaluator")
     if kind == "incremental" or (kind == "auto" and caps.layers and pixels == 1
                                  and caps.n_classes == 1
-                                 and incremental_pays_off(caps.on_cpu, updating, images_per_call)):
+                                 and incremental_pays_off(caps.on_cpu, updating)):
         batch = INCREMENTAL_CPU_BATCH if caps.on_cpu else 4096
         return IncrementalEvaluator(classifier, max_batch=batch)
     return make_evaluator(classifier)
@@ -77,8 +77,7 @@ def evaluator_for(classifier: Classifier, kind: str = "auto",
 
 def load_attack_evaluator(spec: str, options: ModelOptions | None = None,
                           kind: str = "auto", updating: str = "immediate",
-                          pixels: int = 1, images_per_call: int | None = None,
-                          defence: str | None = None) -> Evaluator:
+                          pixels: int = 1, *, defence: str | None = None) -> Evaluator:
     """Load model ``spec`` for attacks, with the fastest exact evaluator for it.
 
     Where :func:`evaluator_for` would choose the incremental evaluator (and no ``engine`` is
@@ -90,21 +89,22 @@ def load_attack_evaluator(spec: str, options: ModelOptions | None = None,
     _check_kind(kind)
     if parse_defence(defence):
         if kind == "incremental":
-            raise OnepixelError("--evaluator incremental scores the network's layers and would "
-                                "bypass --defence; use --evaluator full (or auto)")
+            raise ConfigError("the incremental evaluator scores the network's layers and would "
+                              "bypass the defence; use evaluator 'full' (or 'auto')",
+                              field="CampaignConfig.evaluator")
         return evaluator_for(load_scoring_classifier(spec, options, defence), "full", updating,
-                             pixels, images_per_call)
+                             pixels)
     if kind == "incremental" and options.engine == "onnxruntime":
-        raise OnepixelError("--evaluator incremental runs the network itself with torch: drop "
-                            "--engine onnxruntime, or use --evaluator full")
+        raise ConfigError("the incremental evaluator runs the network itself with torch: leave "
+                          "ModelOptions.engine at 'auto' (not 'onnxruntime'), or use evaluator 'full'",
+                          field="CampaignConfig.evaluator")
     on_cpu = resolve_device(options.device).type == "cpu"
     incremental = kind == "incremental" or (kind == "auto" and options.engine == "auto" and pixels == 1
-                                            and incremental_pays_off(on_cpu, updating, images_per_call))
+                                            and incremental_pays_off(on_cpu, updating))
     if incremental and is_keras_spec(spec):
-        return evaluator_for(load_classifier(spec, options, layers=True), kind, updating, pixels,
-                             images_per_call)
+        return evaluator_for(load_classifier(spec, options, layers=True), kind, updating, pixels)
     return evaluator_for(load_classifier(spec, options), "full" if kind == "auto" else kind,
-                         updating, pixels, images_per_call)
+                         updating, pixels)
 
 
 def auto_batch_images(n_images: int, on_cpu: bool) -> int:
@@ -127,21 +127,22 @@ def load_scoring_classifier(spec: str, options: ModelOptions | None = None,
 
 
 def load_confmap_classifier(spec: str, options: ModelOptions | None = None,
-                            method: str = "auto", defence: str | None = None) -> Classifier:
+                            evaluator: str = "auto", defence: str | None = None) -> Classifier:
     """Load a model for confidence maps.
 
-    Keras and built-in models get their layers (so the exact fast path applies) unless
-    ``method`` is ``brute`` or ONNX Runtime is asked for; then the default loading (ONNX
-    Runtime on CPU: the fastest brute force there). With a ``defence``, the defended model
-    is mapped by brute force (the fast path would bypass the defence).
+    Keras and built-in models get their layers (so the exact incremental evaluator applies)
+    unless ``evaluator`` is ``full`` or ONNX Runtime is asked for; then the default loading
+    (ONNX Runtime on CPU: the fastest full network there). With a ``defence``, the defended
+    model is scored whole (the incremental evaluator would bypass the defence).
     """
     options = options or ModelOptions()
     if parse_defence(defence):
-        if method == "fast":
-            raise ConfmapError("--method fast walks the network's layers and would bypass "
-                               "--defence; use --method brute (or auto)")
+        if evaluator == "incremental":
+            raise ConfigError("ConfmapConfig.evaluator='incremental' walks the network's layers and "
+                               "would bypass the defence; use 'full' (or 'auto')",
+                               field="ConfmapConfig.evaluator")
         return load_scoring_classifier(spec, options, defence)
-    if method == "brute" or not is_keras_spec(spec) or options.engine == "onnxruntime":
+    if evaluator == "full" or not is_keras_spec(spec) or options.engine == "onnxruntime":
         return load_classifier(spec, options)
     try:
         return load_classifier(spec, options, layers=True)

@@ -43,11 +43,11 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from onepixel import __version__
 from onepixel.errors import ImageError, ServerError
 from onepixel.serving.config import ServerLimits
 from onepixel.serving.metadata import model_metadata, served_classes
 from onepixel.serving.middleware import GuardMiddleware, RequestTooLarge
+from onepixel.version import __version__
 from onepixel.wire import (
     IMAGE_FIELD,
     METADATA,

@@ -5,10 +5,10 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
-from onepixel import __version__
 from onepixel.errors import ServerError
 from onepixel.models.base import capabilities_of
 from onepixel.serving.config import ServerLimits, class_names
+from onepixel.version import __version__
 from onepixel.wire import PREDICT_BATCH
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -46,10 +46,10 @@ def served_classes(classifier: Classifier, names: Sequence[str] | None = None) -
     if names is None:
         return tuple(str(i) for i in range(k)) if k > 1 else ()
     if k == 1:
-        raise ServerError(f"--classes names the classes of a K-class model, but {classifier.name} "
-                          "is binary (one score per image); leave --classes out")
+        raise ServerError(f"class names are for a K-class model, but {classifier.name} "
+                          "is binary (one score per image); give no class names")
     if len(names) != k:
-        raise ServerError(f"--classes gives {len(names)} names but {classifier.name} has {k} "
+        raise ServerError(f"{len(names)} class names given but {classifier.name} has {k} "
                           f"classes; give {k} names in the model's output order")
     return names
 

@@ -19,7 +19,7 @@ from onepixel.confmap.engine import (
     save_confmap,
 )
 from onepixel.confmap.result import RESULT_NAME, ConfidenceMap, load_confmap
-from onepixel.errors import ConfmapError, RunError
+from onepixel.errors import ConfigError, ConfmapError, RunError
 from onepixel.fileio import write_csv_atomic
 from onepixel.models.base import Classifier, capabilities_of
 from onepixel.models.registry import ModelOptions
@@ -95,8 +95,8 @@ def select_run_images(run_dir: str | Path, names: Sequence[str] | None = None) -
     attacked = [i for i in range(len(table))
                 if table.status[i] == "attacked" and not np.isnan(table.attacked_score[i])]
     if not attacked:
-        raise ConfmapError(f"{run_dir}/attacks.csv has no attacked image to map; name images "
-                           "with --images")
+        raise ConfigError(f"{run_dir}/attacks.csv has no attacked image to map; name the "
+                          "images to map (select_run_images(names=...))", field="select_run_images(names)")
     out: list[RunImage] = []
     for direction in sorted({str(table.direction[i]) for i in attacked}):
         ranked = sorted((_run_image(table, i, "") for i in attacked if table.direction[i] == direction),
@@ -134,15 +134,16 @@ def confmap_run(run_dir: str | Path, images: Sequence[str] | None = None,
         raise ConfmapError(str(exc)) from exc
     if not run.config:
         raise ConfmapError(f"{run_dir}/config.json not found: is {run_dir} an attack run "
-                           "(onepixel attack --out RUN)?")
+                           "(the folder a campaign wrote)?")
     chosen = select_run_images(run_dir, images)
     model_cfg = run.config.get("model") or {}
     spec = model or model_cfg.get("spec") or ""
     options = model_options or ModelOptions(device=config.device, dtype=config.dtype)
     if classifier is None:
         if not spec:
-            raise ConfmapError(f"{run_dir}/config.json names no model (model.spec); give --model")
-        classifier = load_confmap_classifier(spec, options, config.method)
+            raise ConfmapError(f"{run_dir}/config.json names no model (model.spec); pass a classifier "
+                               "or a model spec")
+        classifier = load_confmap_classifier(spec, options, config.evaluator)
     want_sha = model_cfg.get("sha256")
     have_sha = capabilities_of(classifier).fingerprint
     if want_sha and have_sha and want_sha != have_sha:

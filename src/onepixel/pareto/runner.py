@@ -2,7 +2,7 @@
 
 Any classifier and goal: a binary model's images are pushed across 0.5 (decrease / increase), a
 K-class model's away from the class it predicts (untargeted) or towards ``target`` (targeted);
-RGB or greyscale images of any size (docs/stealth.md, "Any classifier and goal").
+RGB or greyscale images of any size (docs/pareto.md, "Any classifier and goal").
 
 Files written into ``out``:
 
@@ -19,7 +19,7 @@ Files written into ``out``:
   successful front points it flags (skipped, with ``detector_skipped`` saying why, for
   non-RGB models); with ``--campaign RUN``, the comparison with that RUN;
 - ``pareto.json`` and ``images/<image>.npz``: the settings and each finished image's front, so
-  that a rerun resumes (:mod:`onepixel.stealth.store`).
+  that a rerun resumes (:mod:`onepixel.pareto.store`).
 """
 
 from __future__ import annotations
@@ -42,13 +42,11 @@ from onepixel.datasets.images import (
     scan_dataset,
     scan_image_folder,
 )
-from onepixel.errors import DatasetError, OnepixelError
+from onepixel.errors import ConfigError, DatasetError, OnepixelError
 from onepixel.fileio import atomic_open, write_csv_atomic, write_json_atomic
 from onepixel.models.base import capabilities_of
 from onepixel.models.options import BUILTIN, ModelOptions
-from onepixel.runs.schema import record_text
-from onepixel.scoring.policy import load_attack_evaluator
-from onepixel.stealth.config import (
+from onepixel.pareto.config import (
     CURVE,
     CURVE_COLUMNS,
     FRONT,
@@ -57,16 +55,19 @@ from onepixel.stealth.config import (
     SUMMARY,
     ParetoConfig,
 )
-from onepixel.stealth.curve import BudgetCurve, budget_curve
-from onepixel.stealth.pareto import (
+from onepixel.pareto.curve import BudgetCurve, budget_curve
+from onepixel.pareto.pareto import (
     ImageFront,
     apply_pixels,
     front_flags,
     goal_class_of,
     pareto_front,
 )
-from onepixel.stealth.reference import campaign_pixels, compare, match
-from onepixel.stealth.store import check_settings, front_path, load_front, save_front
+from onepixel.pareto.reference import campaign_pixels, compare, match
+from onepixel.pareto.store import check_settings, front_path, load_front, save_front
+from onepixel.plotting import new_figure, png_bytes, styled
+from onepixel.runs.schema import record_text
+from onepixel.scoring.policy import load_attack_evaluator
 
 log = logging.getLogger(__name__)
 
@@ -126,8 +127,9 @@ def resolve_target(target: str | int | None, classes: Sequence[str], where: str)
     if text.isdigit() and int(text) < len(classes):
         return int(text)
     shown = ", ".join(classes[:12]) + (", ..." if len(classes) > 12 else "")
-    raise OnepixelError(f"--target {target!r} is not a class of the model: give a class name "
-                        f"({where}: {shown}) or an index 0..{len(classes) - 1}")
+    raise ConfigError(f"run_pareto(target) {target!r} is not a class of the model: give a class "
+                      f"name ({where}: {shown}) or an index 0..{len(classes) - 1}",
+                      field="run_pareto(target)")
 
 
 def _class_names(classes: Sequence[str] | None, n_classes: int) -> tuple[str, ...]:
@@ -136,8 +138,9 @@ def _class_names(classes: Sequence[str] | None, n_classes: int) -> tuple[str, ..
         return tuple(str(k) for k in range(n_classes))
     names = tuple(classes)
     if len(names) != n_classes or len(set(names)) != len(names):
-        raise OnepixelError(f"--classes must name the model's {n_classes} classes once each, in its "
-                            f"output order; got {len(names)} name(s): {', '.join(names)}")
+        raise ConfigError(f"run_pareto(classes) must name the model's {n_classes} classes once each, "
+                          f"in its output order; got {len(names)} name(s): {', '.join(names)}",
+                          field="run_pareto(classes)")
     return names
 
 
@@ -164,20 +167,20 @@ def _targets_from_dataset(dataset: Path, evaluator, attack: AttackConfig, limit:
     ``mitosis``/``normal`` folders (the papers' skip rule), a K-class model's class folders
     (ImageFolder: misclassified images and images of the target class skipped)."""
     if not Path(dataset).is_dir():
-        raise DatasetError(f"--dataset {dataset}: folder not found")
+        raise DatasetError(f"run_pareto(dataset) {dataset}: folder not found")
     if n_classes == 1:
         try:
             ds = scan_dataset(dataset)
         except DatasetError as exc:
-            raise DatasetError(f"--dataset: {exc} (this model returns one score: a binary "
+            raise DatasetError(f"run_pareto(dataset): {exc} (this model returns one score: a binary "
                                "dataset; class folders are for K-class models)") from exc
     else:
         ds = scan_image_folder(dataset, classes)
         if len(ds.classes) != n_classes:
             raise DatasetError(
-                f"--dataset {dataset}: the model returns {n_classes} class probabilities but the "
+                f"run_pareto(dataset) {dataset}: the model returns {n_classes} class probabilities but the "
                 f"dataset has {len(ds.classes)} class folders ({', '.join(ds.classes[:12])}); give "
-                f"a folder per class, or --classes with the {n_classes} class names in the "
+                f"a folder per class, or run_pareto(classes) the {n_classes} class names in the "
                 "model's output order")
     items = list(ds.items[:limit] if limit else ds.items)
     images = [load_image(it.path, evaluator.input_shape) for it in items]
@@ -218,7 +221,7 @@ def _targets_from_paths(paths: Sequence[str | Path], evaluator, config: ParetoCo
                               else Increase(**thresholds), float(s))
                       for p, im, s in zip(files, images, scores, strict=True)], [])
     names = _class_names(classes, n_classes)
-    goal_index = resolve_target(target, names, "--classes" if classes else "no --classes, so "
+    goal_index = resolve_target(target, names, "the classes given" if classes else "no class names given, so "
                                 "the indices")
     targets, skipped = [], []
     for p, im, probs in zip(files, images, scores, strict=True):
@@ -267,7 +270,7 @@ def run_pareto(out: str | Path, images: Sequence[str | Path] = (), dataset: str 
     campaign : path, optional
         A one-pixel campaign RUN of the same images without a colour budget: summary.json's
         ``campaign`` compares its pixel with each front's lowest-score end
-        (:mod:`onepixel.stealth.reference`; binary models only).
+        (:mod:`onepixel.pareto.reference`; binary models only).
     campaign_seed : bool
         Also put the campaign's pixel into each search's initial population.
     target : str, optional
@@ -278,7 +281,7 @@ def run_pareto(out: str | Path, images: Sequence[str | Path] = (), dataset: str 
         indices).
 
     A rerun into the same ``out`` with the same settings loads the images already searched and
-    searches the rest (:mod:`onepixel.stealth.store`); other settings are refused.
+    searches the rest (:mod:`onepixel.pareto.store`); other settings are refused.
 
     Raises
     ------
@@ -288,24 +291,26 @@ def run_pareto(out: str | Path, images: Sequence[str | Path] = (), dataset: str 
     """
     config = config or ParetoConfig()
     if bool(images) == (dataset is not None):
-        raise OnepixelError("give IMAGE... or --dataset DATASET (one of them)")
+        raise ConfigError("run_pareto: give images or a dataset (one of them)", field="run_pareto(images)")
     if campaign_seed and campaign is None:
-        raise OnepixelError("--campaign-seed needs --campaign RUN (the RUN whose pixels seed the "
-                            "search)")
+        raise ConfigError("run_pareto(campaign_seed) needs campaign= (the RUN whose pixels seed the "
+                          "search)", field="run_pareto(campaign_seed)")
     if evaluator is None:
         # One call scores one image's generation (population-sized): on CPU the incremental
         # engine's fixed cost per call loses there (0.7 s for 12 pixels vs the full network's
         # 0.1 s), so ``auto`` gets the policy's choice for small calls, "immediate"'s.
         evaluator = load_attack_evaluator(model, model_options, evaluator_kind, "immediate", 1,
-                                          config.population, defence)
+                                          defence=defence)
     n_classes = capabilities_of(evaluator.classifier).n_classes
     channels = int(evaluator.input_shape[2])
     if n_classes == 1 and (target is not None or classes is not None):
-        raise OnepixelError("--target and --classes are for K-class models; this model returns one "
-                            "score (binary: each image is pushed across 0.5)")
+        raise ConfigError("run_pareto(target) and classes are for K-class models; this model returns "
+                          f"one score (binary: each image is pushed across {config.success_threshold:g})",
+                          field="run_pareto(target)" if target is not None else "run_pareto(classes)")
     if n_classes > 1 and campaign is not None:
-        raise OnepixelError("--campaign compares the fronts with a binary one-pixel campaign; this "
-                            f"model has {n_classes} classes: drop --campaign")
+        raise ConfigError("run_pareto(campaign) compares the fronts with a binary one-pixel campaign; "
+                          f"this model has {n_classes} classes: leave campaign None",
+                          field="run_pareto(campaign)")
     if detector is not None and channels == 3 and not isinstance(detector, Detector):
         detector = detector()  # built before the search, so that a failure costs no search
     if dataset is not None:
@@ -323,8 +328,8 @@ def run_pareto(out: str | Path, images: Sequence[str | Path] = (), dataset: str 
     if campaign is not None:
         reference = match([t.name for t in targets], campaign_pixels(campaign, fingerprint))
         if campaign_seed and not reference:
-            raise OnepixelError(f"--campaign {campaign} has no attacked image of these names: "
-                                "nothing to seed the search with")
+            raise ConfigError(f"run_pareto(campaign) {campaign} has no attacked image of these names: "
+                              "nothing to seed the search with", field="run_pareto(campaign)")
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     settings = {
@@ -400,7 +405,7 @@ def run_pareto(out: str | Path, images: Sequence[str | Path] = (), dataset: str 
     })
     if dataset is not None or len(fronts) > 1:
         write_csv_atomic(out / CURVE, CURVE_COLUMNS, curve.rows())
-        _curve_figure(out / "budget_curve.png", curve)
+        _curve_figure(out / "budget_curve.png", curve, config, multiclass=bool(plan.classes))
     if campaign is not None:
         summary["campaign"] = compare(fronts, {t.name: t.image for t in targets}, reference,
                                       evaluator.classifier, campaign, campaign_seed)
@@ -486,14 +491,13 @@ def detect_fronts(fronts: Sequence[ImageFront], originals: dict, detector: Detec
 
 def _save(fig, path: Path) -> None:
     with atomic_open(path, "wb") as fh:
-        fig.savefig(fh, format="png")
+        fh.write(png_bytes(fig))
 
 
+@styled()
 def _front_figure(path: Path, f: ImageFront, config: ParetoConfig,
                   classes: Sequence[str] = ()) -> None:
-    from matplotlib.figure import Figure
-
-    fig = Figure(figsize=(4.6, 3.6), dpi=110, layout="constrained")
+    fig = new_figure(4.6, 3.6)
     ax = fig.add_subplot()
     ax.scatter(f.evaluated_h, f.evaluated_score, s=4, c="0.75", lw=0, label="evaluated pixels")
     ax.plot(f.h, f.score, "o-", color="C3", ms=3.5, lw=1, label="front")
@@ -517,15 +521,16 @@ def _front_figure(path: Path, f: ImageFront, config: ParetoConfig,
     _save(fig, path)
 
 
-def _curve_figure(path: Path, curve: BudgetCurve) -> None:
-    from matplotlib.figure import Figure
-
+@styled()
+def _curve_figure(path: Path, curve: BudgetCurve, config: ParetoConfig, multiclass: bool = False) -> None:
     n = max(curve.n_images, 1)
-    fig = Figure(figsize=(4.6, 3.4), dpi=110, layout="constrained")
+    fig = new_figure(4.6, 3.4)
     ax = fig.add_subplot()
-    ax.step(curve.budgets, curve.success / n, where="post", color="C3", label="success (0.5)")
+    # The run's own thresholds, not the papers' defaults (K-class success is the predicted class).
+    success = "success (predicted class)" if multiclass else f"success (past {config.success_threshold:g})"
+    ax.step(curve.budgets, curve.success / n, where="post", color="C3", label=success)
     ax.step(curve.budgets, curve.strong / n, where="post", color="C1", ls="--",
-            label="strong success (0.05 / 0.95)")
+            label=f"strong success ({config.strong_decrease_below:g} / {config.strong_increase_above:g})")
     ax.set_xlabel("colour budget H (max h)")
     ax.set_ylabel(f"share of {curve.n_images} images flipped")
     ax.set_xlim(0, 1)

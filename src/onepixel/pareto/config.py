@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from onepixel.errors import OnepixelError
+from onepixel.errors import ConfigError, is_integer, is_real
 from onepixel.runs import schema
 
 # The files ``onepixel pareto`` writes, named once here (a light module) for the writer
-# (:mod:`onepixel.stealth.runner`) and the report's reader alike.
+# (:mod:`onepixel.pareto.runner`) and the report's reader alike.
 FRONT = "front.csv"
 #: front.csv's columns; a greyscale pixel's value v is written as r = g = b = v (as attacks.csv).
 FRONT_COLUMNS = ("image", "x", "y", "r", "g", "b", "score", "h")
@@ -26,9 +26,9 @@ class ParetoConfig:
     Attributes
     ----------
     population : int
-        NSGA-II population size (``--pop``).
+        NSGA-II population size.
     generations : int
-        Generations (``--gens``); the search scores about ``population * generations`` pixels.
+        Generations; the search scores about ``population * generations`` pixels.
     seed : int
         Seeds each image's search together with its name, so an image's front does not depend
         on which other images are searched.
@@ -46,10 +46,17 @@ class ParetoConfig:
     strong_increase_above: float = schema.STRONG_INCREASE_ABOVE
 
     def __post_init__(self) -> None:
-        if self.population < 4:
-            raise OnepixelError(f"--pop must be at least 4, got {self.population}")
-        if self.generations < 1:
-            raise OnepixelError(f"--gens must be at least 1, got {self.generations}")
+        if not is_integer(self.population) or self.population < 4:
+            raise ConfigError(f"ParetoConfig.population must be an integer >= 4, got {self.population!r}",
+                              field="ParetoConfig.population")
+        if not is_integer(self.generations) or self.generations < 1:
+            raise ConfigError(f"ParetoConfig.generations must be an integer >= 1, got {self.generations!r}",
+                              field="ParetoConfig.generations")
+        for name in ("success_threshold", "strong_decrease_below", "strong_increase_above"):
+            value = getattr(self, name)
+            if not is_real(value) or not 0.0 <= value <= 1.0:
+                raise ConfigError(f"ParetoConfig.{name} must be a number within [0, 1], got {value!r}",
+                                  field=f"ParetoConfig.{name}")
 
     def judge(self, goal: str, scores) -> tuple:
         """(success, strong_success) of a binary model's scores (N,) for ``goal`` (decrease /

@@ -1,12 +1,12 @@
 """The report section "How visible must the pixel be?" from an ``onepixel pareto`` folder.
 
 Read from files only when the report is written (like the audit and the defences,
-:mod:`onepixel.report.extra`): ``summary.json`` (per image the goal, original score, best
+:mod:`onepixel.report.audit_section`): ``summary.json`` (per image the goal, original score, best
 score and its h, the lowest h that flips it; the detector's shares; the comparison with a
 campaign), ``budget_curve.csv`` (or, without it, e.g. for one image, summary.json's
 ``budget_curve``) and ``front.csv`` (the fronts, drawn next to the budget curve).
 
-The file names and columns come from :mod:`onepixel.stealth.config`, a light module (the
+The file names and columns come from :mod:`onepixel.pareto.config`, a light module (the
 runner and the curve load torch through the scoring engines, which the report never needs).
 """
 
@@ -19,14 +19,15 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from onepixel.analysis import Note, Table
-from onepixel.report.extra import ExtraFigure, ExtraSection, _png, gap
-from onepixel.report.figures import DPI, STYLE, _mpl
-from onepixel.runs.reader import AnalysisError
+from onepixel.errors import RunError
+from onepixel.pareto.config import CURVE as PARETO_CURVE
+from onepixel.pareto.config import CURVE_COLUMNS, FRONT_CLASS_COLUMN, FRONT_COLUMNS
+from onepixel.pareto.config import FRONT as PARETO_FRONT
+from onepixel.pareto.config import SUMMARY as PARETO_SUMMARY
+from onepixel.plotting import figure, png_bytes
+from onepixel.report.audit_section import gap
+from onepixel.report.sections import ExtraFigure, ExtraSection
 from onepixel.runs.schema import lowers_score
-from onepixel.stealth.config import CURVE as PARETO_CURVE
-from onepixel.stealth.config import CURVE_COLUMNS, FRONT_CLASS_COLUMN, FRONT_COLUMNS
-from onepixel.stealth.config import FRONT as PARETO_FRONT
-from onepixel.stealth.config import SUMMARY as PARETO_SUMMARY
 
 #: The default pareto folder of a RUN (``onepixel pareto ... --out RUN/pareto``).
 RUN_PARETO_DIR = "pareto"
@@ -67,8 +68,8 @@ _IMAGE_KEYS = ("image", "goal", "original_score", "best_score", "best_h", "lowes
                "lowest_strong_flip_h")
 
 
-def _fail(path: Path, why: object) -> AnalysisError:
-    return AnalysisError(f"cannot read {path} ({why}); give the folder `onepixel pareto ... --out "
+def _fail(path: Path, why: object) -> RunError:
+    return RunError(f"cannot read {path} ({why}); give the folder `onepixel pareto ... --out "
                          f"DIR` wrote, or run it again")
 
 
@@ -100,7 +101,7 @@ def read_pareto(pareto_dir: str | Path) -> ParetoFolder:
 
     Raises
     ------
-    AnalysisError
+    RunError
         ``summary.json``, ``front.csv`` or ``budget_curve.csv`` missing (the first two) or
         malformed; the message names the file.
     """
@@ -281,13 +282,11 @@ def curve_figure(p: ParetoFolder) -> ExtraFigure | None:
     """The budget curve (left) and the fronts (right), drawn now; None without a curve."""
     if not p.curve:
         return None
-    matplotlib, Figure = _mpl()
     names = [im["image"] for im in p.images if im["image"] in p.fronts]
     drawn = names[:MAX_FRONTS_DRAWN]
     goals = {im["image"]: im["goal"] for im in p.images}
     multi = _multiclass(p)
-    with matplotlib.rc_context(STYLE):
-        fig = Figure(figsize=(10.4, 4.2), dpi=DPI, layout="constrained")
+    with figure(10.4, 4.2) as fig:
         ax, ax_f = fig.subplots(1, 2)
         budgets = [r[0] for r in p.curve]
         ax.step(budgets, [r[3] for r in p.curve], where="post", color="#d62728",
@@ -312,7 +311,7 @@ def curve_figure(p: ParetoFolder) -> ExtraFigure | None:
                         else "score of the attacked image")
         ax_f.set_title("Fronts: blue untargeted, red targeted" if multi
                        else "Fronts: blue decrease, red increase", fontsize=10)
-        png = _png(fig)
+        png = png_bytes(fig)
     more = (f" {len(drawn)} of the {len(names)} fronts are drawn (the first by summary.json's "
             "order)." if len(drawn) < len(names) else "")
     return ExtraFigure(
@@ -327,7 +326,7 @@ def curve_figure(p: ParetoFolder) -> ExtraFigure | None:
 # --------------------------------------------------------------------------- section
 
 
-def stealth_section(pareto_dir: str | Path, *, figures: bool = True) -> ExtraSection:
+def pareto_section(pareto_dir: str | Path, *, figures: bool = True) -> ExtraSection:
     """The report section "How visible must the pixel be?" from an ``onepixel pareto`` folder.
 
     Parameters
@@ -339,7 +338,7 @@ def stealth_section(pareto_dir: str | Path, *, figures: bool = True) -> ExtraSec
 
     Raises
     ------
-    AnalysisError
+    RunError
         A file of the folder missing or malformed (the message names it).
     """
     p = read_pareto(pareto_dir)
@@ -353,7 +352,7 @@ def stealth_section(pareto_dir: str | Path, *, figures: bool = True) -> ExtraSec
              f"`{p.folder}`: the pixels no other beats on both the score towards the goal and the "
              "visibility h (the RMSE in [0, 1] between the colour and the mean of its neighbours "
              "in the original image). From the fronts, the share of images a pixel flips within "
-             "each colour budget H (docs/stealth.md). Upper bounds on the lowest flipping h: a "
+             "each colour budget H (docs/pareto.md). Upper bounds on the lowest flipping h: a "
              "wider search can only lower them.")
     notes = []
     lows = [(float(im["lowest_flip_h"]), im["image"]) for im in p.images

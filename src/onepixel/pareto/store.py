@@ -20,7 +20,7 @@ import numpy as np
 
 from onepixel.errors import OnepixelError
 from onepixel.fileio import atomic_open, write_json_atomic
-from onepixel.stealth.pareto import ImageFront
+from onepixel.pareto.pareto import ImageFront
 
 log = logging.getLogger(__name__)
 
@@ -32,7 +32,7 @@ DECIDING = ("search", "model_sha256", "seeded_from", "target")
 
 _ARRAYS = ("pixels", "score", "h", "evaluated_score", "evaluated_h")
 #: Arrays fronts saved before K-class support lack (loaded as None: the flags are then derived
-#: by :func:`onepixel.stealth.pareto.front_flags`, as binary fronts always were).
+#: by :func:`onepixel.pareto.pareto.front_flags`, as binary fronts always were).
 _OPTIONAL = ("success", "strong", "predicted")
 
 
@@ -55,13 +55,13 @@ def check_settings(out: Path, settings: dict) -> bool:
             before = json.loads(path.read_text(encoding="utf-8"))
         except (OSError, ValueError) as exc:
             raise OnepixelError(f"cannot read {path} ({exc}): it records the settings of the "
-                                "fronts in that folder; remove the folder or use another --out") from exc
+                                "fronts in that folder; remove the folder or write to another one") from exc
         for key in DECIDING:
             if before.get(key) != settings.get(key):
                 raise OnepixelError(
                     f"{out} holds fronts searched with other settings ({key}: "
                     f"{before.get(key)!r} there, {settings.get(key)!r} now); rerun with the same "
-                    "settings to resume, or give another --out")
+                    "settings to resume, or write to another folder")
         return True
     write_json_atomic(path, settings)
     return False

@@ -1,72 +1,35 @@
-"""Report sections from folders beside the RUN: the audit ("How strong was the attack?") and
-the defences (``onepixel robustness``).
+"""The report section "How strong was the attack?" from an ``onepixel audit`` folder.
 
-They are read from files only (``audit.csv`` with ``attacks.csv``; ``robustness.csv`` with its
-figure) when the report is written, not stored in ``RUN/analysis``: an audit or a robustness
-folder can be made or grown after the analysis without making it stale. A RUN without them gets
-the report it always had.
+Read from files only (``audit.csv`` with ``attacks.csv``) when the report is written, not stored
+in ``RUN/analysis``: an audit can be made or grown after the analysis without making it stale. A
+RUN without one gets the report it always had.
 """
 
 from __future__ import annotations
 
 import csv
-import io
 import json
 import logging
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from onepixel.analysis import Note, Table
 from onepixel.audit.store import AUDIT_CSV, SETTINGS_JSON, VULNERABLE, AuditRow
-from onepixel.errors import OnepixelError
-from onepixel.report.figures import DPI, STYLE, _mpl
-from onepixel.runs.reader import AnalysisError, read_attacks_csv
+from onepixel.errors import OnepixelError, RunError
+from onepixel.plotting import figure, png_bytes
+from onepixel.report.sections import ExtraFigure, ExtraSection
+from onepixel.runs.reader import read_attacks_csv
 from onepixel.runs.schema import ATTACKS, image_path, lowers_score
 
 log = logging.getLogger(__name__)
 
 #: The default audit folder of a RUN (``onepixel audit RUN --out RUN/audit``).
 RUN_AUDIT_DIR = "audit"
-#: ``onepixel robustness`` file names (onepixel.robustness.runner; not imported: it loads torch).
-ROBUSTNESS_CSV = "robustness.csv"
-ROBUSTNESS_PNG = "robustness.png"
 #: Most early-converged vulnerable images drawn with their flipping pixel.
 MAX_FLIP_PANELS = 6
-
-
-@dataclass(frozen=True)
-class ExtraFigure:
-    """A figure drawn (or read) at report time: PNG bytes, not a file under ``RUN/analysis``."""
-
-    name: str
-    title: str
-    png: bytes
-    caption: str = ""
-    reading: str = ""
-
-
-@dataclass(frozen=True)
-class ExtraSection:
-    """A report section built from files outside ``RUN/analysis``.
-
-    Attributes
-    ----------
-    key, heading, intro : str
-        Anchor, heading and the line under it.
-    tables : tuple of Table
-    figures : tuple of ExtraFigure
-    notes : tuple of Note
-    """
-
-    key: str
-    heading: str
-    intro: str
-    tables: tuple[Table, ...] = ()
-    figures: tuple[ExtraFigure, ...] = ()
-    notes: tuple[Note, ...] = field(default=())
 
 
 # --------------------------------------------------------------------------- audit
@@ -77,7 +40,7 @@ def read_audit_rows(audit_dir: str | Path) -> list[AuditRow]:
 
     Raises
     ------
-    AnalysisError
+    RunError
         The file is missing or malformed (the message names it).
     """
     path = Path(audit_dir) / AUDIT_CSV
@@ -85,8 +48,8 @@ def read_audit_rows(audit_dir: str | Path) -> list[AuditRow]:
         with open(path, newline="", encoding="utf-8") as fh:
             return [AuditRow.from_csv(r) for r in csv.DictReader(fh)]
     except (OSError, KeyError, ValueError, TypeError, csv.Error) as exc:
-        raise AnalysisError(f"cannot read {path} ({exc}); give the folder `onepixel audit RUN "
-                            f"--out DIR` wrote, or run the audit again") from exc
+        raise RunError(f"cannot read {path} ({exc}); give the folder an audit "
+                       f"(`onepixel audit`, audit_run) wrote, or run the audit again") from exc
 
 
 def gap(goal: str, de_score: float, audit_score: float) -> float:
@@ -203,12 +166,6 @@ def audit_tables(joined: list[_Audited]) -> tuple[Table, Table]:
     return strength, early
 
 
-def _png(fig) -> bytes:
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=DPI)
-    return buf.getvalue()
-
-
 def flip_panels(joined: list[_Audited], dataset: Path | None,
                 k: int = MAX_FLIP_PANELS) -> ExtraFigure | None:
     """Original | flipped image pairs of the early-converged images the audit found vulnerable,
@@ -228,11 +185,9 @@ def flip_panels(joined: list[_Audited], dataset: Path | None,
             log.warning("audit figure: %s", exc)
     if not shown:
         return None
-    matplotlib, Figure = _mpl()
     from matplotlib.patches import Circle
 
-    with matplotlib.rc_context(STYLE):
-        fig = Figure(figsize=(6.4, 3.15 * len(shown) + 0.3), dpi=DPI, layout="constrained")
+    with figure(6.4, 3.15 * len(shown) + 0.3) as fig:
         axes = fig.subplots(len(shown), 2, squeeze=False)
         for (ax_o, ax_a), (a, img) in zip(axes, shown, strict=True):
             r = a.row
@@ -249,7 +204,7 @@ def flip_panels(joined: list[_Audited], dataset: Path | None,
             ax_a.set_title(f"Audit's pixel, score {r.best_score:.4f}\nRGB {r.rgb} at (x={r.x}, y={r.y})",
                            fontsize=9)
         fig.suptitle("Early-converged, in fact vulnerable")
-        png = _png(fig)
+        png = png_bytes(fig)
     first = shown[0][0].row
     return ExtraFigure(
         "audit_flips", "Early-converged attacks that one pixel does flip", png,
@@ -262,9 +217,7 @@ def flip_panels(joined: list[_Audited], dataset: Path | None,
 
 def score_scatter(joined: list[_Audited]) -> ExtraFigure:
     """DE's best score (x) against the audit's (y), one point per image, by direction."""
-    matplotlib, Figure = _mpl()
-    with matplotlib.rc_context(STYLE):
-        fig = Figure(figsize=(5.6, 4.4), dpi=DPI, layout="constrained")
+    with figure(5.6, 4.4) as fig:
         ax = fig.add_subplot()
         for direction in dict.fromkeys(a.direction for a in joined):
             group = [a for a in joined if a.direction == direction]
@@ -278,7 +231,7 @@ def score_scatter(joined: list[_Audited]) -> ExtraFigure:
         ax.set_xlabel("DE's best score (attacks.csv)")
         ax.set_ylabel("audit's best score (audit.csv)")
         ax.legend(loc="best")
-        png = _png(fig)
+        png = png_bytes(fig)
     better = sum(gap(a.row.goal, a.row.de_score, a.row.best_score) > 1e-6 for a in joined)
     return ExtraFigure(
         "audit_scores", "DE's best score against the audit's", png,
@@ -304,7 +257,7 @@ def audit_section(run_dir: str | Path, audit_dir: str | Path, *, figures: bool =
 
     Raises
     ------
-    AnalysisError
+    RunError
         ``audit.csv`` or ``attacks.csv`` missing or malformed.
     """
     run_dir, audit_dir = Path(run_dir), Path(audit_dir)
@@ -335,80 +288,6 @@ def audit_section(run_dir: str | Path, audit_dir: str | Path, *, figures: bool =
                                        "dataset folder is not reachable."))
     return ExtraSection("audit", "How strong was the attack?", intro, (strength, early), tuple(figs),
                         tuple(notes))
-
-
-# --------------------------------------------------------------------------- robustness
-
-_ROBUSTNESS_SHOWN = (
-    ("defence", "Defence", ""), ("images", "Images", "d"),
-    ("clean_mean_abs_change", "Clean mean |change|", ".4f"),
-    ("clean_max_abs_change", "Clean max |change|", ".4f"),
-    ("label_agreement", "Label agreement %", ".1f"), ("accuracy", "Accuracy %", ".1f"),
-    ("attacked", "Attacked", "d"), ("success_rate", "Attack success %", ".1f"),
-    ("strong_success_rate", "Strong success %", ".1f"),
-    ("median_score_change", "Median |score change|", ".4f"),
-    ("median_queries", "Median queries", ",.0f"), ("even_even_share", "Even-even pixels %", ".1f"),
-    ("audit_success_rate", "Audit vulnerable %", ".1f"))
-_PERCENT = {"label_agreement", "accuracy", "success_rate", "strong_success_rate", "even_even_share",
-            "audit_success_rate"}
-
-
-def _number(text: str, column: str) -> float | int:
-    if text == "":
-        return math.nan
-    if column in ("images", "attacked"):
-        return int(text)
-    value = float(text)
-    return 100.0 * value if column in _PERCENT else value
-
-
-def robustness_section(robustness_dir: str | Path) -> ExtraSection:
-    """The report section "Defences" from ``DIR/robustness.csv`` and ``DIR/robustness.png``.
-
-    Raises
-    ------
-    AnalysisError
-        ``robustness.csv`` missing or malformed (the message names it).
-    """
-    folder = Path(robustness_dir)
-    path = folder / ROBUSTNESS_CSV
-    try:
-        with open(path, newline="", encoding="utf-8") as fh:
-            records = list(csv.DictReader(fh))
-        rows = tuple(tuple(r[c] if c == "defence" else _number(r[c], c) for c, _, _ in _ROBUSTNESS_SHOWN)
-                     for r in records)
-    except (OSError, KeyError, ValueError, csv.Error) as exc:
-        raise AnalysisError(f"cannot read {path} ({exc}); give the folder `onepixel robustness DATASET "
-                            f"--out DIR` wrote") from exc
-    j = {c: i for i, (c, _, _) in enumerate(_ROBUSTNESS_SHOWN)}
-    attacked = [r for r in rows if not math.isnan(r[j["success_rate"]])]
-    reading = ""
-    if attacked:
-        best = min(attacked, key=lambda r: (r[j["success_rate"]], r[j["clean_mean_abs_change"]]))
-        base = next((r for r in attacked if r[0] == "none"), None)
-        reading = (f"Lowest attack success: {best[0]} ({best[j['success_rate']]:.1f}% of "
-                   f"{best[j['attacked']]} attacked images) at a clean cost of "
-                   f"{best[j['clean_mean_abs_change']]:.4f} mean |score change| and "
-                   f"{best[j['label_agreement']]:.1f}% label agreement")
-        reading += (f", against {base[j['success_rate']]:.1f}% undefended." if base is not None and
-                    base is not best else ".")
-    table = Table("robustness", "Defences: clean cost and the attack through each", "defences",
-                  tuple(h for _, h, _ in _ROBUSTNESS_SHOWN), rows, tuple(f for _, _, f in _ROBUSTNESS_SHOWN),
-                  caption=f"From `{path}`. Clean cost: the defended model against the undefended one on "
-                          "the clean images; the attack: a campaign through the defence (the black box "
-                          "the attack queries). Audit: where `RUN/audit` exists for a defence's campaign.",
-                  reading=reading)
-    figs, notes = [], []
-    png = folder / ROBUSTNESS_PNG
-    if png.is_file():
-        figs.append(ExtraFigure("robustness_tradeoff", "Clean cost against attack success", png.read_bytes(),
-                                caption="One point per defence (red: none). Left and low is better.",
-                                reading=reading))
-    else:
-        notes.append(Note("defences", f"No trade-off figure: {png} is missing."))
-    return ExtraSection("defences", "Defences",
-                        "What each defence costs on clean images and how much of the attack it stops "
-                        "(`onepixel robustness`, docs/defences.md).", (table,), tuple(figs), tuple(notes))
 
 
 def default_audit_dir(run_dir: str | Path) -> Path | None:

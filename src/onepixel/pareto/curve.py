@@ -24,8 +24,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from onepixel.stealth.config import CURVE_COLUMNS, ParetoConfig
-from onepixel.stealth.pareto import ImageFront, front_flags
+from onepixel.pareto.config import CURVE_COLUMNS, ParetoConfig
+from onepixel.pareto.pareto import ImageFront, front_flags
 
 #: The budgets H of the curve: 0.05, 0.10, ..., 1.00.
 BUDGET_GRID: tuple[float, ...] = tuple(round(0.05 * k, 2) for k in range(1, 21))

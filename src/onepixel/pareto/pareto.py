@@ -31,9 +31,9 @@ from onepixel.attack.goals import Goal, as_goal
 from onepixel.attack.objective import problem_id_for
 from onepixel.errors import OnepixelError
 from onepixel.models.base import capabilities_of
+from onepixel.pareto.config import ParetoConfig
 from onepixel.runs.schema import lowers_score
 from onepixel.scoring.evaluators import Evaluator
-from onepixel.stealth.config import ParetoConfig
 
 log = logging.getLogger(__name__)
 

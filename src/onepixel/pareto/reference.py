@@ -18,10 +18,10 @@ from pathlib import Path
 import numpy as np
 
 from onepixel.attack.budget import budget_h, neighbour_means
-from onepixel.errors import OnepixelError
-from onepixel.runs.reader import AnalysisError, read_attacks_csv
+from onepixel.errors import ConfigError
+from onepixel.pareto.pareto import ImageFront, apply_pixels
+from onepixel.runs.reader import RunError, read_attacks_csv
 from onepixel.runs.schema import ATTACKS
-from onepixel.stealth.pareto import ImageFront, apply_pixels
 
 log = logging.getLogger(__name__)
 
@@ -66,13 +66,14 @@ def campaign_pixels(run: str | Path, fingerprint: str = "") -> dict[str, Campaig
     try:
         config = json.loads((run / "config.json").read_text(encoding="utf-8"))
     except (OSError, ValueError) as exc:
-        raise OnepixelError(f"--campaign {run}: cannot read {run / 'config.json'} ({exc}); give a "
-                            "folder written by `onepixel attack`") from exc
+        raise ConfigError(f"run_pareto(campaign) {run}: cannot read {run / 'config.json'} ({exc}); give a "
+                            "RUN folder a campaign wrote", field="run_pareto(campaign)") from exc
     pixels = (config.get("attack") or {}).get("pixels", 1)
     if pixels != 1 or config.get("classes"):
-        raise OnepixelError(f"--campaign {run}: the front is of one pixel on a binary score; that "
+        raise ConfigError(f"run_pareto(campaign) {run}: the front is of one pixel on a binary score; that "
                             f"RUN attacked with {pixels} pixel(s)"
-                            + (" on a multi-class model" if config.get("classes") else ""))
+                            + (" on a multi-class model" if config.get("classes") else ""),
+                          field="run_pareto(campaign)")
     if (config.get("attack") or {}).get("max_colour_diff") is not None:
         log.warning("--campaign %s ran with a colour budget: it is not the unconstrained reference",
                     run)
@@ -82,8 +83,8 @@ def campaign_pixels(run: str | Path, fingerprint: str = "") -> dict[str, Campaig
                     "comparison is across models", run, run_model[:12], fingerprint[:12])
     try:
         table = read_attacks_csv(run / ATTACKS)
-    except AnalysisError as exc:
-        raise OnepixelError(f"--campaign {run}: {exc}") from exc
+    except RunError as exc:
+        raise ConfigError(f"run_pareto(campaign) {run}: {exc}", field="run_pareto(campaign)") from exc
     out = {}
     for i in range(len(table)):
         if table.status[i] != "attacked":
@@ -138,8 +139,9 @@ def compare(fronts: Sequence[ImageFront], originals: dict[str, np.ndarray],
             x, y = int(p.pixel[0]), int(p.pixel[1])
             image = originals[f.name]
             if not (0 <= x < image.shape[1] and 0 <= y < image.shape[0]):
-                raise OnepixelError(f"--campaign {run}: pixel ({x}, {y}) of {p.image} lies "
-                                    f"outside the {image.shape[1]}x{image.shape[0]} image")
+                raise ConfigError(f"run_pareto(campaign) {run}: pixel ({x}, {y}) of {p.image} lies "
+                                    f"outside the {image.shape[1]}x{image.shape[0]} image",
+                                  field="run_pareto(campaign)")
             h = float(budget_h(p.pixel[None, 2:], neighbour_means(image[None])[0][y, x][None])[0])
             energy = f.energy()
             best = int(np.argmin(energy))

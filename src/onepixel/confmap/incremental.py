@@ -122,19 +122,21 @@ class PreparedImage:
     padded: dict[tuple[str, tuple[int, int, int, int]], torch.Tensor] = field(default_factory=dict)
 
 
-def fast_path_unavailable_reason(classifier) -> str | None:
-    """None when :class:`FastConfmap` applies to ``classifier``, else why not (for logs/errors)."""
+def incremental_unavailable_reason(classifier) -> str | None:
+    """None when :class:`IncrementalConfmap` applies to ``classifier``, else why not (for logs/errors)."""
     found = keras_net_of(classifier)
     if found is None:
-        return (f"{type(classifier).__name__} declares no eager KerasNet (the fast path walks the "
-                "network's layers: load Keras/built-in models with "
-                "onepixel.confmap.load_confmap_classifier, or load_classifier(..., layers=True))")
+        name = getattr(classifier, "name", "this model")
+        return (f"{name} was not loaded with its layers (the incremental evaluator recomputes only "
+                "the part of the network a pixel changes); for a Keras .h5 or built-in model, give "
+                "it as a spec (e.g. max-mitosis) or load it with load_classifier(..., layers=True) "
+                "to make maps faster; other models are always scored whole")
     if found[1].layout != "nchw":
-        return "the fast path needs the KerasNet's NCHW layout"
+        return "the incremental evaluator needs the network in NCHW layout (the default of the torch port)"
     return None
 
 
-class FastConfmap:
+class IncrementalConfmap:
     """Incremental evaluation of one-pixel changes through a KerasNet.
 
     Parameters
@@ -164,10 +166,10 @@ class FastConfmap:
         self.macs_full, self.macs_window = self._count_macs()
 
     @classmethod
-    def from_classifier(cls, classifier: TorchClassifier) -> FastConfmap:
+    def from_classifier(cls, classifier: TorchClassifier) -> IncrementalConfmap:
         found = keras_net_of(classifier)
         if found is None:
-            raise ValueError(fast_path_unavailable_reason(classifier))
+            raise ValueError(incremental_unavailable_reason(classifier))
         net, io = found
         return cls(net, io, classifier.input_shape)
 
