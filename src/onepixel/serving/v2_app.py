@@ -36,12 +36,12 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from onepixel import __version__
 from onepixel.errors import ServerError
 from onepixel.serving.app import InferenceGate, require
 from onepixel.serving.config import ServerLimits
 from onepixel.serving.metadata import model_metadata, served_classes
 from onepixel.serving.middleware import GuardMiddleware, RequestTooLarge
+from onepixel.version import __version__
 from onepixel.wire import RequestError
 
 if TYPE_CHECKING:  # pragma: no cover
