@@ -14,7 +14,7 @@ tiles the threshold never saw.
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
@@ -66,6 +66,14 @@ class Calibration:
     heldout_fpr: float
     sources: tuple[str, ...]
 
+    @classmethod
+    def fixed(cls, threshold: float, statistic: str = "h") -> Calibration:
+        """A threshold given by the user, not calibrated: no target or measured rate, no tiles."""
+        if statistic not in STATISTICS:
+            raise ConfigError(f"statistic must be one of {', '.join(STATISTICS)}, got {statistic!r}")
+        return cls(statistic=statistic, threshold=float(threshold), target_fpr=float("nan"),
+                   n_calibration=0, n_heldout=0, heldout_fpr=float("nan"), sources=())
+
     def flag(self, values: np.ndarray) -> np.ndarray:
         """(N,) bool: which statistics are above the threshold."""
         return np.asarray(values) > self.threshold
@@ -96,6 +104,15 @@ def clean_tiles(assets_dir: str | None = None,
         for i, (_, _, tile) in enumerate(iter_slide_tiles(path, size=size)):
             (cal if i % 2 == 0 else held).append(np.array(tile))
     return np.stack(cal), np.stack(held), tuple(sources)
+
+
+def calibrate_on_clean_tiles(fpr: float = DEFAULT_FPR, statistic: str = "h",
+                             assets_dir: str | None = None) -> tuple[Calibration, np.ndarray]:
+    """:func:`calibrate` on the registered H&E images' clean tiles, and the held-out tiles'
+    statistics (N,) float64 (the clean side of a ROC curve)."""
+    cal, held, sources = clean_tiles(assets_dir)
+    calibration = calibrate(fpr, statistic, tiles=(cal, held))
+    return replace(calibration, sources=sources), image_statistic(held, statistic)
 
 
 def threshold_at(values: np.ndarray, fpr: float) -> float:
