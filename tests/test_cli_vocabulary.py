@@ -147,6 +147,13 @@ def test_a_library_field_is_shown_as_the_flag(tmp_path, capsys):
     code = main(["pareto", str(tmp_path / "x.png"), "-o", str(tmp_path / "p"), "--popsize", "2"])
     err = capsys.readouterr().err
     assert code == 2 and "--popsize" in err and "ParetoConfig.population" not in err
+    # A library parameter that two commands spell differently.
+    code = main(["detect", str(tmp_path), "-o", str(tmp_path / "d"), "--fpr", "2"])
+    assert code == 2 and "--fpr (the target false-positive rate) must be in (0, 1)" in \
+        capsys.readouterr().err
+    message = user_message(ConfigError("fpr (the target false-positive rate) must be in (0, 1)"),
+                           [command_parsers(build_parser())["pareto"]])
+    assert message.startswith("--detector-fpr (the target")
 
 
 def test_user_message_rewrites_fields_and_old_spellings():

@@ -22,9 +22,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
               help="folder for detections.csv, detection.json and roc.png")
     o.add_progress(g)
     g = parser.add_argument_group("detector (docs/defences.md)")
-    g.add_argument("--fpr", type=float, default=DEFAULT_FPR,
+    fpr = g.add_argument("--fpr", type=float, default=DEFAULT_FPR,
                    help="false-positive rate the threshold is calibrated to on clean H&E tiles "
                         "(default: %(default)s)")
+    fpr.field = "fpr"  # calibrate()'s parameter, as its errors name it
     g.add_argument("--statistic", choices=STATISTICS, default=STATISTICS[0],
                    help="per-pixel anomaly: h against the 8 neighbours' mean, or residual "
                         "against their median (default: %(default)s)")

@@ -43,10 +43,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     o.add_classes(parser.add_argument_group("multi-class models"),
                   default_help="the dataset's class folder names, sorted; for IMAGE... the indices")
     g = parser.add_argument_group("detector")
-    g.add_argument("--detector-fpr", type=float, default=DEFAULT_FPR,
+    fpr = g.add_argument("--detector-fpr", type=float, default=DEFAULT_FPR,
                    help="run the detector, calibrated on clean H&E tiles to this false-positive "
                         "rate, on the successful front points; RGB models only (default: "
                         "%(default)s)")
+    fpr.field = "fpr"  # calibrate()'s parameter, as its errors name it
     g.add_argument("--no-detector", action="store_true", help="skip the detector")
     o.add_model_options(parser)
 

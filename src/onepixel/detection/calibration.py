@@ -32,7 +32,7 @@ DEFAULT_FPR = 0.05
 def image_statistic(images: np.ndarray, statistic: str = "h") -> np.ndarray:
     """(N,) float64: the largest per-pixel ``statistic`` of each uint8 image (N, H, W, C)."""
     if statistic not in STATISTICS:
-        raise ConfigError(f"--statistic must be one of {', '.join(STATISTICS)}, got {statistic!r}")
+        raise ConfigError(f"statistic must be one of {', '.join(STATISTICS)}, got {statistic!r}")
     images = np.asarray(images)
     per_pixel = h_map(images) if statistic == "h" else residual_map(images)
     return per_pixel.reshape(len(images), -1).max(axis=1)
@@ -106,10 +106,16 @@ def clean_tiles(assets_dir: str | None = None,
     return np.stack(cal), np.stack(held), tuple(sources)
 
 
+def _check_fpr(fpr: float) -> None:
+    if not 0.0 < fpr < 1.0:
+        raise ConfigError(f"fpr (the target false-positive rate) must be in (0, 1), got {fpr}")
+
+
 def calibrate_on_clean_tiles(fpr: float = DEFAULT_FPR, statistic: str = "h",
                              assets_dir: str | None = None) -> tuple[Calibration, np.ndarray]:
     """:func:`calibrate` on the registered H&E images' clean tiles, and the held-out tiles'
     statistics (N,) float64 (the clean side of a ROC curve)."""
+    _check_fpr(fpr)  # before the tiles are cut
     cal, held, sources = clean_tiles(assets_dir)
     calibration = calibrate(fpr, statistic, tiles=(cal, held))
     return replace(calibration, sources=sources), image_statistic(held, statistic)
@@ -134,8 +140,7 @@ def calibrate(fpr: float = DEFAULT_FPR, statistic: str = "h", assets_dir: str | 
     tiles : (calibration, heldout), optional
         uint8 (N, H, W, C) clean images to use instead of the H&E tiles.
     """
-    if not 0.0 < fpr < 1.0:
-        raise ConfigError(f"--fpr must be in (0, 1), got {fpr}")
+    _check_fpr(fpr)
     if tiles is None:
         cal, held, sources = clean_tiles(assets_dir)
     else:
