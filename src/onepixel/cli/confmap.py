@@ -91,11 +91,11 @@ def run(args: argparse.Namespace) -> int:
         return 0
     if not args.out:
         raise OnepixelError("--out DIR is required with IMAGE")
-    result, written = confmap_image_file(args.image, args.out, args.model or BUILTIN, options,
-                                         config, mapper=mapper, defence=args.defence)
+    # confmap_image_file logs the files it wrote ("wrote ..."): said once.
+    result, _ = confmap_image_file(args.image, args.out, args.model or BUILTIN, options,
+                                   config, mapper=mapper, defence=args.defence)
     x, y, lo, rgb = result.extreme("min")
     print(f"original {result.original_score:.6f}; lowest {lo:.6f} at x={x}, y={y}, rgb={rgb}; "
           f"{result.evaluations:,} evaluations in {result.seconds:.1f} s "
           f"({OLD_METHODS.get(result.method, result.method)})")
-    print("wrote " + ", ".join(map(str, written)))
     return 0

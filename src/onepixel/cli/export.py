@@ -16,6 +16,5 @@ def run(args: argparse.Namespace) -> int:
     from onepixel.models.export import export_onnx
     from onepixel.models.options import ModelOptions
 
-    out = export_onnx(args.model, args.out, ModelOptions(assets_dir=args.assets))
-    print(f"wrote {out}")
+    export_onnx(args.model, args.out, ModelOptions(assets_dir=args.assets))  # logs "wrote ..."
     return 0

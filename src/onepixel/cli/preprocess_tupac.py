@@ -65,5 +65,5 @@ def run(args: argparse.Namespace) -> int:
         counts = result.counts[split]
         print(f"{split}: {len(cases)} cases, {counts['mitosis']} mitosis and {counts['normal']} "
               f"normal patches")
-    print(f"wrote {result.out} (settings: {result.out / 'preprocess.json'})")
+    # preprocess_tupac logs "wrote OUT: ...": said once.
     return 0

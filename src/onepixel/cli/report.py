@@ -27,7 +27,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from onepixel.report import write_report
 
-    path = write_report(args.run, args.out, reanalyze=args.reanalyze, audit=args.audit,
-                        robustness=args.robustness, pareto=args.pareto)
-    print(f"wrote {path}")
+    # write_report logs "wrote PATH (size)": said once.
+    write_report(args.run, args.out, reanalyze=args.reanalyze, audit=args.audit,
+                 robustness=args.robustness, pareto=args.pareto)
     return 0

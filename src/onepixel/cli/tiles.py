@@ -44,5 +44,5 @@ def run(args: argparse.Namespace) -> int:
     result = tile_images(args.images, args.out, config, progress=not args.no_progress)
     for source in result.sources:
         print(f"{source.path}: {source.tiles} of {source.positions} tiles kept")
-    print(f"wrote {result.n_tiles} tiles to {result.out} (index: {result.out / 'tiles.csv'})")
+    # tile_images logs "wrote N tiles ... to OUT": said once.
     return 0
