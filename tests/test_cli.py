@@ -164,7 +164,7 @@ def test_confmap_command(tmp_path, true_png, max_model_path, capsys):
     image = tmp_path / "patch.png"
     Image.open(true_png).convert("RGB").crop((28, 28, 36, 36)).save(image)  # 8x8 of true.png
     proc = run_cli("-q", "confmap", image, "--out", tmp_path / "map", "--step", "255",
-                   "--model", model, "--output", "logit", "--no-progress")
+                   "--model", model, "--model-output", "logit", "--no-progress")
     assert proc.returncode == 0, proc.stderr
     assert "lowest" in proc.stdout
     with np.load(tmp_path / "map" / "confmap.npz") as saved:

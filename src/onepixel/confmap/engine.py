@@ -603,10 +603,13 @@ def local_map(image: np.ndarray, classifier: Classifier, config: ConfmapConfig,
 def confmap_image_file(image: str | Path, out_dir: str | Path, model: str = "max-mitosis",
                        model_options: ModelOptions | None = None,
                        config: ConfmapConfig | None = None,
-                       mapper: MapExecutor | None = None) -> tuple[ConfidenceMap, list[Path]]:
+                       mapper: MapExecutor | None = None,
+                       defence: str | None = None) -> tuple[ConfidenceMap, list[Path]]:
     """``onepixel confmap IMAGE --out DIR``: map one image file, checkpointing into ``out_dir``.
 
-    ``mapper`` computes the map (default: :func:`local_map`). Returns the map and the files
+    ``mapper`` computes the map (default: :func:`local_map`). With a ``defence`` (a spec such
+    as ``median3``) the defended model is mapped, by the full network (see
+    :func:`~onepixel.scoring.policy.load_confmap_classifier`). Returns the map and the files
     written (``confmap.npz`` and the figures).
     """
     from onepixel.datasets.images import load_image
@@ -615,7 +618,7 @@ def confmap_image_file(image: str | Path, out_dir: str | Path, model: str = "max
     # The output folder first: an unusable --out fails now, not after the whole map.
     Path(out_dir).mkdir(parents=True, exist_ok=True)
     options = model_options or ModelOptions(device=config.device, dtype=config.dtype)
-    classifier = load_confmap_classifier(model, options, config.evaluator)
+    classifier = load_confmap_classifier(model, options, config.evaluator, defence)
     array = load_image(image, classifier.input_shape)
     result = (mapper or local_map)(array, classifier, config, Path(out_dir), model, options)
     return result, save_confmap(result, out_dir, image=array)

@@ -19,6 +19,7 @@ from onepixel.confmap.engine import (
     save_confmap,
 )
 from onepixel.confmap.result import RESULT_NAME, ConfidenceMap, load_confmap
+from onepixel.defences.spec import parse_defence
 from onepixel.errors import ConfigError, ConfmapError, RunError
 from onepixel.fileio import write_csv_atomic
 from onepixel.models.base import Classifier, capabilities_of
@@ -111,7 +112,8 @@ def confmap_run(run_dir: str | Path, images: Sequence[str] | None = None,
                 config: ConfmapConfig | None = None, classifier: Classifier | None = None,
                 model_options: ModelOptions | None = None,
                 model: str | None = None,
-                mapper: MapExecutor | None = None) -> list[tuple[RunImage, Path, ConfidenceMap]]:
+                mapper: MapExecutor | None = None,
+                defence: str | None = None) -> list[tuple[RunImage, Path, ConfidenceMap]]:
     """Confidence maps of selected images of an attack run, into ``RUN/confmaps/<image-stem>/``.
 
     The model is ``classifier``, else the spec ``model``, else the run's (``config.json``:
@@ -119,6 +121,9 @@ def confmap_run(run_dir: str | Path, images: Sequence[str] | None = None,
     folder. Each map checkpoints into its own folder, so an interrupted call resumes.
     ``RUN/confmaps/index.csv`` lists what was mapped. ``mapper`` computes each map (default:
     in this process; :mod:`onepixel.scaleout` has one for Ray, which needs the model as a spec).
+    A model loaded here is scored through ``defence``, else through the defence the run attacked
+    through (``config.json``: ``defence``; ``"none"`` maps the undefended model); a given
+    ``classifier`` is mapped as it is.
 
     Returns
     -------
@@ -143,7 +148,11 @@ def confmap_run(run_dir: str | Path, images: Sequence[str] | None = None,
         if not spec:
             raise ConfmapError(f"{run_dir}/config.json names no model (model.spec); pass a classifier "
                                "or a model spec")
-        classifier = load_confmap_classifier(spec, options, config.evaluator)
+        if defence is None:
+            defence = run.config.get("defence")
+            if parse_defence(defence):
+                log.info("mapping through the run's defence %s (config.json)", defence)
+        classifier = load_confmap_classifier(spec, options, config.evaluator, defence)
     want_sha = model_cfg.get("sha256")
     have_sha = capabilities_of(classifier).fingerprint
     if want_sha and have_sha and want_sha != have_sha:

@@ -14,7 +14,7 @@ tiles the threshold never saw.
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
@@ -67,6 +67,14 @@ class Calibration:
     heldout_fpr: float
     sources: tuple[str, ...]
 
+    @classmethod
+    def fixed(cls, threshold: float, statistic: str = "h") -> Calibration:
+        """A threshold given by the user, not calibrated: no target or measured rate, no tiles."""
+        if statistic not in STATISTICS:
+            raise ConfigError(f"statistic must be one of {', '.join(STATISTICS)}, got {statistic!r}")
+        return cls(statistic=statistic, threshold=float(threshold), target_fpr=float("nan"),
+                   n_calibration=0, n_heldout=0, heldout_fpr=float("nan"), sources=())
+
     def flag(self, values: np.ndarray) -> np.ndarray:
         """(N,) bool: which statistics are above the threshold."""
         return np.asarray(values) > self.threshold
@@ -99,6 +107,21 @@ def clean_tiles(assets_dir: str | None = None,
     return np.stack(cal), np.stack(held), tuple(sources)
 
 
+def _check_fpr(fpr: float) -> None:
+    if not 0.0 < fpr < 1.0:
+        raise ConfigError(f"fpr (the target false-positive rate) must be in (0, 1), got {fpr}", field="fpr")
+
+
+def calibrate_on_clean_tiles(fpr: float = DEFAULT_FPR, statistic: str = "h",
+                             assets_dir: str | None = None) -> tuple[Calibration, np.ndarray]:
+    """:func:`calibrate` on the registered H&E images' clean tiles, and the held-out tiles'
+    statistics (N,) float64 (the clean side of a ROC curve)."""
+    _check_fpr(fpr)  # before the tiles are cut
+    cal, held, sources = clean_tiles(assets_dir)
+    calibration = calibrate(fpr, statistic, tiles=(cal, held))
+    return replace(calibration, sources=sources), image_statistic(held, statistic)
+
+
 def threshold_at(values: np.ndarray, fpr: float) -> float:
     """The smallest observed value above which at most ``fpr`` of ``values`` lie."""
     values = np.sort(np.asarray(values, dtype=np.float64))
@@ -118,8 +141,7 @@ def calibrate(fpr: float = DEFAULT_FPR, statistic: str = "h", assets_dir: str | 
     tiles : (calibration, heldout), optional
         uint8 (N, H, W, C) clean images to use instead of the H&E tiles.
     """
-    if not 0.0 < fpr < 1.0:
-        raise ConfigError(f"calibrate(fpr) must be in (0, 1), got {fpr!r}", field="calibrate(fpr)")
+    _check_fpr(fpr)
     if tiles is None:
         cal, held, sources = clean_tiles(assets_dir)
     else:

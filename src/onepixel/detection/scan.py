@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+from tqdm import tqdm
 
 from onepixel.analysis.stats import attack_pixels
 from onepixel.datasets.images import load_image
@@ -69,19 +70,24 @@ class Detections:
                 "fpr_originals": rate(orig), "n_originals": int(orig.sum())}
 
 
-def detect_images(paths: Sequence[str | Path], calibration: Calibration) -> Detections:
-    """Score image files (each read at its own size) as ``original`` images."""
+def detect_images(paths: Sequence[str | Path], calibration: Calibration,
+                  progress: bool = False) -> Detections:
+    """Score image files (each read at its own size) as ``original`` images (``progress``: a
+    progress bar over the files on stderr)."""
     if not paths:
         raise ConfigError("detect_images(paths) is empty: give image files to detect (or scan a RUN "
                           "with scan_run)", field="detect_images(paths)")
-    images = [load_image(p) for p in paths]
+    images = [load_image(p) for p in tqdm(paths, unit="image", desc="detect", disable=not progress,
+                                          dynamic_ncols=True)]
     values = np.array([image_statistic(im[None], calibration.statistic)[0] for im in images])
     return Detections(tuple(record_text(str(p)) for p in paths), ("original",) * len(paths), values,
                       calibration.flag(values), np.zeros(len(paths), bool), calibration)
 
 
-def adversarial_images(run_dir: str | Path) -> tuple[list[str], np.ndarray, np.ndarray, np.ndarray]:
-    """Each attacked image of a RUN, original and rebuilt adversarial version.
+def adversarial_images(run_dir: str | Path, progress: bool = False
+                       ) -> tuple[list[str], np.ndarray, np.ndarray, np.ndarray]:
+    """Each attacked image of a RUN, original and rebuilt adversarial version (``progress``: a
+    progress bar over the images on stderr).
 
     Returns
     -------
@@ -100,7 +106,8 @@ def adversarial_images(run_dir: str | Path) -> tuple[list[str], np.ndarray, np.n
         raise RunError(f"{run_dir}/attacks.csv has no attacked image")
     vectors, owner = attack_pixels(t.pixels[rows], t.x[rows], t.y[rows], t.r[rows], t.g[rows], t.b[rows])
     originals, adversarials = [], []
-    for j, i in enumerate(rows):
+    for j, i in enumerate(tqdm(rows, unit="image", desc="detect", disable=not progress,
+                               dynamic_ncols=True)):
         path = image_path(root, str(t.image[i]))
         if not path.is_file():
             raise RunError(f"image {t.image[i]} of {run_dir}/attacks.csv is not under the run's "
@@ -115,9 +122,9 @@ def adversarial_images(run_dir: str | Path) -> tuple[list[str], np.ndarray, np.n
             t.success[rows].astype(bool))
 
 
-def detect_run(run_dir: str | Path, calibration: Calibration) -> Detections:
+def detect_run(run_dir: str | Path, calibration: Calibration, progress: bool = False) -> Detections:
     """Score each attacked image of a RUN: its original and its adversarial version."""
-    names, originals, adversarials, success = adversarial_images(run_dir)
+    names, originals, adversarials, success = adversarial_images(run_dir, progress)
     s_orig = image_statistic(originals, calibration.statistic)
     s_adv = image_statistic(adversarials, calibration.statistic)
     n = len(names)

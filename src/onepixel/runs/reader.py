@@ -20,6 +20,8 @@ import numpy as np
 from onepixel.errors import RunError
 from onepixel.runs.schema import (
     ATTACK_COLUMNS,
+    ATTACKS,
+    CONFIG,
     DEFAULT_ATTACK_SETTINGS,
     GOALS,
     HISTORY_COLUMNS,
@@ -245,6 +247,13 @@ class RunData:
         """The dataset folder named in ``config.json``, or None when not given."""
         root = self.config.get("dataset")
         return Path(root) if root else None
+
+
+def is_run_folder(path: str | Path) -> bool:
+    """Whether ``path`` is a RUN folder written by ``onepixel attack``: a folder holding
+    ``config.json`` and ``attacks.csv`` (its figures are not a folder of images to score)."""
+    path = Path(path)
+    return path.is_dir() and (path / CONFIG).is_file() and (path / ATTACKS).is_file()
 
 
 def load_run(run_dir: str | Path) -> RunData:

@@ -244,9 +244,10 @@ def _class_list(text: str) -> tuple[str, ...]:
         raise argparse.ArgumentTypeError(str(exc)) from None
 
 
-def add_server_arguments(parser: argparse.ArgumentParser) -> None:
+def add_server_arguments(parser: argparse.ArgumentParser, *, classes: bool = True) -> None:
     """Add the ``serve`` options (address, key, limits, connection defences, class names) to
-    ``parser``.
+    ``parser``; ``classes=False`` leaves ``--classes`` to the caller (the ``onepixel`` CLI
+    declares it once for every command).
 
     Defaults come from :class:`ServeOptions` and :class:`ServerLimits`; bad values are argparse
     errors (one line, exit status 2). :func:`server_options` turns the parsed options into
@@ -289,9 +290,10 @@ def add_server_arguments(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--keep-alive-timeout", type=_argument(float, _seconds_problem),
                    default=d.keep_alive_timeout, metavar="SECONDS",
                    help="close an idle keep-alive connection after this time (default: %(default)s)")
-    g.add_argument("--classes", metavar="NAME,NAME,...", type=_class_list, default=d.classes,
-                   help="class names of a K-class model in its output order, K of them (default: "
-                        "0..K-1); shown in /model/metadata and as each prediction's label")
+    if classes:
+        g.add_argument("--classes", metavar="NAME,NAME,...", type=_class_list, default=d.classes,
+                       help="class names of a K-class model in its output order, K of them (default: "
+                            "0..K-1); shown in /model/metadata and as each prediction's label")
 
 
 def server_options(args: argparse.Namespace) -> dict[str, Any]:
