@@ -160,8 +160,10 @@ def add_model_options(parser: argparse.ArgumentParser, *, defence: bool = True,
     add(g, "--model", default=BUILTIN if model_default == "builtin" else model_default,
         shared="model",
         help=model_help or f"{BUILTIN} (built-in), *.h5/*.hdf5 (Keras), *.onnx, *.pt/*.ts "
-                           "(TorchScript), http://HOST:PORT (a MAX-API service; key from "
-                           "$ONEPIXEL_API_KEY); default: %(default)s")
+                           "(TorchScript), http://HOST:PORT (a MAX-API service), "
+                           "http://HOST:PORT/v2/models/NAME (an Open Inference Protocol server: "
+                           "Triton, KServe, MLServer, onepixel serve --protocol v2); key from "
+                           "$ONEPIXEL_API_KEY; default: %(default)s")
     add(g, "--device", field=(ModelOptions, "device"), shared="model",
         help="auto, cpu or cuda[:N] (default: %(default)s)")
     add(g, "--engine", field=(ModelOptions, "engine"), choices=ENGINES, shared="model",
