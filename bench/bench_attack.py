@@ -166,7 +166,7 @@ def main() -> None:
     if args.auto_images:
         n = args.auto_images
         auto_images = np.stack([variants[i % 8] for i in range(n)])
-        ev = load_attack_evaluator("max-mitosis", options, "auto", "immediate")
+        ev = load_attack_evaluator("max-mitosis", options, "auto", "immediate", call_shape=(n, 1))
         in_scoring = time_scoring(ev)
         attack = OnePixelAttack(ev, AttackConfig(de=DEConfig(updating="immediate")))
         t0 = time.perf_counter()

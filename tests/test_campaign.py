@@ -186,7 +186,7 @@ def test_papers_findings_on_true_png_rotations(tmp_path, true_png, false_png, ma
 def test_deferred_campaign_runs_incremental_and_matches_the_full_network(dataset, tmp_path,
                                                                           max_model_path):
     deferred = AttackConfig(de=DEConfig(population=20, maxiter=6, updating="deferred"))
-    run_campaign(_config(dataset, tmp_path / "inc", attack=deferred, limit=6))
+    run_campaign(_config(dataset, tmp_path / "inc", attack=deferred, limit=6, evaluator="incremental"))
     run_campaign(_config(dataset, tmp_path / "full", attack=deferred, limit=6, evaluator="full"))
     assert json.loads((tmp_path / "inc" / "config.json").read_text())["evaluator"] == \
         "IncrementalEvaluator"

@@ -45,7 +45,7 @@ from onepixel.runs import schema
 from onepixel.runs.schema import SUMMARY, AttackResult, record_text
 from onepixel.runs.store import RunStore
 from onepixel.runs.summary import summarize
-from onepixel.scoring.policy import evaluator_for, load_attack_evaluator
+from onepixel.scoring.policy import call_shape_for, pick_attack_evaluator, pick_evaluator
 from onepixel.version import __version__
 
 log = logging.getLogger(__name__)
@@ -154,11 +154,14 @@ def run_campaign(cfg: CampaignConfig, classifier: Classifier | None = None,
         on_cpu = (resolve_device(cfg.model_options.device).type == "cpu" if classifier is None
                   else capabilities_of(classifier).on_cpu)
         batch = executor.batch_images(min(n_files, cfg.limit or n_files), on_cpu)
+    # auto times the eligible evaluators on the calls this campaign will make (cached per machine).
+    shape = call_shape_for(batch, cfg.attack.de.updating, cfg.attack.de.effective_population)
     if classifier is None:
-        evaluator = load_attack_evaluator(cfg.model, cfg.model_options, cfg.evaluator,
-                                          cfg.attack.de.updating, pixels)
+        picked = pick_attack_evaluator(cfg.model, cfg.model_options, cfg.evaluator,
+                                       cfg.attack.de.updating, pixels, shape)
     else:
-        evaluator = evaluator_for(classifier, cfg.evaluator, cfg.attack.de.updating, pixels)
+        picked = pick_evaluator(classifier, cfg.evaluator, cfg.attack.de.updating, pixels, shape)
+    evaluator = picked.evaluator
     classifier = evaluator.classifier
     n_classes = capabilities_of(classifier).n_classes
     dataset = _load_dataset(cfg, n_classes)
@@ -166,7 +169,10 @@ def run_campaign(cfg: CampaignConfig, classifier: Classifier | None = None,
     target = None if cfg.target is None else dataset.classes.index(cfg.target)
     store = RunStore(cfg.out)
     # Settings a RUN made by an older onepixel lacks take their defaults when it is resumed.
-    done = store.open(run_config(cfg, dataset, classifier, evaluator, batch, executor.describe()),
+    config = run_config(cfg, dataset, classifier, evaluator, batch, executor.describe())
+    if picked.choice is not None:
+        config["engine_choice"] = picked.choice.to_dict()
+    done = store.open(config,
                       defaults={"attack": attack_settings(AttackConfig())})
     todo = [it for it in items if record_text(dataset.relative_name(it)) not in done]
     log.info("%s: %d images, %d already done, %d to go", cfg.out, len(items),

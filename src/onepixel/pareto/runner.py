@@ -296,11 +296,10 @@ def run_pareto(out: str | Path, images: Sequence[str | Path] = (), dataset: str 
         raise ConfigError("run_pareto(campaign_seed) needs campaign= (the RUN whose pixels seed the "
                           "search)", field="run_pareto(campaign_seed)")
     if evaluator is None:
-        # One call scores one image's generation (population-sized): on CPU the incremental
-        # engine's fixed cost per call loses there (0.7 s for 12 pixels vs the full network's
-        # 0.1 s), so ``auto`` gets the policy's choice for small calls, "immediate"'s.
+        # One call scores one image's generation (population-sized): auto times the engines
+        # on exactly that call.
         evaluator = load_attack_evaluator(model, model_options, evaluator_kind, "immediate", 1,
-                                          defence=defence)
+                                          (1, config.population), defence=defence)
     n_classes = capabilities_of(evaluator.classifier).n_classes
     channels = int(evaluator.input_shape[2])
     if n_classes == 1 and (target is not None or classes is not None):

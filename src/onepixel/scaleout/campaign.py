@@ -36,7 +36,7 @@ from onepixel.scaleout.runtime import (
     require_ray,
     worker_count,
 )
-from onepixel.scoring.policy import auto_batch_images, load_attack_evaluator
+from onepixel.scoring.policy import auto_batch_images, call_shape_for, load_attack_evaluator
 
 log = logging.getLogger(__name__)
 
@@ -65,8 +65,10 @@ class CampaignWorker:
 
         torch.set_num_threads(threads)
         with payload.materialised(replace(cfg.model_options, threads=threads)) as (spec, options):
+            # Each worker times the evaluators on its own machine for its batches' calls.
+            shape = call_shape_for(batch, cfg.attack.de.updating, cfg.attack.de.effective_population)
             evaluator = load_attack_evaluator(spec, options, cfg.evaluator, cfg.attack.de.updating,
-                                              cfg.attack.pixels, defence=defence)
+                                              cfg.attack.pixels, shape, defence=defence)
         self.attacker = BatchAttacker(OnePixelAttack(evaluator, cfg.attack), cfg, classes)
 
     def ready(self) -> tuple[int, str, str]:

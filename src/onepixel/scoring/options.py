@@ -7,11 +7,6 @@ EVALUATORS = ("auto", "incremental", "full")
 #: Candidates per incremental pass on CPU: big enough for fast convolutions, small enough to
 #: stay in cache (bench/results/attack-cpu.md).
 INCREMENTAL_CPU_BATCH = 256
-#: Images per immediate-mode call from which the incremental evaluator beats the full network
-#: on CPU: each call holds one candidate per image, and the incremental evaluator's fixed cost
-#: per call (about 2 ms of eager torch) needs a few hundred candidates to pay off
-#: (bench/results/attack-cpu.md).
-IMMEDIATE_INCREMENTAL_IMAGES = 256
 #: Images attacked at once by default (``batch_images=None``): all of a small dataset, at most
 #: this many on CPU (a call of 256 candidates keeps the incremental evaluator in cache) and on
 #: CUDA (where bigger calls cost little more).

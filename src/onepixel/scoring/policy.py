@@ -9,6 +9,8 @@ scored whole (no layers, no on-device engine), so no engine bypasses the defence
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
+from pathlib import Path
 
 from onepixel.defences.spec import parse_defence
 from onepixel.defences.wrapper import defend
@@ -18,6 +20,7 @@ from onepixel.models.registry import ModelOptions, is_keras_spec, load_classifie
 from onepixel.models.torch_backend import resolve_device
 from onepixel.scoring.evaluators import Evaluator, make_evaluator
 from onepixel.scoring.incremental import IncrementalEvaluator
+from onepixel.scoring.measure import EngineChoice, choose_evaluator
 from onepixel.scoring.options import (
     AUTO_BATCH_IMAGES,
     EVALUATORS,
@@ -33,27 +36,47 @@ def _check_kind(kind: str) -> None:
 
 
 def incremental_pays_off(on_cpu: bool, updating: str) -> bool:
-    """Whether ``auto`` picks the incremental evaluator for an attack.
-
-    On CPU when the attack scores whole generations at once (``updating="deferred"``: about
-    1.8x the full network there). Immediate updating holds one candidate per image per call;
-    from :data:`IMMEDIATE_INCREMENTAL_IMAGES` images per call the incremental evaluator might
-    pay for its fixed cost per call, but that is not measured yet (a bench of 256 images did
-    not finish within this session's limit), so ``auto`` keeps the full network there until it
-    is. On CUDA the full network runs whole
-    batches fast (bench/results/attack-cpu.md).
-    """
+    """The rule ``auto`` falls back on when it has no call shape to measure: the incremental
+    evaluator on CPU when the attack scores whole generations at once (``updating="deferred"``),
+    the full network otherwise (bench/results/attack-cpu.md)."""
     return on_cpu and updating == "deferred"
 
 
-def evaluator_for(classifier: Classifier, kind: str = "auto",
-                  updating: str = "immediate", pixels: int = 1) -> Evaluator:
-    """An evaluator for a loaded ``classifier``: see :data:`EVALUATORS`.
+def call_shape_for(batch_images: int | None, updating: str, population: int) -> tuple[int, int] | None:
+    """(images, candidates per image) of an attack's model calls: a deferred generation scores
+    the whole population of every image at once, immediate updating one candidate per image."""
+    if not batch_images:
+        return None
+    return int(batch_images), int(population) if updating == "deferred" else 1
 
-    ``updating`` is the attack's (:class:`~onepixel.optimize.de.DEConfig`; scipy's default,
-    immediate). ``incremental`` needs a classifier that declares its layers
-    (:attr:`~onepixel.models.base.Capabilities.layers`), one score per image and one pixel per
-    candidate (``pixels``).
+
+@dataclass(frozen=True)
+class PickedEvaluator:
+    """An evaluator and, where ``auto`` measured, the :class:`EngineChoice` that picked it."""
+
+    evaluator: Evaluator
+    choice: EngineChoice | None = None
+
+
+def _incremental_eligible(caps, pixels: int) -> bool:
+    return caps.layers and pixels == 1 and caps.n_classes == 1
+
+
+def _incremental(classifier: Classifier) -> IncrementalEvaluator:
+    caps = capabilities_of(classifier)
+    return IncrementalEvaluator(classifier, max_batch=INCREMENTAL_CPU_BATCH if caps.on_cpu else 4096)
+
+
+def pick_evaluator(classifier: Classifier, kind: str = "auto", updating: str = "immediate",
+                   pixels: int = 1, call_shape: tuple[int, int] | None = None,
+                   measure: bool | Path = True) -> PickedEvaluator:
+    """:func:`evaluator_for`, with the measurement behind an ``auto`` choice.
+
+    With ``kind="auto"``, a classifier whose layers the incremental evaluator can walk, and a
+    ``call_shape`` (images, candidates per image), both evaluators are timed on that shape
+    (:func:`onepixel.scoring.measure.choose_evaluator`) and the faster one is returned;
+    ``measure`` False (or no call shape) falls back on :func:`incremental_pays_off`. A path for
+    ``measure`` is the decision cache to use.
     """
     _check_kind(kind)
     caps = capabilities_of(classifier)
@@ -67,23 +90,44 @@ def evaluator_for(classifier: Classifier, kind: str = "auto",
             f"with its layers; {getattr(classifier, 'name', 'this model')} is not (use evaluator "
             "'full', or load a Keras/built-in model with load_classifier(..., layers=True))",
             field="CampaignConfig.evaluator")
-    if kind == "incremental" or (kind == "auto" and caps.layers and pixels == 1
-                                 and caps.n_classes == 1
-                                 and incremental_pays_off(caps.on_cpu, updating)):
-        batch = INCREMENTAL_CPU_BATCH if caps.on_cpu else 4096
-        return IncrementalEvaluator(classifier, max_batch=batch)
-    return make_evaluator(classifier)
+    if kind == "incremental":
+        return PickedEvaluator(_incremental(classifier))
+    if kind == "full" or not _incremental_eligible(caps, pixels):
+        return PickedEvaluator(make_evaluator(classifier))
+    if measure is not False and call_shape is not None:
+        options = {"incremental": _incremental(classifier), "full": make_evaluator(classifier)}
+        choice = choose_evaluator(options, call_shape, model=caps.fingerprint,
+                                  cache=True if measure is True else measure)
+        return PickedEvaluator(options[choice.chosen], choice)
+    if incremental_pays_off(caps.on_cpu, updating):
+        return PickedEvaluator(_incremental(classifier))
+    return PickedEvaluator(make_evaluator(classifier))
 
 
-def load_attack_evaluator(spec: str, options: ModelOptions | None = None,
+def evaluator_for(classifier: Classifier, kind: str = "auto",
+                  updating: str = "immediate", pixels: int = 1,
+                  call_shape: tuple[int, int] | None = None) -> Evaluator:
+    """An evaluator for a loaded ``classifier``: see :data:`EVALUATORS`.
+
+    ``updating`` is the attack's (:class:`~onepixel.optimize.de.DEConfig`; scipy's default,
+    immediate). ``incremental`` needs a classifier that declares its layers
+    (:attr:`~onepixel.models.base.Capabilities.layers`), one score per image and one pixel per
+    candidate (``pixels``). ``auto`` measures both where both apply and ``call_shape`` is given
+    (:func:`pick_evaluator`).
+    """
+    return pick_evaluator(classifier, kind, updating, pixels, call_shape).evaluator
+
+
+def pick_attack_evaluator(spec: str, options: ModelOptions | None = None,
                           kind: str = "auto", updating: str = "immediate",
-                          pixels: int = 1, *, defence: str | None = None) -> Evaluator:
-    """Load model ``spec`` for attacks, with the fastest exact evaluator for it.
+                          pixels: int = 1, call_shape: tuple[int, int] | None = None,
+                          *, defence: str | None = None, measure: bool | Path = True) -> PickedEvaluator:
+    """:func:`load_attack_evaluator`, with the :class:`EngineChoice` behind an ``auto`` pick.
 
-    Where :func:`evaluator_for` would choose the incremental evaluator (and no ``engine`` is
-    chosen), Keras and built-in models are loaded with their layers so that it applies;
-    otherwise as :func:`~onepixel.models.load_classifier` loads them by default. With a
-    ``defence`` the attack queries the defended pipeline, scored whole (the host evaluator).
+    With ``auto``, a Keras or built-in model, one pixel, no engine chosen and a ``call_shape``,
+    the model is loaded twice, with its layers (for the incremental evaluator) and as
+    :func:`~onepixel.models.load_classifier` loads it by default (ONNX Runtime on CPU), both
+    are timed on the call shape and the faster is kept.
     """
     options = options or ModelOptions()
     _check_kind(kind)
@@ -92,19 +136,46 @@ def load_attack_evaluator(spec: str, options: ModelOptions | None = None,
             raise ConfigError("the incremental evaluator scores the network's layers and would "
                               "bypass the defence; use evaluator 'full' (or 'auto')",
                               field="CampaignConfig.evaluator")
-        return evaluator_for(load_scoring_classifier(spec, options, defence), "full", updating,
-                             pixels)
+        return pick_evaluator(load_scoring_classifier(spec, options, defence), "full", updating,
+                              pixels)
     if kind == "incremental" and options.engine == "onnxruntime":
         raise ConfigError("the incremental evaluator runs the network itself with torch: leave "
                           "ModelOptions.engine at 'auto' (not 'onnxruntime'), or use evaluator 'full'",
                           field="CampaignConfig.evaluator")
-    on_cpu = resolve_device(options.device).type == "cpu"
-    incremental = kind == "incremental" or (kind == "auto" and options.engine == "auto" and pixels == 1
-                                            and incremental_pays_off(on_cpu, updating))
-    if incremental and is_keras_spec(spec):
-        return evaluator_for(load_classifier(spec, options, layers=True), kind, updating, pixels)
-    return evaluator_for(load_classifier(spec, options), "full" if kind == "auto" else kind,
-                         updating, pixels)
+    keras = is_keras_spec(spec)
+    if kind == "incremental" and keras:
+        return pick_evaluator(load_classifier(spec, options, layers=True), kind, updating, pixels)
+    if kind == "auto" and keras and options.engine == "auto" and pixels == 1:
+        measuring = measure is not False and call_shape is not None
+        on_cpu = resolve_device(options.device).type == "cpu"
+        if measuring or incremental_pays_off(on_cpu, updating):
+            layered = load_classifier(spec, options, layers=True)
+            caps = capabilities_of(layered)
+            if _incremental_eligible(caps, pixels) and measuring:
+                default = load_classifier(spec, options)
+                candidates = {"incremental": _incremental(layered), "full": make_evaluator(default)}
+                choice = choose_evaluator(candidates, call_shape, model=caps.fingerprint,
+                                          cache=True if measure is True else measure)
+                return PickedEvaluator(candidates[choice.chosen], choice)
+            if _incremental_eligible(caps, pixels):
+                return PickedEvaluator(_incremental(layered))
+    return pick_evaluator(load_classifier(spec, options), "full" if kind == "auto" else kind,
+                          updating, pixels)
+
+
+def load_attack_evaluator(spec: str, options: ModelOptions | None = None,
+                          kind: str = "auto", updating: str = "immediate",
+                          pixels: int = 1, call_shape: tuple[int, int] | None = None,
+                          *, defence: str | None = None) -> Evaluator:
+    """Load model ``spec`` for attacks, with the fastest exact evaluator for it.
+
+    ``auto`` times the incremental evaluator against the full network on ``call_shape`` where
+    both apply (:func:`pick_attack_evaluator`); otherwise Keras and built-in models are loaded as
+    :func:`~onepixel.models.load_classifier` loads them by default. With a ``defence`` the attack
+    queries the defended pipeline, scored whole (the host evaluator).
+    """
+    return pick_attack_evaluator(spec, options, kind, updating, pixels, call_shape,
+                                 defence=defence).evaluator
 
 
 def auto_batch_images(n_images: int, on_cpu: bool) -> int:
