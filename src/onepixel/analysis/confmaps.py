@@ -11,8 +11,13 @@ from dataclasses import dataclass
 import numpy as np
 
 from onepixel.confmap.result import ConfidenceMap, load_confmap
+from onepixel.runs.evidence import Evidence, compare_groups
 
-__all__ = ["ConfidenceMap", "Confmap", "ConfmapStats", "confmap_stats", "load_confmap"]
+__all__ = ["ConfidenceMap", "Confmap", "ConfmapStats", "confmap_stats", "load_confmap", "map_provenance"]
+
+#: How each ``method`` recorded in a map computed it (docs/confmap.md).
+ENGINES = {"fast": "exact incremental (only what the pixel changes is recomputed)",
+           "brute": "brute force (the whole image scored per colour)"}
 
 #: The name the analysis used before the map type was shared with :mod:`onepixel.confmap`.
 Confmap = ConfidenceMap
@@ -23,7 +28,8 @@ class ConfmapStats:
     """Where a confidence map is lowest and highest, and its checkerboard contrast.
 
     ``even_min_mean`` / ``other_min_mean``: mean of the ``min`` map over pixels with both
-    coordinates even / all other pixels (the chromatic paper's checkerboard, Fig. 5).
+    coordinates even / all other pixels (the chromatic paper's checkerboard, Fig. 5);
+    ``checkerboard`` tests whether the two sets of ``min`` values differ (Mann-Whitney U).
     """
 
     lowest: float
@@ -35,6 +41,7 @@ class ConfmapStats:
     mean: float
     even_min_mean: float
     other_min_mean: float
+    checkerboard: Evidence | None = None
 
 
 def confmap_stats(cm: ConfidenceMap) -> ConfmapStats:
@@ -50,4 +57,19 @@ def confmap_stats(cm: ConfidenceMap) -> ConfmapStats:
     return ConfmapStats(float(cm.min[ly, lx]), (int(lx), int(ly)), rgb(cm.argmin_rgb, ly, lx),
                         float(cm.max[hy, hx]), (int(hx), int(hy)), rgb(cm.argmax_rgb, hy, hx),
                         float(np.nanmean(cm.mean)), float(np.nanmean(cm.min[even])),
-                        float(np.nanmean(cm.min[~even])))
+                        float(np.nanmean(cm.min[~even])), compare_groups(cm.min[even], cm.min[~even]))
+
+
+def map_provenance(cm: ConfidenceMap) -> str:
+    """How a map was made, from its own metadata: step, colours per channel, engine, model and
+    defence, e.g. ``"step 85: 4 levels per channel, 64 colours; exact incremental (...); model
+    max-mitosis; defence none"``. Facts the map does not record are said to be unrecorded."""
+    if cm.step:
+        per_channel = round(cm.n_colours ** (1 / 3))
+        grid = f"step {cm.step}: {per_channel} levels per channel, {cm.n_colours:,} colours"
+    else:
+        grid = "colour step not recorded"
+    engine = ENGINES.get(cm.method, f"engine {cm.method}" if cm.method else "engine not recorded")
+    model = f"model {cm.model}" if cm.model else "model not recorded"
+    defence = cm.metadata.get("defence")
+    return f"{grid}; {engine}; {model}; " + (f"defence {defence}" if defence else "defence not recorded")

@@ -32,6 +32,7 @@ from onepixel.datasets.images import (
     Dataset,
     LabeledImage,
     count_images,
+    limit_items,
     load_image,
     scan_dataset,
     scan_image_folder,
@@ -71,8 +72,10 @@ def attack_settings(attack: AttackConfig) -> dict:
 
 
 def run_config(cfg: CampaignConfig, dataset: Dataset, classifier, evaluator=None,
-               batch: int | None = None, executor: dict | None = None) -> dict:
-    """The config.json content of a campaign."""
+               batch: int | None = None, executor: dict | None = None,
+               planned: int | None = None) -> dict:
+    """The config.json content of a campaign (``planned``: the images it sets out to attack,
+    so a reader can tell an interrupted RUN from a finished one)."""
     return {
         "format": 1,
         "onepixel_version": __version__,
@@ -93,6 +96,7 @@ def run_config(cfg: CampaignConfig, dataset: Dataset, classifier, evaluator=None
         "batch_images": batch if batch is not None else cfg.batch_images,
         "executor": executor or {"kind": "local"},
         "limit": cfg.limit,
+        "planned": planned,
         "versions": _versions(),
     }
 
@@ -158,11 +162,12 @@ def run_campaign(cfg: CampaignConfig, classifier: Classifier | None = None,
     classifier = evaluator.classifier
     n_classes = capabilities_of(classifier).n_classes
     dataset = _load_dataset(cfg, n_classes)
-    items = list(dataset.items[: cfg.limit] if cfg.limit else dataset.items)
+    items = limit_items(dataset.items, cfg.limit)
     target = None if cfg.target is None else dataset.classes.index(cfg.target)
     store = RunStore(cfg.out)
     # Settings a RUN made by an older onepixel lacks take their defaults when it is resumed.
-    done = store.open(run_config(cfg, dataset, classifier, evaluator, batch, executor.describe()),
+    done = store.open(run_config(cfg, dataset, classifier, evaluator, batch, executor.describe(),
+                                 len(items)),
                       defaults={"attack": attack_settings(AttackConfig())})
     todo = [it for it in items if record_text(dataset.relative_name(it)) not in done]
     log.info("%s: %d images, %d already done, %d to go", cfg.out, len(items),
@@ -230,7 +235,7 @@ def run_campaign(cfg: CampaignConfig, classifier: Classifier | None = None,
         executor.run(batches(), attacker, store_result, progress)
     finally:
         bar.close()
-    summary = summarize(store.read_attacks(), cfg.attack.to_dict())
+    summary = summarize(store.read_attacks(), cfg.attack.to_dict(), planned=len(items))
     summary["evaluations_this_session"] = executor.n_evaluations
     write_json_atomic(store.dir / SUMMARY, summary)
     return summary

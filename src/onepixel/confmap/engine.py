@@ -51,6 +51,7 @@ from onepixel.confmap.result import (
     colour_levels,
     write_confmap_npz,
 )
+from onepixel.defences.wrapper import defence_of
 from onepixel.errors import ConfmapError, ImageError
 from onepixel.fileio import save_npz_atomic
 from onepixel.models.base import Classifier, ClassProbability, capabilities_of
@@ -609,10 +610,12 @@ def confmap_image_file(image: str | Path, out_dir: str | Path, model: str = "max
     from onepixel.datasets.images import load_image
 
     config = config or ConfmapConfig()
-    # The output folder first: an unusable --out fails now, not after the whole map.
-    Path(out_dir).mkdir(parents=True, exist_ok=True)
     options = model_options or ModelOptions(device=config.device, dtype=config.dtype)
     classifier = load_confmap_classifier(model, options, config.method)
     array = load_image(image, classifier.input_shape)
+    # The output folder once the inputs are good (a missing image leaves no empty folder), and
+    # before the map: an unusable --out fails now, not after the whole map.
+    Path(out_dir).mkdir(parents=True, exist_ok=True)
     result = (mapper or local_map)(array, classifier, config, Path(out_dir), model, options)
-    return result, save_confmap(result, out_dir, image=array)
+    return result, save_confmap(result, out_dir, image=array,
+                                metadata={"defence": defence_of(classifier)})

@@ -257,6 +257,29 @@ def scan_image_folder(root: str | Path, classes: Sequence[str] | None = None) ->
     return Dataset(root, tuple(items), positive_label="", negative_label="", classes=names)
 
 
+def limit_items(items: Sequence[LabeledImage], limit: int | None) -> list[LabeledImage]:
+    """The first ``limit`` images taken across labels, round-robin (``--limit``).
+
+    Labels take turns in order of first appearance (``mitosis`` before ``normal`` in the usual
+    sorted layout), each contributing its next image in the dataset's order, so ``--limit 2``
+    takes one image of each label and no label is left out while another has more than one.
+    The result keeps the dataset's order. ``None`` or 0: every image.
+    """
+    if not limit:
+        return list(items)
+    queues: dict[str, list[int]] = {}
+    for i, it in enumerate(items):
+        queues.setdefault(it.label, []).append(i)
+    chosen: list[int] = []
+    depth = 0
+    while len(chosen) < limit and any(depth < len(q) for q in queues.values()):
+        for q in queues.values():
+            if depth < len(q) and len(chosen) < limit:
+                chosen.append(q[depth])
+        depth += 1
+    return [items[i] for i in sorted(chosen)]
+
+
 def count_images(root: str | Path) -> int:
     """How many image files lie under ``root`` (any depth): a cheap upper bound of a dataset's size."""
     root = Path(root)

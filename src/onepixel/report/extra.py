@@ -415,3 +415,22 @@ def default_audit_dir(run_dir: str | Path) -> Path | None:
     """``RUN/audit`` when it holds an ``audit.csv``, else None."""
     folder = Path(run_dir) / RUN_AUDIT_DIR
     return folder if (folder / AUDIT_CSV).is_file() else None
+
+
+def audit_verdict(run_dir: str | Path, audit_dir: str | Path) -> str:
+    """What the audit found for the images DE did not break: ``"the audit (DIR) found a flipping
+    pixel for 2 of the 3 audited images DE did not break"``; ``""`` when it audited none of them.
+
+    Raises
+    ------
+    AnalysisError
+        ``audit.csv`` or ``attacks.csv`` missing or malformed.
+    """
+    joined, _ = _join(read_audit_rows(audit_dir), Path(run_dir), Path(audit_dir))
+    failed = [a for a in joined if not a.row.de_success]
+    if not failed:
+        return ""
+    flipped = sum(a.row.status == VULNERABLE for a in failed)
+    return (f"the audit (`{audit_dir}`) found a flipping pixel for {flipped} of the {len(failed)} "
+            f"audited images DE did not break"
+            + ("" if flipped else " (not found is evidence, not proof)"))

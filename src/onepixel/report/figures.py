@@ -25,15 +25,17 @@ from onepixel.analysis import (
     load_history,
     location_map,
 )
+from onepixel.analysis.confmaps import map_provenance
 from onepixel.analysis.tables import (
+    checkerboard_claim,
     class_matrix_table,
     colour_label,
     goal_probability,
+    moved,
     num,
     pct,
     pixel_note,
     slug,
-    towards,
 )
 from onepixel.confmap.result import ConfidenceMap
 from onepixel.errors import OnepixelError
@@ -502,9 +504,10 @@ def chromatic_scatter(analysis: RunAnalysis, folder: Path,
         ax.legend(frameon=False, loc="best", markerscale=2)
         c = d.chromatic_filtered
         if c is not None and c.n >= 2 and not math.isnan(c.gain_high):
-            parts.append(f"{d.direction}: paper-filtered attacks with h above {c.median:.2f} moved the "
-                         f"score {towards(d.goal)} by {c.gain_high:.2f} on average, against {c.gain_low:.2f} "
-                         f"for smaller colour differences")
+            parts.append(f"{d.direction}: paper-filtered attacks with h above {c.median:.2f} {moved(d.goal)} "
+                         f"the score by {c.gain_high:.2f} on average, against {c.gain_low:.2f} for smaller "
+                         "colour differences: " + (c.split.claim("a real difference") if c.split is not None
+                                                   else "too few to tell"))
     fig.suptitle("Colour difference to the neighbours vs score after the attack")
     file = _save(fig, folder, "chromatic")
     sub = (" Subsampled for drawing: " + "; ".join(subsampled) + " (random, seed 0); the statistics "
@@ -669,10 +672,12 @@ def confmap_panel(cm: ConfidenceMap, folder: Path) -> FigureInfo:
     rgb = f" with RGB {st.lowest_rgb}" if st.lowest_rgb is not None else ""
     reading = (f"The lowest score {st.lowest:.4g} is reached at (x={lx}, y={ly}){rgb}; the min map averages "
                f"{st.even_min_mean:.3g} on pixels with both coordinates even against "
-               f"{st.other_min_mean:.3g} elsewhere.")
+               f"{st.other_min_mean:.3g} elsewhere"
+               + (f": {checkerboard_claim(st.checkerboard)}." if st.checkerboard is not None else "."))
     return FigureInfo(name, file, f"Confidence map {cm.name}", "confmaps",
-                      caption="Per pixel, the lowest, highest and mean model score over the colour grid "
-                              "(Figure 5 of the chromatic paper); red circle: the lowest score.",
+                      caption=f"Made with {map_provenance(cm)}. Per pixel, the lowest, highest and mean "
+                              "model score over the colour grid (Figure 5 of the chromatic paper, which "
+                              "used step 5); red circle: the lowest score.",
                       reading=reading)
 
 

@@ -22,7 +22,7 @@ from tqdm.auto import tqdm
 from onepixel.attack.campaign import run_campaign
 from onepixel.attack.config import CampaignConfig
 from onepixel.audit.store import AUDIT_CSV, VULNERABLE
-from onepixel.datasets.images import load_image, scan_dataset
+from onepixel.datasets.images import limit_items, load_image, scan_dataset
 from onepixel.defences.wrapper import defend
 from onepixel.fileio import atomic_open, write_csv_atomic, write_json_atomic
 from onepixel.models.base import Classifier
@@ -181,7 +181,7 @@ def run_robustness(cfg: RobustnessConfig, classifier: Classifier | None = None) 
     """
     base = classifier if classifier is not None else load_scoring_classifier(cfg.model, cfg.model_options)
     dataset = scan_dataset(cfg.dataset, cfg.positive_label, cfg.negative_label)
-    items = list(dataset.items[: cfg.limit] if cfg.limit else dataset.items)
+    items = limit_items(dataset.items, cfg.limit)
     images = np.stack([load_image(it.path, base.input_shape) for it in items])
     positive = np.array([it.positive for it in items], dtype=bool)
     undefended = base.scores(images)

@@ -38,6 +38,7 @@ from onepixel.attack.goals import Decrease, Goal, Increase, Targeted, Untargeted
 from onepixel.attack.objective import plan_attack, plan_multiclass
 from onepixel.datasets.images import (
     expand_image_paths,
+    limit_items,
     load_image,
     scan_dataset,
     scan_image_folder,
@@ -179,7 +180,7 @@ def _targets_from_dataset(dataset: Path, evaluator, attack: AttackConfig, limit:
                 f"dataset has {len(ds.classes)} class folders ({', '.join(ds.classes[:12])}); give "
                 f"a folder per class, or --classes with the {n_classes} class names in the "
                 "model's output order")
-    items = list(ds.items[:limit] if limit else ds.items)
+    items = limit_items(ds.items, limit)
     images = [load_image(it.path, evaluator.input_shape) for it in items]
     scores = evaluator.classifier.scores(np.stack(images))
     goal_index = resolve_target(target, ds.classes, f"the class folders of {dataset}") \
