@@ -16,7 +16,6 @@ from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 
 import numpy as np
-from tqdm.auto import tqdm
 
 from onepixel import __version__
 from onepixel.attack.batches import BatchAttacker, BatchExecutor, LocalExecutor, PendingImage
@@ -43,6 +42,7 @@ from onepixel.fileio import write_json_atomic
 from onepixel.models import Classifier
 from onepixel.models.base import capabilities_of
 from onepixel.models.options import resolve_device
+from onepixel.progress import progress_bar
 from onepixel.runs import schema
 from onepixel.runs.schema import SUMMARY, AttackResult, record_text
 from onepixel.runs.store import RunStore
@@ -173,7 +173,7 @@ def run_campaign(cfg: CampaignConfig, classifier: Classifier | None = None,
     log.info("%s: %d images, %d already done, %d to go", cfg.out, len(items),
              len(items) - len(todo), len(todo))
     attack = OnePixelAttack(evaluator, cfg.attack)
-    bar = tqdm(total=len(items), initial=len(items) - len(todo), unit="img",
+    bar = progress_bar(total=len(items), initial=len(items) - len(todo), unit="img",
                disable=not cfg.progress, desc="attacking", dynamic_ncols=True)
     started = time.perf_counter()
 

@@ -456,12 +456,13 @@ def _score_rows(model_spec: str, options, images: Sequence[Path],
                 defence: str | None = None) -> tuple[tuple[str, ...], list]:
     """The predict table: ``image,score`` for a binary model; ``image,class,p0,...,pK-1`` (the
     predicted class index and every class probability) for a K-class model."""
-    from onepixel.datasets.images import load_images
+    from onepixel.datasets.images import load_readable_images
     from onepixel.runs.schema import record_text
     from onepixel.scoring.policy import load_scoring_classifier
 
     classifier = load_scoring_classifier(model_spec, options, defence)
-    batch = load_images(images, classifier.input_shape)
+    # Bad files are skipped with a logged reason, as `attack` skips them (issue 26).
+    images, batch, _skipped = load_readable_images(images, classifier.input_shape)
     scores = classifier.scores(batch)
     # File names that are not UTF-8 are written with \xNN escapes, as RUN files write them.
     names = [record_text(str(p)) for p in images]

@@ -17,7 +17,6 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
-from tqdm.auto import tqdm
 
 from onepixel.attack.campaign import run_campaign
 from onepixel.attack.config import CampaignConfig
@@ -26,6 +25,7 @@ from onepixel.datasets.images import limit_items, load_image, scan_dataset
 from onepixel.defences.wrapper import defend
 from onepixel.fileio import atomic_open, write_csv_atomic, write_json_atomic
 from onepixel.models.base import Classifier
+from onepixel.progress import progress_bar
 from onepixel.robustness.config import RobustnessConfig, run_folder_name
 from onepixel.runs.reader import read_attacks_csv
 from onepixel.runs.schema import ATTACKS, SUCCESS_THRESHOLD
@@ -187,7 +187,7 @@ def run_robustness(cfg: RobustnessConfig, classifier: Classifier | None = None) 
     undefended = base.scores(images)
     out = Path(cfg.out)
     rows: list[DefenceRow] = []
-    bar = tqdm(cfg.defences, unit="defence", desc="robustness", disable=not cfg.progress,
+    bar = progress_bar(cfg.defences, unit="defence", desc="robustness", disable=not cfg.progress,
                dynamic_ncols=True)
     for defence in bar:
         bar.set_postfix(defence=defence, refresh=True)

@@ -31,7 +31,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from tqdm.auto import tqdm
 
 from onepixel.attack.config import AttackConfig
 from onepixel.attack.goals import Decrease, Goal, Increase, Targeted, Untargeted
@@ -47,6 +46,7 @@ from onepixel.errors import DatasetError, OnepixelError
 from onepixel.fileio import atomic_open, write_csv_atomic, write_json_atomic
 from onepixel.models.base import capabilities_of
 from onepixel.models.options import BUILTIN, ModelOptions
+from onepixel.progress import progress_bar
 from onepixel.runs.schema import record_text
 from onepixel.scoring.policy import load_attack_evaluator
 from onepixel.stealth.config import (
@@ -337,7 +337,7 @@ def run_pareto(out: str | Path, images: Sequence[str | Path] = (), dataset: str 
         settings["target"] = plan.classes[plan.target]
     resumed = check_settings(out, settings)
     total = len(targets) * config.population * config.generations
-    bar = tqdm(total=total, unit="px", disable=not progress, desc="pareto", dynamic_ncols=True)
+    bar = progress_bar(total=total, unit="px", disable=not progress, desc="pareto", dynamic_ncols=True)
     fronts: list[ImageFront] = []
     loaded = 0
     figure_names = _figure_names([t.name for t in targets], relative=dataset is not None)
