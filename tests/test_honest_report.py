@@ -168,3 +168,32 @@ def test_confmap_of_a_missing_image_leaves_no_output_folder(tmp_path, max_model_
     assert main(["confmap", str(tmp_path / "missing.png"), "--out", str(out)]) != 0
     assert not out.exists()
     assert "missing.png" in capsys.readouterr().err
+
+
+def test_figures_count_in_integers_keep_whole_names_and_frame_images(tmp_path, monkeypatch):
+    from onepixel.analysis import compute_analysis, load_run
+    from onepixel.report import figures
+
+    drawn = {}
+
+    def keep(fig, folder, name):
+        drawn[name] = [(ax, [t for t in ax.get_xticks() if ax.get_xlim()[0] <= t <= ax.get_xlim()[1]],
+                        [s.get_visible() for s in ax.spines.values()]) for ax in fig.axes]
+        return f"figures/{name}.png"
+
+    monkeypatch.setattr(figures, "_save", keep)
+    rows = [attack_row("mitosis/m0.png", "decrease", 0.99, 0.2, 10, 12, (255, 255, 0), 2),
+            attack_row("mitosis/m1.png", "decrease", 0.97, 0.9, 20, 22, (255, 255, 0), 1)]
+    dataset = tmp_path / "dataset"
+    for r in rows:
+        write_png(dataset / r["image"], he_like_image(3))
+    analysis = compute_analysis(load_run(write_run(tmp_path / "run", rows, dataset)))
+    figures.convergence_plot(analysis, tmp_path)
+    figures.example_panels(analysis, analysis.direction(M2N), tmp_path)
+    ticks = drawn["convergence"][0][1]
+    assert ticks and all(float(t).is_integer() for t in ticks), ticks  # 2 generations: no 0.2 ticks
+    example = next(name for name in drawn if name.startswith("examples"))
+    assert all(all(spines) for _, _, spines in drawn[example])  # every image panel has 4 edges
+    name = "train/mitosis/patient-0042/tile_000123.png"
+    assert figures.short_name(name, 32) == "…/patient-0042/tile_000123.png"  # cut at a "/"
+    assert figures.short_name(name, 28) == "…/tile_000123.png"

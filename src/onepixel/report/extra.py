@@ -22,7 +22,7 @@ import numpy as np
 from onepixel.analysis import Note, Table
 from onepixel.audit.store import AUDIT_CSV, SETTINGS_JSON, VULNERABLE, AuditRow
 from onepixel.errors import OnepixelError
-from onepixel.report.figures import DPI, STYLE, _mpl
+from onepixel.report.figures import DPI, STYLE, _mpl, frame, short_name
 from onepixel.runs.reader import AnalysisError, read_attacks_csv
 from onepixel.runs.schema import ATTACKS, image_path, lowers_score
 
@@ -244,7 +244,8 @@ def flip_panels(joined: list[_Audited], dataset: Path | None,
                                     ls="--" if ax is ax_o else "-", ec="#00e5ff"))
                 ax.set_xticks([])
                 ax.set_yticks([])
-            name = r.image if len(r.image) <= 36 else "…" + r.image[-35:]
+                frame(ax)
+            name = short_name(r.image, 36)
             ax_o.set_title(f"Original; DE (early-converged) {r.de_score:.4f}\n{name}", fontsize=9)
             ax_a.set_title(f"Audit's pixel, score {r.best_score:.4f}\nRGB {r.rgb} at (x={r.x}, y={r.y})",
                            fontsize=9)
