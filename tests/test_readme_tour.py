@@ -33,7 +33,7 @@ TINY = [
     ("attack", "--max-colour-diff", ["--maxiter", "2", "--popsize", "10", "--limit", "2", "--no-progress"]),
     ("attack", "http://", ["--maxiter", "1", "--popsize", "10", "--limit", "2", "--no-progress"]),
     ("attack", "", ["--maxiter", "3", "--popsize", "10", "--limit", "4", "--no-progress"]),
-    ("confmap", "--run", ["--images", "mitosis/true_rot0.png", "--step", "255", "--no-progress"]),
+    ("confmap", "--run", ["--step", "255", "--no-progress"]),
     ("confmap", "", ["--step", "255", "--no-progress"]),
     ("audit", "", ["--step", "255", "--top", "1", "--rounds", "1", "--no-progress"]),
     ("robustness", "", ["--popsize", "10", "--maxiter", "1", "--limit", "2", "--no-progress"]),
