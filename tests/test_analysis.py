@@ -92,7 +92,9 @@ def test_colours_spatial_periodicity(small):
     assert both_even["Count"] == 3 and both_even["%"] == approx(75.0)
     assert both_even["Expected %"] == approx(25.0) and both_even["Ratio"] == approx(3.0)
     assert par[(N2M, "all attacks", "both coordinates odd")]["Count"] == 2
-    assert "3.0x more common than expected" in result.table("periodicity").reading
+    # 3 of 4 both-even against 25% expected: the binomial test (p = 0.051) cannot support "3.0x".
+    assert "75.0% of 4 attacks" in result.table("periodicity").reading
+    assert "too few to tell (N = 4; binomial p = 0.051)" in result.table("periodicity").reading
     grid = np.loadtxt(result.table_paths[f"locations_{M2N}"][0], delimiter=",", skiprows=1)[:, 1:]
     assert grid.shape == (64, 64) and grid.sum() == 4 and grid[30, 32] == 1 and grid[0, 0] == 1
 

@@ -59,7 +59,7 @@ def test_report_summary_and_readings(reported):
     for needle in ("max-mitosis", "50.0% success", "33.3% success", "2 skipped", "Run settings",
                    "population 200"):
         assert needle in top
-    for needle in ("more common than expected", "pure yellow (255, 255, 0)", "moved the median score",
+    for needle in ("expected under uniform placement", "pure yellow (255, 255, 0)", "moved the median score",
                    "stopped after the first generation", "Spearman", "the min map averages"):
         assert needle in text
     # Every table and figure block carries its reading.

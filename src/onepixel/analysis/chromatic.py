@@ -22,6 +22,7 @@ from PIL import Image, UnidentifiedImageError
 
 from onepixel.analysis.stats import gain, spearman
 from onepixel.errors import OnepixelError
+from onepixel.runs.evidence import Evidence, compare_groups
 from onepixel.runs.schema import image_path
 
 log = logging.getLogger(__name__)
@@ -116,6 +117,9 @@ class ChromaticStats:
         Spearman correlation between ``h`` and the score change towards the goal.
     gain_high, gain_low : float
         Mean score change towards the goal of attacks with ``h`` above / at-or-below the median.
+    split : Evidence or None
+        The test of whether the two halves' score changes differ (Mann-Whitney U): what the
+        narratives may conclude from ``gain_high`` against ``gain_low``.
     """
 
     n: int
@@ -125,6 +129,7 @@ class ChromaticStats:
     rho: float
     gain_high: float
     gain_low: float
+    split: Evidence | None = None
 
 
 def chromatic_stats(h: np.ndarray, goal: str, before: np.ndarray, after: np.ndarray) -> ChromaticStats:
@@ -140,7 +145,8 @@ def chromatic_stats(h: np.ndarray, goal: str, before: np.ndarray, after: np.ndar
     high, low = g[h > med], g[h <= med]
     return ChromaticStats(int(h.size), float(h.mean()), med,
                           float(np.std(h, ddof=1)) if h.size > 1 else nan, spearman(h, g),
-                          float(high.mean()) if high.size else nan, float(low.mean()) if low.size else nan)
+                          float(high.mean()) if high.size else nan, float(low.mean()) if low.size else nan,
+                          compare_groups(high, low))
 
 
 @dataclass(frozen=True)

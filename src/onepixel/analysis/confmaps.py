@@ -11,8 +11,15 @@ from dataclasses import dataclass
 import numpy as np
 
 from onepixel.confmap.result import ConfidenceMap, load_confmap
+from onepixel.runs.evidence import Evidence, compare_groups
 
-__all__ = ["ConfidenceMap", "ConfmapStats", "confmap_stats", "load_confmap"]
+__all__ = ["ConfidenceMap", "ConfmapStats", "confmap_stats", "load_confmap", "map_provenance"]
+
+#: How each evaluator recorded in a map (``method``) computed it (docs/confmap.md); maps made
+#: before the evaluator names were shared with the attack say ``fast`` / ``brute``.
+ENGINES = {"incremental": "exact incremental (only what the pixel changes is recomputed)",
+           "full": "brute force (the whole image scored per colour)"}
+ENGINES |= {"fast": ENGINES["incremental"], "brute": ENGINES["full"]}
 
 
 @dataclass(frozen=True)
@@ -20,7 +27,8 @@ class ConfmapStats:
     """Where a confidence map is lowest and highest, and its checkerboard contrast.
 
     ``even_min_mean`` / ``other_min_mean``: mean of the ``min`` map over pixels with both
-    coordinates even / all other pixels (the chromatic paper's checkerboard, Fig. 5).
+    coordinates even / all other pixels (the chromatic paper's checkerboard, Fig. 5);
+    ``checkerboard`` tests whether the two sets of ``min`` values differ (Mann-Whitney U).
     """
 
     lowest: float
@@ -32,6 +40,7 @@ class ConfmapStats:
     mean: float
     even_min_mean: float
     other_min_mean: float
+    checkerboard: Evidence | None = None
 
 
 def confmap_stats(cm: ConfidenceMap) -> ConfmapStats:
@@ -47,4 +56,19 @@ def confmap_stats(cm: ConfidenceMap) -> ConfmapStats:
     return ConfmapStats(float(cm.min[ly, lx]), (int(lx), int(ly)), rgb(cm.argmin_rgb, ly, lx),
                         float(cm.max[hy, hx]), (int(hx), int(hy)), rgb(cm.argmax_rgb, hy, hx),
                         float(np.nanmean(cm.mean)), float(np.nanmean(cm.min[even])),
-                        float(np.nanmean(cm.min[~even])))
+                        float(np.nanmean(cm.min[~even])), compare_groups(cm.min[even], cm.min[~even]))
+
+
+def map_provenance(cm: ConfidenceMap) -> str:
+    """How a map was made, from its own metadata: step, colours per channel, engine, model and
+    defence, e.g. ``"step 85: 4 levels per channel, 64 colours; exact incremental (...); model
+    max-mitosis; defence none"``. Facts the map does not record are said to be unrecorded."""
+    if cm.step:
+        per_channel = round(cm.n_colours ** (1 / 3))
+        grid = f"step {cm.step}: {per_channel} levels per channel, {cm.n_colours:,} colours"
+    else:
+        grid = "colour step not recorded"
+    engine = ENGINES.get(cm.method, f"engine {cm.method}" if cm.method else "engine not recorded")
+    model = f"model {cm.model}" if cm.model else "model not recorded"
+    defence = cm.metadata.get("defence")
+    return f"{grid}; {engine}; {model}; " + (f"defence {defence}" if defence else "defence not recorded")

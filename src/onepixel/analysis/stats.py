@@ -18,6 +18,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from onepixel.runs.evidence import Evidence, compare_groups
 from onepixel.runs.schema import lowers_score
 from onepixel.runs.summary import ScoreStats, SuccessCounts, percent, score_stats, success_counts
 
@@ -57,13 +58,15 @@ class EarlyConvergence:
     """Attacks that stopped after their first generation (failed attacks in the papers).
 
     ``mean_gain_early`` is the mean score change towards the goal of those attacks (the paper's
-    "only 0.06 change on mean"); ``median_gain_rest`` the median change of the others (0.81).
+    "only 0.06 change on mean"); ``median_gain_rest`` the median change of the others (0.81);
+    ``split`` tests whether the two groups' changes differ (Mann-Whitney U).
     """
 
     n: int
     early: int
     mean_gain_early: float
     median_gain_rest: float
+    split: Evidence | None = None
 
     @property
     def percent(self) -> float:
@@ -87,7 +90,7 @@ def early_convergence(goal: str, before: np.ndarray, after: np.ndarray,
     ge, gr = g[early], g[~early]
     return EarlyConvergence(int(early.size), int(early.sum()),
                             float(ge.mean()) if ge.size else float("nan"),
-                            float(np.median(gr)) if gr.size else float("nan"))
+                            float(np.median(gr)) if gr.size else float("nan"), compare_groups(ge, gr))
 
 
 @dataclass(frozen=True)

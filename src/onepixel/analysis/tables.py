@@ -2,7 +2,10 @@
 
 :func:`build_tables` turns a :class:`~onepixel.analysis.compute.RunAnalysis` into
 :class:`Table` objects. A table's ``reading`` is computed from its numbers (for example
-"Pixels with both coordinates even are 3.9x more common than expected ...").
+"Pixels with both coordinates even are 3.9x more common than expected ..."). Every reading that
+compares (two groups, or a rate with the expected one) goes through
+:class:`onepixel.runs.evidence.Evidence`: it states its sample size and test, and says "too few
+to tell" where the test does not support the conclusion.
 """
 
 from __future__ import annotations
@@ -19,9 +22,11 @@ from typing import Any
 import numpy as np
 
 from onepixel.analysis.compute import DirectionAnalysis, RunAnalysis, parity_expected
-from onepixel.analysis.confmaps import confmap_stats
+from onepixel.analysis.confmaps import confmap_stats, map_provenance
 from onepixel.analysis.stats import SPATIAL_COLUMNS, ColourCount, ScoreStats, colour_name, percent
+from onepixel.runs.evidence import compare_rate, compare_rates
 from onepixel.runs.schema import lowers_score
+from onepixel.runs.summary import skip_categories, skip_category
 
 __all__ = ["Table", "build_tables", "fmt", "goal_probability", "pixel_note", "slug"]
 
@@ -198,6 +203,11 @@ def num(value: float, spec: str = ".3g") -> str:
 
 def towards(goal: str) -> str:
     return "below" if lowers_score(goal) else "above"
+
+
+def moved(goal: str) -> str:
+    """The verb of a score change towards the goal: ``lowered`` or ``raised``."""
+    return "lowered" if lowers_score(goal) else "raised"
 
 
 def colour_label(c: ColourCount) -> str:
@@ -395,19 +405,24 @@ def summary_table(analysis: RunAnalysis) -> Table:
 
 
 def skipped_table(analysis: RunAnalysis) -> Table:
-    rows = [(d.direction, reason, count) for d in analysis.directions for reason, count in d.skip_reasons]
-    top = max(rows, key=lambda r: r[2])
-    reading = (f"{analysis.total_skipped:,} of {analysis.total_images:,} images were skipped as "
-               f"ambiguous; the most common reason is “{top[1]}” ({top[2]:,} "
-               f"image{'' if top[2] == 1 else 's'} in {top[0]}).")
+    rows = [(d.direction, reason, skip_category(reason), count)
+            for d in analysis.directions for reason, count in d.skip_reasons]
+    top = max(rows, key=lambda r: r[3])
+    categories = skip_categories(r[1] for r in rows for _ in range(r[3]))
+    reading = (f"{analysis.total_skipped:,} of {analysis.total_images:,} images were skipped: "
+               + ", ".join(f"{n:,} {c}" for c, n in categories.items())
+               + f"; the most common reason is “{top[1]}” ({top[3]:,} "
+               f"image{'' if top[3] == 1 else 's'} in {top[0]}).")
     caption = ("The papers attack only unambiguous images: positives scoring at least 0.9 and negatives "
-               "scoring at most 0.1.")
+               "scoring at most 0.1 (the others are skipped as ambiguous). Images that cannot be read "
+               "(unreadable) or are not the model's input size (wrong size) are skipped too, each "
+               "counted under its own category.")
     if analysis.multiclass:
         caption = ("As Su et al., only images the model classifies correctly are attacked"
                    + ("" if analysis.target is None else
-                      f"; images of the target class {analysis.target} are not attacked either") + ".")
-        reading = reading.replace(" as ambiguous;", ";")
-    return Table("skipped", "Images not attacked", "summary", ("Direction", "Reason", "Images"),
+                      f"; images of the target class {analysis.target} are not attacked either") + "."
+                   + " Unreadable and wrong-size images are counted under their own categories.")
+    return Table("skipped", "Images not attacked", "summary", ("Direction", "Reason", "Category", "Images"),
                  tuple(rows), caption=caption, reading=reading)
 
 
@@ -494,10 +509,15 @@ def class_success_table(analysis: RunAnalysis) -> Table:
     most = max(attacked, key=lambda c: (c.success_percent, c.attacked))
     least = min(attacked, key=lambda c: (c.success_percent, -c.attacked))
     goal = (f"reach class {analysis.target}" if targeted else "change the predicted class")
-    reading = (f"{won:,} of {n:,} attacks ({pct(percent(won, n))}) managed to {goal}; "
-               f"the most vulnerable class is {most.source} ({pct(most.success_percent)} of "
-               f"{most.attacked:,}), the most robust {least.source} ({pct(least.success_percent)} of "
-               f"{least.attacked:,}).")
+    reading = f"{won:,} of {n:,} attacks ({pct(percent(won, n))}) managed to {goal}"
+    if most is not least:
+        evidence = compare_rates(most.success, most.attacked, least.success, least.attacked)
+        reading += ("; whether some classes are more vulnerable than others: " + evidence.claim(
+            f"the most vulnerable class is {most.source} ({pct(most.success_percent)} of "
+            f"{most.attacked:,}), the most robust {least.source} ({pct(least.success_percent)} of "
+            f"{least.attacked:,})"))
+    reading += "."
+
     if targeted:
         caption = (f"Targeted attacks towards class {analysis.target}, per true class. Success: the model "
                    f"predicts class {analysis.target} after the attack; strong: the probability of class "
@@ -534,6 +554,8 @@ def class_matrix_table(analysis: RunAnalysis) -> Table | None:
         rows.append((src, len(mine), int(mine.success.sum()), percent(int(mine.success.sum()), len(mine)),
                      *counts))
     best = max(rows, key=lambda r: (r[3] if r[1] else -1, r[0]))
+    others = [r for r in rows if r is not best]
+    evidence = compare_rates(best[2], best[1], sum(r[2] for r in others), sum(r[1] for r in others))
     target = analysis.target
     which = ("success: any column but the true class's" if target is None else
              f"success: the column -> {target}")
@@ -543,8 +565,9 @@ def class_matrix_table(analysis: RunAnalysis) -> Table | None:
                  caption="Attacked images by true class (rows) and the class the model predicts "
                          "after the attack (columns), as Su et al. tabulate; "
                          f"{which} ({'untargeted' if target is None else 'targeted'} goal).",
-                 reading=f"The most vulnerable class is {best[0]}: {pct(best[3])} of its "
-                         f"{best[1]} attacked images were fooled.")
+                 reading=f"{best[0]}: {pct(best[3])} of its {best[1]} attacked images were fooled; "
+                         "is it more vulnerable than the other classes? " + evidence.claim(
+                             f"yes, the most vulnerable class is {best[0]}") + ".")
 
 
 def early_table(dirs: Sequence[DirectionAnalysis]) -> Table:
@@ -560,6 +583,8 @@ def early_table(dirs: Sequence[DirectionAnalysis]) -> Table:
             text += f" and moved the score by only {num(e.mean_gain_early, '.2g')} on average"
         if e.n > e.early:
             text += f", against a median change of {num(e.median_gain_rest, '.2g')} for the others"
+            if e.early and e.split is not None:
+                text += ": " + e.split.claim("a real difference")
         parts.append(text)
     return Table("early_convergence", "Early convergence", "convergence",
                  ("Direction", "Attacked", "Early-converged", "%", "Mean change (early)",
@@ -645,15 +670,14 @@ def chromatic_table(dirs: Sequence[DirectionAnalysis], analysis: RunAnalysis | N
             rows.append((d.direction, subset, c.n, c.mean, c.median, c.sd, c.rho, c.gain_high, c.gain_low))
         c = d.chromatic_filtered
         if c is not None and c.n >= 2 and not math.isnan(c.gain_high):
-            if abs(c.gain_high - c.gain_low) < 0.01:
-                verdict = "about as"
-            else:
-                verdict = "more" if c.gain_high > c.gain_low else "less"
-            rho = "" if math.isnan(c.rho) else f" (Spearman ρ = {fmt(c.rho, '.2f')})"
+            verdict = "more" if c.gain_high > c.gain_low else "less"
+            rho = "" if math.isnan(c.rho) else f", Spearman ρ = {fmt(c.rho, '.2f')}"
+            claim = (c.split.claim(f"larger colour differences were {verdict} effective")
+                     if c.split is not None else "too few to tell")
             parts.append(f"{d.direction} attacks with a colour difference h above its median "
-                         f"{num(c.median, '.2f')} moved the score by {num(c.gain_high, '.2f')} on "
-                         f"average against {num(c.gain_low, '.2f')} for the rest{rho}, so larger colour "
-                         f"differences were {verdict} effective")
+                         f"{num(c.median, '.2f')} (h SD {num(c.sd, '.2g')}{rho}) {moved(d.goal)} the "
+                         f"score by {num(c.gain_high, '.2f')} on average against "
+                         f"{num(c.gain_low, '.2f')} for the rest: {claim}")
         elif c is not None:
             parts.append(f"too few {d.direction} attacks pass the paper filter ({c.n}) to compare")
     return Table("chromatic", "Chromatic analysis: colour difference h to the neighbours", "chromatic",
@@ -711,15 +735,18 @@ def spatial_table(d: DirectionAnalysis, analysis: RunAnalysis | None = None) -> 
 
 def parity_sentence(direction: str, n: int, both_even_pct: float, expected: float,
                     unit: str = "attacks") -> str:
-    """The periodicity reading for one direction (``n`` counted in ``unit``)."""
+    """The periodicity reading for one direction (``n`` counted in ``unit``), with the exact
+    binomial test of the observed share against the expected one."""
     if not n:
         return ""
     ratio = both_even_pct / (100 * expected) if expected else float("nan")
     if math.isnan(ratio):
         return ""
     how = f"{ratio:.1f}x more common" if ratio >= 1 else f"only {ratio:.2f}x as common"
-    return (f"{direction}: pixels with both coordinates even are {how} than expected under uniform "
-            f"placement ({both_even_pct:.1f}% of {n:,} {unit} vs {100 * expected:.0f}%)")
+    evidence = compare_rate(round(both_even_pct * n / 100), n, expected)
+    return (f"{direction}: pixels with both coordinates even: {both_even_pct:.1f}% of {n:,} {unit} "
+            f"vs {100 * expected:.0f}% expected under uniform placement; "
+            + evidence.claim(f"{how} than expected"))
 
 
 def periodicity_table(analysis: RunAnalysis) -> Table:
@@ -748,6 +775,11 @@ def periodicity_table(analysis: RunAnalysis) -> Table:
                  reading=_join(parts) or "No attacks.")
 
 
+def checkerboard_claim(evidence) -> str:
+    """Whether a min map's even-even pixels differ from the rest, as its test supports."""
+    return evidence.claim("a checkerboard")
+
+
 def locations_table(d: DirectionAnalysis) -> Table:
     grid = d.location
     rows = tuple((y, *(int(v) for v in grid[y])) for y in range(grid.shape[0]))
@@ -772,10 +804,12 @@ def confmaps_table(analysis: RunAnalysis) -> Table:
                      f"{st.lowest_xy[0]}, {st.lowest_xy[1]}", rgb, st.highest,
                      f"{st.highest_xy[0]}, {st.highest_xy[1]}", rgb_hi, st.even_min_mean,
                      st.other_min_mean))
-        parts.append(f"map {cm.name}: scores range from {num(st.lowest, '.4g')} at (x={st.lowest_xy[0]}, "
-                     f"y={st.lowest_xy[1]}) to {num(st.highest, '.4g')}, and the min map averages "
+        parts.append(f"map {cm.name} ({map_provenance(cm)}): scores range from "
+                     f"{num(st.lowest, '.4g')} at (x={st.lowest_xy[0]}, y={st.lowest_xy[1]}) to "
+                     f"{num(st.highest, '.4g')}, and the min map averages "
                      f"{num(st.even_min_mean, '.3g')} on even-even pixels against "
-                     f"{num(st.other_min_mean, '.3g')} elsewhere")
+                     f"{num(st.other_min_mean, '.3g')} elsewhere"
+                     + (f": {checkerboard_claim(st.checkerboard)}" if st.checkerboard else ""))
     return Table("confmaps", "One-pixel confidence maps", "confmaps",
                  ("Map", "Image", "Original score", "Lowest score", "Lowest at (x, y)", "RGB at lowest",
                   "Highest score", "Highest at (x, y)", "RGB at highest", "Min map, even-even pixels",

@@ -16,7 +16,6 @@ from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 
 import numpy as np
-from tqdm.auto import tqdm
 
 from onepixel.attack.batches import BatchAttacker, BatchExecutor, LocalExecutor, PendingImage
 from onepixel.attack.config import AttackConfig, CampaignConfig
@@ -31,6 +30,7 @@ from onepixel.datasets.images import (
     Dataset,
     LabeledImage,
     count_images,
+    limit_items,
     load_image,
     scan_dataset,
     scan_image_folder,
@@ -41,6 +41,7 @@ from onepixel.fileio import write_json_atomic
 from onepixel.models import Classifier
 from onepixel.models.base import capabilities_of
 from onepixel.models.options import resolve_device
+from onepixel.progress import progress_bar
 from onepixel.runs import schema
 from onepixel.runs.schema import SUMMARY, AttackResult, record_text
 from onepixel.runs.store import RunStore
@@ -71,8 +72,10 @@ def attack_settings(attack: AttackConfig) -> dict:
 
 
 def run_config(cfg: CampaignConfig, dataset: Dataset, classifier, evaluator=None,
-               batch: int | None = None, executor: dict | None = None) -> dict:
-    """The config.json content of a campaign."""
+               batch: int | None = None, executor: dict | None = None,
+               planned: int | None = None) -> dict:
+    """The config.json content of a campaign (``planned``: the images it sets out to attack,
+    so a reader can tell an interrupted RUN from a finished one)."""
     return {
         "format": 1,
         "onepixel_version": __version__,
@@ -93,6 +96,7 @@ def run_config(cfg: CampaignConfig, dataset: Dataset, classifier, evaluator=None
         "batch_images": batch if batch is not None else cfg.batch_images,
         "executor": executor or {"kind": "local"},
         "limit": cfg.limit,
+        "planned": planned,
         "versions": _versions(),
     }
 
@@ -165,11 +169,11 @@ def run_campaign(cfg: CampaignConfig, classifier: Classifier | None = None,
     classifier = evaluator.classifier
     n_classes = capabilities_of(classifier).n_classes
     dataset = _load_dataset(cfg, n_classes)
-    items = list(dataset.items[: cfg.limit] if cfg.limit else dataset.items)
+    items = limit_items(dataset.items, cfg.limit)
     target = None if cfg.target is None else dataset.classes.index(cfg.target)
     store = RunStore(cfg.out)
     # Settings a RUN made by an older onepixel lacks take their defaults when it is resumed.
-    config = run_config(cfg, dataset, classifier, evaluator, batch, executor.describe())
+    config = run_config(cfg, dataset, classifier, evaluator, batch, executor.describe(), len(items))
     if picked.choice is not None:
         config["engine_choice"] = picked.choice.to_dict()
     done = store.open(config,
@@ -178,7 +182,7 @@ def run_campaign(cfg: CampaignConfig, classifier: Classifier | None = None,
     log.info("%s: %d images, %d already done, %d to go", cfg.out, len(items),
              len(items) - len(todo), len(todo))
     attack = OnePixelAttack(evaluator, cfg.attack)
-    bar = tqdm(total=len(items), initial=len(items) - len(todo), unit="img",
+    bar = progress_bar(total=len(items), initial=len(items) - len(todo), unit="img",
                disable=not cfg.progress, desc="attacking", dynamic_ncols=True)
     started = time.perf_counter()
 
@@ -240,7 +244,7 @@ def run_campaign(cfg: CampaignConfig, classifier: Classifier | None = None,
         executor.run(batches(), attacker, store_result, progress)
     finally:
         bar.close()
-    summary = summarize(store.read_attacks(), cfg.attack.to_dict())
+    summary = summarize(store.read_attacks(), cfg.attack.to_dict(), planned=len(items))
     summary["evaluations_this_session"] = executor.n_evaluations
     write_json_atomic(store.dir / SUMMARY, summary)
     return summary

@@ -316,12 +316,11 @@ def audit_run(run_dir: str | Path, out_dir: str | Path, config: AuditConfig | No
     # The incremental evaluator where it applies (each move is scored in one call).
     evaluator = evaluator_for(classifier, "auto", updating="deferred")
     thresholds = _thresholds(run.config)
-    from tqdm.auto import tqdm
-
     from onepixel.datasets.images import load_image
+    from onepixel.progress import progress_bar
 
     t0 = time.perf_counter()
-    with tqdm(total=len(targets), initial=len(targets) - len(todo), unit="image", desc="audit",
+    with progress_bar(total=len(targets), initial=len(targets) - len(todo), unit="image", desc="audit",
               disable=not config.progress, dynamic_ncols=True) as bar:
         for target in todo:
             path = image_path(dataset, target.image)

@@ -32,23 +32,32 @@ def predict_table(model_spec: str, options, images: Sequence[Path], defence: str
                   progress: bool = True) -> tuple[tuple[str, ...], list]:
     """The predict table: ``image,score`` for a binary model; ``image,class,p0,...,pK-1`` (the
     predicted class index and every class probability) for a K-class model."""
-    from tqdm import tqdm
-
-    from onepixel.datasets.images import load_images
+    from onepixel.datasets.images import load_readable_images
+    from onepixel.errors import ImageError
+    from onepixel.progress import progress_bar
     from onepixel.runs.schema import record_text
     from onepixel.scoring.policy import load_scoring_classifier
 
     classifier = load_scoring_classifier(model_spec, options, defence)
-    parts = []
-    with tqdm(total=len(images), unit="image", disable=not progress or len(images) <= CHUNK,
-              desc="predict", dynamic_ncols=True) as bar:
+    parts, kept = [], []
+    with progress_bar(total=len(images), unit="image", disable=not progress or len(images) <= CHUNK,
+                      desc="predict") as bar:
         for start in range(0, len(images), CHUNK):
             chunk = images[start:start + CHUNK]
-            parts.append(classifier.scores(load_images(chunk, classifier.input_shape)))
+            # Bad files are skipped with a logged reason, as `attack` skips them.
+            try:
+                readable, batch, _skipped = load_readable_images(chunk, classifier.input_shape)
+            except ImageError:  # none of this chunk: the others may still be readable
+                readable = []
+            if readable:
+                parts.append(classifier.scores(batch))
+                kept.extend(readable)
             bar.update(len(chunk))
+    if not parts:
+        raise ImageError(f"none of the {len(images)} image(s) could be read (see the warnings above)")
     scores = np.concatenate(parts)
     # File names that are not UTF-8 are written with \xNN escapes, as RUN files write them.
-    names = [record_text(str(p)) for p in images]
+    names = [record_text(str(p)) for p in kept]
     if scores.ndim == 1:
         return ("image", "score"), [(n, f"{s:.10g}") for n, s in zip(names, scores, strict=True)]
     header = ("image", "class", *(f"p{k}" for k in range(scores.shape[1])))

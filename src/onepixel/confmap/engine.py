@@ -35,7 +35,7 @@ import time
 from collections import deque
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Protocol
 
@@ -51,6 +51,7 @@ from onepixel.confmap.result import (
     colour_levels,
     write_confmap_npz,
 )
+from onepixel.defences.wrapper import defence_of
 from onepixel.errors import ConfigError, ConfmapError, ImageError
 from onepixel.fileio import save_npz_atomic
 from onepixel.models.base import Classifier, ClassProbability, capabilities_of
@@ -532,9 +533,9 @@ def _intraop_threads(n: int | None):
 
 
 def _progress(config: ConfmapConfig, remaining: int, total: int, desc: str):
-    from tqdm.auto import tqdm
+    from onepixel.progress import progress_bar
 
-    return tqdm(total=total, initial=total - remaining, unit="eval", unit_scale=True,
+    return progress_bar(total=total, initial=total - remaining, unit="eval", unit_scale=True,
                 desc=desc, disable=not config.progress, smoothing=0.05, dynamic_ncols=True)
 
 
@@ -600,6 +601,78 @@ def local_map(image: np.ndarray, classifier: Classifier, config: ConfmapConfig,
     return compute_confmap(image, classifier, config, checkpoint=checkpoint)
 
 
+#: Maps with more evaluations than this are measured and their cost logged before they start.
+ESTIMATE_ABOVE = 5_000_000
+#: About this many evaluations are timed for the estimate, on a grid of this step.
+ESTIMATE_EVALUATIONS = 4_000
+PROBE_STEP = 51
+
+
+@dataclass(frozen=True)
+class ConfmapEstimate:
+    """What a map will cost, from a short measurement on this machine.
+
+    Attributes
+    ----------
+    evaluations : int
+        Model evaluations of the whole map (pixels x colours).
+    seconds : float
+        Expected wall time: ``evaluations`` at the measured rate.
+    rate : float
+        Evaluations per second measured on ``measured`` evaluations (a few pixels).
+    step, colours, pixels : int
+        The map's colour step, colours per pixel and pixels.
+    """
+
+    evaluations: int
+    seconds: float
+    rate: float
+    measured: int
+    step: int
+    colours: int
+    pixels: int
+
+    def describe(self) -> str:
+        """One paragraph for the user: the cost, and the cheaper settings."""
+        hours = self.seconds / 3600
+        when = f"{hours:.1f} h" if hours >= 1 else f"{self.seconds / 60:.1f} min"
+        text = (f"confmap: {self.evaluations:,} evaluations ({self.pixels:,} pixels x {self.colours:,} "
+                f"colours at step {self.step}), at most about {when}: {self.rate:,.0f} evaluations/s "
+                f"measured here on {self.measured:,} evaluations of a coarse grid (finer grids run "
+                "faster per evaluation).")
+        if self.step < 85:
+            cheap = len(colour_levels(85)) ** 3
+            text += (f" Cheaper: ConfmapConfig.step 85 (`--step 85`: {cheap} colours, "
+                     f"{self.colours / cheap:,.0f}x fewer evaluations), or a GPU; the exact incremental "
+                     "engine (ConfmapConfig.method 'fast', `--method fast`) is the fastest on CPU.")
+        return text
+
+
+def estimate_confmap(image: np.ndarray, classifier: Classifier, config: ConfmapConfig) -> ConfmapEstimate:
+    """Time a map of a few pixels of ``image`` and extrapolate to the whole map (no checkpoint,
+    nothing written)."""
+    h, w = classifier.input_shape[:2]
+    grey = classifier.input_shape[2] != 3
+    pixels = len(config.pixels) if config.pixels is not None else h * w
+    colours = len(config.levels) if grey else config.n_colours
+    # The rate (evaluations/s) hardly depends on the grid: measure on a coarse one (step 51:
+    # 216 colours) at pixels spread over the image (the incremental engine's cost depends on
+    # the position), so the measurement takes seconds, not the hours of one step-5 pixel.
+    probe_step = max(config.step, PROBE_STEP)
+    probe_colours = len(colour_levels(probe_step)) ** (1 if grey else 3)
+    n_px = int(min(pixels, max(1, ESTIMATE_EVALUATIONS // probe_colours)))
+    sample = tuple((int(x), int(y)) for x, y in zip(np.linspace(0, w - 1, n_px).round(),
+                                                    np.linspace(0, h - 1, n_px).round(), strict=True))
+    probe = replace(config, step=probe_step, pixels=sample, progress=False)
+    start = time.perf_counter()
+    compute_confmap(image, classifier, probe)
+    elapsed = max(time.perf_counter() - start, 1e-6)
+    rate = n_px * probe_colours / elapsed
+    evaluations = pixels * colours
+    return ConfmapEstimate(evaluations, evaluations / rate, rate, n_px * probe_colours, config.step,
+                           colours, pixels)
+
+
 def confmap_image_file(image: str | Path, out_dir: str | Path, model: str = "max-mitosis",
                        model_options: ModelOptions | None = None,
                        config: ConfmapConfig | None = None,
@@ -615,10 +688,16 @@ def confmap_image_file(image: str | Path, out_dir: str | Path, model: str = "max
     from onepixel.datasets.images import load_image
 
     config = config or ConfmapConfig()
-    # The output folder first: an unusable --out fails now, not after the whole map.
-    Path(out_dir).mkdir(parents=True, exist_ok=True)
     options = model_options or ModelOptions(device=config.device, dtype=config.dtype)
     classifier = load_confmap_classifier(model, options, config.evaluator, defence)
     array = load_image(image, classifier.input_shape)
+    # The output folder once the inputs are good (a missing image leaves no empty folder), and
+    # before the map: an unusable --out fails now, not after the whole map.
+    Path(out_dir).mkdir(parents=True, exist_ok=True)
+    h, w = classifier.input_shape[:2]
+    if mapper is None and config.n_colours * h * w > ESTIMATE_ABOVE:
+        # Say what a long job costs before it starts (the papers' step 5 is ~44 h on 2 CPU cores).
+        log.info("%s", estimate_confmap(array, classifier, config).describe())
     result = (mapper or local_map)(array, classifier, config, Path(out_dir), model, options)
-    return result, save_confmap(result, out_dir, image=array)
+    return result, save_confmap(result, out_dir, image=array,
+                                metadata={"defence": defence_of(classifier)})

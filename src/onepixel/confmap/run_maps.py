@@ -20,6 +20,7 @@ from onepixel.confmap.engine import (
 )
 from onepixel.confmap.result import RESULT_NAME, ConfidenceMap, load_confmap
 from onepixel.defences.spec import parse_defence
+from onepixel.defences.wrapper import defence_of
 from onepixel.errors import ConfigError, ConfmapError, RunError
 from onepixel.fileio import write_csv_atomic
 from onepixel.models.base import Classifier, capabilities_of
@@ -178,7 +179,7 @@ def confmap_run(run_dir: str | Path, images: Sequence[str] | None = None,
         log.info("confmap of %s (%s, %s) -> %s", ri.image, ri.direction, ri.why, out_dir)
         result = (mapper or local_map)(image, classifier, config, out_dir, spec, options)
         extra = {"image": ri.image, "direction": ri.direction, "goal": ri.goal, "why": ri.why,
-                 "map_key": key}
+                 "map_key": key, "defence": defence_of(classifier)}
         if ri.attacked_score is not None:
             extra["attacked_score"] = ri.attacked_score
         save_confmap(result, out_dir, image=image, metadata=extra)

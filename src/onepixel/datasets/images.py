@@ -144,6 +144,50 @@ def load_images(paths: Iterable[str | Path], expected_shape: Sequence[int] | Non
     return np.stack(arrays)
 
 
+def load_readable_images(paths: Iterable[str | Path], expected_shape: Sequence[int] | None = None
+                         ) -> tuple[list[Path], np.ndarray, list[tuple[Path, str]]]:
+    """Load the images that can be read, skipping (with a logged reason) the ones that cannot,
+    as a campaign skips them: ``predict`` and ``attack`` treat a bad file alike.
+
+    Parameters
+    ----------
+    paths : iterable of path
+    expected_shape : (H, W) or (H, W, C), optional
+        An image of another size is skipped (reason: its size and the model's).
+
+    Returns
+    -------
+    kept : list of Path
+        The files read, in the given order.
+    images : ndarray, (N, H, W, C), uint8
+        Their pixels (N = ``len(kept)``).
+    skipped : list of (Path, str)
+        Each file not read and why (missing, a folder, unreadable or truncated, wrong size).
+
+    Raises
+    ------
+    ImageError
+        No file could be read (the message lists the first reasons).
+    """
+    kept: list[Path] = []
+    arrays: list[np.ndarray] = []
+    skipped: list[tuple[Path, str]] = []
+    for p in paths:
+        try:
+            arrays.append(load_image(p, expected_shape))
+            kept.append(Path(p))
+        except ImageError as exc:
+            log.warning("skipping %s", exc)
+            skipped.append((Path(p), str(exc)))
+    if not arrays:
+        why = "; ".join(reason for _, reason in skipped[:3])
+        raise ImageError("no readable image" + (f": {why}" if why else " given"))
+    shapes = {a.shape for a in arrays}
+    if len(shapes) > 1:
+        raise ImageError(f"images have different sizes {sorted(shapes)}; give a model input size")
+    return kept, np.stack(arrays), skipped
+
+
 @dataclass(frozen=True)
 class LabeledImage:
     """One dataset entry: a file, its label name, whether that label is the positive class (binary
@@ -257,6 +301,29 @@ def scan_image_folder(root: str | Path, classes: Sequence[str] | None = None) ->
     items = sorted((LabeledImage(path, label, False, index[label]) for path, label in found),
                    key=lambda it: it.path.relative_to(root).as_posix())
     return Dataset(root, tuple(items), positive_label="", negative_label="", classes=names)
+
+
+def limit_items(items: Sequence[LabeledImage], limit: int | None) -> list[LabeledImage]:
+    """The first ``limit`` images taken across labels, round-robin (``--limit``).
+
+    Labels take turns in order of first appearance (``mitosis`` before ``normal`` in the usual
+    sorted layout), each contributing its next image in the dataset's order, so ``--limit 2``
+    takes one image of each label and no label is left out while another has more than one.
+    The result keeps the dataset's order. ``None`` or 0: every image.
+    """
+    if not limit:
+        return list(items)
+    queues: dict[str, list[int]] = {}
+    for i, it in enumerate(items):
+        queues.setdefault(it.label, []).append(i)
+    chosen: list[int] = []
+    depth = 0
+    while len(chosen) < limit and any(depth < len(q) for q in queues.values()):
+        for q in queues.values():
+            if depth < len(q) and len(chosen) < limit:
+                chosen.append(q[depth])
+        depth += 1
+    return [items[i] for i in sorted(chosen)]
 
 
 def count_images(root: str | Path) -> int:

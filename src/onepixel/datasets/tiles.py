@@ -341,10 +341,10 @@ def tile_images(
 
     bar = None
     if progress:
-        from tqdm.auto import tqdm
+        from onepixel.progress import progress_bar
 
         total = sum((i.height - size) // stride + 1 for i in infos)
-        bar = tqdm(total=total, unit="row", desc="tiles", leave=False)
+        bar = progress_bar(total=total, unit="row", desc="tiles", leave=False)
     results: list[SourceTiles] = []
     try:
         with atomic_output_dir(out, config.overwrite) as tmp:

@@ -562,9 +562,9 @@ def preprocess_tupac(
     n_annotations = 0
     bar = None
     if progress:
-        from tqdm.auto import tqdm
+        from onepixel.progress import progress_bar
 
-        bar = tqdm(total=len(regions), unit="region", desc="preprocess-tupac", leave=False)
+        bar = progress_bar(total=len(regions), unit="region", desc="preprocess-tupac", leave=False)
     try:
         with atomic_output_dir(out, config.overwrite) as tmp:
             for s in SPLITS:

@@ -17,7 +17,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from tqdm import tqdm
 
 from onepixel.analysis.stats import attack_pixels
 from onepixel.datasets.images import load_image
@@ -25,6 +24,7 @@ from onepixel.detection.calibration import Calibration, image_statistic
 from onepixel.errors import ConfigError, RunError
 from onepixel.fileio import write_csv_atomic, write_json_atomic
 from onepixel.plotting import new_figure, save_png, styled
+from onepixel.progress import progress_bar
 from onepixel.runs.reader import load_run
 from onepixel.runs.schema import image_path, record_text
 
@@ -77,7 +77,7 @@ def detect_images(paths: Sequence[str | Path], calibration: Calibration,
     if not paths:
         raise ConfigError("detect_images(paths) is empty: give image files to detect (or scan a RUN "
                           "with scan_run)", field="detect_images(paths)")
-    images = [load_image(p) for p in tqdm(paths, unit="image", desc="detect", disable=not progress,
+    images = [load_image(p) for p in progress_bar(paths, unit="image", desc="detect", disable=not progress,
                                           dynamic_ncols=True)]
     values = np.array([image_statistic(im[None], calibration.statistic)[0] for im in images])
     return Detections(tuple(record_text(str(p)) for p in paths), ("original",) * len(paths), values,
@@ -106,7 +106,7 @@ def adversarial_images(run_dir: str | Path, progress: bool = False
         raise RunError(f"{run_dir}/attacks.csv has no attacked image")
     vectors, owner = attack_pixels(t.pixels[rows], t.x[rows], t.y[rows], t.r[rows], t.g[rows], t.b[rows])
     originals, adversarials = [], []
-    for j, i in enumerate(tqdm(rows, unit="image", desc="detect", disable=not progress,
+    for j, i in enumerate(progress_bar(rows, unit="image", desc="detect", disable=not progress,
                                dynamic_ncols=True)):
         path = image_path(root, str(t.image[i]))
         if not path.is_file():

@@ -31,13 +31,13 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from tqdm.auto import tqdm
 
 from onepixel.attack.config import AttackConfig
 from onepixel.attack.goals import Decrease, Goal, Increase, Targeted, Untargeted
 from onepixel.attack.objective import plan_attack, plan_multiclass
 from onepixel.datasets.images import (
     expand_image_paths,
+    limit_items,
     load_image,
     scan_dataset,
     scan_image_folder,
@@ -66,6 +66,7 @@ from onepixel.pareto.pareto import (
 from onepixel.pareto.reference import campaign_pixels, compare, match
 from onepixel.pareto.store import check_settings, front_path, load_front, save_front
 from onepixel.plotting import new_figure, png_bytes, styled
+from onepixel.progress import progress_bar
 from onepixel.runs.schema import record_text
 from onepixel.scoring.policy import load_attack_evaluator
 
@@ -182,7 +183,7 @@ def _targets_from_dataset(dataset: Path, evaluator, attack: AttackConfig, limit:
                 f"dataset has {len(ds.classes)} class folders ({', '.join(ds.classes[:12])}); give "
                 f"a folder per class, or run_pareto(classes) the {n_classes} class names in the "
                 "model's output order")
-    items = list(ds.items[:limit] if limit else ds.items)
+    items = limit_items(ds.items, limit)
     images = [load_image(it.path, evaluator.input_shape) for it in items]
     scores = evaluator.classifier.scores(np.stack(images))
     goal_index = resolve_target(target, ds.classes, f"the class folders of {dataset}") \
@@ -340,7 +341,7 @@ def run_pareto(out: str | Path, images: Sequence[str | Path] = (), dataset: str 
         settings["target"] = plan.classes[plan.target]
     resumed = check_settings(out, settings)
     total = len(targets) * config.population * config.generations
-    bar = tqdm(total=total, unit="px", disable=not progress, desc="pareto", dynamic_ncols=True)
+    bar = progress_bar(total=total, unit="px", disable=not progress, desc="pareto", dynamic_ncols=True)
     fronts: list[ImageFront] = []
     loaded = 0
     figure_names = _figure_names([t.name for t in targets], relative=dataset is not None)

@@ -35,12 +35,14 @@ from onepixel.analysis import (
 )
 from onepixel.fileio import atomic_output_dir
 from onepixel.report.figures import FigureInfo, all_figures, colour_budget
+from onepixel.runs.summary import RunProgress, format_skips, skip_categories
 from onepixel.version import __version__
 
 log = logging.getLogger(__name__)
 
 #: 2: the chromatic figure draws the RUN's colour budget (an older analysis is redrawn).
-ANALYSIS_FORMAT = 2
+#: 3: the facts say whether the RUN is unfinished, and count skips by category.
+ANALYSIS_FORMAT = 3
 #: Attack pixels with h within this of the colour budget H count as "at the budget".
 AT_BUDGET = 0.01
 MAIN_TABLES = ("summary", "class_success", "class_matrix", "scores_*", "success", "early_convergence",
@@ -60,18 +62,30 @@ class RunFacts:
     skipped: int
     image_shape: tuple[int, int]
     directions: tuple[dict, ...] = ()
+    #: config.json's ``planned`` (None for RUNs that do not record it) and the RUN folder.
+    planned: int | None = None
+    run_dir: str = "RUN"
+    #: Skipped images per category (:func:`onepixel.runs.summary.skip_category`).
+    skip_reasons: tuple[tuple[str, int], ...] = ()
+
+    @property
+    def progress(self) -> RunProgress:
+        """Done against planned: whether the campaign is unfinished, and how to resume it."""
+        return RunProgress(self.images, self.planned, self.run_dir, self.dataset)
 
     def to_dict(self) -> dict:
         return {"model": self.model, "dataset": self.dataset, "dataset_available": self.dataset_available,
                 "created": self.created, "images": self.images, "attacked": self.attacked,
                 "skipped": self.skipped, "image_shape": list(self.image_shape),
-                "directions": list(self.directions)}
+                "directions": list(self.directions), "planned": self.planned, "run_dir": self.run_dir,
+                "skip_reasons": dict(self.skip_reasons)}
 
     @classmethod
     def from_dict(cls, data: dict) -> RunFacts:
         return cls(data["model"], data["dataset"], bool(data["dataset_available"]), data["created"],
                    int(data["images"]), int(data["attacked"]), int(data["skipped"]),
-                   tuple(data["image_shape"]), tuple(data.get("directions", ())))
+                   tuple(data["image_shape"]), tuple(data.get("directions", ())), data.get("planned"),
+                   str(data.get("run_dir", "RUN")), tuple((data.get("skip_reasons") or {}).items()))
 
 
 @dataclass(frozen=True)
@@ -232,7 +246,7 @@ def analyze_run(run_dir: str | Path, *, figures: bool = True, read_originals: bo
             notes.append(Note("summary", "Figures were not drawn (analysis run without figures)."))
         for t in tables:
             t.write(tmp / "tables")
-        facts = _facts(analysis)
+        facts = _facts(analysis, run_dir)
         result = AnalysisResult(run_dir=run_dir, analysis_dir=final, facts=facts, tables=tables,
                                 figures=tuple(figure_list), notes=tuple(_dedupe(notes)),
                                 seconds=time.perf_counter() - start)
@@ -287,7 +301,7 @@ def _dedupe(notes: list[Note]) -> list[Note]:
     return out
 
 
-def _facts(analysis) -> RunFacts:
+def _facts(analysis, run_dir: Path) -> RunFacts:
     cfg = analysis.run.config
     model = cfg.get("model") or {}
     dirs = []
@@ -305,13 +319,18 @@ def _facts(analysis) -> RunFacts:
                     dataset=str(cfg.get("dataset") or "unknown dataset"),
                     dataset_available=analysis.dataset_available, created=str(cfg.get("created", "")),
                     images=analysis.total_images, attacked=analysis.total_attacked,
-                    skipped=analysis.total_skipped, image_shape=analysis.image_shape, directions=tuple(dirs))
+                    skipped=analysis.total_skipped, image_shape=analysis.image_shape, directions=tuple(dirs),
+                    planned=cfg.get("planned"), run_dir=str(run_dir),
+                    skip_reasons=tuple(skip_categories(
+                        analysis.run.attacks.skip_reason[~analysis.run.attacks.attacked]).items()))
 
 
 def _tables_markdown(result: AnalysisResult) -> str:
-    out = [f"# Analysis of {result.run_dir.name}", "",
-           f"Model {result.facts.model}; dataset {result.facts.dataset}; {result.facts.images:,} images, "
-           f"{result.facts.attacked:,} attacked, {result.facts.skipped:,} skipped.", ""]
+    out = [f"# Analysis of {result.run_dir.name}", ""]
+    if result.facts.progress.unfinished:
+        out += [f"**{result.facts.progress.sentence()}**", ""]
+    out += [f"Model {result.facts.model}; dataset {result.facts.dataset}; {result.facts.images:,} images, "
+            f"{result.facts.attacked:,} attacked, {format_skips(dict(result.facts.skip_reasons))}.", ""]
     for key, title in SECTIONS:
         tables, _, notes = result.in_section(key)
         tables = [t for t in tables if t.markdown]
@@ -333,8 +352,10 @@ def format_main_tables(result: AnalysisResult) -> str:
     periodicity reading, the notes and where the files are.
     """
     f = result.facts
-    lines = [f"Run {result.run_dir}: model {f.model}, dataset {f.dataset}",
-             f"{f.images:,} images, {f.attacked:,} attacked, {f.skipped:,} skipped", ""]
+    lines = [f"Run {result.run_dir}: model {f.model}, dataset {f.dataset}"]
+    if f.progress.unfinished:
+        lines.append(f.progress.sentence())
+    lines += [f"{f.images:,} images, {f.attacked:,} attacked, {format_skips(dict(f.skip_reasons))}", ""]
     for pattern in MAIN_TABLES:
         for t in result.tables:
             if t.name == pattern or (pattern.endswith("*") and t.name.startswith(pattern[:-1])):

@@ -20,6 +20,7 @@ from onepixel.analysis import Note, Table
 from onepixel.audit.store import AUDIT_CSV, SETTINGS_JSON, VULNERABLE, AuditRow
 from onepixel.errors import OnepixelError, RunError
 from onepixel.plotting import figure, png_bytes
+from onepixel.report.figures import frame, short_name
 from onepixel.report.sections import ExtraFigure, ExtraSection
 from onepixel.runs.reader import read_attacks_csv
 from onepixel.runs.schema import ATTACKS, image_path, lowers_score
@@ -199,7 +200,8 @@ def flip_panels(joined: list[_Audited], dataset: Path | None,
                                     ls="--" if ax is ax_o else "-", ec="#00e5ff"))
                 ax.set_xticks([])
                 ax.set_yticks([])
-            name = r.image if len(r.image) <= 36 else "…" + r.image[-35:]
+                frame(ax)
+            name = short_name(r.image, 36)
             ax_o.set_title(f"Original; DE (early-converged) {r.de_score:.4f}\n{name}", fontsize=9)
             ax_a.set_title(f"Audit's pixel, score {r.best_score:.4f}\nRGB {r.rgb} at (x={r.x}, y={r.y})",
                            fontsize=9)
@@ -294,3 +296,22 @@ def default_audit_dir(run_dir: str | Path) -> Path | None:
     """``RUN/audit`` when it holds an ``audit.csv``, else None."""
     folder = Path(run_dir) / RUN_AUDIT_DIR
     return folder if (folder / AUDIT_CSV).is_file() else None
+
+
+def audit_verdict(run_dir: str | Path, audit_dir: str | Path) -> str:
+    """What the audit found for the images DE did not break: ``"the audit (DIR) found a flipping
+    pixel for 2 of the 3 audited images DE did not break"``; ``""`` when it audited none of them.
+
+    Raises
+    ------
+    RunError
+        ``audit.csv`` or ``attacks.csv`` missing or malformed.
+    """
+    joined, _ = _join(read_audit_rows(audit_dir), Path(run_dir), Path(audit_dir))
+    failed = [a for a in joined if not a.row.de_success]
+    if not failed:
+        return ""
+    flipped = sum(a.row.status == VULNERABLE for a in failed)
+    return (f"the audit (`{audit_dir}`) found a flipping pixel for {flipped} of the {len(failed)} "
+            f"audited images DE did not break"
+            + ("" if flipped else " (not found is evidence, not proof)"))

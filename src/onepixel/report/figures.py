@@ -25,15 +25,17 @@ from onepixel.analysis import (
     load_history,
     location_map,
 )
+from onepixel.analysis.confmaps import map_provenance
 from onepixel.analysis.tables import (
+    checkerboard_claim,
     class_matrix_table,
     colour_label,
     goal_probability,
+    moved,
     num,
     pct,
     pixel_note,
     slug,
-    towards,
 )
 from onepixel.confmap.result import ConfidenceMap
 from onepixel.errors import OnepixelError
@@ -100,6 +102,26 @@ def _integer_ticks(nbins: int | str = "auto"):
     from matplotlib.ticker import MaxNLocator
 
     return MaxNLocator(nbins=nbins, integer=True)
+
+
+def frame(ax) -> None:
+    """All four edges on an image panel (the style turns the top and right spines off for plots)."""
+    for spine in ax.spines.values():
+        spine.set_visible(True)
+
+
+def short_name(name: str, width: int) -> str:
+    """``name`` in at most about ``width`` characters, cut at a ``/`` (never mid-word): the last
+    path parts that fit after ``…/``; the file name whole when even it is longer."""
+    if len(name) <= width:
+        return name
+    parts = name.split("/")
+    kept = parts[-1]
+    for part in reversed(parts[:-1]):
+        if len(part) + 1 + len(kept) + 2 > width:
+            break
+        kept = f"{part}/{kept}"
+    return "…/" + kept
 
 
 def _plural(n: int, word: str) -> str:
@@ -232,7 +254,7 @@ def convergence_plot(analysis: RunAnalysis, folder: Path, k: int = 3) -> FigureI
                 curve = curves.get(name)
                 if curve is None:
                     continue
-                short = name if len(name) <= 28 else "…" + name[-27:]
+                short = short_name(name, 28)
                 ax.plot(np.arange(curve.size), curve, style, color=cmap[j % 3], lw=1.6, marker="." if
                         curve.size < 4 else None, label=f"{short} ({curve[-1]:.3g})")
                 drawn += 1
@@ -242,11 +264,12 @@ def convergence_plot(analysis: RunAnalysis, folder: Path, k: int = 3) -> FigureI
         ax.axhline(t, ls=":", lw=1, color="#444444")
         ax.set_ylim(-0.03, 1.03)
         ax.set_xlabel("generation (0 = initial population)")
+        ax.xaxis.set_major_locator(_integer_ticks())  # generations are counted: no 0.2 ticks
         ax.set_ylabel("lowest score so far" if lowers_score(d.goal) else "highest score so far")
         ax.set_title(d.direction)
         if drawn:
             ax.legend(loc="best", frameon=False, title="solid: most, dashed: least successful",
-                      title_fontsize=8)
+                      title_fontsize=8, fontsize=7)
         best = curves.get(str(d.rows.image[most[0]])) if most else None
         worst = curves.get(str(d.rows.image[least[0]])) if least else None
         if best is not None:
@@ -350,8 +373,9 @@ def example_panels(analysis: RunAnalysis, d: DirectionAnalysis, folder: Path,
                                     lw=1.8, ls="--" if ax is ax_o else "-", ec="#00e5ff"))
             ax.set_xticks([])
             ax.set_yticks([])
+            frame(ax)
         name = str(rows.image[i])
-        short = name if len(name) <= 36 else "…" + name[-35:]
+        short = short_name(name, 36)
         ax_o.set_title(f"Original ({rows.label[i]}), score {rows.original_score[i]:.4f}\n{short}",
                        fontsize=9)
         if d.multiclass:
@@ -482,9 +506,10 @@ def chromatic_scatter(analysis: RunAnalysis, folder: Path,
         ax.legend(frameon=False, loc="best", markerscale=2)
         c = d.chromatic_filtered
         if c is not None and c.n >= 2 and not math.isnan(c.gain_high):
-            parts.append(f"{d.direction}: paper-filtered attacks with h above {c.median:.2f} moved the "
-                         f"score {towards(d.goal)} by {c.gain_high:.2f} on average, against {c.gain_low:.2f} "
-                         f"for smaller colour differences")
+            parts.append(f"{d.direction}: paper-filtered attacks with h above {c.median:.2f} {moved(d.goal)} "
+                         f"the score by {c.gain_high:.2f} on average, against {c.gain_low:.2f} for smaller "
+                         "colour differences: " + (c.split.claim("a real difference") if c.split is not None
+                                                   else "too few to tell"))
     fig.suptitle("Colour difference to the neighbours vs score after the attack")
     file = _save(fig, folder, "chromatic")
     sub = (" Subsampled for drawing: " + "; ".join(subsampled) + " (random, seed 0); the statistics "
@@ -521,6 +546,7 @@ def location_heatmap(analysis: RunAnalysis, folder: Path) -> FigureInfo | None:
     for ax, (d, label, grid) in zip(axes, panels, strict=True):
         h, w = grid.shape
         im = ax.imshow(grid, cmap="magma", interpolation="nearest", origin="upper")
+        frame(ax)
         cb = fig.colorbar(im, ax=ax, shrink=0.85)
         cb.set_label("attacks")
         cb.locator = _integer_ticks()
@@ -638,6 +664,7 @@ def confmap_panel(cm: ConfidenceMap, folder: Path) -> FigureInfo:
             im = ax.imshow(arr, cmap="viridis", interpolation="nearest")
             fig.colorbar(im, ax=ax, shrink=0.8, label="score")
             ax.set_title(f"{label} score per pixel")
+        frame(ax)
         ax.set_xlabel("x")
         ax.set_ylabel("y")
     lx, ly = st.lowest_xy
@@ -649,10 +676,12 @@ def confmap_panel(cm: ConfidenceMap, folder: Path) -> FigureInfo:
     rgb = f" with RGB {st.lowest_rgb}" if st.lowest_rgb is not None else ""
     reading = (f"The lowest score {st.lowest:.4g} is reached at (x={lx}, y={ly}){rgb}; the min map averages "
                f"{st.even_min_mean:.3g} on pixels with both coordinates even against "
-               f"{st.other_min_mean:.3g} elsewhere.")
+               f"{st.other_min_mean:.3g} elsewhere"
+               + (f": {checkerboard_claim(st.checkerboard)}." if st.checkerboard is not None else "."))
     return FigureInfo(name, file, f"Confidence map {cm.name}", "confmaps",
-                      caption="Per pixel, the lowest, highest and mean model score over the colour grid "
-                              "(Figure 5 of the chromatic paper); red circle: the lowest score.",
+                      caption=f"Made with {map_provenance(cm)}. Per pixel, the lowest, highest and mean "
+                              "model score over the colour grid (Figure 5 of the chromatic paper, which "
+                              "used step 5); red circle: the lowest score.",
                       reading=reading)
 
 

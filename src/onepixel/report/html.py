@@ -19,12 +19,13 @@ from onepixel.analysis import SECTIONS, Note, Table
 from onepixel.errors import RunError
 from onepixel.fileio import atomic_open
 from onepixel.report.analyze import AnalysisResult, analyze_run, is_stale, load_analysis
-from onepixel.report.audit_section import audit_section, default_audit_dir
+from onepixel.report.audit_section import audit_section, audit_verdict, default_audit_dir
 from onepixel.report.figures import FigureInfo
 from onepixel.report.pareto_section import default_pareto_dir, pareto_section
 from onepixel.report.robustness_section import robustness_section
 from onepixel.report.sections import ExtraFigure, ExtraSection
 from onepixel.runs.schema import lowers_score
+from onepixel.runs.summary import format_skips
 from onepixel.version import __version__
 
 log = logging.getLogger(__name__)
@@ -50,8 +51,10 @@ SECTION_INTROS = {
                "Tables 1-2).",
     "periodicity": "Whether attack pixels prefer even coordinates, a trace of stride-2 convolutions "
                    "(chromatic paper, section 3.3, Figures 3-4).",
-    "confmaps": "Brute-force maps of the lowest, highest and mean score a single pixel can reach at each "
-                "position (chromatic paper, sections 2.2 and 3.4, Figure 5).",
+    "confmaps": "Maps of the lowest, highest and mean score a single pixel can reach at each position "
+                "over a grid of colours (chromatic paper, sections 2.2 and 3.4, Figure 5, at step 5). "
+                "Each map states how it was made: its colour step, the colours per channel, the engine "
+                "(exact incremental or brute force: the same scores), the model and the defence.",
 }
 
 EMPTY_SECTION = {
@@ -224,8 +227,9 @@ def _cards(result: AnalysisResult) -> str:
     f = result.facts
     multiclass = result.has_table("class_success")
     cards = [("Images", f"{f.images:,}", f"{f.image_shape[1]}x{f.image_shape[0]} pixels"),
-             ("Attacked", f"{f.attacked:,}", f"{f.skipped:,} skipped " + (
-                 "(misclassified or of the target class)" if multiclass else "as ambiguous"))]
+             ("Attacked", f"{f.attacked:,}", format_skips(dict(f.skip_reasons)))]
+    if f.progress.unfinished:
+        cards.insert(0, ("Unfinished", f"{f.images:,} of {f.planned:,}", "planned images done"))
     if multiclass:
         return _card_html(cards + _class_cards(result))
     for d in f.directions:
@@ -242,15 +246,47 @@ def _cards(result: AnalysisResult) -> str:
     return _card_html(cards)
 
 
+def unbroken_note(result: AnalysisResult, audit_dir: Path | None = None) -> Note | None:
+    """The summary's word on early convergence and the images the attack did not break: unbroken
+    by this attack, not shown robust; naming `onepixel audit` and, with ``audit_dir``, its result.
+    None when every attacked image was broken."""
+    failed = [(d["direction"], d["attacked"] - d["success"], d["early"]) for d in result.facts.directions
+              if d["attacked"] and d["attacked"] > d["success"]]
+    if not failed:
+        return None
+    counts = "; ".join(f"{direction}: {n:,} not broken, {early:,} of the attacks converged early"
+                       for direction, n, early in failed)
+    text = (f"Unbroken by this attack, not shown robust ({counts}). Early convergence means "
+            "differential evolution stopped after its first generation because its population stopped "
+            "improving (the `tol` rule), not that no pixel can flip the image: the papers count it as a "
+            "failed attack, nothing more.")
+    verdict = ""
+    if audit_dir is not None:
+        try:
+            verdict = audit_verdict(result.run_dir, audit_dir)
+        except RunError as exc:
+            log.warning("audit result not shown in the summary: %s", exc)
+    if verdict:
+        text += f" In this RUN, {verdict} (section \"How strong was the attack?\")."
+    else:
+        text += (f" A far stronger search, `onepixel audit {result.run_dir} --out "
+                 f"{result.run_dir}/audit --failed`, tells whether a flipping pixel exists; the "
+                 "report shows its result when `RUN/audit` holds one.")
+    return Note("summary", text)
+
+
 def _card_html(cards: list[tuple[str, str, str]]) -> str:
     return '<div class="cards">' + "".join(
         f'<div class="card"><div class="label">{_e(a)}</div><div class="big">{_e(b)}</div>'
         f'<div class="small">{_e(c)}</div></div>' for a, b, c in cards) + "</div>"
 
 
-def render_report(result: AnalysisResult, extras: tuple[ExtraSection, ...] = ()) -> str:
+def render_report(result: AnalysisResult, extras: tuple[ExtraSection, ...] = (),
+                  audit_dir: Path | None = None) -> str:
     """The report as an HTML string (figures read from ``result.analysis_dir``); ``extras``
-    (the audit, the defences, the stealth section) follow the papers' sections."""
+    (the audit, the defences, the stealth section) follow the papers' sections. An unfinished
+    RUN says so in the headline; ``audit_dir`` (an audit of this RUN) gives the summary the
+    audit's result for the images the attack did not break."""
     f = result.facts
     title = f"One-pixel attack report: {f.model}"
     generated = time.strftime("%Y-%m-%d %H:%M")
@@ -262,7 +298,10 @@ def render_report(result: AnalysisResult, extras: tuple[ExtraSection, ...] = ())
            '<meta name="viewport" content="width=device-width, initial-scale=1">',
            '<link rel="icon" href="data:,">', f"<title>{_e(title)}</title>", f"<style>{CSS}</style>",
            '</head><body><div class="page">',
-           f'<header><h1>One-pixel attack report</h1><p class="sub">{sub}</p></header>']
+           f'<header><h1>One-pixel attack report{" (unfinished)" if f.progress.unfinished else ""}</h1>'
+           f'<p class="sub">{sub}</p>'
+           + (f'<p class="note" id="unfinished">{_inline_code(f.progress.sentence())}</p>'
+              if f.progress.unfinished else "") + "</header>"]
     sections = []
     for key, heading in SECTIONS:
         tables, figures, notes = result.in_section(key)
@@ -281,6 +320,9 @@ def render_report(result: AnalysisResult, extras: tuple[ExtraSection, ...] = ())
             out.append(f'<p class="intro">{_e(SECTION_INTROS[key])}</p>')
         if key == "summary":
             out.append(_cards(result))
+            unbroken = unbroken_note(result, audit_dir)
+            if unbroken is not None:
+                notes = [*notes, unbroken]
         out += [_note_html(n) for n in notes]
         if not (tables or figures or notes):
             why = "no image was attacked" if f.attacked == 0 else "no data for this section"
@@ -361,7 +403,7 @@ def write_report(run_dir: str | Path, out: str | Path | None = None, *, reanalyz
     pareto_dir = Path(pareto) if pareto is not None else default_pareto_dir(run_dir)
     if pareto_dir is not None:
         extras.append(pareto_section(pareto_dir))
-    text = render_report(result, tuple(extras))
+    text = render_report(result, tuple(extras), audit_dir)
     path = Path(out) if out is not None else run_dir / "report.html"
     with atomic_open(path, "w", encoding="utf-8") as fh:
         fh.write(text)

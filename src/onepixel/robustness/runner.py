@@ -17,16 +17,16 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
-from tqdm.auto import tqdm
 
 from onepixel.attack.campaign import run_campaign
 from onepixel.attack.config import CampaignConfig
 from onepixel.audit.store import AUDIT_CSV, VULNERABLE
-from onepixel.datasets.images import load_image, scan_dataset
+from onepixel.datasets.images import limit_items, load_image, scan_dataset
 from onepixel.defences.wrapper import defend
 from onepixel.fileio import atomic_open, write_csv_atomic, write_json_atomic
 from onepixel.models.base import Classifier
 from onepixel.plotting import figure, png_bytes
+from onepixel.progress import progress_bar
 from onepixel.robustness.config import RobustnessConfig, run_folder_name
 from onepixel.runs.reader import read_attacks_csv
 from onepixel.runs.schema import ATTACKS, SUCCESS_THRESHOLD
@@ -182,13 +182,13 @@ def run_robustness(cfg: RobustnessConfig, classifier: Classifier | None = None) 
     """
     base = classifier if classifier is not None else load_scoring_classifier(cfg.model, cfg.model_options)
     dataset = scan_dataset(cfg.dataset, cfg.positive_label, cfg.negative_label)
-    items = list(dataset.items[: cfg.limit] if cfg.limit else dataset.items)
+    items = limit_items(dataset.items, cfg.limit)
     images = np.stack([load_image(it.path, base.input_shape) for it in items])
     positive = np.array([it.positive for it in items], dtype=bool)
     undefended = base.scores(images)
     out = Path(cfg.out)
     rows: list[DefenceRow] = []
-    bar = tqdm(cfg.defences, unit="defence", desc="robustness", disable=not cfg.progress,
+    bar = progress_bar(cfg.defences, unit="defence", desc="robustness", disable=not cfg.progress,
                dynamic_ncols=True)
     for defence in bar:
         bar.set_postfix(defence=defence, refresh=True)

@@ -46,6 +46,21 @@ def _with_defaults(value, default):
     return value
 
 
+def _differences(key: str, here, there) -> list[str]:
+    """``"attack.maxiter: 10 here, 20 in RUN"`` for each leaf setting that differs (dicts are
+    compared key by key, so a nested setting is named, not its whole group)."""
+    if isinstance(here, dict) and isinstance(there, dict):
+        out = []
+        for k in sorted(set(here) | set(there)):
+            out += _differences(f"{key}.{k}", here.get(k), there.get(k))
+        return out
+    if here == there:
+        return []
+    def show(v):
+        return "(not set)" if v is None else json.dumps(v)
+    return [f"{key}: {show(here)} here, {show(there)} in RUN"]
+
+
 def _cut_torn_line(path: Path) -> None:
     """Truncate a file after its last newline (drops a line cut short by a crash)."""
     size = path.stat().st_size
@@ -130,12 +145,16 @@ class RunStore:
                                "new folder") from exc
             config = json.loads(json.dumps(config))
             defaults = json.loads(json.dumps(defaults or {}))
-            differ = [k for k in RESUME_KEYS if _with_defaults(_lookup(old, k), _lookup(defaults, k))
-                      != _lookup(config, k)]
+            differ = [d for k in RESUME_KEYS for d in _differences(
+                k, _lookup(config, k), _with_defaults(_lookup(old, k), _lookup(defaults, k)))]
             if differ:
                 raise RunError(
-                    f"{self.dir} holds a run with other settings ({', '.join(differ)} differ); "
+                    f"{self.dir} holds a run with other settings ({'; '.join(differ)}); "
                     "use the same settings to resume it, or a new folder")
+            if "planned" in config and old.get("planned") != config["planned"]:
+                # The plan of this session (e.g. another limit): what "unfinished" is judged by.
+                write_json_atomic(config_path, {**old, "planned": config["planned"],
+                                                "limit": config.get("limit")})
             log.info("resuming %s", self.dir)
         else:
             write_json_atomic(config_path, config)

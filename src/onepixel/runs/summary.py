@@ -19,6 +19,7 @@ from typing import Any
 import numpy as np
 
 from onepixel.runs import schema
+from onepixel.runs.evidence import compare_rate
 from onepixel.runs.reader import AttackTable, load_run
 
 
@@ -124,6 +125,45 @@ def success_counts(goal: str, attacked_scores: np.ndarray,
                          float(strong_threshold), goal)
 
 
+@dataclass(frozen=True)
+class RunProgress:
+    """How much of a campaign's plan is done: ``done`` of ``planned`` images have a row.
+
+    ``planned`` is config.json's ``planned`` (the images the campaign set out to attack, after
+    ``limit``); RUNs written before it was recorded have ``planned = None``, and nothing is
+    claimed about them.
+    """
+
+    done: int
+    planned: int | None
+    run_dir: str = "RUN"
+    dataset: str = "DATASET"
+
+    @property
+    def unfinished(self) -> bool:
+        return self.planned is not None and self.done < self.planned
+
+    @property
+    def resume_command(self) -> str:
+        """The command that continues the campaign where it stopped."""
+        return f"onepixel attack {self.dataset} --out {self.run_dir}"
+
+    def sentence(self) -> str:
+        """``"UNFINISHED: 3 of 4 planned images done; ..."``, or ``""`` for a finished RUN."""
+        if not self.unfinished:
+            return ""
+        return (f"UNFINISHED: {self.done:,} of {self.planned:,} planned images done; every number "
+                f"below is of those {self.done:,} only. Resume with `{self.resume_command}` and the "
+                "settings it was started with (config.json): it continues where it stopped.")
+
+
+def run_progress(config: Mapping[str, Any], done: int, run_dir: str | Path = "RUN") -> RunProgress:
+    """:class:`RunProgress` of a RUN from its config.json and its number of attacks.csv rows."""
+    planned = config.get("planned")
+    return RunProgress(int(done), None if planned is None else int(planned), str(run_dir),
+                       str(config.get("dataset") or "DATASET"))
+
+
 def _json_number(value: float) -> float | None:
     return None if math.isnan(value) else float(value)
 
@@ -137,7 +177,8 @@ def _describe(stats: ScoreStats) -> dict[str, float | None]:
 
 
 def summarize(attacks: AttackTable | Iterable[Mapping[str, Any]],
-              settings: Mapping[str, Any] | None = None, top_colours: int = 5) -> dict:
+              settings: Mapping[str, Any] | None = None, top_colours: int = 5,
+              planned: int | None = None) -> dict:
     """Per-direction summary of a RUN's attacks (``summary.json``; see docs/run-format.md).
 
     Parameters
@@ -148,16 +189,21 @@ def summarize(attacks: AttackTable | Iterable[Mapping[str, Any]],
         ``config.json["attack"]``: the thresholds to judge by (default: the papers').
     top_colours : int
         How many most common attack colours to list.
+    planned : int, optional
+        The images the campaign set out to attack (config.json's ``planned``): recorded as
+        ``planned``, with ``unfinished`` true when fewer rows than that are done.
 
     Returns
     -------
     dict
-        ``{"images": N, "directions": {direction: {...}}}``.
+        ``{"images": N, "planned": P or None, "unfinished": bool, "directions": {direction: {...}}}``;
+        each direction's ``skip_reasons`` counts skipped images by :func:`skip_category`.
     """
     table = attacks if isinstance(attacks, AttackTable) else AttackTable.from_rows(attacks)
     s = {**schema.DEFAULT_ATTACK_SETTINGS, **{k: v for k, v in (settings or {}).items()
                                               if k in schema.DEFAULT_ATTACK_SETTINGS and v is not None}}
-    out: dict = {"images": len(table), "directions": {}}
+    out: dict = {"images": len(table), "planned": planned,
+                 "unfinished": planned is not None and len(table) < planned, "directions": {}}
     for direction in sorted(set(table.direction.tolist())):
         group = table.select(table.direction == direction)
         goal = str(group.goal[0])
@@ -175,6 +221,7 @@ def summarize(attacks: AttackTable | Iterable[Mapping[str, Any]],
             "goal": goal,
             "attacked": n,
             "skipped": len(group) - n,
+            "skip_reasons": skip_categories(group.skip_reason[~group.attacked]),
             "before": _describe(score_stats(rows.original_score)),
             "after": _describe(score_stats(rows.attacked_score)),
             "success": _count(success.success, n),
@@ -191,7 +238,42 @@ def summarize(attacks: AttackTable | Iterable[Mapping[str, Any]],
 def summarize_run(run_dir: str | Path, top_colours: int = 5) -> dict:
     """:func:`summarize` of a RUN folder, judged by the thresholds in its ``config.json``."""
     run = load_run(run_dir)
-    return summarize(run.attacks, run.config.get("attack") or {}, top_colours)
+    return summarize(run.attacks, run.config.get("attack") or {}, top_colours,
+                     run.config.get("planned"))
+
+
+#: Skip categories, in the order they are listed.
+SKIP_CATEGORIES = ("ambiguous", "misclassified", "target class", "wrong size", "unreadable", "other")
+
+
+def skip_category(reason: str) -> str:
+    """The category of one ``skip_reason``: ``ambiguous`` (the papers' score rule), ``misclassified``
+    or ``target class`` (K-class rules), ``wrong size``, ``unreadable`` (a file that is missing,
+    truncated or not an image) or ``other``."""
+    text = str(reason)
+    if text.startswith("unreadable image"):
+        return "wrong size" if "but the model takes" in text or "got shape" in text else "unreadable"
+    if " scored " in text:
+        return "ambiguous"
+    if "target class" in text:
+        return "target class"
+    if "misclassif" in text or "predicts" in text or "already" in text:
+        return "misclassified"
+    return "other"
+
+
+def skip_categories(reasons: Iterable[str]) -> dict[str, int]:
+    """Skipped images per :func:`skip_category`, only the categories present, in list order."""
+    counts = Counter(skip_category(r) for r in reasons)
+    return {c: counts[c] for c in SKIP_CATEGORIES if counts[c]}
+
+
+def format_skips(counts: Mapping[str, int]) -> str:
+    """``"3 skipped (2 ambiguous, 1 wrong size)"``; ``"0 skipped"`` when none."""
+    total = sum(counts.values())
+    if not total:
+        return "0 skipped"
+    return f"{total:,} skipped (" + ", ".join(f"{n:,} {c}" for c, n in counts.items()) + ")"
 
 
 def headlines(summary: Mapping[str, Any], attacks: AttackTable) -> tuple[str, ...]:
@@ -215,8 +297,11 @@ def headlines(summary: Mapping[str, Any], attacks: AttackTable) -> tuple[str, ..
     if len(effective):
         n = len(effective)
         even = int(((effective.x % 2 == 0) & (effective.y % 2 == 0)).sum())
+        evidence = compare_rate(even, n, 0.25)
         out.append(f"both pixel coordinates even in {even} of {n} attacks that ran past the first "
-                   f"generation ({100 * even / n:.0f}%; 25% expected by chance)")
+                   f"generation ({100 * even / n:.0f}%; 25% expected by chance): "
+                   + evidence.claim("more often than chance" if even > 0.25 * n else
+                                    "less often than chance"))
         colours = Counter(zip(effective.r.tolist(), effective.g.tolist(), effective.b.tolist(),
                               strict=True))
         rgb, count = max(colours.items(), key=lambda kv: (kv[1], kv[0]))
@@ -227,9 +312,15 @@ def headlines(summary: Mapping[str, Any], attacks: AttackTable) -> tuple[str, ..
 def format_summary(summary: dict) -> str:
     """A plain-text table of :func:`summarize`'s output for the terminal."""
     lines = [f"{summary['images']} images"]
+    planned = summary.get("planned")
+    if summary.get("unfinished") and planned is not None:
+        lines = [f"UNFINISHED: {summary['images']} of {planned} planned images done (run the same "
+                 "`onepixel attack` command again to resume)"]
     for direction, d in summary["directions"].items():
         thresholds = ("< 0.5", "< 0.05") if schema.lowers_score(d["goal"]) else ("> 0.5", "> 0.95")
-        lines.append(f"\n{direction}: {d['attacked']} attacked, {d['skipped']} skipped")
+        skips = (format_skips(d["skip_reasons"]) if "skip_reasons" in d
+                 else f"{d['skipped']} skipped")
+        lines.append(f"\n{direction}: {d['attacked']} attacked, {skips}")
         if not d["attacked"]:
             continue
         lines.append(f"  {'':8}{'before':>10}{'after':>10}")

@@ -16,7 +16,6 @@ from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
-from tqdm.auto import tqdm
 
 from onepixel.confmap.config import ConfmapConfig
 from onepixel.confmap.engine import compute_confmap, map_key, pixel_ids
@@ -25,6 +24,7 @@ from onepixel.defences.wrapper import defence_of
 from onepixel.errors import ConfmapError, ScaleOutError
 from onepixel.models.base import Classifier, ClassProbability, capabilities_of
 from onepixel.models.options import ModelOptions
+from onepixel.progress import progress_bar
 from onepixel.scaleout.config import ExecutorConfig
 from onepixel.scaleout.runtime import (
     ModelPayload,
@@ -104,7 +104,7 @@ class RayMapper:
             done = _load_ranges(folder, key, len(ranges))
             todo = [i for i in range(len(ranges)) if i not in done]
             n_col = config.n_colours if image.shape[2] == 3 else len(config.levels)
-            bar = tqdm(total=len(pixels) * n_col, unit="eval", unit_scale=True,
+            bar = progress_bar(total=len(pixels) * n_col, unit="eval", unit_scale=True,
                        initial=sum(len(ranges[i]) for i in done) * n_col, disable=not config.progress,
                        desc=f"confmap on Ray, {n} workers", dynamic_ncols=True)
             if todo:
