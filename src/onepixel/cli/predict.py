@@ -39,7 +39,7 @@ def predict_table(model_spec: str, options, images: Sequence[Path], defence: str
     from onepixel.scoring.policy import load_scoring_classifier
 
     classifier = load_scoring_classifier(model_spec, options, defence)
-    parts, kept = [], []
+    parts, kept, unreadable = [], [], []
     with progress_bar(total=len(images), unit="image", disable=not progress or len(images) <= CHUNK,
                       desc="predict") as bar:
         for start in range(0, len(images), CHUNK):
@@ -47,14 +47,16 @@ def predict_table(model_spec: str, options, images: Sequence[Path], defence: str
             # Bad files are skipped with a logged reason, as `attack` skips them.
             try:
                 readable, batch, _skipped = load_readable_images(chunk, classifier.input_shape)
-            except ImageError:  # none of this chunk: the others may still be readable
+            except ImageError as exc:  # none of this chunk: the others may still be readable
                 readable = []
+                unreadable.append(exc)
             if readable:
                 parts.append(classifier.scores(batch))
                 kept.extend(readable)
             bar.update(len(chunk))
     if not parts:
-        raise ImageError(f"none of the {len(images)} image(s) could be read (see the warnings above)")
+        raise unreadable[0] if len(unreadable) == 1 else ImageError(
+            f"none of the {len(images)} image(s) could be read (see the warnings above)")
     scores = np.concatenate(parts)
     # File names that are not UTF-8 are written with \xNN escapes, as RUN files write them.
     names = [record_text(str(p)) for p in kept]
