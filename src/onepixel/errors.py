@@ -66,6 +66,11 @@ class ModelError(OnepixelError):
     """A model cannot be loaded: unknown spec, unsupported layer, bad file."""
 
 
+class ModelOptionError(ConfigError, ModelError):
+    """A model-loading option is out of range (:class:`~onepixel.models.options.ModelOptions`):
+    both a :class:`ConfigError` (a ``ValueError``) and a :class:`ModelError`."""
+
+
 class HttpError(ModelError):
     """The model service answered with an error, or not at all.
 

@@ -5,7 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING
 
-from onepixel.errors import ConfigError, ModelError, is_integer
+from onepixel.errors import ModelError, is_integer
+from onepixel.errors import ModelOptionError
 from onepixel.models.base import ModelIO
 
 if TYPE_CHECKING:
@@ -82,17 +83,17 @@ class ModelOptions:
 
     def __post_init__(self) -> None:
         if self.engine not in ENGINES:
-            raise ConfigError(f"ModelOptions.engine {self.engine!r} is unknown: use one of "
+            raise ModelOptionError(f"ModelOptions.engine {self.engine!r} is unknown: use one of "
                               f"{', '.join(ENGINES)}", field="ModelOptions.engine")
         try:
             resolve_device_name(self.device)
         except ModelError as exc:
-            raise ConfigError(f"ModelOptions.device: {exc}", field="ModelOptions.device") from None
+            raise ModelOptionError(f"ModelOptions.device: {exc}", field="ModelOptions.device") from None
         if self.batch_size is not None and (not is_integer(self.batch_size) or self.batch_size < 1):
-            raise ConfigError(f"ModelOptions.batch_size must be an integer >= 1 or None, "
+            raise ModelOptionError(f"ModelOptions.batch_size must be an integer >= 1 or None, "
                               f"got {self.batch_size!r}", field="ModelOptions.batch_size")
         if self.threads is not None and (not is_integer(self.threads) or self.threads < 1):
-            raise ConfigError(f"ModelOptions.threads must be an integer >= 1 or None, got {self.threads!r}",
+            raise ModelOptionError(f"ModelOptions.threads must be an integer >= 1 or None, got {self.threads!r}",
                               field="ModelOptions.threads")
 
     def resolved_batch_size(self) -> int:
