@@ -5,8 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING
 
-from onepixel.errors import ModelError, is_integer
-from onepixel.errors import ModelOptionError
+from onepixel.errors import ModelError, ModelOptionError, is_integer
 from onepixel.models.base import ModelIO
 
 if TYPE_CHECKING:
