@@ -92,8 +92,8 @@ class ModelOptions:
             raise ModelOptionError(f"ModelOptions.batch_size must be an integer >= 1 or None, "
                               f"got {self.batch_size!r}", field="ModelOptions.batch_size")
         if self.threads is not None and (not is_integer(self.threads) or self.threads < 1):
-            raise ModelOptionError(f"ModelOptions.threads must be an integer >= 1 or None, got {self.threads!r}",
-                              field="ModelOptions.threads")
+            raise ModelOptionError(f"ModelOptions.threads must be an integer >= 1 or None, got "
+                                   f"{self.threads!r}", field="ModelOptions.threads")
 
     def resolved_batch_size(self) -> int:
         """The batch size to use on this options' device."""
