@@ -289,7 +289,6 @@ def _dedupe(notes: list[Note]) -> list[Note]:
 
 def _facts(analysis) -> RunFacts:
     cfg = analysis.run.config
-    model = cfg.get("model") or {}
     dirs = []
     for d in analysis.directions:
         dirs.append({"direction": d.direction, "goal": d.goal, "images": d.images, "attacked": d.attacked,
@@ -301,9 +300,8 @@ def _facts(analysis) -> RunFacts:
                      "strong_threshold": d.success_all.strong_threshold,
                      "early": d.early.early,
                      "early_percent": None if d.early.n == 0 else d.early.percent})
-    return RunFacts(model=str(model.get("name") or model.get("spec") or "unknown model"),
-                    dataset=str(cfg.get("dataset") or "unknown dataset"),
-                    dataset_available=analysis.dataset_available, created=str(cfg.get("created", "")),
+    return RunFacts(model=cfg.model.title, dataset=str(cfg.dataset or "unknown dataset"),
+                    dataset_available=analysis.dataset_available, created=cfg.created or "",
                     images=analysis.total_images, attacked=analysis.total_attacked,
                     skipped=analysis.total_skipped, image_shape=analysis.image_shape, directions=tuple(dirs))
 

@@ -191,7 +191,7 @@ def summarize(attacks: AttackTable | Iterable[Mapping[str, Any]],
 def summarize_run(run_dir: str | Path, top_colours: int = 5) -> dict:
     """:func:`summarize` of a RUN folder, judged by the thresholds in its ``config.json``."""
     run = load_run(run_dir)
-    return summarize(run.attacks, run.config.get("attack") or {}, top_colours)
+    return summarize(run.attacks, run.config.attack.settings, top_colours)
 
 
 def headlines(summary: Mapping[str, Any], attacks: AttackTable) -> tuple[str, ...]:
