@@ -13,8 +13,9 @@ from onepixel.attack.config import AttackConfig
 from onepixel.errors import RunError
 from onepixel.report import analyze_run
 from onepixel.report.html import render_report
-from onepixel.runs import RunConfig, load_run, load_run_config, summarize_run
+from onepixel.runs import RunConfig, format_summary, load_run, load_run_config, summarize_run
 from onepixel.runs.schema import DEFAULT_ATTACK_SETTINGS
+from onepixel.runs.summary import headlines
 from test_analysis_runs import small_run, write_run
 
 # The first config.json format (onepixel's first campaigns): no classes, target, defence,
@@ -109,9 +110,13 @@ def test_report_and_analysis_state_the_runs_own_thresholds(tmp_path):
     rows = list(_rows(run_dir))
     write_run(run_dir, rows, tmp_path / "dataset", config={"attack": attack})
     # Judged by the RUN's 0.25, not 0.5: m1 (0.30) fails, n2 (0.30) succeeds.
-    summary = summarize_run(run_dir)["directions"]
-    assert summary["mitosis-to-normal"]["success"]["count"] == 1  # m0 (0.02)
-    assert summary["normal-to-mitosis"]["success"]["count"] == 2  # n0 (0.70), n2 (0.30)
+    summary = summarize_run(run_dir)
+    assert summary["directions"]["mitosis-to-normal"]["success"]["count"] == 1  # m0 (0.02)
+    assert summary["directions"]["normal-to-mitosis"]["success"]["count"] == 2  # n0 (0.70), n2 (0.30)
+    terminal = format_summary(summary)
+    assert "score < 0.25: 1 " in terminal and "score > 0.25: 2 " in terminal and "> 0.97" in terminal
+    assert "< 0.5" not in terminal and "> 0.95" not in terminal
+    assert "attacks crossed 0.25 " in headlines(summary, load_run(run_dir).attacks)[0]
     # Without figures (matplotlib would take seconds): the tables and captions are the same.
     result = analyze_run(run_dir, figures=False)
     tables = (run_dir / "analysis" / "tables.md").read_text(encoding="utf-8")

@@ -177,6 +177,9 @@ def summarize(attacks: AttackTable | Iterable[Mapping[str, Any]],
             "skipped": len(group) - n,
             "before": _describe(score_stats(rows.original_score)),
             "after": _describe(score_stats(rows.attacked_score)),
+            # The thresholds judged by, so the terminal and the headlines state the RUN's own.
+            "success_threshold": float(s["success_threshold"]),
+            "strong_threshold": strong,
             "success": _count(success.success, n),
             "strong_success": _count(success.strong, n),
             "early_converged": _count(int(rows.early_converged.sum()), n),
@@ -209,8 +212,9 @@ def headlines(summary: Mapping[str, Any], attacks: AttackTable) -> tuple[str, ..
         if not d["attacked"]:
             continue
         s, e = d["success"], d["early_converged"]
+        t = d.get("success_threshold", schema.SUCCESS_THRESHOLD)  # older summary.json: the papers'
         out.append(f"{direction}: {s['count']} of {d['attacked']} attacks crossed "
-                   f"{schema.SUCCESS_THRESHOLD:g} ({s['percent']:.0f}%), {e['count']} converged early")
+                   f"{t:g} ({s['percent']:.0f}%), {e['count']} converged early")
     effective = attacks.select(attacks.attacked & ~attacks.early_converged)
     if len(effective):
         n = len(effective)
@@ -228,7 +232,11 @@ def format_summary(summary: dict) -> str:
     """A plain-text table of :func:`summarize`'s output for the terminal."""
     lines = [f"{summary['images']} images"]
     for direction, d in summary["directions"].items():
-        thresholds = ("< 0.5", "< 0.05") if schema.lowers_score(d["goal"]) else ("> 0.5", "> 0.95")
+        # summary.json written before the thresholds were recorded: the papers'.
+        op = "<" if schema.lowers_score(d["goal"]) else ">"
+        t = d.get("success_threshold", schema.SUCCESS_THRESHOLD)
+        strong = d.get("strong_threshold", schema.strong_threshold(d["goal"]))
+        thresholds = (f"{op} {t:g}", f"{op} {strong:g}")
         lines.append(f"\n{direction}: {d['attacked']} attacked, {d['skipped']} skipped")
         if not d["attacked"]:
             continue
