@@ -142,7 +142,7 @@ def test_small_run_reads_back(tmp_path):
     assert len(run.attacks) == 9
     assert int(run.attacks.attacked.sum()) == 7
     assert run.attacks.directions() == [(M2N, "decrease"), (N2M, "increase")]
-    assert run.setting("success_threshold") == 0.5
+    assert run.config.attack.success_threshold == 0.5 and run.config.found
     curves = load_history(run.history_path, ["mitosis/m0.png", "normal/n1.png", "nope.png"])
     assert curves["mitosis/m0.png"].shape == (41,)
     assert curves["mitosis/m0.png"][0] == 0.99 and abs(curves["mitosis/m0.png"][-1] - 0.02) < 1e-12

@@ -217,8 +217,7 @@ class RunAnalysis:
     @property
     def target(self) -> str | None:
         """The target class of a targeted RUN, else None."""
-        value = self.run.config.get("target")
-        return None if value is None else str(value)
+        return self.run.config.target
 
     @property
     def total_images(self) -> int:
@@ -249,7 +248,7 @@ def generalise_reason(reason: str) -> str:
 
 def dataset_status(run: RunData) -> tuple[Path | None, str]:
     """The dataset root if it is a readable folder, else None and why not."""
-    root = run.dataset_root
+    root = run.config.dataset
     if root is None:
         return None, "config.json names no dataset folder"
     if not root.is_dir():
@@ -332,7 +331,7 @@ def compute_analysis(run: RunData, read_originals: bool = True, workers: int | N
                            dtype=object)
         classes = class_success(rows.label, targets, rows.success, rows.strong_success,
                                 rows.original_score, rows.attacked_score,
-                                tuple(str(c) for c in run.config.get("classes") or ()))
+                                run.config.classes)
     if not len(table):
         notes.append(Note("summary", "attacks.csv has no rows: the campaign has not finished any "
                                      "image yet."))
@@ -363,15 +362,16 @@ def _direction(run: RunData, direction: str, goal: str, everything: AttackTable,
         reasons[key] = reasons.get(key, 0) + 1
     rest = ~rows.early_converged
     before, after = rows.original_score, rows.attacked_score
-    t = run.setting("success_threshold")
-    strong = run.setting("strong_decrease_below" if lowers_score(goal) else "strong_increase_above")
-    filtered = paper_filter(np.full(len(rows), goal), after, run.setting("skip_positive_below"),
-                            run.setting("skip_negative_above"))
+    settings = run.config.attack
+    t = settings.success_threshold
+    strong = settings.strong_threshold(goal)
+    filtered = paper_filter(np.full(len(rows), goal), after, settings.skip_positive_below,
+                            settings.skip_negative_above)
     success = judge(goal, after, t, strong, strong)[0] if goal in BINARY_GOALS else rows.success
     px_success = np.asarray(success, dtype=bool)[owner]
     px_filtered = filtered[owner]
     px_x, px_y, px_rgb = vectors[:, 0], vectors[:, 1], vectors[:, 2:]
-    maxiter = int(run.setting("maxiter"))
+    maxiter = settings.maxiter
     result = DirectionAnalysis(
         direction=direction, goal=goal, images=len(everything), skipped=len(skipped),
         skip_reasons=tuple(sorted(reasons.items(), key=lambda kv: (-kv[1], kv[0]))),

@@ -24,6 +24,7 @@ import numpy as np
 from onepixel.analysis.compute import DirectionAnalysis, RunAnalysis, parity_expected
 from onepixel.analysis.confmaps import confmap_stats, map_provenance
 from onepixel.analysis.stats import SPATIAL_COLUMNS, ColourCount, ScoreStats, colour_name, percent
+from onepixel.runs.config import AttackRecord
 from onepixel.runs.evidence import compare_rate, compare_rates
 from onepixel.runs.schema import lowers_score
 from onepixel.runs.summary import skip_categories, skip_category
@@ -290,37 +291,37 @@ def build_tables(analysis: RunAnalysis) -> tuple[Table, ...]:
 
 def run_info_table(analysis: RunAnalysis) -> Table:
     cfg = analysis.run.config
-    model = cfg.get("model") or {}
-    attack = cfg.get("attack") or {}
+    attack = cfg.attack
     rows: list[tuple[str, str]] = [
-        ("Model", str(model.get("name") or model.get("spec") or "unknown")),
-        ("Model spec", str(model.get("spec", DASH))),
-        ("Model sha256", str(model.get("sha256", DASH))),
-        ("Dataset", str(cfg.get("dataset", DASH)) + ("" if analysis.dataset_available else
-                                                       " (not reachable here)")),
+        ("Model", cfg.model.name or cfg.model.spec or "unknown"),
+        ("Model spec", cfg.model.spec or DASH),
+        ("Model sha256", cfg.model.sha256 or DASH),
+        ("Dataset", str(cfg.dataset or DASH) + ("" if analysis.dataset_available else
+                                                " (not reachable here)")),
         _labels_row(analysis),
-        ("Campaign created", str(cfg.get("created", DASH))),
-        ("onepixel version of the campaign", str(cfg.get("onepixel_version", DASH))),
-        ("Device", str(cfg.get("device", DASH))),
+        ("Campaign created", cfg.created or DASH),
+        ("onepixel version of the campaign", cfg.onepixel_version or DASH),
+        ("Device", cfg.device or DASH),
     ]
-    if cfg.get("limit") is not None:
-        rows.append(("Image limit", str(cfg["limit"])))
-    keys = ("population", "maxiter", "mutation", "recombination", "tol", "atol", "updating", "seed")
-    de = ", ".join(f"{k} {attack[k]}" for k in keys if k in attack)
+    if cfg.limit is not None:
+        rows.append(("Image limit", str(cfg.limit)))
+    de = ", ".join(f"{k} {v}" for k, v in attack.de_settings.items())
     rows.append(("Differential evolution", de or "papers' defaults (not recorded)"))
     if analysis.multiclass:
         rows += _multiclass_rules(analysis)
     else:
-        rows.append(("Skip rule", f"positives scoring < {analysis.run.setting('skip_positive_below'):g}, "
-                                  f"negatives scoring > {analysis.run.setting('skip_negative_above'):g}"))
+        rows.append(("Skip rule", f"positives scoring < {attack.skip_positive_below:g}, "
+                                  f"negatives scoring > {attack.skip_negative_above:g}"))
         rows.append(("Success thresholds",
-                     f"crosses {analysis.run.setting('success_threshold'):g}; strong: < "
-                     f"{analysis.run.setting('strong_decrease_below'):g} (decrease) / > "
-                     f"{analysis.run.setting('strong_increase_above'):g} (increase)"))
-    if analysis.multiclass or analysis.pixels_per_attack > 1 or attack.get("pixels", 1) != 1:
-        rows.append(("Pixels per attack", str(attack.get("pixels", analysis.pixels_per_attack))))
+                     f"crosses {attack.success_threshold:g}; strong: < "
+                     f"{attack.strong_decrease_below:g} (decrease) / > "
+                     f"{attack.strong_increase_above:g} (increase)"))
+    recorded_pixels = attack.recorded.get("pixels")
+    if analysis.multiclass or analysis.pixels_per_attack > 1 or attack.pixels != 1:
+        rows.append(("Pixels per attack", str(attack.pixels if recorded_pixels is not None
+                                              else analysis.pixels_per_attack)))
     rows.append(("Image size", f"{analysis.image_shape[1]}x{analysis.image_shape[0]}"))
-    pop, maxiter = attack.get("population"), attack.get("maxiter")
+    pop, maxiter = attack.population, attack.recorded.get("maxiter")
     de_text = (f" with differential evolution (population {pop}, at most {maxiter} generations)"
                if pop is not None and maxiter is not None else "")
     reading = (f"The campaign scored {analysis.total_images:,} images of {analysis.image_shape[1]}x"
@@ -333,17 +334,16 @@ def run_info_table(analysis: RunAnalysis) -> Table:
 def _labels_row(analysis: RunAnalysis) -> tuple[str, str]:
     cfg = analysis.run.config
     if analysis.multiclass:
-        classes = [str(c) for c in cfg.get("classes") or ()]
+        classes = list(cfg.classes)
         shown = ", ".join(classes[:20]) + (f", ... ({len(classes)} in all)" if len(classes) > 20 else "")
         return ("Classes", shown or "not recorded")
-    return ("Labels", f"{cfg.get('positive_label', 'mitosis')} (positive) / "
-                      f"{cfg.get('negative_label', 'normal')} (negative)")
+    return ("Labels", f"{cfg.positive_label} (positive) / {cfg.negative_label} (negative)")
 
 
 def _multiclass_rules(analysis: RunAnalysis) -> list[tuple[str, str]]:
     target = analysis.target
-    strong_down = analysis.run.setting("strong_decrease_below")
-    strong_up = analysis.run.setting("strong_increase_above")
+    strong_down = analysis.run.config.attack.strong_decrease_below
+    strong_up = analysis.run.config.attack.strong_increase_above
     if target is None:
         goal = ("untargeted: push down the probability of the true class until another class is "
                 "predicted")
@@ -388,16 +388,18 @@ def summary_table(analysis: RunAnalysis) -> Table:
             else:
                 parts.append(f"no {d.direction} image was attacked ({d.skipped:,} skipped)")
         reading = _join(parts)
-    caption = ("Success: the score crossed the success threshold; strong success: it crossed "
-               "the strong threshold (0.05 / 0.95 by default). Percentages are of the "
+    attack = analysis.run.config.attack
+    caption = (f"Success: the score crossed the success threshold ({attack.success_threshold:g}); "
+               f"strong success: it crossed the strong threshold ({attack.strong_decrease_below:g} "
+               f"/ {attack.strong_increase_above:g}). Percentages are of the "
                "attacked images. Early-converged: stopped after the first generation.")
     if analysis.multiclass:
         target = analysis.target
         caption = (("Success: the model predicts another class after the attack" if target is None else
                     f"Success: the model predicts class {target} after the attack")
                    + f"; strong success: {goal_probability(analysis)} crossed "
-                   + (f"{analysis.run.setting('strong_decrease_below'):g}" if target is None else
-                      f"{analysis.run.setting('strong_increase_above'):g}")
+                   + (f"{attack.strong_decrease_below:g}" if target is None else
+                      f"{attack.strong_increase_above:g}")
                    + ". One direction per true class. Percentages are of the attacked images. "
                      "Early-converged: stopped after the first generation.")
     return Table("summary", "Attacks per direction", "summary", columns, tuple(rows), formats,
@@ -413,10 +415,12 @@ def skipped_table(analysis: RunAnalysis) -> Table:
                + ", ".join(f"{n:,} {c}" for c, n in categories.items())
                + f"; the most common reason is “{top[1]}” ({top[3]:,} "
                f"image{'' if top[3] == 1 else 's'} in {top[0]}).")
-    caption = ("The papers attack only unambiguous images: positives scoring at least 0.9 and negatives "
-               "scoring at most 0.1 (the others are skipped as ambiguous). Images that cannot be read "
-               "(unreadable) or are not the model's input size (wrong size) are skipped too, each "
-               "counted under its own category.")
+    attack = analysis.run.config.attack
+    caption = (f"The papers attack only unambiguous images: positives scoring at least "
+               f"{attack.skip_positive_below:g} and negatives scoring at most "
+               f"{attack.skip_negative_above:g} (the others are skipped as ambiguous). Images that "
+               "cannot be read (unreadable) or are not the model's input size (wrong size) are "
+               "skipped too, each counted under its own category.")
     if analysis.multiclass:
         caption = ("As Su et al., only images the model classifies correctly are attacked"
                    + ("" if analysis.target is None else
@@ -521,12 +525,12 @@ def class_success_table(analysis: RunAnalysis) -> Table:
     if targeted:
         caption = (f"Targeted attacks towards class {analysis.target}, per true class. Success: the model "
                    f"predicts class {analysis.target} after the attack; strong: the probability of class "
-                   f"{analysis.target} rose above {analysis.run.setting('strong_increase_above'):g}. "
+                   f"{analysis.target} rose above {analysis.run.config.attack.strong_increase_above:g}. "
                    f"{what} is the probability of class {analysis.target}, the score this goal records.")
     else:
         caption = (f"Untargeted attacks per true class. Success: the model predicts another class after "
                    f"the attack; strong: the probability of the true class fell below "
-                   f"{analysis.run.setting('strong_decrease_below'):g}. {what} is the probability of "
+                   f"{analysis.run.config.attack.strong_decrease_below:g}. {what} is the probability of "
                    f"the true class, the score this goal records.")
     return Table("class_success", "Success per class", "classes", columns, tuple(rows), formats,
                  caption=caption + " From the success flags of attacks.csv.", reading=reading)
@@ -540,7 +544,7 @@ def class_matrix_table(analysis: RunAnalysis) -> Table | None:
     if not multi.any():
         return None
     rows_t = table.select(multi)
-    order = {str(c): i for i, c in enumerate(analysis.run.config.get("classes") or ())}
+    order = {c: i for i, c in enumerate(analysis.run.config.classes)}
 
     def by_model_order(names: set[str]) -> list[str]:
         return sorted(names, key=lambda c: (order.get(c, len(order)), c))
@@ -686,8 +690,8 @@ def chromatic_table(dirs: Sequence[DirectionAnalysis], analysis: RunAnalysis | N
                  ("", "", "", ".3f", ".3f", ".3f", ".2f", ".3f", ".3f"),
                  caption="h = sqrt(((r-rμ)² + (g-gμ)² + (b-bμ)²) / 3) on values scaled to [0, 1], μ the "
                          "mean of the attack pixel's 8 neighbours in the original image (5 at an edge, "
-                         "3 in a corner). Paper filter: decrease attacks that ended below 0.9, increase "
-                         "attacks that ended above 0.1. Change: score moved towards the goal."
+                         f"3 in a corner). Paper filter: {_paper_filter(analysis)}. Change: score "
+                         "moved towards the goal."
                          + _multiclass_score_note(analysis) + (pixel_note(analysis) if analysis else ""),
                  reading=_join(parts) or "No attacks with readable original images.")
 
@@ -696,11 +700,19 @@ def _multiclass_score_note(analysis: RunAnalysis | None) -> str:
     """For multi-class RUNs: what the score and the paper filter mean for its goal."""
     if analysis is None or not analysis.multiclass:
         return ""
+    attack = analysis.run.config.attack
     if analysis.target is None:
         return (" Here the score is the probability of the true class; the paper filter keeps attacks "
-                "that ended below 0.9.")
+                f"that ended below {attack.skip_positive_below:g}.")
     return (f" Here the score is the probability of class {analysis.target}; the paper filter keeps "
-            f"attacks that ended above 0.1.")
+            f"attacks that ended above {attack.skip_negative_above:g}.")
+
+
+def _paper_filter(analysis: RunAnalysis | None) -> str:
+    """The paper filter in words, with the RUN's skip thresholds (the papers' without a RUN)."""
+    attack = analysis.run.config.attack if analysis is not None else AttackRecord()
+    return (f"decrease attacks that ended below {attack.skip_positive_below:g}, increase attacks "
+            f"that ended above {attack.skip_negative_above:g}")
 
 
 def _channel_word(v: float) -> str:
@@ -727,8 +739,7 @@ def spatial_table(d: DirectionAnalysis, analysis: RunAnalysis | None = None) -> 
                  ("Subset", "N", "Statistic", *SPATIAL_COLUMNS), tuple(rows),
                  ("", "", "", ".2f", ".2f", ".2f", ".2f", ".2f"),
                  caption="Mean, median and SD (ddof=1) of the attack vectors (Tables 1-2 of the chromatic "
-                         "paper, which use the paper filter: decrease attacks that ended below 0.9, "
-                         "increase attacks that ended above 0.1)."
+                         f"paper, which use the paper filter: {_paper_filter(analysis)})."
                          + _multiclass_score_note(analysis) + (pixel_note(analysis) if analysis else ""),
                  reading=reading)
 

@@ -50,8 +50,6 @@ from onepixel.runs.reader import AttackTable, load_run
 from onepixel.runs.schema import (
     BINARY_GOALS,
     GOALS,
-    STRONG_DECREASE_BELOW,
-    STRONG_INCREASE_ABOVE,
     image_path,
     judge,
 )
@@ -229,19 +227,6 @@ def audit_image(image: np.ndarray, target: AuditTarget, classifier: Classifier, 
     return row, exact_rows
 
 
-def _thresholds(run_config: dict) -> dict:
-    attack = run_config.get("attack") or {}
-    keys = ("success_threshold", "strong_decrease_below", "strong_increase_above")
-    return {k: float(attack[k]) for k in keys if k in attack}
-
-
-def _strong(run_config: dict) -> dict:
-    """The strong-success thresholds of K-class goals (the RUN's, else the papers')."""
-    attack = run_config.get("attack") or {}
-    return {"strong_decrease_below": float(attack.get("strong_decrease_below", STRONG_DECREASE_BELOW)),
-            "strong_increase_above": float(attack.get("strong_increase_above", STRONG_INCREASE_ABOVE))}
-
-
 def audit_run(run_dir: str | Path, out_dir: str | Path, config: AuditConfig | None = None,
               classifier: Classifier | None = None, model_options: ModelOptions | None = None,
               model: str | None = None, defence: str | None = None,
@@ -278,8 +263,7 @@ def audit_run(run_dir: str | Path, out_dir: str | Path, config: AuditConfig | No
     config = config or AuditConfig()
     run_dir = Path(run_dir)
     run = load_run(run_dir)
-    model_cfg = run.config.get("model") or {}
-    spec = model or model_cfg.get("spec") or ""
+    spec = model or run.config.model.spec
     if classifier is None:
         if not spec:
             raise RunError(f"{run_dir}/config.json names no model (model.spec); pass audit_run(model=...) "
@@ -292,15 +276,16 @@ def audit_run(run_dir: str | Path, out_dir: str | Path, config: AuditConfig | No
     if defended != "none":
         log.warning("auditing through --defence %s: the scan is brute force (the exact fast path "
                     "would bypass the defence), many times slower", defended)
-    if (run.config.get("defence") or "none") != defended:
+    if run.config.defence != defended:
         log.warning("the RUN attacked the model behind defence %r, the audit queries %r",
-                    run.config.get("defence") or "none", defended)
+                    run.config.defence, defended)
     sha = capabilities_of(classifier).fingerprint
-    if model_cfg.get("sha256") and sha and model_cfg["sha256"] != sha:
+    if run.config.model.sha256 and sha and run.config.model.sha256 != sha:
         log.warning("the model's sha256 differs from the one the RUN attacked: the audit is of "
                     "the model loaded now")
-    targets = select_targets(run.attacks, config, run.config.get("classes") or (),
-                             run.config.get("target"), _strong(run.config))
+    thresholds = run.config.attack.thresholds
+    targets = select_targets(run.attacks, config, run.config.classes, run.config.target,
+                             {k: v for k, v in thresholds.items() if k.startswith("strong_")})
     several = [t for t in targets if t.objective is not None and t.pixels > 1]
     if several:
         log.warning("%d image(s) attacked with several pixels (--pixels) are not audited: the "
@@ -312,10 +297,9 @@ def audit_run(run_dir: str | Path, out_dir: str | Path, config: AuditConfig | No
                                  **config.settings()})
     todo = [t for t in targets if not store.done(t.image)]
     log.info("audit: %d image(s), %d already done", len(targets), len(targets) - len(todo))
-    dataset = Path(run.config.get("dataset") or "")
+    dataset = run.config.dataset or Path("")
     # The incremental evaluator where it applies (each move is scored in one call).
     evaluator = evaluator_for(classifier, "auto", updating="deferred")
-    thresholds = _thresholds(run.config)
     from onepixel.datasets.images import load_image
     from onepixel.progress import progress_bar
 

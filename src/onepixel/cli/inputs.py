@@ -39,10 +39,10 @@ def refuse_run_folders(paths: Iterable[str | Path | None], command: str,
     if use_run:
         raise OnepixelError(f"{what}: give it as `onepixel {command} {use_run} {run}`")
     from onepixel.errors import RunError
-    from onepixel.runs.reader import load_run
+    from onepixel.runs.reader import load_run_config
 
     try:
-        dataset = load_run(run).dataset_root
+        dataset = load_run_config(run).dataset
     except RunError:
         dataset = None
     where = f": {dataset}" if dataset else " (its config.json names none)"

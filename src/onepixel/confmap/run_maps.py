@@ -138,28 +138,27 @@ def confmap_run(run_dir: str | Path, images: Sequence[str] | None = None,
         run = load_run(run_dir)
     except RunError as exc:
         raise ConfmapError(str(exc)) from exc
-    if not run.config:
+    if not run.config.found:
         raise ConfmapError(f"{run_dir}/config.json not found: is {run_dir} an attack run "
                            "(the folder a campaign wrote)?")
     chosen = select_run_images(run_dir, images)
-    model_cfg = run.config.get("model") or {}
-    spec = model or model_cfg.get("spec") or ""
+    spec = model or run.config.model.spec
     options = model_options or ModelOptions(device=config.device, dtype=config.dtype)
     if classifier is None:
         if not spec:
             raise ConfmapError(f"{run_dir}/config.json names no model (model.spec); pass a classifier "
                                "or a model spec")
         if defence is None:
-            defence = run.config.get("defence")
+            defence = run.config.defence
             if parse_defence(defence):
                 log.info("mapping through the run's defence %s (config.json)", defence)
         classifier = load_confmap_classifier(spec, options, config.evaluator, defence)
-    want_sha = model_cfg.get("sha256")
+    want_sha = run.config.model.sha256
     have_sha = capabilities_of(classifier).fingerprint
     if want_sha and have_sha and want_sha != have_sha:
         log.warning("the model's sha256 differs from the one the run attacked (%s...): maps are of "
                     "the model loaded now", want_sha[:12])
-    dataset = run.dataset_root or Path("")
+    dataset = run.config.dataset or Path("")
     folders = _folder_names([c.image for c in chosen])
     results = []
     for ri in chosen:

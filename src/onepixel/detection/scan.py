@@ -97,7 +97,7 @@ def adversarial_images(run_dir: str | Path, progress: bool = False
     success : ndarray, (M,) bool
     """
     run = load_run(run_dir)
-    root = run.dataset_root
+    root = run.config.dataset
     if root is None:
         raise RunError(f"{run_dir}/config.json names no dataset folder: the originals cannot be read")
     t = run.attacks

@@ -9,7 +9,6 @@ by construction, and the rest of the search spends its queries on the lower-h pa
 
 from __future__ import annotations
 
-import json
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -20,8 +19,8 @@ import numpy as np
 from onepixel.attack.budget import budget_h, neighbour_means
 from onepixel.errors import ConfigError
 from onepixel.pareto.pareto import ImageFront, apply_pixels
-from onepixel.runs.reader import RunError, read_attacks_csv
-from onepixel.runs.schema import ATTACKS
+from onepixel.runs.reader import RunError, load_run_config, read_attacks_csv
+from onepixel.runs.schema import ATTACKS, CONFIG
 
 log = logging.getLogger(__name__)
 
@@ -64,20 +63,22 @@ def campaign_pixels(run: str | Path, fingerprint: str = "") -> dict[str, Campaig
     """
     run = Path(run)
     try:
-        config = json.loads((run / "config.json").read_text(encoding="utf-8"))
-    except (OSError, ValueError) as exc:
-        raise ConfigError(f"run_pareto(campaign) {run}: cannot read {run / 'config.json'} ({exc}); give a "
+        if not (run / CONFIG).is_file():
+            raise RunError("no such file")
+        config = load_run_config(run)
+    except RunError as exc:
+        raise ConfigError(f"run_pareto(campaign) {run}: cannot read {run / CONFIG} ({exc}); give a "
                             "RUN folder a campaign wrote", field="run_pareto(campaign)") from exc
-    pixels = (config.get("attack") or {}).get("pixels", 1)
-    if pixels != 1 or config.get("classes"):
+    pixels = config.attack.pixels
+    if pixels != 1 or config.multiclass:
         raise ConfigError(f"run_pareto(campaign) {run}: the front is of one pixel on a binary score; that "
                             f"RUN attacked with {pixels} pixel(s)"
-                            + (" on a multi-class model" if config.get("classes") else ""),
+                            + (" on a multi-class model" if config.multiclass else ""),
                           field="run_pareto(campaign)")
-    if (config.get("attack") or {}).get("max_colour_diff") is not None:
+    if config.attack.max_colour_diff is not None:
         log.warning("--campaign %s ran with a colour budget: it is not the unconstrained reference",
                     run)
-    run_model = (config.get("model") or {}).get("sha256")
+    run_model = config.model.sha256
     if fingerprint and run_model and run_model != fingerprint:
         log.warning("--campaign %s attacked another model (sha256 %s..., this one %s...): the "
                     "comparison is across models", run, run_model[:12], fingerprint[:12])

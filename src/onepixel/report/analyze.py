@@ -303,7 +303,6 @@ def _dedupe(notes: list[Note]) -> list[Note]:
 
 def _facts(analysis, run_dir: Path) -> RunFacts:
     cfg = analysis.run.config
-    model = cfg.get("model") or {}
     dirs = []
     for d in analysis.directions:
         dirs.append({"direction": d.direction, "goal": d.goal, "images": d.images, "attacked": d.attacked,
@@ -315,12 +314,11 @@ def _facts(analysis, run_dir: Path) -> RunFacts:
                      "strong_threshold": d.success_all.strong_threshold,
                      "early": d.early.early,
                      "early_percent": None if d.early.n == 0 else d.early.percent})
-    return RunFacts(model=str(model.get("name") or model.get("spec") or "unknown model"),
-                    dataset=str(cfg.get("dataset") or "unknown dataset"),
-                    dataset_available=analysis.dataset_available, created=str(cfg.get("created", "")),
+    return RunFacts(model=cfg.model.title, dataset=str(cfg.dataset or "unknown dataset"),
+                    dataset_available=analysis.dataset_available, created=cfg.created or "",
                     images=analysis.total_images, attacked=analysis.total_attacked,
                     skipped=analysis.total_skipped, image_shape=analysis.image_shape, directions=tuple(dirs),
-                    planned=cfg.get("planned"), run_dir=str(run_dir),
+                    planned=cfg.planned, run_dir=str(run_dir),
                     skip_reasons=tuple(skip_categories(
                         analysis.run.attacks.skip_reason[~analysis.run.attacks.attacked]).items()))
 

@@ -22,7 +22,7 @@ from onepixel.errors import OnepixelError, RunError
 from onepixel.plotting import figure, png_bytes
 from onepixel.report.figures import frame, short_name
 from onepixel.report.sections import ExtraFigure, ExtraSection
-from onepixel.runs.reader import read_attacks_csv
+from onepixel.runs.reader import load_run_config, read_attacks_csv
 from onepixel.runs.schema import ATTACKS, image_path, lowers_score
 
 log = logging.getLogger(__name__)
@@ -276,12 +276,10 @@ def audit_section(run_dir: str | Path, audit_dir: str | Path, *, figures: bool =
     figs: list[ExtraFigure] = []
     if figures:
         figs.append(score_scatter(joined))
-        dataset = None
         try:
-            config = json.loads((run_dir / "config.json").read_text(encoding="utf-8"))
-            dataset = Path(config["dataset"]) if config.get("dataset") else None
-        except (OSError, ValueError, KeyError):
-            pass
+            dataset = load_run_config(run_dir).dataset
+        except RunError:
+            dataset = None
         flips = flip_panels(joined, dataset)
         if flips is not None:
             figs.append(flips)

@@ -41,6 +41,7 @@ from onepixel.confmap.result import ConfidenceMap
 from onepixel.errors import OnepixelError
 from onepixel.plotting import new_figure as _new_figure
 from onepixel.plotting import save_png, styled
+from onepixel.runs.config import RunConfig
 from onepixel.runs.schema import lowers_score
 
 log = logging.getLogger(__name__)
@@ -136,7 +137,7 @@ def _empty(ax, text: str) -> None:
 
 
 def _positive_label(analysis: RunAnalysis) -> str:
-    return str(analysis.run.config.get("positive_label", "mitosis"))
+    return analysis.run.config.positive_label
 
 
 def _score_label(analysis: RunAnalysis) -> str:
@@ -331,7 +332,7 @@ def _load_original(analysis: RunAnalysis, name: str) -> np.ndarray | None:
     from onepixel.datasets.images import load_image
     from onepixel.runs.schema import image_path
 
-    root = analysis.run.dataset_root
+    root = analysis.run.config.dataset
     if root is None:
         return None
     try:
@@ -449,20 +450,11 @@ def colour_chart(analysis: RunAnalysis, folder: Path, k: int = 10) -> FigureInfo
 # --------------------------------------------------------------------------- chromatic
 
 
-def colour_budget(config: dict) -> float | None:
+def colour_budget(config: RunConfig) -> float | None:
     """The RUN's colour budget H (``attack.max_colour_diff`` of config.json, set by
     ``onepixel attack --max-colour-diff H``); None without one (or a RUN made before it existed).
     """
-    attack = config.get("attack") if isinstance(config, dict) else None
-    value = attack.get("max_colour_diff") if isinstance(attack, dict) else None
-    if value is None:
-        return None
-    try:
-        budget = float(value)
-    except (TypeError, ValueError):
-        log.warning("config.json: attack.max_colour_diff %r is not a number; ignored", value)
-        return None
-    return budget if math.isfinite(budget) else None
+    return config.attack.max_colour_diff
 
 
 @_styled

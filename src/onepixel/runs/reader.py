@@ -18,11 +18,11 @@ from typing import Any
 import numpy as np
 
 from onepixel.errors import RunError
+from onepixel.runs.config import RunConfig
 from onepixel.runs.schema import (
     ATTACK_COLUMNS,
     ATTACKS,
     CONFIG,
-    DEFAULT_ATTACK_SETTINGS,
     GOALS,
     HISTORY_COLUMNS,
     OPTIONAL_ATTACK_COLUMNS,
@@ -221,8 +221,9 @@ class RunData:
     Attributes
     ----------
     run_dir : Path
-    config : dict
-        ``config.json`` (empty when the file is absent; a warning is logged).
+    config : RunConfig
+        ``config.json``, typed (:class:`~onepixel.runs.config.RunConfig`; the papers' defaults,
+        ``config.found`` False, when the file is absent: a warning is logged).
     attacks : AttackTable
     history_path : Path or None
         ``history.csv`` when present (read lazily, see :func:`load_history`).
@@ -231,22 +232,10 @@ class RunData:
     """
 
     run_dir: Path
-    config: dict
+    config: RunConfig
     attacks: AttackTable
     history_path: Path | None
     confmap_paths: tuple[Path, ...] = field(default=())
-
-    def setting(self, name: str) -> float:
-        """An attack setting from ``config["attack"]``, else the papers' default."""
-        attack = self.config.get("attack") or {}
-        value = attack.get(name, DEFAULT_ATTACK_SETTINGS[name])
-        return float(value) if value is not None else float(DEFAULT_ATTACK_SETTINGS[name])
-
-    @property
-    def dataset_root(self) -> Path | None:
-        """The dataset folder named in ``config.json``, or None when not given."""
-        root = self.config.get("dataset")
-        return Path(root) if root else None
 
 
 def is_run_folder(path: str | Path) -> bool:
@@ -281,7 +270,7 @@ def load_run(run_dir: str | Path) -> RunData:
     if not attacks_path.is_file():
         raise RunError(f"{attacks_path} not found: {run_dir} is not a RUN folder written by "
                             f"`onepixel attack` (or the campaign has not finished any image yet)")
-    config = _load_config(run_dir / "config.json")
+    config = load_run_config(run_dir)
     attacks = read_attacks_csv(attacks_path)
     history = run_dir / "history.csv"
     confmaps = tuple(sorted((run_dir / "confmaps").glob("*/confmap.npz")))
@@ -290,18 +279,26 @@ def load_run(run_dir: str | Path) -> RunData:
                    history_path=history if history.is_file() else None, confmap_paths=confmaps)
 
 
-def _load_config(path: Path) -> dict:
+def load_run_config(run_dir: str | Path) -> RunConfig:
+    """A RUN folder's ``config.json``, typed (:meth:`RunConfig.from_json`); without the file,
+    the papers' defaults (``found`` False) and a warning.
+
+    Raises
+    ------
+    RunError
+        The file is not valid JSON, not an object, or holds a value of the wrong type; the
+        message names the file.
+    """
+    path = Path(run_dir) / CONFIG
     if not path.is_file():
         log.warning("%s not found: using the papers' default settings and no dataset", path)
-        return {}
+        return RunConfig()
     try:
         config = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise RunError(f"{path}: not valid JSON ({exc}); restore it from the campaign or "
                             f"delete it to use default settings") from exc
-    if not isinstance(config, dict):
-        raise RunError(f"{path}: expected a JSON object, got {type(config).__name__}")
-    return config
+    return RunConfig.from_json(config, str(path))
 
 
 def read_attacks_csv(path: str | Path) -> AttackTable:

@@ -224,6 +224,9 @@ def summarize(attacks: AttackTable | Iterable[Mapping[str, Any]],
             "skip_reasons": skip_categories(group.skip_reason[~group.attacked]),
             "before": _describe(score_stats(rows.original_score)),
             "after": _describe(score_stats(rows.attacked_score)),
+            # The thresholds judged by, so the terminal and the headlines state the RUN's own.
+            "success_threshold": float(s["success_threshold"]),
+            "strong_threshold": strong,
             "success": _count(success.success, n),
             "strong_success": _count(success.strong, n),
             "early_converged": _count(int(rows.early_converged.sum()), n),
@@ -238,8 +241,7 @@ def summarize(attacks: AttackTable | Iterable[Mapping[str, Any]],
 def summarize_run(run_dir: str | Path, top_colours: int = 5) -> dict:
     """:func:`summarize` of a RUN folder, judged by the thresholds in its ``config.json``."""
     run = load_run(run_dir)
-    return summarize(run.attacks, run.config.get("attack") or {}, top_colours,
-                     run.config.get("planned"))
+    return summarize(run.attacks, run.config.attack.settings, top_colours, run.config.planned)
 
 
 #: Skip categories, in the order they are listed.
@@ -291,8 +293,9 @@ def headlines(summary: Mapping[str, Any], attacks: AttackTable) -> tuple[str, ..
         if not d["attacked"]:
             continue
         s, e = d["success"], d["early_converged"]
+        t = d.get("success_threshold", schema.SUCCESS_THRESHOLD)  # older summary.json: the papers'
         out.append(f"{direction}: {s['count']} of {d['attacked']} attacks crossed "
-                   f"{schema.SUCCESS_THRESHOLD:g} ({s['percent']:.0f}%), {e['count']} converged early")
+                   f"{t:g} ({s['percent']:.0f}%), {e['count']} converged early")
     effective = attacks.select(attacks.attacked & ~attacks.early_converged)
     if len(effective):
         n = len(effective)
@@ -317,7 +320,11 @@ def format_summary(summary: dict) -> str:
         lines = [f"UNFINISHED: {summary['images']} of {planned} planned images done (run the same "
                  "`onepixel attack` command again to resume)"]
     for direction, d in summary["directions"].items():
-        thresholds = ("< 0.5", "< 0.05") if schema.lowers_score(d["goal"]) else ("> 0.5", "> 0.95")
+        # summary.json written before the thresholds were recorded: the papers'.
+        op = "<" if schema.lowers_score(d["goal"]) else ">"
+        t = d.get("success_threshold", schema.SUCCESS_THRESHOLD)
+        strong = d.get("strong_threshold", schema.strong_threshold(d["goal"]))
+        thresholds = (f"{op} {t:g}", f"{op} {strong:g}")
         skips = (format_skips(d["skip_reasons"]) if "skip_reasons" in d
                  else f"{d['skipped']} skipped")
         lines.append(f"\n{direction}: {d['attacked']} attacked, {skips}")
