@@ -104,7 +104,7 @@ def _model_options(args: argparse.Namespace):
     from onepixel.models.options import ModelOptions
 
     return ModelOptions(device=args.device, dtype=args.dtype, batch_size=args.batch_size,
-                        engine=args.engine, output=args.output, preprocess=args.preprocess,
+                        engine=args.engine, model_output=args.output, preprocess=args.preprocess,
                         layout=args.layout, positive_index=args.positive_index,
                         assets_dir=args.assets)
 
