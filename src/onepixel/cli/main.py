@@ -46,6 +46,13 @@ def _mutation(text: str) -> float | tuple[float, float]:
     raise argparse.ArgumentTypeError(f"expected a number or MIN,MAX, got {text!r}")
 
 
+def _input_shape(text: str) -> tuple[int, int, int]:
+    parts = text.lower().split("x")
+    if len(parts) != 3 or not all(v.isdigit() and int(v) > 0 for v in parts) or parts[2] not in ("1", "3"):
+        raise argparse.ArgumentTypeError(f"expected HxWxC, e.g. 32x32x3 (C 1 or 3), got {text!r}")
+    return tuple(int(v) for v in parts)  # type: ignore[return-value]
+
+
 def _add_model_options(p: argparse.ArgumentParser) -> None:
     from onepixel.models.options import BUILTIN, ENGINES, ModelOptions
 
@@ -69,6 +76,9 @@ def _add_model_options(p: argparse.ArgumentParser) -> None:
     g.add_argument("--layout", choices=["nhwc", "nchw"], default=None, help="input tensor layout")
     g.add_argument("--positive-index", type=int, default=None,
                    help="output column of the positive class for multi-class models")
+    g.add_argument("--input-shape", type=_input_shape, default=None, metavar="HxWxC",
+                   help="input size of a model that does not declare one (TorchScript without "
+                        "input_shape, HTTP); default: the images' size where onepixel has them")
     g.add_argument("--defence", default=None, metavar="NAME[:ARG][,NAME...]",
                    help="score through defences, applied left to right: median3, median5, "
                         "blur:SIGMA, repair[:H], jpeg:Q, bits:N (docs/defences.md)")
@@ -106,7 +116,7 @@ def _model_options(args: argparse.Namespace):
     return ModelOptions(device=args.device, dtype=args.dtype, batch_size=args.batch_size,
                         engine=args.engine, model_output=args.output, preprocess=args.preprocess,
                         layout=args.layout, positive_index=args.positive_index,
-                        assets_dir=args.assets)
+                        assets_dir=args.assets, input_shape=args.input_shape)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -460,8 +470,11 @@ def _score_rows(model_spec: str, options, images: Sequence[Path],
     from onepixel.runs.schema import record_text
     from onepixel.scoring.policy import load_scoring_classifier
 
+    from onepixel.models.base import declared_input_shape, sized_for
+
     classifier = load_scoring_classifier(model_spec, options, defence)
-    batch = load_images(images, classifier.input_shape)
+    batch = load_images(images, declared_input_shape(classifier))
+    classifier = sized_for(classifier, batch.shape[1:])
     scores = classifier.scores(batch)
     # File names that are not UTF-8 are written with \xNN escapes, as RUN files write them.
     names = [record_text(str(p)) for p in images]

@@ -181,7 +181,6 @@ class TorchClassifier:
         self.n_classes = 0
         if self._input_shape is None:
             return
-        self.module = self._optimize(module) if self.options.optimize else module
         with torch.inference_mode():  # one image through the network: how many outputs
             try:
                 probe = module(torch.zeros((1, *self._input_shape), dtype=torch.uint8,
@@ -190,6 +189,8 @@ class TorchClassifier:
                 raise ModelError(f"{name} cannot score a {self._input_shape[1]}x"
                                  f"{self._input_shape[0]}x{self._input_shape[2]} (WxHxC) image: "
                                  f"{str(exc).splitlines()[0]}{SIZE_HINT}") from exc
+        # Optimised once the size is known to work (a wrong size fails clearly above).
+        self.module = self._optimize(module) if self.options.optimize else module
         k = int(probe.reshape(1, -1).shape[1])
         if k > 1 and io.positive_index is not None:
             output_column(k, io, name)  # an index out of range is an error now, not mid-campaign
