@@ -21,12 +21,12 @@ from torch import nn
 pytest.importorskip("sklearn")
 pytest.importorskip("onnxruntime")
 
-import onepixel.attack.config  # noqa: E402,F401 - first: the package must stay callable after it
-from digits_models import export_onnx_file, train_net  # noqa: E402
-from onepixel.cli.main import main  # noqa: E402
-from onepixel.errors import ConfigError, ModelError  # noqa: E402
-from onepixel.models import ModelOptions, load_classifier  # noqa: E402
-from onepixel.models.base import sized_for, validate_probabilities  # noqa: E402
+import onepixel.attack.config  # noqa: F401 - first: the package must stay callable after it
+from digits_models import export_onnx_file, train_net
+from onepixel.cli.main import main
+from onepixel.errors import ConfigError, ModelError
+from onepixel.models import ModelOptions, load_classifier
+from onepixel.models.base import sized_for, validate_probabilities
 
 SHAPE = (32, 32, 3)
 MEAN = (0.2, 0.3, 0.4)
@@ -200,7 +200,7 @@ def test_attack_with_normalisation_and_logits_objects(digits):
 
 
 def test_attack_binary_module_and_numpy_images(digits):
-    net, images, labels, _ = digits
+    net, images, _, _ = digits
     model = OneLogit(net).train()  # given in training mode: used in eval, given back in training
     batch = images[:4]
     result = onepixel_attack(model, batch, pixels=1, maxiter=5, popsize=30)

@@ -467,10 +467,9 @@ def _score_rows(model_spec: str, options, images: Sequence[Path],
     """The predict table: ``image,score`` for a binary model; ``image,class,p0,...,pK-1`` (the
     predicted class index and every class probability) for a K-class model."""
     from onepixel.datasets.images import load_images
+    from onepixel.models.base import declared_input_shape, sized_for
     from onepixel.runs.schema import record_text
     from onepixel.scoring.policy import load_scoring_classifier
-
-    from onepixel.models.base import declared_input_shape, sized_for
 
     classifier = load_scoring_classifier(model_spec, options, defence)
     batch = load_images(images, declared_input_shape(classifier))
