@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import csv
 import io
+import json
 import types
 import warnings
 from contextlib import redirect_stdout
@@ -217,6 +218,28 @@ def test_attack_binary_module_and_numpy_images(digits):
         onepixel_attack(net, torch.zeros(2, 32, 32, 3))  # channels last in a tensor
     with pytest.raises(ConfigError, match="labels"):
         onepixel_attack(net, batch, labels=np.array([0, 1]))
+
+
+def test_unlabelled_pngs_attacked_analysed_reported_from_the_cli(digits, tmp_path):
+    """A flat folder of PNGs, no labels, the ONNX logits model with no flags: the labels are the
+    model's predictions, recorded as such, and analyze and report read the RUN."""
+    net, images, _, root = digits
+    run = tmp_path / "run"
+    assert main(["-q", "attack", str(root / "pngs"), "--out", str(run), "--model",
+                 str(root / "logits.onnx"), "--device", "cpu", "--popsize", "20", "--maxiter", "3",
+                 "--updating", "deferred", "--no-progress"]) == 0
+    config = json.loads((run / "config.json").read_text())
+    assert config["labels"] == "predicted" and config["classes"] == [str(k) for k in range(10)]
+    with (run / "attacks.csv").open() as fh:
+        rows = list(csv.DictReader(fh))
+    x = torch.from_numpy(images[:4]).permute(0, 3, 1, 2).float() / 255.0
+    predicted = _module_probs(net, x).argmax(axis=1)
+    assert {r["image"]: r["label"] for r in rows} == {f"{i}.png": str(k) for i, k in enumerate(predicted)}
+    assert all(r["status"] == "attacked" for r in rows)  # predicted labels are never "misclassified"
+    assert main(["-q", "analyze", str(run)]) == 0
+    assert main(["-q", "report", str(run)]) == 0
+    html = (run / "report.html").read_text(encoding="utf-8")
+    assert "the model&#x27;s own predictions" in html or "the model's own predictions" in html
 
 
 def onepixel_attack(*args, **kwargs):

@@ -322,12 +322,15 @@ def run_info_table(analysis: RunAnalysis) -> Table:
 
 def _labels_row(analysis: RunAnalysis) -> tuple[str, str]:
     cfg = analysis.run.config
+    # RUNs from before unlabelled images were supported took labels from folders.
+    predicted = ("; labels are the model's own predictions (unlabelled images)"
+                 if cfg.get("labels", "folders") == "predicted" else "")
     if analysis.multiclass:
         classes = [str(c) for c in cfg.get("classes") or ()]
         shown = ", ".join(classes[:20]) + (f", ... ({len(classes)} in all)" if len(classes) > 20 else "")
-        return ("Classes", shown or "not recorded")
+        return ("Classes", (shown or "not recorded") + predicted)
     return ("Labels", f"{cfg.get('positive_label', 'mitosis')} (positive) / "
-                      f"{cfg.get('negative_label', 'normal')} (negative)")
+                      f"{cfg.get('negative_label', 'normal')} (negative){predicted}")
 
 
 def _multiclass_rules(analysis: RunAnalysis) -> list[tuple[str, str]]:
