@@ -220,14 +220,16 @@ def test_attack_binary_module_and_numpy_images(digits):
         onepixel_attack(net, batch, labels=np.array([0, 1]))
 
 
+@pytest.mark.slow  # five commands: ~45 s on the shared 2-core machine
 def test_unlabelled_pngs_attacked_analysed_reported_from_the_cli(digits, tmp_path):
-    """A flat folder of PNGs, no labels, the ONNX logits model with no flags: the labels are the
-    model's predictions, recorded as such, and analyze and report read the RUN."""
+    """A flat folder of PNGs, no labels, the traced TorchScript file with no flags (its size comes
+    from the images): the labels are the model's predictions, recorded as such; analyze, report
+    and audit read the RUN, and pareto takes the folder."""
     net, images, _, root = digits
-    run = tmp_path / "run"
-    assert main(["-q", "attack", str(root / "pngs"), "--out", str(run), "--model",
-                 str(root / "logits.onnx"), "--device", "cpu", "--popsize", "20", "--maxiter", "3",
-                 "--updating", "deferred", "--no-progress"]) == 0
+    run, model = tmp_path / "run", str(root / "traced.pt")
+    assert main(["-q", "attack", str(root / "pngs"), "--out", str(run), "--model", model,
+                 "--device", "cpu", "--popsize", "20", "--maxiter", "3", "--updating", "deferred",
+                 "--no-progress"]) == 0
     config = json.loads((run / "config.json").read_text())
     assert config["labels"] == "predicted" and config["classes"] == [str(k) for k in range(10)]
     with (run / "attacks.csv").open() as fh:
@@ -240,6 +242,15 @@ def test_unlabelled_pngs_attacked_analysed_reported_from_the_cli(digits, tmp_pat
     assert main(["-q", "report", str(run)]) == 0
     html = (run / "report.html").read_text(encoding="utf-8")
     assert "the model&#x27;s own predictions" in html or "the model's own predictions" in html
+    audit = tmp_path / "audit"
+    assert main(["-q", "audit", str(run), "--out", str(audit), "--images", "0.png", "--step", "128",
+                 "--top", "2", "--rounds", "1", "--device", "cpu", "--no-progress"]) == 0
+    assert json.loads((audit / "summary.json").read_text())["goals"]["untargeted"]["audited"] == 1
+    pareto = tmp_path / "pareto"
+    assert main(["-q", "pareto", "--dataset", str(root / "pngs"), "--out", str(pareto), "--model",
+                 model, "--device", "cpu", "--pop", "8", "--gens", "2", "--limit", "1",
+                 "--no-detector", "--no-progress"]) == 0
+    assert (pareto / "front.csv").is_file()
 
 
 def onepixel_attack(*args, **kwargs):

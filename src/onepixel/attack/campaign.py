@@ -169,15 +169,15 @@ def run_campaign(cfg: CampaignConfig, classifier: Classifier | None = None,
         on_cpu = (resolve_device(cfg.model_options.device).type == "cpu" if classifier is None
                   else capabilities_of(classifier).on_cpu)
         batch = executor.batch_images(min(n_files, cfg.limit or n_files), on_cpu)
+    if classifier is not None and declared_input_shape(classifier) is None:
+        classifier = sized_for(classifier, _first_image_shape(cfg.dataset))
     if classifier is None:
+        # A model that takes its size from the images gets the dataset's first image's.
         evaluator = load_attack_evaluator(cfg.model, cfg.model_options, cfg.evaluator,
-                                          cfg.attack.de.updating, pixels, batch)
+                                          cfg.attack.de.updating, pixels, batch,
+                                          image_shape=lambda: _first_image_shape(cfg.dataset))
     else:
         evaluator = evaluator_for(classifier, cfg.evaluator, cfg.attack.de.updating, pixels, batch)
-    if declared_input_shape(evaluator.classifier) is None:
-        # A model that takes its size from the images: the dataset's first image gives it.
-        evaluator = evaluator_for(sized_for(evaluator.classifier, _first_image_shape(cfg.dataset)),
-                                  cfg.evaluator, cfg.attack.de.updating, pixels, batch)
     classifier = evaluator.classifier
     n_classes = capabilities_of(classifier).n_classes
     dataset = _load_dataset(cfg, n_classes)

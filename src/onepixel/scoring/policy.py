@@ -13,7 +13,7 @@ import logging
 from onepixel.defences.spec import parse_defence
 from onepixel.defences.wrapper import defend
 from onepixel.errors import ConfmapError, ModelError, OnepixelError
-from onepixel.models.base import Classifier, capabilities_of
+from onepixel.models.base import Classifier, capabilities_of, declared_input_shape, sized_for
 from onepixel.models.registry import ModelOptions, is_keras_spec, load_classifier
 from onepixel.models.torch_backend import resolve_device
 from onepixel.scoring.evaluators import Evaluator, make_evaluator
@@ -78,13 +78,15 @@ def evaluator_for(classifier: Classifier, kind: str = "auto",
 def load_attack_evaluator(spec: str, options: ModelOptions | None = None,
                           kind: str = "auto", updating: str = "immediate",
                           pixels: int = 1, images_per_call: int | None = None,
-                          defence: str | None = None) -> Evaluator:
+                          defence: str | None = None, image_shape=None) -> Evaluator:
     """Load model ``spec`` for attacks, with the fastest exact evaluator for it.
 
     Where :func:`evaluator_for` would choose the incremental evaluator (and no ``engine`` is
     chosen), Keras and built-in models are loaded with their layers so that it applies;
     otherwise as :func:`~onepixel.models.load_classifier` loads them by default. With a
     ``defence`` the attack queries the defended pipeline, scored whole (the host evaluator).
+    ``image_shape`` ((H, W, C), or a function that returns it, called only when needed) sizes a
+    model that takes its size from the images (:func:`~onepixel.models.base.sized_for`).
     """
     options = options or ModelOptions()
     _check_kind(kind)
@@ -92,8 +94,8 @@ def load_attack_evaluator(spec: str, options: ModelOptions | None = None,
         if kind == "incremental":
             raise OnepixelError("--evaluator incremental scores the network's layers and would "
                                 "bypass --defence; use --evaluator full (or auto)")
-        return evaluator_for(load_scoring_classifier(spec, options, defence), "full", updating,
-                             pixels, images_per_call)
+        return evaluator_for(load_scoring_classifier(spec, options, defence, image_shape), "full",
+                             updating, pixels, images_per_call)
     if kind == "incremental" and options.engine == "onnxruntime":
         raise OnepixelError("--evaluator incremental runs the network itself with torch: drop "
                             "--engine onnxruntime, or use --evaluator full")
@@ -103,8 +105,16 @@ def load_attack_evaluator(spec: str, options: ModelOptions | None = None,
     if incremental and is_keras_spec(spec):
         return evaluator_for(load_classifier(spec, options, layers=True), kind, updating, pixels,
                              images_per_call)
-    return evaluator_for(load_classifier(spec, options), "full" if kind == "auto" else kind,
-                         updating, pixels, images_per_call)
+    return evaluator_for(_sized(load_classifier(spec, options), image_shape),
+                         "full" if kind == "auto" else kind, updating, pixels, images_per_call)
+
+
+def _sized(classifier: Classifier, image_shape) -> Classifier:
+    """``classifier`` sized by ``image_shape`` (a shape or a function giving it) if it takes its
+    size from the images and a shape is given."""
+    if image_shape is None or declared_input_shape(classifier) is not None:
+        return classifier
+    return sized_for(classifier, image_shape() if callable(image_shape) else image_shape)
 
 
 def auto_batch_images(n_images: int, on_cpu: bool) -> int:
@@ -114,8 +124,9 @@ def auto_batch_images(n_images: int, on_cpu: bool) -> int:
 
 
 def load_scoring_classifier(spec: str, options: ModelOptions | None = None,
-                            defence: str | None = None) -> Classifier:
-    """Load a model to score whole images (``predict``, ``serve``), behind ``defence`` if given.
+                            defence: str | None = None, image_shape=None) -> Classifier:
+    """Load a model to score whole images (``predict``, ``serve``), behind ``defence`` if given
+    (``image_shape`` as for :func:`load_attack_evaluator`).
 
     Raises
     ------
@@ -123,7 +134,7 @@ def load_scoring_classifier(spec: str, options: ModelOptions | None = None,
         A malformed ``defence`` spec (the message names ``--defence``).
     """
     parse_defence(defence)  # a bad spec fails before the model loads
-    return defend(load_classifier(spec, options or ModelOptions()), defence)
+    return defend(_sized(load_classifier(spec, options or ModelOptions()), image_shape), defence)
 
 
 def load_confmap_classifier(spec: str, options: ModelOptions | None = None,

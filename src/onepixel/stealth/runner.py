@@ -38,6 +38,7 @@ from onepixel.attack.goals import Decrease, Goal, Increase, Targeted, Untargeted
 from onepixel.attack.objective import plan_attack, plan_multiclass
 from onepixel.datasets.images import (
     expand_image_paths,
+    is_unlabelled,
     load_image,
     scan_dataset,
     scan_image_folder,
@@ -296,8 +297,15 @@ def run_pareto(out: str | Path, images: Sequence[str | Path] = (), dataset: str 
         # One call scores one image's generation (population-sized): on CPU the incremental
         # engine's fixed cost per call loses there (0.7 s for 12 pixels vs the full network's
         # 0.1 s), so ``auto`` gets the policy's choice for small calls, "immediate"'s.
-        evaluator = load_attack_evaluator(model, model_options, evaluator_kind, "immediate", 1,
-                                          config.population, defence)
+        # A model that takes its size from the images gets the first image's.
+        evaluator = load_attack_evaluator(
+            model, model_options, evaluator_kind, "immediate", 1, config.population, defence,
+            image_shape=lambda: load_image(expand_image_paths(
+                [dataset] if dataset is not None else images)[0]).shape)
+    if dataset is not None and is_unlabelled(dataset):
+        # A flat folder (or one file) has no labels: searched as plain images, whose goals
+        # come from the model's predictions.
+        images, dataset = expand_image_paths([dataset]), None
     n_classes = capabilities_of(evaluator.classifier).n_classes
     channels = int(evaluator.input_shape[2])
     if n_classes == 1 and (target is not None or classes is not None):
