@@ -150,6 +150,28 @@ def test_outputs_that_are_not_probabilities_name_the_option(digits):
         load_classifier(str(root / "logits.onnx")).scores(np.zeros((1, 64, 64, 3), np.uint8))
 
 
+def test_keras_output_activation_is_read_from_the_file(tmp_path):
+    """A Keras file ending in softmax gives probabilities; the same network without it, logits:
+    both give the same probabilities with no flags, on both engines."""
+    import h5py
+    from keras_files import layer, tiny_classifier_file, write_model
+
+    plain = tiny_classifier_file(tmp_path / "logits.h5")
+    with h5py.File(plain) as fh:
+        config = json.loads(fh.attrs["model_config"])
+        weights = {name: {k.split("/")[-1][:-2]: fh["model_weights"][name][k][()]
+                          for k in fh["model_weights"][name].attrs["weight_names"].astype(str)}
+                   for name in ("conv", "dense")}
+    layers = config["config"]["layers"] + [layer("prob", "Activation", ["dense"], activation="softmax")]
+    softmaxed = write_model(tmp_path / "softmax.h5", layers, weights, "prob")
+    images = np.random.default_rng(0).integers(0, 256, (5, 8, 8, 3), dtype=np.uint8)
+    for engine in ("torch", "onnxruntime"):
+        options = ModelOptions(device="cpu", engine=engine)
+        a, b = (load_classifier(str(f), options) for f in (plain, softmaxed))
+        assert b.io.output == "probability" and a.io.output == "logit"
+        np.testing.assert_allclose(b.scores(images), a.scores(images), atol=1e-6)
+
+
 def _check_attack(result, module, x, labels, pixels, normalise=lambda t: t):
     adv = result.adversarial
     assert isinstance(adv, torch.Tensor) and adv.shape == x.shape and adv.dtype == x.dtype
