@@ -154,6 +154,7 @@ def test_keras_output_activation_is_read_from_the_file(tmp_path):
     """A Keras file ending in softmax gives probabilities; the same network without it, logits:
     both give the same probabilities with no flags, on both engines."""
     import h5py
+
     from keras_files import layer, tiny_classifier_file, write_model
 
     plain = tiny_classifier_file(tmp_path / "logits.h5")

@@ -16,7 +16,7 @@ import torch
 from torch import nn
 
 from onepixel.models.base import ModelIO
-from onepixel.models.options import ModelOptions
+from onepixel.models.options import CPU_BATCH, CUDA_BATCH, ModelOptions
 from onepixel.models.torch_backend import TorchClassifier, TorchOptions
 
 log = logging.getLogger(__name__)
@@ -52,7 +52,7 @@ def module_classifier(module: nn.Module, options: ModelOptions | None = None,
     device = str(own_device) if options.device == "auto" else options.device
     floats = [p.dtype for p in params if p.is_floating_point()]
     dtype = str(floats[0]).removeprefix("torch.") if floats else "float32"
-    batch = options.batch_size or (32 if torch.device(device).type == "cpu" else 2048)
+    batch = options.batch_size or (CPU_BATCH if torch.device(device).type == "cpu" else CUDA_BATCH)
     torch_options = TorchOptions(device=device, dtype=dtype, batch_size=batch,
                                  optimize=False)  # a user's module is run as it is, never traced
     io = options.apply(MODULE_IO)

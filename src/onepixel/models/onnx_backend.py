@@ -27,6 +27,7 @@ from onepixel.models.base import (
     n_classes_for,
     output_column,
     preprocess_numpy,
+    probabilities_look_like,
     validate_probabilities,
 )
 from onepixel.models.torch_backend import ScoringModule
@@ -157,9 +158,15 @@ class OnnxClassifier:
         self._input_shape = input_shape or self._static_shape(inp.shape)
         on_gpu = self.session.get_providers()[0] == "CUDAExecutionProvider"
         # One zero image through the graph: how many outputs (dynamic shapes say nothing).
-        k = self.raw_outputs(np.zeros((1, *self._input_shape), dtype=np.uint8)).shape[1]
+        probe = self.raw_outputs(np.zeros((1, *self._input_shape), dtype=np.uint8))
+        k = probe.shape[1]
         if k > 1 and self.io.positive_index is not None:
             output_column(k, self.io, self.name)
+        if self.io.output == "logit" and probabilities_look_like(probe):
+            log.warning("%s is read as giving logits, but its %d outputs for a black image are in "
+                        "[0, 1] and sum to 1: if it ends in a softmax the graph does not show, "
+                        "set ModelOptions.model_output='probability' (CLI: --model-output "
+                        "probability)", self.name, k)
         self.n_classes = n_classes_for(k, self.io)
         self.capabilities = Capabilities(fingerprint=fingerprint, device="cuda:0" if on_gpu else "cpu",
                                          n_classes=self.n_classes)
