@@ -243,7 +243,7 @@ def test_attack_binary_module_and_numpy_images(digits):
         onepixel_attack(net, batch, labels=np.array([0, 1]))
 
 
-@pytest.mark.slow  # five commands: ~45 s on the shared 2-core machine
+@pytest.mark.slow  # five commands: 3.4 s on an idle 2-core machine, ~45 s on a busy one
 def test_unlabelled_pngs_attacked_analysed_reported_from_the_cli(digits, tmp_path):
     """A flat folder of PNGs, no labels, the traced TorchScript file with no flags (its size comes
     from the images): the labels are the model's predictions, recorded as such; analyze, report
