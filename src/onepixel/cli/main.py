@@ -466,14 +466,14 @@ def _score_rows(model_spec: str, options, images: Sequence[Path],
                 defence: str | None = None) -> tuple[tuple[str, ...], list]:
     """The predict table: ``image,score`` for a binary model; ``image,class,p0,...,pK-1`` (the
     predicted class index and every class probability) for a K-class model."""
-    from onepixel.datasets.images import load_images
-    from onepixel.models.base import declared_input_shape, sized_for
+    from onepixel.datasets.images import load_image, load_images
     from onepixel.runs.schema import record_text
     from onepixel.scoring.policy import load_scoring_classifier
 
-    classifier = load_scoring_classifier(model_spec, options, defence)
-    batch = load_images(images, declared_input_shape(classifier))
-    classifier = sized_for(classifier, batch.shape[1:])
+    # A model that declares no size takes the first image's.
+    classifier = load_scoring_classifier(model_spec, options, defence,
+                                         image_shape=lambda: load_image(images[0]).shape)
+    batch = load_images(images, classifier.input_shape)
     scores = classifier.scores(batch)
     # File names that are not UTF-8 are written with \xNN escapes, as RUN files write them.
     names = [record_text(str(p)) for p in images]
