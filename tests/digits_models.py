@@ -42,10 +42,10 @@ class _Net(nn.Module):
         return self.head(self.features(x).flatten(1))
 
 
-def train_and_export(path: Path, shape: tuple[int, int, int], seed: int = 0,
-                     epochs: int = 12) -> tuple[np.ndarray, np.ndarray]:
-    """Train on the first 1,500 digits, export to ONNX at ``path``; return the held-out images
-    (N, H, W, C) uint8 and labels (N,)."""
+def train_net(shape: tuple[int, int, int], seed: int = 0,
+              epochs: int = 12) -> tuple[nn.Module, np.ndarray, np.ndarray]:
+    """Train on the first 1,500 digits; return the network (eval mode, float NCHW input in
+    [0, 1], logits out) and the held-out images (N, H, W, C) uint8 and labels (N,)."""
     torch.manual_seed(seed)
     images, labels = digits(shape)
     x = torch.from_numpy(images).permute(0, 3, 1, 2).float() / 255.0
@@ -58,13 +58,26 @@ def train_and_export(path: Path, shape: tuple[int, int, int], seed: int = 0,
             opt.zero_grad()
             nn.functional.cross_entropy(net(x[batch]), y[batch]).backward()
             opt.step()
-    net.eval()
+    return net.eval(), images[1500:], labels[1500:]
+
+
+def export_onnx_file(net: nn.Module, path: Path, shape: tuple[int, int, int]) -> Path:
+    """``net`` (float NCHW input) as an ONNX file with a dynamic batch axis."""
     example = torch.zeros(1, shape[2], shape[0], shape[1])
     with warnings.catch_warnings():  # the legacy exporter warns that it is legacy
         warnings.simplefilter("ignore", DeprecationWarning)
         torch.onnx.export(net, (example,), str(path), input_names=["x"], output_names=["logits"],
                           dynamic_axes={"x": {0: "n"}, "logits": {0: "n"}}, dynamo=False)
-    return images[1500:], labels[1500:]
+    return path
+
+
+def train_and_export(path: Path, shape: tuple[int, int, int], seed: int = 0,
+                     epochs: int = 12) -> tuple[np.ndarray, np.ndarray]:
+    """Train on the first 1,500 digits, export to ONNX at ``path``; return the held-out images
+    (N, H, W, C) uint8 and labels (N,)."""
+    net, images, labels = train_net(shape, seed, epochs)
+    export_onnx_file(net, path, shape)
+    return images, labels
 
 
 def write_image_folder(root: Path, images: np.ndarray, labels: np.ndarray, per_class: int) -> Path:

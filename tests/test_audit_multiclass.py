@@ -38,7 +38,7 @@ from onepixel.models import ModelOptions  # noqa: E402
 from onepixel.optimize.de import DEConfig  # noqa: E402
 from onepixel.report.audit_section import audit_section  # noqa: E402
 
-OPTIONS = ModelOptions(device="cpu", preprocess="unit", layout="nchw", output="logit")
+OPTIONS = ModelOptions(device="cpu", preprocess="unit", layout="nchw", model_output="logit")
 CLI_MODEL = ["--device", "cpu", "--preprocess", "unit", "--layout", "nchw", "--output", "logit"]
 CLASSES = tuple(str(d) for d in range(10))
 EPOCHS = 5

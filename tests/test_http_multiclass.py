@@ -47,7 +47,7 @@ from onepixel.serving.app import create_app  # noqa: E402
 from onepixel.serving.config import add_server_arguments  # noqa: E402
 from onepixel.wire import encode_png  # noqa: E402
 
-OPTIONS = ModelOptions(device="cpu", preprocess="unit", layout="nchw", output="logit")
+OPTIONS = ModelOptions(device="cpu", preprocess="unit", layout="nchw", model_output="logit")
 MODEL_ARGS = ("--device", "cpu", "--preprocess", "unit", "--layout", "nchw", "--output", "logit")
 NAMES = ("zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine")
 URL = "http://127.0.0.1:5999"
@@ -199,7 +199,7 @@ def test_binary_models_answer_exactly_the_max_api(digits):
     byte for byte what the server answered before K-class models."""
     model, _, held_out = digits
     binary = load_classifier(str(model), ModelOptions(device="cpu", preprocess="unit",
-                                                      layout="nchw", output="logit",
+                                                      layout="nchw", model_output="logit",
                                                       positive_index=3))
     with TestClient(create_app(binary)) as client:
         meta = client.get("/model/metadata").json()

@@ -27,7 +27,7 @@ from onepixel.errors import DatasetError, OnepixelError  # noqa: E402
 from onepixel.models import ModelOptions, load_classifier  # noqa: E402
 from onepixel.optimize.de import DEConfig  # noqa: E402
 
-OPTIONS = ModelOptions(device="cpu", preprocess="unit", layout="nchw", output="logit")
+OPTIONS = ModelOptions(device="cpu", preprocess="unit", layout="nchw", model_output="logit")
 FAST = DEConfig(population=60, maxiter=25, seed=3)
 
 
@@ -102,7 +102,7 @@ def test_ten_class_model_loads_with_class_probabilities(rgb):
     np.testing.assert_array_equal(probs.argmax(axis=1), _ort_classes(model, images))
     # --positive-index still reduces a K-output model to one score
     one = load_classifier(str(model), ModelOptions(device="cpu", preprocess="unit", layout="nchw",
-                                                   output="logit", positive_index=3))
+                                                   model_output="logit", positive_index=3))
     assert one.capabilities.n_classes == 1
     np.testing.assert_allclose(one.scores(images), probs[:, 3], atol=1e-12)
 

@@ -31,7 +31,7 @@ from onepixel.pareto.pareto import ImageFront, front_flags  # noqa: E402
 from onepixel.pareto.runner import run_pareto  # noqa: E402
 from onepixel.pareto.store import load_front, save_front  # noqa: E402
 
-OPTIONS = ModelOptions(device="cpu", preprocess="unit", layout="nchw", output="logit")
+OPTIONS = ModelOptions(device="cpu", preprocess="unit", layout="nchw", model_output="logit")
 CLI_MODEL = ["--device", "cpu", "--preprocess", "unit", "--layout", "nchw", "--output", "logit"]
 TINY = ParetoConfig(population=12, generations=4, seed=3)
 EPOCHS = 5

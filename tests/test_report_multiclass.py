@@ -137,7 +137,7 @@ def _campaign(model: Path, dataset: Path, out: Path, pixels: int, target: str | 
     from onepixel.models import ModelOptions
     from onepixel.optimize.de import DEConfig
 
-    options = ModelOptions(device="cpu", preprocess="unit", layout="nchw", output="logit")
+    options = ModelOptions(device="cpu", preprocess="unit", layout="nchw", model_output="logit")
     run_campaign(CampaignConfig(dataset=dataset, out=out, model=str(model), model_options=options,
                                 attack=AttackConfig(de=DEConfig(population=30, maxiter=10, seed=3),
                                                     pixels=pixels),

@@ -190,7 +190,7 @@ def test_ray_confmap_from_the_cli(tmp_path):
     model = tiny_classifier_file(tmp_path / "tiny.h5", units=1)
     rng = np.random.default_rng(5)
     Image.fromarray(rng.integers(0, 256, (8, 8, 3), dtype=np.uint8)).save(tmp_path / "x.png")
-    options = ModelOptions(device="cpu", output="logit")
+    options = ModelOptions(device="cpu", model_output="logit")
     classifier = load_confmap_classifier(str(model), options, "auto")
     local = compute_confmap(load_image(tmp_path / "x.png", classifier.input_shape), classifier,
                             ConfmapConfig(step=255, progress=False))

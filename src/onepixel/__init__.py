@@ -5,8 +5,8 @@ The public API, by layer (docs/api.md has a runnable tour):
 - models: :func:`load_classifier`, :class:`ModelOptions`, :class:`Classifier`, :class:`ModelIO`
 - scoring: :func:`make_evaluator`, :func:`evaluator_for`, :func:`load_attack_evaluator`
 - optimisation: :class:`DEConfig`, :class:`BatchDESolver`
-- attacks: :class:`OnePixelAttack`, :class:`AttackConfig`, :class:`CampaignConfig`,
-  :func:`run_campaign`
+- attacks: ``attack(model, images, labels)`` (the one call; :class:`AttackOutput`),
+  :class:`OnePixelAttack`, :class:`AttackConfig`, :class:`CampaignConfig`, :func:`run_campaign`
 - RUN folders: :func:`load_run`, :class:`AttackResult`, :class:`AttackTable`, :func:`summarize`,
   :func:`summarize_run`
 - confidence maps: :class:`ConfmapConfig`, :func:`compute_confmap`, :class:`ConfidenceMap`,
@@ -37,6 +37,9 @@ _EXPORTS: dict[str, str] = {
     "DEConfig": "onepixel.optimize.de",
     "BatchDESolver": "onepixel.optimize.de",
     "OnePixelAttack": "onepixel.attack.objective",
+    # The subpackage itself, which is callable (onepixel/attack/__init__.py says why).
+    "attack": "onepixel.attack",
+    "AttackOutput": "onepixel.attack.oneshot",
     "AttackConfig": "onepixel.attack.config",
     "CampaignConfig": "onepixel.attack.config",
     "run_campaign": "onepixel.attack.campaign",
@@ -61,6 +64,7 @@ _EXPORTS: dict[str, str] = {
 
 __all__ = [
     "AttackConfig",
+    "AttackOutput",
     "AttackResult",
     "AttackTable",
     "BatchDESolver",
@@ -75,6 +79,7 @@ __all__ = [
     "OnepixelError",
     "__version__",
     "analyze_run",
+    "attack",
     "compute_analysis",
     "compute_confmap",
     "evaluator_for",
@@ -102,6 +107,7 @@ if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs
     from onepixel.attack.campaign import run_campaign
     from onepixel.attack.config import AttackConfig, CampaignConfig
     from onepixel.attack.objective import OnePixelAttack
+    from onepixel.attack.oneshot import AttackOutput
     from onepixel.confmap.config import ConfmapConfig
     from onepixel.confmap.engine import compute_confmap, save_confmap
     from onepixel.confmap.result import ConfidenceMap, load_confmap

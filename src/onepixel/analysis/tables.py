@@ -333,11 +333,14 @@ def run_info_table(analysis: RunAnalysis) -> Table:
 
 def _labels_row(analysis: RunAnalysis) -> tuple[str, str]:
     cfg = analysis.run.config
+    # RUNs from before unlabelled images were supported took labels from folders.
+    predicted = ("; labels are the model's own predictions (unlabelled images)"
+                 if cfg.labels == "predicted" else "")
     if analysis.multiclass:
         classes = list(cfg.classes)
         shown = ", ".join(classes[:20]) + (f", ... ({len(classes)} in all)" if len(classes) > 20 else "")
-        return ("Classes", shown or "not recorded")
-    return ("Labels", f"{cfg.positive_label} (positive) / {cfg.negative_label} (negative)")
+        return ("Classes", (shown or "not recorded") + predicted)
+    return ("Labels", f"{cfg.positive_label} (positive) / {cfg.negative_label} (negative){predicted}")
 
 
 def _multiclass_rules(analysis: RunAnalysis) -> list[tuple[str, str]]:

@@ -9,6 +9,7 @@ of an uninterrupted run.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import platform
 import time
@@ -30,16 +31,18 @@ from onepixel.datasets.images import (
     Dataset,
     LabeledImage,
     count_images,
+    is_unlabelled,
     limit_items,
     load_image,
     scan_dataset,
     scan_image_folder,
+    scan_unlabelled,
 )
 from onepixel.defences.wrapper import defence_of
 from onepixel.errors import ConfigError, DatasetError, ImageError
 from onepixel.fileio import write_json_atomic
 from onepixel.models import Classifier
-from onepixel.models.base import capabilities_of
+from onepixel.models.base import capabilities_of, declared_input_shape, sized_for
 from onepixel.models.options import resolve_device
 from onepixel.progress import progress_bar
 from onepixel.runs import schema
@@ -84,6 +87,8 @@ def run_config(cfg: CampaignConfig, dataset: Dataset, classifier, evaluator=None
         "positive_label": cfg.positive_label if not dataset.classes else None,
         "negative_label": cfg.negative_label if not dataset.classes else None,
         "classes": list(dataset.classes) or None,
+        # "predicted": unlabelled images, each labelled by the model's own prediction.
+        "labels": "predicted" if is_unlabelled(cfg.dataset) else "folders",
         "target": cfg.target,
         "model": {"spec": cfg.model, "name": classifier.name,
                   "sha256": capabilities_of(classifier).fingerprint},
@@ -102,7 +107,24 @@ def run_config(cfg: CampaignConfig, dataset: Dataset, classifier, evaluator=None
 
 
 def _load_dataset(cfg: CampaignConfig, n_classes: int) -> Dataset:
-    """``mitosis``/``normal`` folders for a binary model, class folders for a K-class one."""
+    """``mitosis``/``normal`` folders for a binary model, class folders for a K-class one; a flat
+    folder or one image file: unlabelled images (labelled by the model's predictions)."""
+    if is_unlabelled(cfg.dataset):
+        if n_classes == 1:
+            if cfg.target is not None or cfg.classes is not None:
+                raise ConfigError("CampaignConfig.target and CampaignConfig.classes are for "
+                                  "multi-class models; this model returns one score",
+                                  field="CampaignConfig.classes" if cfg.target is None
+                                  else "CampaignConfig.target")
+            return scan_unlabelled(cfg.dataset)
+        classes = cfg.classes or tuple(str(k) for k in range(n_classes))
+        if len(classes) != n_classes:
+            raise ConfigError(f"CampaignConfig.classes names {len(classes)} classes but the model "
+                              f"returns {n_classes} class probabilities", field="CampaignConfig.classes")
+        if cfg.target is not None and cfg.target not in classes:
+            raise ConfigError(f"CampaignConfig.target {cfg.target!r} is not a class "
+                              f"({', '.join(classes)})", field="CampaignConfig.target")
+        return scan_unlabelled(cfg.dataset, classes)
     if n_classes == 1:
         if cfg.target is not None or cfg.classes is not None:
             raise ConfigError("CampaignConfig.target and CampaignConfig.classes are for multi-class "
@@ -158,11 +180,15 @@ def run_campaign(cfg: CampaignConfig, classifier: Classifier | None = None,
         on_cpu = (resolve_device(cfg.model_options.device).type == "cpu" if classifier is None
                   else capabilities_of(classifier).on_cpu)
         batch = executor.batch_images(min(n_files, cfg.limit or n_files), on_cpu)
+    if classifier is not None and declared_input_shape(classifier) is None:
+        classifier = sized_for(classifier, _first_image_shape(cfg.dataset))
     # auto times the eligible evaluators on the calls this campaign will make (cached per machine).
     shape = call_shape_for(batch, cfg.attack.de.updating, cfg.attack.de.effective_population)
     if classifier is None:
+        # A model that takes its size from the images gets the dataset's first image's.
         picked = pick_attack_evaluator(cfg.model, cfg.model_options, cfg.evaluator,
-                                       cfg.attack.de.updating, pixels, shape)
+                                       cfg.attack.de.updating, pixels, shape,
+                                       image_shape=lambda: _first_image_shape(cfg.dataset))
     else:
         picked = pick_evaluator(classifier, cfg.evaluator, cfg.attack.de.updating, pixels, shape)
     evaluator = picked.evaluator
@@ -195,6 +221,19 @@ def run_campaign(cfg: CampaignConfig, classifier: Classifier | None = None,
     def progress(active: int, evaluations: int) -> None:
         rate = evaluations / max(time.perf_counter() - started, 1e-9)
         bar.set_postfix(active=active, evals_per_s=f"{rate:,.0f}", refresh=False)
+
+    predicted = is_unlabelled(cfg.dataset)
+
+    def labelled(it: LabeledImage, scores: np.ndarray) -> LabeledImage:
+        """An unlabelled image with the model's prediction as its label."""
+        if not predicted:
+            return it
+        if n_classes == 1:
+            positive = bool(scores > schema.SUCCESS_THRESHOLD)
+            return dataclasses.replace(it, positive=positive, label=cfg.positive_label if positive
+                                       else cfg.negative_label)
+        k = int(np.argmax(scores))
+        return dataclasses.replace(it, class_index=k, label=dataset.classes[k])
 
     def plan_for(it: LabeledImage, scores: np.ndarray) -> tuple[AttackPlan, float, str]:
         """The plan, the recorded original score and the original class of one image."""
@@ -229,6 +268,7 @@ def run_campaign(cfg: CampaignConfig, classifier: Classifier | None = None,
             originals = classifier.scores(np.stack(images))
             for it, image, scores in zip(chunk, images, originals, strict=True):
                 name = record_text(dataset.relative_name(it))
+                it = labelled(it, scores)
                 plan, original, original_class = plan_for(it, scores)
                 if plan.skip_reason:
                     store_result(skipped_result(name, it.label, plan, original, original_class))
@@ -250,6 +290,17 @@ def run_campaign(cfg: CampaignConfig, classifier: Classifier | None = None,
     return summary
 
 
+def _first_image_shape(root) -> tuple[int, int, int]:
+    """The (H, W, 3) of the first image under ``root`` (sorted), for a model that takes its size
+    from the images."""
+    from pathlib import Path
+
+    from onepixel.datasets.images import expand_image_paths
+
+    first = expand_image_paths([Path(root)])[0]
+    return load_image(first).shape  # type: ignore[return-value]
+
+
 def unreadable_result(name: str, item: LabeledImage, cfg: CampaignConfig, error: str,
                       classes: tuple[str, ...] = ()) -> AttackResult:
     """The skipped row of an image that cannot be read (or has the wrong size)."""
@@ -259,6 +310,8 @@ def unreadable_result(name: str, item: LabeledImage, cfg: CampaignConfig, error:
     else:
         plan = plan_attack(0.5, item.positive, cfg.positive_label, cfg.negative_label, cfg.attack)
         goal, direction = plan.goal, plan.direction
+    if not item.label:  # an unlabelled image that could not be read has no prediction either
+        direction = "unlabelled"
     return AttackResult(image=name, label=item.label, direction=direction, goal=goal,
                         status="skipped", skip_reason=f"unreadable image: {error}",
                         original_score=None)

@@ -44,7 +44,13 @@ from onepixel.confmap.engine import MapExecutor
 from onepixel.defences.spec import parse_defence
 from onepixel.defences.wrapper import defence_of
 from onepixel.errors import ConfigError, RunError
-from onepixel.models.base import Classifier, ClassProbability, capabilities_of
+from onepixel.models.base import (
+    Classifier,
+    ClassProbability,
+    capabilities_of,
+    declared_input_shape,
+    sized_for,
+)
 from onepixel.models.registry import ModelOptions
 from onepixel.runs.reader import AttackTable, load_run
 from onepixel.runs.schema import (
@@ -272,6 +278,12 @@ def audit_run(run_dir: str | Path, out_dir: str | Path, config: AuditConfig | No
     elif parse_defence(defence):
         raise ConfigError("audit_run: give a defence either in the classifier or as defence=, "
                           "not both")
+    if declared_input_shape(classifier) is None and len(run.attacks.image):
+        # A model that takes its size from the images: the RUN's first image gives it.
+        from onepixel.datasets.images import load_image as _load
+
+        first = image_path(Path(run.config.get("dataset") or ""), str(run.attacks.image[0]))
+        classifier = sized_for(classifier, _load(first).shape)
     defended = defence_of(classifier)
     if defended != "none":
         log.warning("auditing through --defence %s: the scan is brute force (the exact fast path "

@@ -172,8 +172,10 @@ def add_model_options(parser: argparse.ArgumentParser, *, defence: bool = True,
         help="torch compute dtype: float32, bfloat16, float16 (default: %(default)s)")
     add(g, "--batch-size", type=int, field=(ModelOptions, "batch_size"), shared="model",
         help="images per model call (default: 32 on CPU, 2048 on CUDA)")
-    out = add(g, "--model-output", choices=["logit", "probability"], field=(ModelOptions, "output"),
-              shared="model", help="what the model returns (default: from the model)")
+    out = add(g, "--model-output", choices=["logit", "probability"],
+              field=(ModelOptions, "model_output"), shared="model",
+              help="what the model returns (default: read from the model file where the format "
+                   "says, else logit; docs/models.md)")
     deprecated(g, "--output", out)
     add(g, "--preprocess", choices=["max", "unit", "raw"], field=(ModelOptions, "preprocess"),
         shared="model", help="input scaling: max=(x/255-0.5)*2, unit=x/255, raw=x")
@@ -181,19 +183,31 @@ def add_model_options(parser: argparse.ArgumentParser, *, defence: bool = True,
         help="input tensor layout")
     add(g, "--positive-index", type=int, field=(ModelOptions, "positive_index"), shared="model",
         help="output column of the positive class, to score a multi-class model as binary")
+    add(g, "--input-shape", type=input_shape, field=(ModelOptions, "input_shape"), metavar="HxWxC",
+        shared="model", help="input size of a model that does not declare one (TorchScript "
+                             "without input_shape, HTTP); default: the images' own size")
     if defence:
         add(g, "--defence", default=None, metavar="NAME[:ARG][,NAME...]", shared="model",
             help="score through this chain of defences, applied left to right: median3, "
                  "median5, blur:SIGMA, repair[:H], jpeg:Q, bits:N (docs/defences.md)")
 
 
+def input_shape(text: str) -> tuple[int, int, int]:
+    """``--input-shape HxWxC``, e.g. ``32x32x3`` (C 1 or 3)."""
+    parts = text.lower().split("x")
+    if len(parts) != 3 or not all(v.isdigit() and int(v) > 0 for v in parts) or parts[2] not in ("1", "3"):
+        raise argparse.ArgumentTypeError(f"expected HxWxC, e.g. 32x32x3 (C 1 or 3), got {text!r}")
+    return tuple(int(v) for v in parts)  # type: ignore[return-value]
+
+
 def model_options(args: argparse.Namespace):
     from onepixel.models.options import ModelOptions
 
     return ModelOptions(device=args.device, dtype=args.dtype, batch_size=args.batch_size,
-                        engine=args.engine, output=args.model_output, preprocess=args.preprocess,
-                        layout=args.layout, positive_index=args.positive_index,
-                        assets_dir=args.assets)
+                        engine=args.engine, model_output=args.model_output,
+                        preprocess=args.preprocess, layout=args.layout,
+                        positive_index=args.positive_index, assets_dir=args.assets,
+                        input_shape=args.input_shape)
 
 
 # --------------------------------------------------------------------------- scale-out

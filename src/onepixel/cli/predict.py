@@ -32,13 +32,16 @@ def predict_table(model_spec: str, options, images: Sequence[Path], defence: str
                   progress: bool = True) -> tuple[tuple[str, ...], list]:
     """The predict table: ``image,score`` for a binary model; ``image,class,p0,...,pK-1`` (the
     predicted class index and every class probability) for a K-class model."""
-    from onepixel.datasets.images import load_readable_images
+    from onepixel.datasets.images import load_image, load_readable_images
     from onepixel.errors import ImageError
     from onepixel.progress import progress_bar
     from onepixel.runs.schema import record_text
     from onepixel.scoring.policy import load_scoring_classifier
 
-    classifier = load_scoring_classifier(model_spec, options, defence)
+    # A model that declares no size takes the first image's.
+    classifier = load_scoring_classifier(
+        model_spec, options, defence,
+        image_shape=lambda: load_image(images[0]).shape)
     parts, kept, unreadable = [], [], []
     with progress_bar(total=len(images), unit="image", disable=not progress or len(images) <= CHUNK,
                       desc="predict") as bar:

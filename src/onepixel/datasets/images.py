@@ -6,7 +6,8 @@ or an error naming the file.
 
 Two dataset layouts: ``mitosis``/``normal`` folders for binary models (:func:`scan_dataset`) and
 class folders for K-class models (:func:`scan_image_folder`, torchvision's ImageFolder
-convention), both at any depth.
+convention), both at any depth; and unlabelled images (:func:`scan_unlabelled`): a flat folder
+or one image file, whose labels are the model's own predictions.
 """
 
 from __future__ import annotations
@@ -351,3 +352,46 @@ def _labelled_files(root: Path, label_of) -> tuple[list[tuple[Path, str]], int]:
             else:
                 found.append((Path(dirpath) / fname, label))
     return found, ignored
+
+
+def is_unlabelled(root: str | Path) -> bool:
+    """Whether ``root`` is one image file, or a folder with images directly in it and none in
+    sub-folders (a flat folder): images without labels."""
+    root = Path(root)
+    if root.is_file():
+        return root.suffix.lower() in IMAGE_SUFFIXES
+    if not root.is_dir():
+        return False
+    direct = any(p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES and not p.name.startswith(".")
+                 for p in root.iterdir())
+    return direct and count_images(root) == sum(
+        1 for p in root.iterdir()
+        if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES and not p.name.startswith("."))
+
+
+def scan_unlabelled(root: str | Path, classes: Sequence[str] = ()) -> Dataset:
+    """Images without labels: a flat folder of images, or one image file.
+
+    Items get empty labels; a campaign labels each image by the model's prediction (binary: the
+    side of 0.5; K-class: the most probable class) and records ``labels: "predicted"`` in the
+    RUN. For one file the dataset root is its folder, so the image's name is its file name.
+
+    Parameters
+    ----------
+    classes : sequence of str
+        K-class models: the class names in output order (empty for a binary model).
+
+    Raises
+    ------
+    DatasetError
+        Not an image file nor a flat folder of images.
+    """
+    root = Path(root)
+    if not is_unlabelled(root):
+        raise DatasetError(f"{root} is neither an image file nor a flat folder of images")
+    files = [root] if root.is_file() else sorted(
+        p for p in root.iterdir()
+        if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES and not p.name.startswith("."))
+    base = root.parent if root.is_file() else root
+    items = tuple(LabeledImage(p, "", False, -1) for p in files)
+    return Dataset(base, items, positive_label="", negative_label="", classes=tuple(classes))

@@ -232,19 +232,133 @@ def _sigmoid(x: np.ndarray) -> np.ndarray:
     return out
 
 
-def check_batch(images: np.ndarray, input_shape: tuple[int, int, int], model_name: str) -> np.ndarray:
-    """Validate a batch for ``scores``: uint8, (N, H, W, C) matching the model input."""
+def check_batch(images: np.ndarray, input_shape: tuple[int, int, int] | None,
+                model_name: str) -> np.ndarray:
+    """Validate a batch for ``scores``: uint8, (N, H, W, C) matching the model input.
+
+    ``input_shape`` None (a model that takes its size from the images) accepts any (H, W, C)
+    with C 1 or 3.
+    """
     images = np.asarray(images)
     if images.dtype != np.uint8:
         raise ModelError(f"{model_name}: images must be uint8, got {images.dtype}")
     if images.ndim == 3:
         images = images[None]
+    if input_shape is None:
+        if images.ndim != 4 or images.shape[3] not in (1, 3):
+            raise ModelError(f"{model_name}: expected images of shape (N, H, W, C) with C 1 or 3, "
+                             f"got {images.shape}")
+        return images
     if images.ndim != 4 or tuple(images.shape[1:]) != tuple(input_shape):
         raise ModelError(
             f"{model_name}: expected images of shape (N, {input_shape[0]}, {input_shape[1]}, "
-            f"{input_shape[2]}), got {images.shape}"
+            f"{input_shape[2]}), got {images.shape}{SIZE_HINT}"
         )
     return images
+
+
+#: What every size error says about larger images.
+SIZE_HINT = "; cut larger images into tiles of the model's size with `onepixel tiles`"
+
+
+def unsized_error(model_name: str) -> ModelError:
+    """The error of asking a model that takes its size from the images for its size too early."""
+    return ModelError(
+        f"{model_name} declares no input size: onepixel takes it from the images where it has "
+        "them (predict, attack, onepixel.attack); elsewhere set ModelOptions.input_shape "
+        "(CLI: --input-shape HxWxC)")
+
+
+def sized_for(classifier: Classifier, shape) -> Classifier:
+    """``classifier`` for images of ``shape`` (H, W, C) when it takes its size from the images.
+
+    Models that declare a size are returned as they are (a mismatch is then an error where the
+    images are checked); the others (TorchScript files without an ``input_shape`` attribute,
+    ``nn.Module`` s, callables without ``input_shape``) get a copy fixed to that size.
+    """
+    resize = getattr(classifier, "with_input_shape", None)
+    if resize is None or not getattr(classifier, "size_from_images", False):
+        return classifier
+    h, w, c = (int(s) for s in shape)
+    return resize((h, w, c))
+
+
+def declared_input_shape(classifier: Classifier) -> tuple[int, int, int] | None:
+    """The (H, W, C) a model declares, or None for one that takes its size from the images."""
+    if getattr(classifier, "size_from_images", False):
+        return None
+    return tuple(classifier.input_shape)  # type: ignore[return-value]
+
+
+def validate_probabilities(scores: np.ndarray, n_classes: int, model_name: str, *,
+                           option: str = "model_output") -> np.ndarray:
+    """Check that a model's scores are probabilities; return them as float64.
+
+    The one check of every backend, once per ``scores`` call: finite; a binary model's (N,)
+    scores in [0, 1]; a K-class model's (N, K) rows in [0, 1] summing to 1 within 1e-3.
+    Outputs that fail are almost always logits read as probabilities (or independent sigmoids
+    read as a softmax), which would make every score and every attack silently wrong.
+
+    Parameters
+    ----------
+    scores : array-like, (N,) or (N, K)
+    n_classes : int
+        1 (binary) or K.
+    model_name : str
+        Named in the error.
+    option : str
+        The setting that declares what the model returns (``ModelOptions.model_output``), named in
+        the error with its CLI spelling; "" for a model that must return probabilities (a
+        Python function): the error then says so.
+
+    Returns
+    -------
+    ndarray, float64, (N,) or (N, K)
+
+    Raises
+    ------
+    ModelError
+        Not finite, outside [0, 1], or rows not summing to 1; the message names ``option``.
+    """
+    out = np.asarray(scores, dtype=np.float64)
+    flag = "--" + option.replace("_", "-")
+    fix = (f"set {option}='logit' (CLI: {flag} logit)" if option else
+           "return probabilities (a sigmoid or softmax of the logits)")
+    want = "(N,)" if n_classes == 1 else f"(N, {n_classes})"
+    if (n_classes == 1 and out.ndim != 1) or (n_classes > 1 and (out.ndim != 2
+                                                                 or out.shape[1] != n_classes)):
+        raise ModelError(f"{model_name} returns scores of shape {out.shape}; expected {want}")
+    if out.size == 0:
+        return out
+    if not np.all(np.isfinite(out)):
+        raise ModelError(f"{model_name} returns values that are not finite (NaN or inf): check the "
+                         f"model and its input scaling (ModelOptions.preprocess, mean/std)")
+    low, high = float(out.min()), float(out.max())
+    if low < 0.0 or high > 1.0:
+        raise ModelError(
+            f"{model_name} returns values outside [0, 1] (from {low:.4g} to {high:.4g}): it gives "
+            f"logits; {fix}")
+    if n_classes > 1:
+        sums = out.sum(axis=1)
+        worst = int(np.argmax(np.abs(sums - 1.0)))
+        if abs(sums[worst] - 1.0) > 1e-3:
+            raise ModelError(
+                f"{model_name} returns {n_classes} class scores whose rows sum to "
+                f"{sums[worst]:.4g}, not 1: they are not class probabilities (logits, or "
+                f"independent sigmoids); {fix}")
+    return out
+
+
+def probabilities_look_like(outputs: np.ndarray) -> bool:
+    """Whether raw outputs (N, K), K > 1, already look like class probabilities (in [0, 1], rows
+    summing to 1): a model read as giving logits that does this is worth a warning (one output in
+    [0, 1] says nothing: a logit can be there too)."""
+    out = np.asarray(outputs, dtype=np.float64).reshape(len(outputs), -1)
+    if out.size == 0 or out.shape[1] < 2 or not np.all(np.isfinite(out)):
+        return False
+    if out.min() < 0 or out.max() > 1:
+        return False
+    return bool(np.all(np.abs(out.sum(axis=1) - 1.0) <= 1e-3))
 
 
 class ClassProbability:
@@ -281,46 +395,3 @@ class ClassProbability:
     def scores(self, images: np.ndarray) -> np.ndarray:
         """(N,) float64: the probability of ``class_index``."""
         return np.asarray(self.classifier.scores(images))[:, self.class_index]
-
-
-def validate_probabilities(scores, n_classes: int, model_name: str, *,
-                           option: str = "model_output") -> np.ndarray:
-    """Check that a model's scores are honest probabilities, as ``Classifier.scores`` returns.
-
-    Parameters
-    ----------
-    scores : array, (N,) for ``n_classes == 1`` or (N, K) for ``n_classes == K``
-    n_classes : int
-    model_name : str
-        Named in the error.
-    option : str
-        The setting that declares logits or probabilities, named in the error (the library's
-        ``ModelOptions.model_output``; a backend may name its own).
-
-    Returns
-    -------
-    ndarray, float64, (N,) or (N, K)
-
-    Raises
-    ------
-    ModelError
-        Not of that shape, not finite, outside [0, 1], or K-class rows that do not sum to 1
-        within 1e-3 (float32 softmax outputs are off by ~1e-7; logits or a truncated row by far
-        more); the message names ``option``.
-    """
-    out = np.asarray(scores, dtype=np.float64)
-    want = "(N,)" if n_classes == 1 else f"(N, {n_classes})"
-    if (out.ndim != (1 if n_classes == 1 else 2)) or (n_classes > 1 and out.shape[1] != n_classes):
-        raise ModelError(f"{model_name} returned scores of shape {out.shape}, expected {want}")
-    if not np.all(np.isfinite(out)):
-        raise ModelError(f"{model_name} returned scores that are not finite (NaN or inf)")
-    if out.size and (out.min() < 0.0 or out.max() > 1.0):
-        raise ModelError(f"{model_name} returned scores outside [0, 1] (from {out.min():.4g} to "
-                         f"{out.max():.4g}): are they logits? Set {option}='logit'")
-    if n_classes > 1 and len(out):
-        worst = float(np.abs(out.sum(axis=1) - 1.0).max())
-        if worst > 1e-3:
-            raise ModelError(f"{model_name} returned class probabilities whose rows do not sum to 1 "
-                             f"(off by up to {worst:.3g}): are they logits or sigmoids? Set "
-                             f"{option}='logit' for logits")
-    return out

@@ -3,7 +3,12 @@
 Specs: ``max-mitosis`` (built-in), ``*.h5`` / ``*.hdf5`` (Keras 2), ``*.onnx``, ``*.pt`` /
 ``*.ts`` (TorchScript), ``http://HOST:PORT`` (a service with the MAX API) and
 ``http://HOST:PORT/v2/models/NAME`` (a service with the Open Inference Protocol); see
-docs/server.md.
+docs/server.md; in Python also a ``torch.nn.Module`` or an object that already is a Classifier.
+
+What a model returns (logits or probabilities) is read from the file where the format says (an
+ONNX graph ending in Softmax/Sigmoid, a Keras output layer's activation, the metadata of files
+``onepixel export`` wrote); otherwise it is ``ModelOptions.model_output``, by default ``logit``
+for every float-output format (docs/models.md has the table).
 """
 
 from __future__ import annotations
@@ -38,17 +43,19 @@ SPEC_FORMS = (f"'{BUILTIN}' (built-in), a Keras file (*.h5, *.hdf5), an ONNX fil
 MAX_IO = ModelIO(layout="nchw", preprocess="max", output="logit")
 
 
-def load_classifier(spec: str, options: ModelOptions | None = None, *,
+def load_classifier(spec, options: ModelOptions | None = None, *,
                     layers: bool = False) -> Classifier:
-    """Load a classifier from a spec string.
+    """Load a classifier from a spec string, or wrap a PyTorch module.
 
     Parameters
     ----------
-    spec : str
+    spec : str, path, torch.nn.Module or Classifier
         ``max-mitosis``, a Keras ``*.h5``/``*.hdf5``, ``*.onnx`` or TorchScript ``*.pt``/``*.ts``
         file, ``http(s)://HOST:PORT`` (a MAX-API service) or
         ``http(s)://HOST:PORT/v2/models/NAME[/versions/V]`` (an Open Inference Protocol service:
-        ``options.output`` declares logits, ``options.positive_index`` picks a column).
+        ``options.model_output`` declares logits, ``options.positive_index`` picks a column)); an
+        ``nn.Module`` (:func:`~onepixel.models.module_backend.module_classifier`); a Classifier is returned as
+        it is.
     options : ModelOptions
     layers : bool
         Load a Keras or built-in model as an eager torch network that declares its layers
@@ -63,8 +70,24 @@ def load_classifier(spec: str, options: ModelOptions | None = None, *,
         ``layers`` for a model that is not Keras.
     """
     options = options or ModelOptions()
+    if _is_module(spec):
+        from onepixel.models.module_backend import module_classifier
+
+        return module_classifier(spec, options)
+    if not isinstance(spec, (str, Path)):
+        # Duck-typed (a Protocol isinstance would read input_shape, which a model that takes
+        # its size from the images does not have yet).
+        if callable(getattr(type(spec), "scores", None)) and hasattr(spec, "name"):
+            return spec
+        raise ModelError(f"cannot load a model from a {type(spec).__name__}: give a spec string "
+                         f"('{BUILTIN}', a model file, http://HOST:PORT), a torch.nn.Module or "
+                         "a Classifier")
+    spec = str(spec)
     if layers:
         return _load_eager_keras(spec, options)
+    if options.mean is not None and not spec.lower().endswith((".pt", ".ts", ".onnx")):
+        raise ModelError(f"ModelOptions.mean/std normalise the input of nn.Module, TorchScript and "
+                         f"ONNX models; {spec!r} holds its own preprocessing (drop mean and std)")
     if spec == BUILTIN:
         path = assets.ensure(BUILTIN, options.assets_dir)
         return keras_classifier(path, options, name=BUILTIN, io=MAX_IO)
@@ -90,27 +113,31 @@ def load_classifier(spec: str, options: ModelOptions | None = None, *,
         raise ModelError(f"model file not found: {path}")
     fingerprint = assets.sha256_of(path)
     if suffix in (".h5", ".hdf5"):
-        return keras_classifier(path, options, name=path.stem, io=options.apply(MAX_IO),
-                                fingerprint=fingerprint)
+        return keras_classifier(path, options, name=path.stem, io=None, fingerprint=fingerprint)
     if suffix == ".onnx":
-        io = None
-        if any(getattr(options, k) is not None for k in ("output", "preprocess", "layout",
-                                                          "positive_index")):
-            io = options.apply(ModelIO(layout="nchw", preprocess="unit", output="probability"))
-        return OnnxClassifier(path, io=io, providers=_providers(options.device),
+        return OnnxClassifier(path, adjust=options.apply if options.declares_io() else None,
+                              input_shape=options.input_shape, mean=options.mean, std=options.std,
+                              providers=_providers(options.device),
                               batch_size=options.resolved_batch_size(), fingerprint=fingerprint,
                               threads=options.threads or 0)
     net = load_torchscript(path)
     shape = options.input_shape or _torchscript_input_shape(net, path)
+    # A TorchScript file does not say what it returns: logits, as for nn.Module and ONNX.
     io = options.apply(ModelIO(layout="nchw", preprocess="unit", output="logit"))
     return TorchClassifier(net, shape, path.stem, io, _torch_options(options),
-                           fingerprint=fingerprint)
+                           fingerprint=fingerprint, mean=options.mean, std=options.std)
 
 
-def keras_classifier(path: str | Path, options: ModelOptions, name: str, io: ModelIO,
+def keras_classifier(path: str | Path, options: ModelOptions, name: str, io: ModelIO | None,
                      fingerprint: str = "") -> Classifier:
-    """A Keras HDF5 model on the chosen engine (see :class:`ModelOptions`)."""
+    """A Keras HDF5 model on the chosen engine (see :class:`ModelOptions`).
+
+    ``io`` None: the MAX conventions with the output read from the file's output layer
+    (:func:`keras_output`), and the options' overrides applied.
+    """
     net, graph = load_keras_module(path)
+    if io is None:
+        io = options.apply(replace(MAX_IO, output=keras_output(graph)))
     fingerprint = fingerprint or assets.sha256_of(Path(path))
     engine = options.engine
     if engine == "auto":
@@ -127,6 +154,27 @@ def keras_classifier(path: str | Path, options: ModelOptions, name: str, io: Mod
                               threads=options.threads or 0)
     return TorchClassifier(net, graph.input_shape, name, io, _torch_options(options),
                            fingerprint=fingerprint)
+
+
+def keras_output(graph) -> str:
+    """``probability`` when a Keras model's output layer ends in a sigmoid or softmax (its
+    ``activation``, or an ``Activation`` / ``Softmax`` layer), else ``logit``."""
+    layer = next((la for la in graph.layers if la.name == graph.output_name), None)
+    if layer is None:
+        return "logit"
+    if layer.kind == "Softmax":
+        return "probability"
+    activation = layer.config.get("activation")
+    return "probability" if activation in ("sigmoid", "softmax") else "logit"
+
+
+def _is_module(spec) -> bool:
+    # Without importing torch for string specs.
+    if isinstance(spec, (str, Path)):
+        return False
+    import torch
+
+    return isinstance(spec, torch.nn.Module)
 
 
 def is_keras_spec(spec: str) -> bool:
@@ -149,8 +197,10 @@ def _load_eager_keras(spec: str, options: ModelOptions) -> TorchClassifier:
         path = Path(spec)
         if not path.is_file():
             raise ModelError(f"model file not found: {path}")
-        name, io = path.stem, options.apply(MAX_IO)
+        name, io = path.stem, None
     net, graph = load_keras_module(path)
+    if io is None:
+        io = options.apply(replace(MAX_IO, output=keras_output(graph)))
     device = resolve_device(options.device)
     torch_options = TorchOptions(device=options.device, dtype=options.dtype,
                                  batch_size=options.resolved_batch_size(),
@@ -173,9 +223,11 @@ def _providers(device: str) -> str:
     return "auto" if device == "auto" else ("cpu" if device == "cpu" else "cuda")
 
 
-def _torchscript_input_shape(net, path: Path) -> tuple[int, int, int]:
+def _torchscript_input_shape(net, path: Path) -> tuple[int, int, int] | None:
+    """The file's ``input_shape`` attribute (scripted modules keep it; tracing drops it), else
+    None: the size is taken from the images."""
     shape = getattr(net, "input_shape", None)
     if shape is not None:
         return tuple(int(s) for s in shape)  # type: ignore[return-value]
-    log.info("%s has no input_shape attribute; assuming 64x64x3 (set input_shape to change)", path)
-    return (64, 64, 3)
+    log.debug("%s has no input_shape attribute: its size is taken from the images", path)
+    return None

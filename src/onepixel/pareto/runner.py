@@ -37,6 +37,7 @@ from onepixel.attack.goals import Decrease, Goal, Increase, Targeted, Untargeted
 from onepixel.attack.objective import plan_attack, plan_multiclass
 from onepixel.datasets.images import (
     expand_image_paths,
+    is_unlabelled,
     limit_items,
     load_image,
     scan_dataset,
@@ -298,9 +299,16 @@ def run_pareto(out: str | Path, images: Sequence[str | Path] = (), dataset: str 
                           "search)", field="run_pareto(campaign_seed)")
     if evaluator is None:
         # One call scores one image's generation (population-sized): auto times the engines
-        # on exactly that call.
-        evaluator = load_attack_evaluator(model, model_options, evaluator_kind, "immediate", 1,
-                                          (1, config.population), defence=defence)
+        # on exactly that call. A model that takes its size from the images gets the first
+        # image's.
+        evaluator = load_attack_evaluator(
+            model, model_options, evaluator_kind, "immediate", 1, (1, config.population),
+            defence=defence, image_shape=lambda: load_image(expand_image_paths(
+                [dataset] if dataset is not None else images)[0]).shape)
+    if dataset is not None and is_unlabelled(dataset):
+        # A flat folder (or one file) has no labels: searched as plain images, whose goals
+        # come from the model's predictions.
+        images, dataset = expand_image_paths([dataset]), None
     n_classes = capabilities_of(evaluator.classifier).n_classes
     channels = int(evaluator.input_shape[2])
     if n_classes == 1 and (target is not None or classes is not None):

@@ -202,6 +202,9 @@ class RunConfig:
         The defence the campaign attacked through (``"none"``: the model itself).
     attack : AttackRecord
     batch_images, limit : int or None
+    labels : {"folders", "predicted"}
+        Where the labels came from: label folders, or the model's own predictions (unlabelled
+        images); RUNs written before the field existed read as ``folders``.
     planned : int or None
         The images the campaign set out to attack (after ``limit``); None for RUNs written before
         it was recorded (nothing is then claimed about being finished).
@@ -233,6 +236,7 @@ class RunConfig:
     batch_images: int | None = None
     limit: int | None = None
     planned: int | None = None
+    labels: str = "folders"
     executor: dict = field(default_factory=lambda: {"kind": "local"}, compare=False)
     engine_choice: dict | None = field(default=None, compare=False)
     versions: dict = field(default_factory=dict, compare=False)
@@ -285,6 +289,7 @@ class RunConfig:
             batch_images=_integer(c.get("batch_images"), "batch_images", source, None),
             limit=_integer(c.get("limit"), "limit", source, None),
             planned=_integer(c.get("planned"), "planned", source, None),
+            labels=_text(c.get("labels"), "folders"),
             executor=_mapping(c.get("executor"), "executor", source) or {"kind": "local"},
             engine_choice=None if engine_choice is None else _mapping(engine_choice, "engine_choice",
                                                                       source),

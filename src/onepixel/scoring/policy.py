@@ -15,7 +15,7 @@ from pathlib import Path
 from onepixel.defences.spec import parse_defence
 from onepixel.defences.wrapper import defend
 from onepixel.errors import ConfigError, ConfmapError, ModelError
-from onepixel.models.base import Classifier, capabilities_of
+from onepixel.models.base import Classifier, capabilities_of, declared_input_shape, sized_for
 from onepixel.models.registry import ModelOptions, is_keras_spec, load_classifier
 from onepixel.models.torch_backend import resolve_device
 from onepixel.scoring.evaluators import Evaluator, make_evaluator
@@ -121,13 +121,16 @@ def evaluator_for(classifier: Classifier, kind: str = "auto",
 def pick_attack_evaluator(spec: str, options: ModelOptions | None = None,
                           kind: str = "auto", updating: str = "immediate",
                           pixels: int = 1, call_shape: tuple[int, int] | None = None,
-                          *, defence: str | None = None, measure: bool | Path = True) -> PickedEvaluator:
+                          *, defence: str | None = None, measure: bool | Path = True,
+                          image_shape=None) -> PickedEvaluator:
     """:func:`load_attack_evaluator`, with the :class:`EngineChoice` behind an ``auto`` pick.
 
     With ``auto``, a Keras or built-in model, one pixel, no engine chosen and a ``call_shape``,
     the model is loaded twice, with its layers (for the incremental evaluator) and as
     :func:`~onepixel.models.load_classifier` loads it by default (ONNX Runtime on CPU), both
-    are timed on the call shape and the faster is kept.
+    are timed on the call shape and the faster is kept. ``image_shape`` ((H, W, C), or a
+    function that returns it, called only when needed) sizes a model that takes its size from
+    the images (:func:`~onepixel.models.base.sized_for`).
     """
     options = options or ModelOptions()
     _check_kind(kind)
@@ -136,8 +139,8 @@ def pick_attack_evaluator(spec: str, options: ModelOptions | None = None,
             raise ConfigError("the incremental evaluator scores the network's layers and would "
                               "bypass the defence; use evaluator 'full' (or 'auto')",
                               field="CampaignConfig.evaluator")
-        return pick_evaluator(load_scoring_classifier(spec, options, defence), "full", updating,
-                              pixels)
+        return pick_evaluator(load_scoring_classifier(spec, options, defence, image_shape), "full",
+                              updating, pixels)
     if kind == "incremental" and options.engine == "onnxruntime":
         raise ConfigError("the incremental evaluator runs the network itself with torch: leave "
                           "ModelOptions.engine at 'auto' (not 'onnxruntime'), or use evaluator 'full'",
@@ -159,23 +162,32 @@ def pick_attack_evaluator(spec: str, options: ModelOptions | None = None,
                 return PickedEvaluator(candidates[choice.chosen], choice)
             if _incremental_eligible(caps, pixels):
                 return PickedEvaluator(_incremental(layered))
-    return pick_evaluator(load_classifier(spec, options), "full" if kind == "auto" else kind,
-                          updating, pixels)
+    return pick_evaluator(_sized(load_classifier(spec, options), image_shape),
+                          "full" if kind == "auto" else kind, updating, pixels)
 
 
 def load_attack_evaluator(spec: str, options: ModelOptions | None = None,
                           kind: str = "auto", updating: str = "immediate",
                           pixels: int = 1, call_shape: tuple[int, int] | None = None,
-                          *, defence: str | None = None) -> Evaluator:
+                          *, defence: str | None = None, image_shape=None) -> Evaluator:
     """Load model ``spec`` for attacks, with the fastest exact evaluator for it.
 
     ``auto`` times the incremental evaluator against the full network on ``call_shape`` where
     both apply (:func:`pick_attack_evaluator`); otherwise Keras and built-in models are loaded as
     :func:`~onepixel.models.load_classifier` loads them by default. With a ``defence`` the attack
-    queries the defended pipeline, scored whole (the host evaluator).
+    queries the defended pipeline, scored whole (the host evaluator). ``image_shape`` sizes a
+    model that takes its size from the images (:func:`pick_attack_evaluator`).
     """
     return pick_attack_evaluator(spec, options, kind, updating, pixels, call_shape,
-                                 defence=defence).evaluator
+                                 defence=defence, image_shape=image_shape).evaluator
+
+
+def _sized(classifier: Classifier, image_shape) -> Classifier:
+    """``classifier`` sized by ``image_shape`` (a shape or a function giving it) if it takes its
+    size from the images and a shape is given."""
+    if image_shape is None or declared_input_shape(classifier) is not None:
+        return classifier
+    return sized_for(classifier, image_shape() if callable(image_shape) else image_shape)
 
 
 def auto_batch_images(n_images: int, on_cpu: bool) -> int:
@@ -185,8 +197,9 @@ def auto_batch_images(n_images: int, on_cpu: bool) -> int:
 
 
 def load_scoring_classifier(spec: str, options: ModelOptions | None = None,
-                            defence: str | None = None) -> Classifier:
-    """Load a model to score whole images (``predict``, ``serve``), behind ``defence`` if given.
+                            defence: str | None = None, image_shape=None) -> Classifier:
+    """Load a model to score whole images (``predict``, ``serve``), behind ``defence`` if given
+    (``image_shape`` as for :func:`load_attack_evaluator`).
 
     Raises
     ------
@@ -194,7 +207,7 @@ def load_scoring_classifier(spec: str, options: ModelOptions | None = None,
         A malformed ``defence`` spec (the message names ``--defence``).
     """
     parse_defence(defence)  # a bad spec fails before the model loads
-    return defend(load_classifier(spec, options or ModelOptions()), defence)
+    return defend(_sized(load_classifier(spec, options or ModelOptions()), image_shape), defence)
 
 
 def load_confmap_classifier(spec: str, options: ModelOptions | None = None,

@@ -60,7 +60,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         classifier = load_classifier(args.model, ModelOptions(
             device=args.device, engine=args.engine, batch_size=args.batch_size,
-            output=args.output, preprocess=args.preprocess, layout=args.layout,
+            model_output=args.output, preprocess=args.preprocess, layout=args.layout,
             positive_index=args.positive_index, assets_dir=args.assets))
         serve(classifier, **server_options(args))
     except OnepixelError as exc:
