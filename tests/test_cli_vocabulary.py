@@ -86,7 +86,7 @@ def test_help_groups_say_what_they_hold(parsers):
             if group.title.startswith("model"):
                 assert flags <= {"--model", "--device", "--engine", "--dtype", "--batch-size",
                                  "--model-output", "--output", "--preprocess", "--layout",
-                                 "--positive-index", "--defence"}, (name, flags)
+                                 "--positive-index", "--input-shape", "--defence"}, (name, flags)
 
 
 def test_no_cli_module_is_over_400_lines():

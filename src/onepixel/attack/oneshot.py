@@ -201,8 +201,8 @@ def _attack_config(config: AttackConfig | None, pixels: int, method: str, seed: 
                   max_colour_diff=max_colour_diff if max_colour_diff is not None
                   else config.max_colour_diff)
     if cfg.method == "scan":
-        raise ConfigError("onepixel.attack: method 'scan' runs per RUN (CLI: onepixel attack "
-                          "--method scan); use method='de'")
+        raise ConfigError("onepixel.attack: method 'scan' runs over a dataset (run_campaign with "
+                          "AttackConfig(method='scan')); use method='de'", field="attack(method)")
     return cfg
 
 

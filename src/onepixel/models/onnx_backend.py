@@ -187,7 +187,7 @@ class OnnxClassifier:
         dims = shape[1:]
         if len(dims) != 3 or not all(isinstance(d, int) for d in dims):
             raise ModelError(f"{self.name}: input shape {shape} is not static; give "
-                             "ModelOptions.input_shape (CLI: --input-shape HxWxC)")
+                             "ModelOptions.input_shape (H, W, C)")
         if self.io.layout == "nchw":
             c, h, w = dims
         else:
