@@ -37,7 +37,7 @@ TINY = [
     ("confmap", "", ["--step", "255", "--no-progress"]),
     ("audit", "", ["--step", "255", "--top", "1", "--rounds", "1", "--no-progress"]),
     ("robustness", "", ["--popsize", "10", "--maxiter", "1", "--limit", "2", "--no-progress"]),
-    ("pareto", "", ["--pop", "8", "--gens", "1", "--limit", "2", "--no-detector", "--no-progress"]),
+    ("pareto", "", ["--popsize", "8", "--maxiter", "1", "--limit", "2", "--no-detector", "--no-progress"]),
 ]
 
 #: Commands a fresh clone cannot run, and why (matched by a word of the line).
@@ -47,6 +47,8 @@ NEEDS = {
     "DIGITS": "needs a K-class model and class-folder dataset of your own (tests/test_multiclass.py "
               "runs this path on a CNN it trains)",
     "--executor ray": "needs a Ray cluster (tests/test_scaleout.py runs a local one)",
+    "PNGS": "needs a folder of your own images and model (tests/test_own_model.py runs this path "
+            "on a CNN it trains)",
 }
 
 
@@ -72,7 +74,7 @@ def test_tour_parses_and_skips_only_what_a_clone_cannot_have():
     # Placeholders a user cannot run as printed are only in the skipped commands.
     for ln in commands:
         if ln not in skipped:
-            assert not re.search(r"\b(IMAGE|DIR|SLIDE|SRC|DIGITS)\b", ln), ln
+            assert not re.search(r"\b(IMAGE|DIR|SLIDE|SRC|DIGITS|PNGS)\b", ln), ln
 
 
 def _free_port() -> int:
