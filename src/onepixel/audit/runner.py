@@ -282,7 +282,7 @@ def audit_run(run_dir: str | Path, out_dir: str | Path, config: AuditConfig | No
         # A model that takes its size from the images: the RUN's first image gives it.
         from onepixel.datasets.images import load_image as _load
 
-        first = image_path(Path(run.config.get("dataset") or ""), str(run.attacks.image[0]))
+        first = image_path(run.config.dataset or Path(""), str(run.attacks.image[0]))
         classifier = sized_for(classifier, _load(first).shape)
     defended = defence_of(classifier)
     if defended != "none":

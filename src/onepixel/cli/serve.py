@@ -13,6 +13,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_server_arguments(parser, classes=False)
     o.add_classes(parser.add_argument_group("multi-class models"), target=False,
                   default_help="0..K-1; shown in /model/metadata and as each prediction's label")
+    # The server's messages name the field it fills: shown to the user as --classes.
+    next(a for a in parser._actions if "--classes" in a.option_strings).field = "ServeOptions.classes"
     o.add_model_options(parser)
 
 

@@ -291,9 +291,11 @@ def add_server_arguments(parser: argparse.ArgumentParser, *, classes: bool = Tru
                    default=d.keep_alive_timeout, metavar="SECONDS",
                    help="close an idle keep-alive connection after this time (default: %(default)s)")
     if classes:
-        g.add_argument("--classes", metavar="NAME,NAME,...", type=_class_list, default=d.classes,
-                       help="class names of a K-class model in its output order, K of them (default: "
-                            "0..K-1); shown in /model/metadata and as each prediction's label")
+        action = g.add_argument(
+            "--classes", metavar="NAME,NAME,...", type=_class_list, default=d.classes,
+            help="class names of a K-class model in its output order, K of them (default: "
+                 "0..K-1); shown in /model/metadata and as each prediction's label")
+        action.field = "ServeOptions.classes"  # the CLI names the flag where a message names the field
 
 
 def server_options(args: argparse.Namespace) -> dict[str, Any]:

@@ -49,8 +49,8 @@ def served_classes(classifier: Classifier, names: Sequence[str] | None = None) -
         raise ServerError(f"class names are for a K-class model, but {classifier.name} "
                           "is binary (one score per image); give no class names")
     if len(names) != k:
-        raise ServerError(f"{len(names)} class names given but {classifier.name} has {k} "
-                          f"classes; give {k} names in the model's output order")
+        raise ServerError(f"ServeOptions.classes gives {len(names)} names but {classifier.name} has "
+                          f"{k} classes; give {k} names in the model's output order")
     return names
 
 
