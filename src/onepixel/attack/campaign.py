@@ -50,6 +50,10 @@ from onepixel.version import __version__
 
 log = logging.getLogger(__name__)
 
+#: Originals are read and scored this many at a time (at least ``batch_images``): at most this
+#: many plus one attack batch of images are in memory, whatever the dataset's size.
+SCORE_CHUNK_IMAGES = 256
+
 
 def _versions() -> dict[str, str]:
     import torch
@@ -207,8 +211,8 @@ def run_campaign(cfg: CampaignConfig, classifier: Classifier | None = None,
     def batches() -> Iterator[list[PendingImage]]:
         """The batches to attack; skipped and unreadable images are stored on the way."""
         queue: list[PendingImage] = []
-        # Originals are scored in chunks of at least 256 (cheap), attacks run batch_images at once.
-        score_chunk = max(batch, 256)
+        # Originals are scored a chunk at a time (cheap), attacks run batch_images at once.
+        score_chunk = max(batch, SCORE_CHUNK_IMAGES)
         for start in range(0, len(todo), score_chunk):
             chunk, images = [], []
             for it in todo[start : start + score_chunk]:
