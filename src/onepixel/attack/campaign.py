@@ -244,6 +244,10 @@ def run_campaign(cfg: CampaignConfig, classifier: Classifier | None = None,
         executor.run(batches(), attacker, store_result, progress)
     finally:
         bar.close()
+    # The dataset listing (~0.8 KB per image) is freed before the summary reads the RUN back
+    # (about as much per row), so the two never add up: the peak stays the attack's. (Rebound,
+    # not deleted: the finished closures above still name them.)
+    items = todo = dataset = None
     summary = summarize(store.read_attacks(), cfg.attack.to_dict())
     summary["evaluations_this_session"] = executor.n_evaluations
     write_json_atomic(store.dir / SUMMARY, summary)
