@@ -39,6 +39,11 @@ class Slowed:
         time.sleep(self.delay)
         return self.inner.scores(images, candidates)
 
+    def scores_prepared(self, prepared, rows, candidates):
+        self.calls += 1
+        time.sleep(self.delay)
+        return self.inner.scores_prepared(prepared, rows, candidates)
+
 
 def _evaluators(slow: str) -> dict:
     clf = CallableClassifier(_mean_red, (8, 8, 3), name="red")
@@ -118,3 +123,26 @@ def test_campaign_records_the_measured_choice_and_rows_match_the_other_engine(
     # A resumed (or repeated) campaign reads the decision from the cache.
     campaign("again", "auto")
     assert json.loads((tmp_path / "again" / "config.json").read_text())["engine_choice"]["cached"]
+
+
+class SlowPrepare(Slowed):
+    """Prepares slowly (like the incremental evaluator's base pass) but scores fast."""
+
+    def prepare(self, images):
+        time.sleep(self.delay)
+        return self.inner.prepare(images)
+
+    def scores_prepared(self, prepared, rows, candidates):
+        self.calls += 1
+        return self.inner.scores_prepared(prepared, rows, candidates)
+
+
+def test_the_base_pass_is_not_charged_to_every_candidate(tmp_path):
+    """An attack prepares its images once and then scores candidates on them: an evaluator with
+    a slow preparation and fast scoring wins at one candidate per image."""
+    clf = CallableClassifier(_mean_red, (8, 8, 3), name="red")
+    evaluators = {"incremental": SlowPrepare(HostEvaluator(clf), 0.3),
+                  "full": Slowed(HostEvaluator(clf), 0.02)}
+    choice = choose_evaluator(evaluators, (16, 1), model="red", budget=0.05,
+                              cache=tmp_path / "choices.json")
+    assert choice.chosen == "incremental"

@@ -54,6 +54,10 @@ from onepixel.version import __version__
 
 log = logging.getLogger(__name__)
 
+#: Originals are read and scored this many at a time (at least ``batch_images``): at most this
+#: many plus one attack batch of images are in memory, whatever the dataset's size.
+SCORE_CHUNK_IMAGES = 256
+
 
 def _versions() -> dict[str, str]:
     import torch
@@ -250,8 +254,8 @@ def run_campaign(cfg: CampaignConfig, classifier: Classifier | None = None,
     def batches() -> Iterator[list[PendingImage]]:
         """The batches to attack; skipped and unreadable images are stored on the way."""
         queue: list[PendingImage] = []
-        # Originals are scored in chunks of at least 256 (cheap), attacks run batch_images at once.
-        score_chunk = max(batch, 256)
+        # Originals are scored a chunk at a time (cheap), attacks run batch_images at once.
+        score_chunk = max(batch, SCORE_CHUNK_IMAGES)
         for start in range(0, len(todo), score_chunk):
             chunk, images = [], []
             for it in todo[start : start + score_chunk]:
@@ -284,7 +288,12 @@ def run_campaign(cfg: CampaignConfig, classifier: Classifier | None = None,
         executor.run(batches(), attacker, store_result, progress)
     finally:
         bar.close()
-    summary = summarize(store.read_attacks(), cfg.attack.to_dict(), planned=len(items))
+    # The dataset listing (~0.8 KB per image) is freed before the summary reads the RUN back
+    # (about as much per row), so the two never add up: the peak stays the attack's. (Rebound,
+    # not deleted: the finished closures above still name them.)
+    planned = len(items)
+    items = todo = dataset = None
+    summary = summarize(store.read_attacks(), cfg.attack.to_dict(), planned=planned)
     summary["evaluations_this_session"] = executor.n_evaluations
     write_json_atomic(store.dir / SUMMARY, summary)
     return summary

@@ -31,6 +31,12 @@ from onepixel.runs.schema import (
 
 log = logging.getLogger(__name__)
 
+#: attacks.csv rows parsed at a time (bounds the reader's transient memory, ~20 MB).
+READ_CHUNK_ROWS = 8192
+#: Text columns with few distinct values: each value is stored once, not once per row.
+_REPEATED = frozenset({"label", "direction", "goal", "status", "skip_reason", "original_class",
+                       "attacked_class"})
+
 #: Columns every attacks.csv has (RUNs of every onepixel version).
 REQUIRED_COLUMNS = tuple(c for c in ATTACK_COLUMNS if c not in OPTIONAL_ATTACK_COLUMNS)
 
@@ -143,7 +149,11 @@ def _parse_attacks(records: list[list[str]], source: str, first_line: int) -> At
 
     def strings(name: str) -> np.ndarray:
         out = np.empty(n, dtype=object)
-        out[:] = [s.strip() for s in by_name[name]]
+        if name in _REPEATED:
+            seen: dict[str, str] = {}
+            out[:] = [seen.setdefault(s, s) for s in (t.strip() for t in by_name[name])]
+        else:
+            out[:] = [s.strip() for s in by_name[name]]
         return out
 
     def numbers(name: str, kind: type, optional: bool) -> np.ndarray:
@@ -323,18 +333,35 @@ def read_attacks_csv(path: str | Path) -> AttackTable:
             index = [header.index(c) if c in header else -1 for c in ATTACK_COLUMNS]
             same_order = index == list(range(len(ATTACK_COLUMNS)))
             width = len(header)
-            records = []
+            # Parsed in chunks into column arrays: the text of the whole file is never held at
+            # once (a 100k-row RUN would need ~200 MB of Python strings).
+            chunks: list[AttackTable] = []
+            records: list[list[str]] = []
+            first = 2
             for line, row in enumerate(reader, start=2):
                 if len(row) != width:
                     if not row:
                         continue
                     raise RunError(f"{path} line {line}: {len(row)} fields, the header has "
                                         f"{width}; the file is garbled or was cut off")
+                if not records:
+                    first = line
                 records.append(row if same_order and width == len(index)
                                else [row[i] if i >= 0 else "" for i in index])
+                if len(records) == READ_CHUNK_ROWS:
+                    chunks.append(_parse_attacks(records, str(path), first_line=first))
+                    records = []
     except (OSError, UnicodeDecodeError, csv.Error) as exc:
         raise RunError(f"cannot read {path}: {exc}") from exc
-    return _parse_attacks(records, str(path), first_line=2)
+    if records or not chunks:
+        chunks.append(_parse_attacks(records, str(path), first_line=first))
+    return chunks[0] if len(chunks) == 1 else _concat(chunks)
+
+
+def _concat(tables: list[AttackTable]) -> AttackTable:
+    """One table of several tables' rows, in order."""
+    return AttackTable(**{name: np.concatenate([getattr(t, name) for t in tables])
+                          for name in ATTACK_COLUMNS})
 
 
 def load_history(path: str | Path, images: Iterable[str]) -> dict[str, np.ndarray]:

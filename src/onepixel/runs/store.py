@@ -14,7 +14,8 @@ import io
 import json
 import logging
 import os
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from onepixel.errors import RunError
@@ -61,8 +62,12 @@ def _differences(key: str, here, there) -> list[str]:
     return [f"{key}: {show(here)} here, {show(there)} in RUN"]
 
 
-def _cut_torn_line(path: Path) -> None:
-    """Truncate a file after its last newline (drops a line cut short by a crash)."""
+def _cut_torn_line(path: Path, chunk: int = 1 << 16) -> None:
+    """Truncate a file after its last newline (drops a line cut short by a crash).
+
+    Reads backwards from the end in ``chunk``-byte blocks: a torn line costs its own length,
+    not the file's (history.csv can hold millions of rows).
+    """
     size = path.stat().st_size
     if size == 0:
         return
@@ -70,21 +75,51 @@ def _cut_torn_line(path: Path) -> None:
         fh.seek(-1, os.SEEK_END)
         if fh.read(1) == b"\n":
             return
-        fh.seek(0)
-        keep = fh.read().rfind(b"\n") + 1
+        end = size
+        keep = 0
+        while end > 0:
+            start = max(0, end - chunk)
+            fh.seek(start)
+            at = fh.read(end - start).rfind(b"\n")
+            if at >= 0:
+                keep = start + at + 1
+                break
+            end = start
         fh.truncate(keep)
         log.warning("%s: dropped an incomplete last line (interrupted write)", path)
 
 
-def _raw_rows(path: Path) -> tuple[list[str], list[list[str]]]:
-    """A CSV file's header and records as text, for the store's own repair (no interpretation)."""
-    try:
-        with open(path, newline="", encoding="utf-8") as fh:
-            reader = csv.reader(fh)
+@contextmanager
+def _csv_rows(path: Path) -> Iterator[tuple[list[str], Iterator[list[str]]]]:
+    """A CSV file's header and an iterator over its non-empty records as text, streamed (the
+    store's own repair: no interpretation, memory independent of the file's length)."""
+
+    def records(reader) -> Iterator[list[str]]:
+        try:
+            for r in reader:
+                if r:
+                    yield r
+        except (UnicodeDecodeError, csv.Error) as exc:
+            raise RunError(f"cannot read {path}: {exc}; it is damaged: write the RUN to a new "
+                           "folder") from exc
+
+    with open(path, newline="", encoding="utf-8") as fh:
+        reader = csv.reader(fh)
+        try:
             header = next(reader, [])
-            return header, [r for r in reader if r]
-    except (UnicodeDecodeError, csv.Error) as exc:
-        raise RunError(f"cannot read {path}: {exc}; it is damaged: write the RUN to a new folder") from exc
+        except (UnicodeDecodeError, csv.Error) as exc:
+            raise RunError(f"cannot read {path}: {exc}; it is damaged: write the RUN to a new "
+                           "folder") from exc
+        yield header, records(reader)
+
+
+def _rewrite_keeping(path: Path, columns: tuple[str, ...], keep: Callable[[list[str]], bool]) -> None:
+    """Atomically rewrite a CSV file with only the records ``keep`` accepts, streamed."""
+    with _csv_rows(path) as (_header, records), \
+            atomic_open(path, "w", newline="", encoding="utf-8") as out:
+        writer = csv.writer(out, lineterminator="\n")
+        writer.writerow(columns)
+        writer.writerows(r for r in records if keep(r))
 
 
 def _write_durably(path: Path, text: str) -> None:
@@ -175,38 +210,49 @@ class RunStore:
                 _cut_torn_line(path)
             if not path.exists() or path.stat().st_size == 0:
                 _write_durably(path, _csv_text([columns]))
-        header, records = _raw_rows(self.attacks_path)
-        if tuple(header) != ATTACK_COLUMNS:
-            raise RunError(f"{self.attacks_path} has columns {header}, expected "
-                           f"{list(ATTACK_COLUMNS)}: it is not a RUN file of this onepixel version")
-        names = [r[0] for r in records]
-        if len(set(names)) != len(names):
-            raise RunError(f"{self.attacks_path} has duplicate image rows; it was not written by "
-                           "this version of onepixel or was edited")
-        h_header, history = _raw_rows(self.history_path)
-        if tuple(h_header) != HISTORY_COLUMNS:
-            raise RunError(f"{self.history_path} has columns {h_header}, expected {HISTORY_COLUMNS}")
-        generations: dict[str, list[int]] = {}
-        for r in history:
-            if len(r) == len(HISTORY_COLUMNS) and r[1].isdigit():
-                generations.setdefault(r[0], []).append(int(r[1]))
+        # Streamed, keeping a few bytes per image (not per row): history.csv has up to
+        # maxiter + 1 rows per image, millions at the papers' settings.
         status, nit = ATTACK_COLUMNS.index("status"), ATTACK_COLUMNS.index("nit")
-        broken = {r[0] for r in records if r[status] == "attacked"
-                  and sorted(generations.get(r[0], [])) != list(range(int(r[nit] or 0) + 1))}
+        names: set[str] = set()
+        last_generation: dict[str, int] = {}  # attacked image -> its nit
+        with _csv_rows(self.attacks_path) as (header, records):
+            if tuple(header) != ATTACK_COLUMNS:
+                raise RunError(f"{self.attacks_path} has columns {header}, expected "
+                               f"{list(ATTACK_COLUMNS)}: it is not a RUN file of this onepixel "
+                               "version")
+            for r in records:
+                if r[0] in names:
+                    raise RunError(f"{self.attacks_path} has duplicate image rows; it was not "
+                                   "written by this version of onepixel or was edited")
+                names.add(r[0])
+                if r[status] == "attacked":
+                    last_generation[r[0]] = int(r[nit] or 0)
+        # An image's history is complete when its rows are generations 0..nit in order (the
+        # store writes them so, in one write); anything else is redone (same rows again).
+        next_generation: dict[str, int] = {}
+        orphans = 0
+        with _csv_rows(self.history_path) as (h_header, history):
+            if tuple(h_header) != HISTORY_COLUMNS:
+                raise RunError(f"{self.history_path} has columns {h_header}, expected "
+                               f"{HISTORY_COLUMNS}")
+            for r in history:
+                if r[0] not in names:
+                    orphans += 1
+                    continue
+                if len(r) == len(HISTORY_COLUMNS) and r[1].isdigit():
+                    expected = next_generation.get(r[0], 0)
+                    next_generation[r[0]] = expected + 1 if int(r[1]) == expected else -(1 << 30)
+        broken = {name for name, g in last_generation.items() if next_generation.get(name) != g + 1}
+        del next_generation, last_generation
         if broken:
             log.warning("%s: the history of %d finished image(s) is incomplete (%s); they will be "
                         "attacked again, with the same result", self.history_path, len(broken),
                         ", ".join(sorted(broken)[:3]))
-            records = [r for r in records if r[0] not in broken]
-            with atomic_open(self.attacks_path, "w", newline="", encoding="utf-8") as fh:
-                fh.write(_csv_text([ATTACK_COLUMNS, *records]))
-        done = {r[0] for r in records}
-        kept = [r for r in history if r and r[0] in done]
-        if len(kept) != len(history):
-            log.info("%s: dropping %d history rows of unfinished images",
-                     self.history_path, len(history) - len(kept))
-            with atomic_open(self.history_path, "w", newline="", encoding="utf-8") as fh:
-                fh.write(_csv_text([HISTORY_COLUMNS, *kept]))
+            _rewrite_keeping(self.attacks_path, ATTACK_COLUMNS, lambda r: r[0] not in broken)
+        done = names - broken
+        if orphans or broken:
+            log.info("%s: dropping the history rows of unfinished images", self.history_path)
+            _rewrite_keeping(self.history_path, HISTORY_COLUMNS, lambda r: r[0] in done)
         return done
 
     def read_attacks(self) -> AttackTable:

@@ -470,7 +470,7 @@ class IncrementalEvaluator:
             return np.empty((r, p), dtype=np.float64)
         # numpy's sigmoid, as ONNX Runtime classifiers use: element by element the same whatever
         # the batch (torch's vectorised sigmoid differs in the last bit at a batch's tail).
-        out = positive_probability(torch.cat(logits).numpy(), self.classifier.io,
+        out = positive_probability(torch.cat(logits).float().numpy(), self.classifier.io,
                                    self.classifier.name)
         return out.reshape(r, p)
 
