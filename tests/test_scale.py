@@ -26,7 +26,7 @@ from onepixel.runs.reader import read_attacks_csv
 from onepixel.runs.schema import ATTACK_COLUMNS
 from onepixel.runs.store import RunStore
 
-OPTIONS = ModelOptions(device="cpu", preprocess="unit", layout="nchw", output="logit")
+OPTIONS = ModelOptions(device="cpu", preprocess="unit", layout="nchw", model_output="logit")
 
 
 def test_campaign_reads_images_a_chunk_at_a_time(tmp_path, monkeypatch):
