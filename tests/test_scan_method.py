@@ -60,7 +60,7 @@ def test_choose_scan_step():
     assert choose_scan_step(64, None, 17) == 17
     with pytest.raises(ConfigError, match="at least 33,792"):
         choose_scan_step(64 * 64, 33_791)
-    with pytest.raises(ConfigError, match="--scan-step 85"):
+    with pytest.raises(ConfigError, match="AttackConfig.scan_step 85"):
         choose_scan_step(64, 4096, 85)
 
 
@@ -69,8 +69,10 @@ def test_attack_config_method_checks():
     assert AttackConfig(method="scan", max_queries=5000, scan_step=255).scan_step == 255
     for kwargs, message in [
         (dict(method="pgd"), "--method"),
-        (dict(max_queries=5000), "--max-queries is for --method scan"),
-        (dict(scan_step=85), "--scan-step is for --method scan"),
+        (dict(max_queries=5000), "AttackConfig.max_queries is for method scan or rs"),
+        (dict(scan_step=85), "AttackConfig.scan_step is for method scan"),
+        (dict(method="rs", scan_step=85), "AttackConfig.scan_step is for method scan"),
+        (dict(labels_only=True), "AttackConfig.labels_only is for method 'rs'"),
         (dict(method="scan", max_queries=0), "--max-queries must be"),
         (dict(method="scan", scan_step=256), "--scan-step must be"),
         (dict(method="scan", max_queries=True), "--max-queries must be"),
@@ -179,7 +181,7 @@ def test_cli_scan_option_errors(tmp_path, capsys):
     (data / "mitosis").mkdir(parents=True)
     (data / "normal").mkdir(parents=True)
     for args, message in [
-        (["--max-queries", "5000"], "--max-queries is for --method scan"),
+        (["--max-queries", "5000"], "max_queries is for method scan or rs"),
         (["--method", "scan", "--pixels", "3"], "--pixels"),
         (["--method", "scan", "--executor", "ray"], "drop --executor ray"),
     ]:
