@@ -308,3 +308,16 @@ def test_evaluate_on_digits(digits, tmp_path):
     assert saved["robust"] == summary.robust == sum(r["status"] == "robust" for r in rows.values())
     assert "robust accuracy under one-pixel attack" in saved["headline"]
     assert (out / "curves.png").stat().st_size > 1000
+    # The CLI resumes it (every method's RUN is complete): the same rows; the report of the rs
+    # RUN (read as a DE RUN is) gets the evaluation's section.
+    from onepixel.cli.main import main
+
+    before = (out / "evaluation.csv").read_text()
+    assert main(["-q", "evaluate", str(dataset), "-o", str(out), "--model", str(model),
+                 "--device", "cpu", "--preprocess", "unit", "--layout", "nchw", "--output", "logit",
+                 "--max-queries", "300", "--scan-max-queries", str(32 * 32 * 8 + 1100),
+                 "--limit", "4", "--no-progress"]) == 0
+    assert (out / "evaluation.csv").read_text() == before
+    assert main(["-q", "report", str(out / "runs" / "rs"), "--evaluation", str(out)]) == 0
+    html = (out / "runs" / "rs" / "report.html").read_text()
+    assert "Robust accuracy under one-pixel attack" in html and saved["headline"] in html

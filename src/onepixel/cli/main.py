@@ -197,11 +197,15 @@ def build_parser() -> argparse.ArgumentParser:
     g = p.add_argument_group("attack method (docs/attack.md)")
     g.add_argument("--method", choices=ATTACK_METHODS, default=default(AttackConfig, "method"),
                    help="de: the papers' differential evolution; scan: the audit's exhaustive "
-                        "colour-grid scan + integer refinement (default: %(default)s)")
+                        "colour-grid scan + integer refinement; rs: query-efficient random "
+                        "search with a campaign prior (default: %(default)s)")
     g.add_argument("--max-queries", type=int, default=default(AttackConfig, "max_queries"),
                    metavar="N",
-                   help="--method scan: queries per image: scan, refinement and re-scoring "
-                        "(default: no cap)")
+                   help="--method scan / rs: queries per image (scan: scan, refinement and "
+                        "re-scoring, default no cap; rs: default 10000)")
+    g.add_argument("--labels-only", action="store_true",
+                   help="--method rs: the search sees only the predicted class (a service that "
+                        "answers with labels) and stops at the first flip")
     g.add_argument("--scan-step", type=int, default=default(AttackConfig, "scan_step"), metavar="S",
                    help="--method scan: colour step of the scan (default: the finest grid that "
                         "fits --max-queries, else 85: 64 colours)")
@@ -364,6 +368,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--pareto", default=None, metavar="DIR",
                    help="an `onepixel pareto` folder: adds 'How visible must the pixel be?' "
                         "(default: RUN/pareto when it holds summary.json and front.csv)")
+    p.add_argument("--evaluation", default=None, metavar="DIR",
+                   help="an `onepixel evaluate` folder: adds 'Robust accuracy under one-pixel "
+                        "attack'")
     p.set_defaults(func=cmd_report)
 
     p = sub.add_parser("export", help="write a Keras/built-in model as a self-contained ONNX file")
@@ -438,6 +445,14 @@ def build_parser() -> argparse.ArgumentParser:
     _add_model_options(p)
     p.set_defaults(func=cmd_serve)
 
+    from onepixel.cli import evaluate as cli_evaluate
+
+    p = sub.add_parser("evaluate", help="robust accuracy under one-pixel attack: rs, DE, then the "
+                                        "exhaustive scan, each on the images still robust")
+    cli_evaluate.add_arguments(p)
+    _add_model_options(p)
+    p.set_defaults(func=cli_evaluate.run)
+
     p = sub.add_parser("demo", help="the whole study on the built-in model and real images")
     p.add_argument("--out", default=str(default(DemoConfig, "out")), metavar="DIR",
                    help="where the dataset, RUN and report go (default: %(default)s)")
@@ -502,7 +517,8 @@ def cmd_attack(args: argparse.Namespace) -> int:
                           skip_negative_above=args.skip_negative_above, pixels=args.pixels,
                           stop_on_success=args.stop_on_success,
                           max_colour_diff=args.max_colour_diff, method=args.method,
-                          max_queries=args.max_queries, scan_step=args.scan_step)
+                          max_queries=args.max_queries, scan_step=args.scan_step,
+                          labels_only=args.labels_only)
     classes = tuple(c.strip() for c in args.classes.split(",") if c.strip()) if args.classes else None
     config = CampaignConfig(dataset=Path(args.dataset), out=Path(args.out), model=args.model,
                             model_options=_model_options(args), attack=attack,
@@ -512,7 +528,7 @@ def cmd_attack(args: argparse.Namespace) -> int:
                             evaluator=args.evaluator, classes=classes, target=args.target)
     executor = _executor_config(args)
     classifier = None
-    if args.defence and attack.method == "de":
+    if args.defence and attack.method != "scan":
         from onepixel.scoring.policy import load_attack_evaluator
 
         # The defended pipeline is the black box the attack queries.
@@ -763,7 +779,8 @@ def cmd_report(args: argparse.Namespace) -> int:
     from onepixel.report import write_report
 
     path = write_report(args.run, args.out, reanalyze=args.reanalyze, audit=args.audit,
-                        robustness=args.robustness, pareto=args.pareto)
+                        robustness=args.robustness, pareto=args.pareto,
+                        evaluation=args.evaluation)
     print(f"wrote {path}")
     return 0
 
