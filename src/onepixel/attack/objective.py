@@ -36,7 +36,7 @@ from onepixel.models.base import capabilities_of
 from onepixel.optimize.de import BatchDESolver, DEResult
 from onepixel.runs import schema
 from onepixel.runs.schema import AttackResult
-from onepixel.scoring.evaluators import Evaluator
+from onepixel.scoring.evaluators import Evaluator, scores_on_device
 
 log = logging.getLogger(__name__)
 
@@ -212,7 +212,7 @@ class OnePixelAttack:
         if any(multi) and not all(multi):
             raise OnepixelError("one attack mixes binary and multi-class goals; attack them apart")
         goal_up, column = goal_columns(goal_objs, n_classes)
-        torch_eval = self.evaluator.on_device
+        torch_eval = scores_on_device(self.evaluator)
         memo = _Memo() if self.config.memoize and not torch_eval else None
         repair = self._repairer(images)
         objective = self._torch_objective(images, goal_up, column, repair) if torch_eval else \
@@ -250,7 +250,7 @@ class OnePixelAttack:
             return None
         means = neighbour_means(images)
         dev_means = torch.from_numpy(means).to(self.evaluator.device) \
-            if self.evaluator.on_device else None
+            if scores_on_device(self.evaluator) else None
 
         def repair(rows, candidates):
             if isinstance(candidates, torch.Tensor):

@@ -10,7 +10,8 @@ proposals when it beats its best (successful first, then the lower energy). Prop
   1 as the budget is spent (Sparse-RS's schedule, halving). Position and corner come from the
   mixture ``w * prior + (1 - w) * uniform`` (:class:`CampaignPrior`), never the prior alone;
 - **local**: one group moved to a position within ``r`` of the best (``r`` shrinking from an
-  eighth of the image to 1) with the best's colour or a random corner;
+  eighth of the image to 1 over the first :data:`LOCAL_SCHEDULE` queries) with the best's
+  colour or a random corner;
 - **refine**: one channel of one group set to a random value or to the best's value plus or
   minus a power of two, or the group nudged to a neighbouring pixel (coordinate search at
   integer resolution, so the search ends near where DE would and not just across the line).
@@ -43,6 +44,8 @@ log = logging.getLogger(__name__)
 MESSAGE_BUDGET = "query budget spent"
 MESSAGE_SUCCESS = "goal met (stop on success)"
 
+#: Queries over which the local radius shrinks from an eighth of the image to one pixel.
+LOCAL_SCHEDULE = 2_000
 #: Proposal mixtures (global, local, refine) before and after the goal is met.
 EXPLORE_MIX = (0.7, 0.2, 0.1)
 EXPLOIT_MIX = (0.1, 0.3, 0.6)
@@ -255,7 +258,11 @@ class BatchRandomSearch:
         grp = keys.argmin(axis=-1)
         ii, jj = np.indices((r_, n))
         sel = out[ii, jj, grp]  # (R, n, 2 + C) copies
-        radius = np.maximum(1, np.round(max(h, w) / 8 * (1.0 - spent))).astype(np.int64)
+        # The local radius shrinks with the queries spent, not with the share of the budget, so
+        # a larger budget does not slow the start (a run is then, before its budget ends, the
+        # run with any larger budget).
+        done = np.minimum(self.queries[rows] / LOCAL_SCHEDULE, 1.0)[:, None]
+        radius = np.maximum(1, np.round(max(h, w) / 8 * (1.0 - done))).astype(np.int64)
         off = np.floor(u[..., 5:7] * (2 * radius[..., None] + 1)).astype(np.int64) - radius[..., None]
         local = (kind == 1) & ~fresh[:, None]
         loc = sel.copy()
