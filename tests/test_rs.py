@@ -172,6 +172,17 @@ def test_rs_prior_and_k_pixels(digits, tmp_path):
     assert _rows(a).keys() == _rows(b).keys()
     assert [r["pixels"] for r in _rows(a).values()] == [r["pixels"] for r in _rows(b).values()]
     _check_rows(model, dataset, _rows(a), budget)
+    # A colour budget: every reported pixel's h (re-derived independently) within it.
+    from independent import own_h
+    from onepixel.datasets.images import load_image
+
+    h_run = tmp_path / "budget"
+    run_campaign(_campaign(model, dataset, h_run, method="rs", max_queries=100, max_colour_diff=0.1))
+    for name, r in _rows(h_run).items():
+        if r["status"] == "attacked":
+            image = load_image(dataset / name, (32, 32, 3))
+            h = own_h(image, int(r["x"]), int(r["y"]), (int(r["r"]), int(r["g"]), int(r["b"])))
+            assert h <= 0.1 + 1e-9, name
     # Three pixels, targeted.
     k3 = tmp_path / "k3"
     cfg = _campaign(model, dataset, k3, method="rs", max_queries=200, pixels=3)
@@ -321,3 +332,30 @@ def test_evaluate_on_digits(digits, tmp_path):
     assert main(["-q", "report", str(out / "runs" / "rs"), "--evaluation", str(out)]) == 0
     html = (out / "runs" / "rs" / "report.html").read_text()
     assert "Robust accuracy under one-pixel attack" in html and saved["headline"] in html
+
+
+@pytest.mark.slow
+def test_rs_runs_on_ray_as_locally(patches, tmp_path):
+    """rs through the executor seam: on Ray actors (prior off) it gives the local rows."""
+    ray = pytest.importorskip("ray")
+    from onepixel.optimize.rs import RSConfig as R
+    from onepixel.scaleout import RayExecutor
+    from onepixel.scaleout.config import ExecutorConfig
+
+    keys = ("x", "y", "r", "g", "b", "nfev", "nit", "success", "pixels")
+    attacks = [AttackConfig(method="rs", max_queries=300, rs=R(prior=False))]
+    ray.init(num_cpus=2, include_dashboard=False, configure_logging=False, log_to_driver=False)
+    try:
+        for i, attack in enumerate(attacks):
+            runs = {}
+            for kind in ("local", "ray"):
+                out = tmp_path / f"{i}-{kind}"
+                executor = RayExecutor(ExecutorConfig(kind="ray", workers=2)) if kind == "ray" \
+                    else None
+                run_campaign(CampaignConfig(dataset=patches, out=out, attack=attack,
+                                            model_options=ModelOptions(device="cpu"),
+                                            progress=False, batch_images=1), executor=executor)
+                runs[kind] = {n: [r[k] for k in keys] for n, r in _rows(out).items()}
+            assert runs["ray"] == runs["local"], attack.method
+    finally:
+        ray.shutdown()
