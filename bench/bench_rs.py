@@ -209,6 +209,7 @@ def main() -> int:
     table = ["| model | method | budget | flipped | median queries per flip | wall (s, whole method) |",
              "|---|---|---:|---:|---:|---:|"]
     best_lines = []
+    per_image: dict[tuple[str, str], dict] = {}
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         for model_key in args.models.split(","):
@@ -239,6 +240,7 @@ def main() -> int:
                     once = sparse_rs_outcomes(dataset, model, options, top, Path(args.sparse_rs))
                     runs = dict.fromkeys(budgets, once)
                 wall = time.perf_counter() - t0
+                per_image[(model_key, method)] = runs[top]
                 for b in budgets:
                     k, n, med = at_budget(runs[b], b)
                     extra = ""
@@ -248,6 +250,18 @@ def main() -> int:
                     table.append(f"| {model_key} | {method} | {b:,} | {k}/{n} | "
                                  f"{'-' if np.isnan(med) else f'{med:,.0f}'}{extra} | {wall:.1f} |")
                     print(table[-1], flush=True)
+            if model_key == "max":
+                names = sorted(set().union(*(per_image[("max", m)] for m in methods)))
+                best_lines += ["", f"Per patch at {top:,} queries (queries to the flip; - : not "
+                               "flipped):", "", "| image | " + " | ".join(methods) + " |",
+                               "|---|" + "---:|" * len(methods)]
+                for name in names:
+                    cells = []
+                    for m in methods:
+                        o = per_image[("max", m)].get(name)
+                        cells.append(f"{o.queries:,}" if o is not None and o.success
+                                     and o.queries <= top else "-")
+                    best_lines.append(f"| {name} | " + " | ".join(cells) + " |")
             if args.best_score and model_key == "max":
                 rs_best = campaign_outcomes(dataset, model, options, tmp / "best-rs", method="rs",
                                             max_queries=10_000)

@@ -121,7 +121,7 @@ def test_prior_mixture_never_the_prior_alone():
     assert prior.share() == 0.0
     for _ in range(1000):
         prior.add(np.array([3, 4, 255, 0, 200]))
-    assert 0.89 < prior.share() < 0.9
+    assert 0.89 < prior.share() < 0.9  # 0.9 * n / (n + 2)
     pos, col = prior.sample(np.random.default_rng(0), 50)
     assert np.all(np.abs(pos - [3, 4]) <= 1) and np.all(col == [255, 0, 255])
     with pytest.raises(ValueError, match="RSConfig.prior_weight"):

@@ -64,7 +64,8 @@ class RSConfig:
         (:class:`CampaignPrior`); False: uniform proposals only.
     prior_weight : float
         The prior's largest share ``w_max`` of global proposals, in [0, 0.9]; its share after
-        ``n`` recorded successes is ``w_max * n / (n + 4)``, and the uniform proposal keeps at least
+        ``n`` recorded successes is ``w_max * n / (n + 2)`` (for positions and colours drawn
+        independently), and the uniform proposal keeps at least
         ``1 - w_max``.
     history_block : int
         The history records the best energy every this many queries (and at the end).
@@ -119,9 +120,9 @@ class CampaignPrior:
         return len(self.positions)
 
     def share(self) -> float:
-        """The prior's share of global proposals now: ``w_max * n / (n + 4)``."""
+        """The prior's share of global proposals now: ``w_max * n / (n + 2)``."""
         n = len(self.positions)
-        return self.weight * n / (n + 4)
+        return self.weight * n / (n + 2)
 
     def add(self, candidate: np.ndarray) -> None:
         """Record a successful candidate (k * (2 + C),): each group's position and nearest corner."""
@@ -206,17 +207,17 @@ class BatchRandomSearch:
 
     @property
     def _n_uniforms(self) -> int:
-        # kind, prior use, prior pick, 2 prior jitters, 2 local offsets, local corner switch,
-        # refine: group, how, channel, power, sign, value, 2 nudges; then per group: position
-        # (2), corner (C) and a choice key.
-        return 16 + self.k * (3 + self.c)
+        # kind, prior position use, prior pick, 2 prior jitters, 2 local offsets, local corner
+        # switch, refine: group, how, channel, power, sign, value, 2 nudges, prior colour use,
+        # prior colour pick; then per group: position (2), corner (C) and a choice key.
+        return 17 + self.k * (3 + self.c)
 
     def _propose(self, rows: np.ndarray, n: int) -> np.ndarray:
         """``n`` proposals (R, n, k * (2 + C)) int64 for each problem of ``rows`` (R,)."""
         k, c, w, h = self.k, self.c, self.w, self.h
         u = self._uniforms(rows, n)
         r_ = len(rows)
-        g0 = 16
+        g0 = 17
         gpos = u[..., g0 : g0 + 2 * k].reshape(r_, n, k, 2)
         gcol = u[..., g0 + 2 * k : g0 + (2 + c) * k].reshape(r_, n, k, c)
         keys = u[..., g0 + (2 + c) * k :].reshape(r_, n, k)
@@ -228,16 +229,20 @@ class BatchRandomSearch:
         if self.prior is not None and len(self.prior):
             ppos = np.asarray(self.prior.positions, dtype=np.int64)
             pcol = np.asarray(self.prior.corners, dtype=np.int64)
-            use = u[..., 1] < self.prior.share()
+            # Position and colour are drawn from the mixture independently: a colour that
+            # worked elsewhere is tried at new positions too (and the other way round).
+            share = self.prior.share()
+            use_pos, use_col = u[..., 1] < share, u[..., 15] < share
             pick = np.minimum((u[..., 2] * len(ppos)).astype(np.int64), len(ppos) - 1)
+            pick_col = np.minimum((u[..., 16] * len(ppos)).astype(np.int64), len(ppos) - 1)
             jitter = np.floor(u[..., 3:5] * 3).astype(np.int64) - 1
             px = np.clip(ppos[pick, 0] + jitter[..., 0], 0, w - 1)
             py = np.clip(ppos[pick, 1] + jitter[..., 1], 0, h - 1)
             # The prior replaces the first drawn group (the one a k=1 search uses).
             first = glob[:, :, 0]
-            first[..., 0] = np.where(use, px, first[..., 0])
-            first[..., 1] = np.where(use, py, first[..., 1])
-            first[..., 2:] = np.where(use[..., None], pcol[pick], first[..., 2:])
+            first[..., 0] = np.where(use_pos, px, first[..., 0])
+            first[..., 1] = np.where(use_pos, py, first[..., 1])
+            first[..., 2:] = np.where(use_col[..., None], pcol[pick_col], first[..., 2:])
         best = self.best_x[rows].reshape(r_, 1, k, 2 + c)
         fresh = ~np.isfinite(self.best_e[rows])
         out = np.repeat(best, n, axis=1)
