@@ -69,8 +69,10 @@ def test_attack_config_method_checks():
     assert AttackConfig(method="scan", max_queries=5000, scan_step=255).scan_step == 255
     for kwargs, message in [
         (dict(method="pgd"), "AttackConfig.method"),
-        (dict(max_queries=5000), "AttackConfig.max_queries is for method='scan'"),
-        (dict(scan_step=85), "AttackConfig.scan_step is for method='scan'"),
+        (dict(max_queries=5000), "AttackConfig.max_queries is for method scan or rs"),
+        (dict(scan_step=85), "AttackConfig.scan_step is for method scan"),
+        (dict(method="rs", scan_step=85), "AttackConfig.scan_step is for method scan"),
+        (dict(labels_only=True), "AttackConfig.labels_only is for method 'rs'"),
         (dict(method="scan", max_queries=0), "AttackConfig.max_queries must be"),
         (dict(method="scan", scan_step=256), "AttackConfig.scan_step must be"),
         (dict(method="scan", max_queries=True), "AttackConfig.max_queries must be"),
@@ -179,9 +181,8 @@ def test_cli_scan_option_errors(tmp_path, capsys):
     (data / "mitosis").mkdir(parents=True)
     (data / "normal").mkdir(parents=True)
     for args, message in [
-        # The library's field names until the CLI maps ConfigError.field to its flags (cli24).
-        (["--max-queries", "5000"], "AttackConfig.max_queries is for method='scan'"),
-        (["--method", "scan", "--pixels", "3"], "AttackConfig.pixels"),
+        (["--max-queries", "5000"], "--max-queries is for method scan or rs"),
+        (["--method", "scan", "--pixels", "3"], "--pixels"),
         (["--method", "scan", "--executor", "ray"], "drop --executor ray"),
     ]:
         rc = main(["-q", "attack", str(data), "--out", str(tmp_path / "run"), "--no-progress",

@@ -6,7 +6,8 @@ The public API, by layer (docs/api.md has a runnable tour):
 - scoring: :func:`make_evaluator`, :func:`evaluator_for`, :func:`load_attack_evaluator`
 - optimisation: :class:`DEConfig`, :class:`BatchDESolver`
 - attacks: ``attack(model, images, labels)`` (the one call; :class:`AttackOutput`),
-  :class:`OnePixelAttack`, :class:`AttackConfig`, :class:`CampaignConfig`, :func:`run_campaign`
+  :class:`OnePixelAttack`, :class:`AttackConfig`, :class:`CampaignConfig`, :func:`run_campaign`;
+  :func:`evaluate`, :class:`EvaluateConfig` (the ensemble, ``onepixel evaluate``)
 - RUN folders: :func:`load_run`, :class:`AttackResult`, :class:`AttackTable`, :func:`summarize`,
   :func:`summarize_run`
 - confidence maps: :class:`ConfmapConfig`, :func:`compute_confmap`, :class:`ConfidenceMap`,
@@ -43,6 +44,8 @@ _EXPORTS: dict[str, str] = {
     "AttackConfig": "onepixel.attack.config",
     "CampaignConfig": "onepixel.attack.config",
     "run_campaign": "onepixel.attack.campaign",
+    "evaluate": "onepixel.evaluation.runner",
+    "EvaluateConfig": "onepixel.evaluation.config",
     "AttackResult": "onepixel.runs.schema",
     "AttackTable": "onepixel.runs.reader",
     "load_run": "onepixel.runs.reader",
@@ -73,6 +76,7 @@ __all__ = [
     "ConfidenceMap",
     "ConfmapConfig",
     "DEConfig",
+    "EvaluateConfig",
     "ModelIO",
     "ModelOptions",
     "OnePixelAttack",
@@ -82,6 +86,7 @@ __all__ = [
     "attack",
     "compute_analysis",
     "compute_confmap",
+    "evaluate",
     "evaluator_for",
     "load_attack_evaluator",
     "load_classifier",
@@ -113,6 +118,8 @@ if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs
     from onepixel.confmap.result import ConfidenceMap, load_confmap
     from onepixel.datasets.images import load_image, load_images, scan_dataset
     from onepixel.errors import OnepixelError
+    from onepixel.evaluation.config import EvaluateConfig
+    from onepixel.evaluation.runner import evaluate
     from onepixel.models.base import Classifier, ModelIO
     from onepixel.models.options import ModelOptions
     from onepixel.models.registry import load_classifier

@@ -19,9 +19,9 @@ from typing import Protocol
 import numpy as np
 
 from onepixel.attack.config import CampaignConfig
-from onepixel.attack.objective import AttackPlan, OnePixelAttack, attack_result, problem_id_for
+from onepixel.attack.methods import Search
+from onepixel.attack.objective import AttackPlan, attack_result, problem_id_for
 from onepixel.datasets.images import LabeledImage
-from onepixel.runs import schema
 from onepixel.runs.schema import AttackResult
 
 #: Called with each finished image's row, in the driver's process.
@@ -59,14 +59,15 @@ class BatchAttacker:
 
     Parameters
     ----------
-    attack : OnePixelAttack
+    attack : Search
+        The campaign's search method (:func:`onepixel.attack.methods.make_search`).
     cfg : CampaignConfig
         Labels and attack settings (``cfg.attack``).
     classes : tuple of str
         K-class models: the class names in output order; empty for a binary model.
     """
 
-    def __init__(self, attack: OnePixelAttack, cfg: CampaignConfig, classes: tuple[str, ...]):
+    def __init__(self, attack: Search, cfg: CampaignConfig, classes: tuple[str, ...]):
         self.attack = attack
         self.cfg = cfg
         self.classes = tuple(classes)
@@ -79,20 +80,22 @@ class BatchAttacker:
         cfg, attack = self.cfg, self.attack
         images = np.stack([p.image for p in batch])
 
-        def finished(i: int, result, score_history: np.ndarray) -> None:
+        def finished(i: int, result, score_history: np.ndarray, final_scores=None) -> None:
             p = batch[i]
             # The batch's wall time so far, shared among its images.
             seconds = (time.perf_counter() - t0) / len(batch)
             final, attacked_class = None, ""
             if self.classes:
-                # The class probabilities of the attacked image (one more query, not in nfev).
-                best = result.x[None, None].astype(np.int64)
-                final = attack.evaluator.scores(images[i : i + 1], best)[0, 0]
+                final = final_scores
+                if final is None:
+                    # The class probabilities of the attacked image (one more query, not in nfev).
+                    best = result.x[None, None].astype(np.int64)
+                    final = attack.evaluator.scores(images[i : i + 1], best)[0, 0]
                 attacked_class = self.classes[int(np.argmax(final))]
             else:
                 attacked = float(score_history[-1])
-                attacked_class = cfg.positive_label if attacked > schema.SUCCESS_THRESHOLD \
-                    else cfg.negative_label
+                attacked_class = cfg.positive_label \
+                    if attacked > p.plan.objective.success_threshold else cfg.negative_label
             store_result(attack_result(
                 p.name, p.item.label, p.plan, p.original, result, score_history, cfg.attack,
                 seconds, channels=self.channels, original_class=p.original_class,
@@ -146,12 +149,12 @@ class LocalExecutor:
 
     def run(self, batches: Iterable[list[PendingImage]], attacker: BatchAttacker,
             store_result: StoreResult, progress: Progress | None = None) -> None:
-        before = attacker.attack.evaluator.n_evaluations
+        before = attacker.attack.n_evaluations
         try:
             for batch in batches:
                 attacker.batch(batch, store_result, progress)
         finally:
-            self.n_evaluations += attacker.attack.evaluator.n_evaluations - before
+            self.n_evaluations += attacker.attack.n_evaluations - before
 
     def describe(self) -> dict:
         return {"kind": "local"}

@@ -13,20 +13,22 @@ import dataclasses
 import logging
 import platform
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Collection, Iterator
 from datetime import UTC, datetime
 
 import numpy as np
 
 from onepixel.attack.batches import BatchAttacker, BatchExecutor, LocalExecutor, PendingImage
 from onepixel.attack.config import AttackConfig, CampaignConfig
+from onepixel.attack.methods import make_search
 from onepixel.attack.objective import (
     AttackPlan,
-    OnePixelAttack,
+    pixels_vector,
     plan_attack,
     plan_multiclass,
     skipped_result,
 )
+from onepixel.attack.rs import RandomSearchAttack
 from onepixel.datasets.images import (
     Dataset,
     LabeledImage,
@@ -151,7 +153,8 @@ def _load_dataset(cfg: CampaignConfig, n_classes: int) -> Dataset:
 
 def run_campaign(cfg: CampaignConfig, classifier: Classifier | None = None,
                  on_result: Callable[[AttackResult], None] | None = None,
-                 executor: BatchExecutor | None = None) -> dict:
+                 executor: BatchExecutor | None = None,
+                 only: Collection[str] | None = None) -> dict:
     """Run (or resume) a campaign; return the summary (also written to RUN/summary.json).
 
     Binary models (one score) attack ``mitosis``/``normal`` folders in the direction that flips
@@ -167,16 +170,24 @@ def run_campaign(cfg: CampaignConfig, classifier: Classifier | None = None,
     executor : BatchExecutor, optional
         Where the batches are attacked (:class:`~onepixel.attack.batches.LocalExecutor`, the
         default, or :class:`onepixel.scaleout.RayExecutor`). Whatever the executor, this
-        process alone writes the RUN, and the rows are the same.
+        process alone writes the RUN, and the rows are the same. The search that attacks
+        them is ``cfg.attack.method``'s (:func:`onepixel.attack.methods.make_search`).
+    only : collection of str, optional
+        Attack only these images (names as attacks.csv writes them, relative to the dataset);
+        ``onepixel evaluate`` passes the images still robust.
     """
     pixels = cfg.attack.pixels
     executor = executor if executor is not None else LocalExecutor()
-    # The method is recorded in config.json: the executor must be the one that runs it.
-    if executor.describe().get("method", "de") != cfg.attack.method:
-        raise ConfigError(f"AttackConfig.method {cfg.attack.method!r} needs its executor (method "
-                          "'scan': run_campaign(..., executor=onepixel.audit.method.ScanExecutor(...))); "
-                          f"this one runs {executor.describe().get('method', 'de')!r}",
+    # An executor made for one method (ScanExecutor) must not run another.
+    if executor.describe().get("method", cfg.attack.method) != cfg.attack.method:
+        raise ConfigError(f"AttackConfig.method is {cfg.attack.method!r} but this executor runs "
+                          f"{executor.describe()['method']!r}; use LocalExecutor or RayExecutor",
                           field="run_campaign(executor)")
+    if classifier is None and cfg.attack.method == "scan":
+        from onepixel.scoring.policy import load_confmap_classifier
+
+        # The scan's exact fast path needs the model loaded for confidence maps.
+        classifier = load_confmap_classifier(cfg.model, cfg.model_options)
     batch = cfg.batch_images
     if batch is None:
         # All images at once up to a device-sized cap: the evaluator is chosen for that size.
@@ -200,6 +211,9 @@ def run_campaign(cfg: CampaignConfig, classifier: Classifier | None = None,
     n_classes = capabilities_of(classifier).n_classes
     dataset = _load_dataset(cfg, n_classes)
     items = limit_items(dataset.items, cfg.limit)
+    if only is not None:
+        wanted = set(only)
+        items = [it for it in items if record_text(dataset.relative_name(it)) in wanted]
     target = None if cfg.target is None else dataset.classes.index(cfg.target)
     store = RunStore(cfg.out)
     # Settings a RUN made by an older onepixel lacks take their defaults when it is resumed.
@@ -211,7 +225,13 @@ def run_campaign(cfg: CampaignConfig, classifier: Classifier | None = None,
     todo = [it for it in items if record_text(dataset.relative_name(it)) not in done]
     log.info("%s: %d images, %d already done, %d to go", cfg.out, len(items),
              len(items) - len(todo), len(todo))
-    attack = OnePixelAttack(evaluator, cfg.attack)
+    attack = make_search(evaluator, cfg.attack, classifier)
+    if isinstance(attack, RandomSearchAttack) and attack.prior is not None:
+        # A resumed campaign's prior starts from what its finished rows found.
+        table = store.read_attacks()
+        for status, success, text in zip(table.status, table.success, table.pixels, strict=True):
+            if status == "attacked" and success and text:
+                attack.prior.add(pixels_vector(text, int(classifier.input_shape[2])))
     bar = progress_bar(total=len(items), initial=len(items) - len(todo), unit="img",
                disable=not cfg.progress, desc="attacking", dynamic_ncols=True)
     started = time.perf_counter()

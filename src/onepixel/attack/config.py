@@ -12,12 +12,14 @@ from pathlib import Path
 from onepixel.errors import ConfigError, is_integer, is_real
 from onepixel.models.options import BUILTIN, ModelOptions
 from onepixel.optimize.de import DEConfig
+from onepixel.optimize.rs import RSConfig
 from onepixel.runs import schema
 from onepixel.scoring.options import EVALUATORS
 
-#: Attack methods (``--method``): the papers' differential evolution, or the audit's exhaustive
-#: coarse scan + integer refinement (:class:`onepixel.audit.method.ScanExecutor`).
-METHODS = ("de", "scan")
+#: Attack methods (``AttackConfig.method``): the papers' differential evolution, the audit's
+#: exhaustive coarse scan + integer refinement, or query-efficient random search
+#: (:mod:`onepixel.attack.methods`).
+METHODS = ("de", "scan", "rs")
 
 #: The smallest ``--max-colour-diff``: below it, a pixel whose neighbour mean is a half-integer
 #: has no integer colour within the budget (:mod:`onepixel.attack.budget`).
@@ -52,15 +54,23 @@ class AttackConfig:
         paper's RMSE in [0, 1] between its colour and its neighbours' mean in the original
         image) is kept <= H by repairing the colour before it is scored
         (:mod:`onepixel.attack.budget`). None (the default): no budget, the papers' attack.
-    method : {"de", "scan"}
+    method : {"de", "scan", "rs"}
         ``de`` (the default): the papers' differential evolution. ``scan``: the audit's
         exhaustive coarse scan and integer refinement (docs/attack.md); one pixel, any
-        model, run by :class:`onepixel.audit.method.ScanExecutor`.
+        model. ``rs``: random search with corner colours, refinement and the campaign prior
+        (:mod:`onepixel.attack.rs`). Every executor runs every method
+        (:mod:`onepixel.attack.methods`).
     max_queries : int or None
-        ``scan`` only: queries per image, scan + refinement + verification (None: no cap).
+        ``scan`` and ``rs``: queries per image (``scan``: scan + refinement + verification,
+        None: no cap; ``rs``: None means 10,000).
     scan_step : int or None
         ``scan`` only: the scan's colour step (None: the finest grid that fits ``max_queries``,
         or the audit's 85 without a cap).
+    labels_only : bool
+        ``rs`` only: the search sees only the predicted class (a service that answers with
+        labels), samples the same proposal and stops at the first flip.
+    rs : RSConfig
+        ``rs`` only: candidates per step, the campaign prior and its weight, the seed.
     """
 
     de: DEConfig = field(default_factory=DEConfig)
@@ -76,6 +86,8 @@ class AttackConfig:
     method: str = "de"
     max_queries: int | None = None
     scan_step: int | None = None
+    labels_only: bool = False
+    rs: RSConfig = field(default_factory=RSConfig)
 
     def __post_init__(self) -> None:
         self._check_method()
@@ -105,10 +117,11 @@ class AttackConfig:
             value = getattr(self, name)
             if value is None:
                 continue
-            if self.method != "scan":
-                raise ConfigError(f"AttackConfig.{name} is for method='scan'; DE's budget is "
-                                  "DEConfig.population x (DEConfig.maxiter + 1) queries per image",
-                                  field=f"AttackConfig.{name}")
+            if self.method == "de" or (name == "scan_step" and self.method != "scan"):
+                raise ConfigError(f"AttackConfig.{name} is for method "
+                                  f"{'scan' if name == 'scan_step' else 'scan or rs'}; DE's "
+                                  "budget is DEConfig.population x (DEConfig.maxiter + 1) queries "
+                                  "per image", field=f"AttackConfig.{name}")
             low, high = (1, 2**62) if name == "max_queries" else (1, 255)
             if not is_integer(value) or not low <= value <= high:
                 raise ConfigError(f"AttackConfig.{name} must be an integer within {low}..{high}, "
@@ -126,6 +139,13 @@ class AttackConfig:
                 raise ConfigError("AttackConfig.stop_on_success is not supported by method='scan' (it "
                                   "always scans the whole grid); use method='de'",
                                   field="AttackConfig.stop_on_success")
+        if not isinstance(self.labels_only, bool):
+            raise ConfigError(f"AttackConfig.labels_only must be True or False, got "
+                              f"{self.labels_only!r}", field="AttackConfig.labels_only")
+        if self.labels_only and self.method != "rs":
+            raise ConfigError("AttackConfig.labels_only is for method 'rs' (the search that "
+                              "samples without scores); set AttackConfig.method='rs'",
+                              field="AttackConfig.labels_only")
 
     def to_dict(self) -> dict:
         return asdict(self)

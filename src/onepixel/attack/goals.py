@@ -54,14 +54,35 @@ class Goal:
         """The recorded probability from an energy (history curves come as energies)."""
         return energy if self.score_is_energy else 1.0 - energy
 
+    @property
+    def class_index(self) -> int | None:
+        """The class whose probability :meth:`score` reads (K-class goals); None for binary."""
+        return None
+
+    @property
+    def maximise(self) -> bool:
+        """True when the goal pushes its score up (the energy is ``1 - score``)."""
+        return not self.score_is_energy
+
+    def success(self, scores: np.ndarray) -> np.ndarray:
+        """Whether each of scores (...,) or (..., K) meets the goal: (...,) bool.
+
+        The one success rule every search calls (DE's stop, rs, scan, the rows).
+        """
+        return self._judge_array(np.asarray(scores, dtype=np.float64))[0]
+
+    def judge(self, scores: np.ndarray) -> tuple[bool, bool]:
+        """(success, strong_success) of the final scores of one image."""
+        ok, strong = self._judge_array(np.asarray(scores, dtype=np.float64))
+        return bool(ok), bool(strong)
+
+    def _judge_array(self, s: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        raise NotImplementedError
+
     def predicted(self, scores: np.ndarray) -> np.ndarray:
         """The predicted class index (...,): argmax for K classes; 1 (positive) when score > 0.5."""
         s = np.asarray(scores)
         return (s > 0.5).astype(np.int64) if self.binary else s.argmax(axis=-1)
-
-    def judge(self, scores: np.ndarray) -> tuple[bool, bool]:
-        """(success, strong_success) of the final scores of one image."""
-        raise NotImplementedError
 
 
 @dataclass(frozen=True)
@@ -76,8 +97,8 @@ class Decrease(Goal):
     def score(self, scores):
         return scores
 
-    def judge(self, scores):
-        return schema.judge("decrease", float(scores), self.success_threshold,
+    def _judge_array(self, s):
+        return schema.judge("decrease", s, self.success_threshold,
                             self.strong_decrease_below, self.strong_increase_above)
 
 
@@ -94,8 +115,8 @@ class Increase(Goal):
     def score(self, scores):
         return scores
 
-    def judge(self, scores):
-        return schema.judge("increase", float(scores), self.success_threshold,
+    def _judge_array(self, s):
+        return schema.judge("increase", s, self.success_threshold,
                             self.strong_decrease_below, self.strong_increase_above)
 
 
@@ -113,9 +134,12 @@ class Untargeted(Goal):
     def score(self, scores):
         return scores[..., self.true_class]
 
-    def judge(self, scores):
-        s = np.asarray(scores)
-        return bool(s.argmax() != self.true_class), bool(s[self.true_class] < self.strong_decrease_below)
+    @property
+    def class_index(self) -> int:
+        return self.true_class
+
+    def _judge_array(self, s):
+        return s.argmax(axis=-1) != self.true_class, s[..., self.true_class] < self.strong_decrease_below
 
 
 @dataclass(frozen=True)
@@ -133,9 +157,12 @@ class Targeted(Goal):
     def score(self, scores):
         return scores[..., self.target_class]
 
-    def judge(self, scores):
-        s = np.asarray(scores)
-        return bool(s.argmax() == self.target_class), bool(s[self.target_class] > self.strong_increase_above)
+    @property
+    def class_index(self) -> int:
+        return self.target_class
+
+    def _judge_array(self, s):
+        return s.argmax(axis=-1) == self.target_class, s[..., self.target_class] > self.strong_increase_above
 
 
 def as_goal(goal: Goal | str) -> Goal:

@@ -36,7 +36,7 @@ from onepixel.models.base import capabilities_of
 from onepixel.optimize.de import BatchDESolver, DEResult
 from onepixel.runs import schema
 from onepixel.runs.schema import AttackResult
-from onepixel.scoring.evaluators import Evaluator
+from onepixel.scoring.evaluators import Evaluator, scores_on_device
 
 log = logging.getLogger(__name__)
 
@@ -114,6 +114,21 @@ def problem_id_for(name: str) -> int:
     return int.from_bytes(hashlib.sha256(name.encode()).digest()[:8], "big") >> 1
 
 
+def goal_columns(goals: Sequence[Goal], n_classes: int) -> tuple[np.ndarray, np.ndarray | None]:
+    """Per image, whether the energy is ``1 - score`` (B,) and, for K-class goals, the class
+    column the score reads (B,) (None for binary goals): what batched objectives need."""
+    goal_up = np.array([g.maximise for g in goals], dtype=bool)
+    if all(g.class_index is None for g in goals):
+        return goal_up, None
+    if any(g.class_index is None for g in goals):
+        raise OnepixelError("one attack mixes binary and multi-class goals; attack them apart")
+    column = np.array([g.class_index for g in goals], dtype=np.int64)
+    if column.max(initial=0) >= n_classes:
+        raise OnepixelError(f"a goal names class {int(column.max())}, but the model has "
+                            f"{n_classes} classes")
+    return goal_up, column
+
+
 def judge(goal: str, attacked: float, config: AttackConfig) -> tuple[bool, bool]:
     """(success, strong_success) of a binary model's final score under ``config``'s thresholds."""
     return schema.judge(goal, attacked, config.success_threshold, config.strong_decrease_below,
@@ -156,10 +171,17 @@ class OnePixelAttack:
     config : AttackConfig
     """
 
+    name = "de"
+
     def __init__(self, evaluator: Evaluator, config: AttackConfig | None = None):
         self.evaluator = evaluator
         self.config = config or AttackConfig()
         self.bounds = pixel_bounds(tuple(evaluator.input_shape), self.config.pixels)
+
+    @property
+    def n_evaluations(self) -> int:
+        """Queries spent so far (the evaluator's count)."""
+        return self.evaluator.n_evaluations
 
     def run(self, images: np.ndarray, goals: Sequence[Goal | str], problem_ids: Sequence[int],
             on_finish: Callable[[int, DEResult, np.ndarray], None] | None = None,
@@ -189,14 +211,8 @@ class OnePixelAttack:
         n_classes = capabilities_of(self.evaluator.classifier).n_classes
         if any(multi) and not all(multi):
             raise OnepixelError("one attack mixes binary and multi-class goals; attack them apart")
-        # Per image: which probability the goal is about, and whether the energy is 1 - it.
-        goal_up = np.array([not g.score_is_energy for g in goal_objs])
-        column = np.array([getattr(g, "true_class", getattr(g, "target_class", 0)) for g in goal_objs],
-                          dtype=np.int64) if any(multi) else None
-        if column is not None and column.max(initial=0) >= n_classes:
-            raise OnepixelError(f"a goal names class {int(column.max())}, but the model has "
-                                f"{n_classes} classes")
-        torch_eval = self.evaluator.on_device
+        goal_up, column = goal_columns(goal_objs, n_classes)
+        torch_eval = scores_on_device(self.evaluator)
         memo = _Memo() if self.config.memoize and not torch_eval else None
         repair = self._repairer(images)
         objective = self._torch_objective(images, goal_up, column, repair) if torch_eval else \
@@ -234,7 +250,7 @@ class OnePixelAttack:
             return None
         means = neighbour_means(images)
         dev_means = torch.from_numpy(means).to(self.evaluator.device) \
-            if self.evaluator.on_device else None
+            if scores_on_device(self.evaluator) else None
 
         def repair(rows, candidates):
             if isinstance(candidates, torch.Tensor):
@@ -373,6 +389,13 @@ def pixels_text(x: np.ndarray, channels: int) -> str:
     return ";".join(groups)
 
 
+def pixels_vector(text: str, channels: int) -> np.ndarray:
+    """attacks.csv's ``pixels`` back to a candidate (k * (2 + channels),) int64 (the inverse of
+    :func:`pixels_text`)."""
+    groups = [[int(v) for v in g.split(",")] for g in text.split(";") if g]
+    return np.asarray([v for g in groups for v in g[: 2 + channels]], dtype=np.int64)
+
+
 def attack_result(image: str, label: str, plan: AttackPlan, original: float, result: DEResult,
                   score_history: np.ndarray, config: AttackConfig, seconds: float,
                   channels: int = 3, original_class: str = "", attacked_class: str = "",
@@ -383,8 +406,8 @@ def attack_result(image: str, label: str, plan: AttackPlan, original: float, res
     a multi-class goal; a binary goal is judged from the final score by the thresholds.
     """
     attacked = float(score_history[-1])
-    if plan.goal in schema.BINARY_GOALS:
-        success, strong = judge(plan.goal, attacked, config)
+    if plan.objective.binary:
+        success, strong = plan.objective.judge(attacked)
     else:
         # From the attacked image's scores: 1 - (1 - p) would lose a tiny p to rounding.
         attacked = float(plan.objective.score(np.asarray(final_scores)))

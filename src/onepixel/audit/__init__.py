@@ -1,7 +1,8 @@
 """``onepixel audit``: how strong was the attack? A stronger search than DE, image by image.
 
 - :mod:`~onepixel.audit.config`: :class:`AuditConfig`, the ``--exact-positions`` syntax.
-- :mod:`~onepixel.audit.search`: the exhaustive coarse scan and the integer refinement.
+- :mod:`~onepixel.audit.search`: the exhaustive coarse scan and the integer refinement (they live in
+  :mod:`onepixel.attack.scan`, where campaigns run them as a search method; re-exported here).
 - :mod:`~onepixel.audit.exact`: exact optima over every colour at chosen positions.
 - :mod:`~onepixel.audit.store`: the audit folder (``audit.csv``, resumable).
 - :mod:`~onepixel.audit.runner`: :func:`audit_run`, the command.

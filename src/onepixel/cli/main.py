@@ -34,6 +34,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
                          "-> DIR/front.csv; for a dataset, the budget curve"),
     "detect": ("detect", "one-pixel attack detector: images, or a RUN's originals and "
                          "adversarial versions -> DIR/detections.csv"),
+    "evaluate": ("evaluate", "robust accuracy under one-pixel attack: rs, DE, then the exhaustive "
+                             "scan, each on the images still robust -> DIR/evaluation.csv"),
     "robustness": ("robustness", "each defence's clean cost and the attack through it "
                                  "-> DIR/robustness.csv (resumable)"),
     "analyze": ("analyze", "the papers' tables and figures of a RUN -> RUN/analysis"),

@@ -18,6 +18,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--pareto", default=None, metavar="DIR",
                    help="an `onepixel pareto` folder: adds 'How visible must the pixel be?' "
                         "(default: RUN/pareto when it holds summary.json and front.csv)")
+    g.add_argument("--evaluation", default=None, metavar="DIR",
+                   help="an `onepixel evaluate` folder: adds 'Robust accuracy under one-pixel "
+                        "attack'")
     g = o.output_group(parser)
     o.add_out(g, metavar="HTML", help="the report file (default: RUN/report.html)")
     g.add_argument("--reanalyze", action="store_true",
@@ -29,5 +32,5 @@ def run(args: argparse.Namespace) -> int:
 
     # write_report logs "wrote PATH (size)": said once.
     write_report(args.run, args.out, reanalyze=args.reanalyze, audit=args.audit,
-                 robustness=args.robustness, pareto=args.pareto)
+                 robustness=args.robustness, pareto=args.pareto, evaluation=args.evaluation)
     return 0

@@ -34,6 +34,17 @@ class Classifier(Protocol):
     def scores(self, images: np.ndarray) -> np.ndarray: ...
 
 
+@runtime_checkable
+class TensorClassifier(Classifier, Protocol):
+    """A classifier that scores uint8 tensors already on its device (``Capabilities.
+    tensor_scoring``): what the on-device evaluator calls."""
+
+    def score_tensor(self, images):
+        """Scores of uint8 images (N, H, W, C) on the classifier's device, as a float64 tensor
+        (N,) or (N, K) there."""
+        ...
+
+
 @dataclass(frozen=True)
 class Capabilities:
     """What a classifier declares about itself, so that policies ask instead of probing.
@@ -45,8 +56,8 @@ class Capabilities:
     device : str
         Where it computes: ``cpu``, ``cuda:N``, or ``remote`` (a service over HTTP).
     tensor_scoring : bool
-        It has ``score_tensor(images)`` for uint8 tensors already on ``device`` (the on-device
-        evaluator builds perturbed images there).
+        It is a :class:`TensorClassifier`: ``score_tensor(images)`` for uint8 tensors already on
+        ``device`` (the on-device evaluator builds perturbed images there).
     layers : bool
         It has ``eager_network()``: the eager :class:`~onepixel.models.keras_h5.KerasNet` and
         its :class:`ModelIO`, which the incremental engines walk layer by layer.

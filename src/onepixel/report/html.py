@@ -358,7 +358,7 @@ def render_report(result: AnalysisResult, extras: tuple[ExtraSection, ...] = (),
 
 def write_report(run_dir: str | Path, out: str | Path | None = None, *, reanalyze: bool = False,
                  audit: str | Path | None = None, robustness: str | Path | None = None,
-                 pareto: str | Path | None = None) -> Path:
+                 pareto: str | Path | None = None, evaluation: str | Path | None = None) -> Path:
     """Write ``RUN/report.html``, running the analysis first when it is missing or stale.
 
     Parameters
@@ -377,6 +377,9 @@ def write_report(run_dir: str | Path, out: str | Path | None = None, *, reanalyz
     pareto : path, optional
         An ``onepixel pareto ... --out DIR`` folder: adds "How visible must the pixel be?"
         (default: ``RUN/pareto`` when it holds ``summary.json`` and ``front.csv``).
+    evaluation : path, optional
+        An ``onepixel evaluate DATASET -o DIR`` folder: adds "Robust accuracy under one-pixel
+        attack".
 
     Returns
     -------
@@ -403,6 +406,10 @@ def write_report(run_dir: str | Path, out: str | Path | None = None, *, reanalyz
     pareto_dir = Path(pareto) if pareto is not None else default_pareto_dir(run_dir)
     if pareto_dir is not None:
         extras.append(pareto_section(pareto_dir))
+    if evaluation is not None:
+        from onepixel.report.evaluate_section import evaluation_section
+
+        extras.append(evaluation_section(evaluation))
     text = render_report(result, tuple(extras), audit_dir)
     path = Path(out) if out is not None else run_dir / "report.html"
     with atomic_open(path, "w", encoding="utf-8") as fh:

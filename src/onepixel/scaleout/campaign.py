@@ -23,7 +23,7 @@ from dataclasses import replace
 
 from onepixel.attack.batches import BatchAttacker, PendingImage, Progress, StoreResult
 from onepixel.attack.config import CampaignConfig
-from onepixel.attack.objective import OnePixelAttack
+from onepixel.attack.methods import make_search
 from onepixel.defences.wrapper import defence_of
 from onepixel.errors import ScaleOutError
 from onepixel.models.base import capabilities_of
@@ -69,7 +69,7 @@ class CampaignWorker:
             shape = call_shape_for(batch, cfg.attack.de.updating, cfg.attack.de.effective_population)
             evaluator = load_attack_evaluator(spec, options, cfg.evaluator, cfg.attack.de.updating,
                                               cfg.attack.pixels, shape, defence=defence)
-        self.attacker = BatchAttacker(OnePixelAttack(evaluator, cfg.attack), cfg, classes)
+        self.attacker = BatchAttacker(make_search(evaluator, cfg.attack), cfg, classes)
 
     def ready(self) -> tuple[int, str, str]:
         """(pid, model fingerprint, evaluator): the driver checks the model is the same."""
@@ -78,10 +78,10 @@ class CampaignWorker:
 
     def attack(self, batch: list[PendingImage]) -> tuple[list, int]:
         """The rows of ``batch`` (in the order the attacks stopped) and the evaluations spent."""
-        evaluator = self.attacker.attack.evaluator
-        before = evaluator.n_evaluations
+        search = self.attacker.attack
+        before = search.n_evaluations
         rows = self.attacker.results(batch)
-        return rows, evaluator.n_evaluations - before
+        return rows, search.n_evaluations - before
 
 
 class RayExecutor:

@@ -11,13 +11,13 @@ host. Every evaluator can ``prepare`` base images once and score candidates on a
 from __future__ import annotations
 
 import logging
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
 import numpy as np
 import torch
 
 from onepixel.errors import OnepixelError
-from onepixel.models.base import Classifier, capabilities_of
+from onepixel.models.base import Classifier, TensorClassifier, capabilities_of
 from onepixel.models.torch_backend import TorchClassifier
 
 log = logging.getLogger(__name__)
@@ -34,8 +34,8 @@ class Evaluator(Protocol):
     device : torch.device
         Where it computes (``cpu`` for host evaluators).
     on_device : bool
-        It has ``scores_tensor(images, candidates)`` on tensors on ``device`` (the attack then
-        keeps its population there too).
+        It is a :class:`DeviceEvaluator`: ``scores_tensor(images, candidates)`` on tensors on
+        ``device`` (the attack then keeps its population there too).
     n_evaluations : int
         Candidates scored so far.
     """
@@ -59,6 +59,28 @@ class Evaluator(Protocol):
     def scores_prepared(self, prepared, rows, candidates) -> np.ndarray:
         """Scores (R, P) float64 of candidates (R, P, 5) on prepared images ``rows`` (R,)."""
         ...
+
+
+@runtime_checkable
+class DeviceEvaluator(Evaluator, Protocol):
+    """An evaluator that scores on its device (``on_device`` True): what the attack's on-device
+    path calls. Declared here so that a new engine that sets ``on_device`` gets a type error,
+    not an ``AttributeError`` deep inside an attack."""
+
+    def to_device(self, images) -> torch.Tensor:
+        """uint8 images (B, H, W, C) as a tensor on ``device``."""
+        ...
+
+    def scores_tensor(self, images: torch.Tensor, candidates: torch.Tensor) -> torch.Tensor:
+        """Scores (B, P) or (B, P, K) float64 on ``device`` of candidates (B, P, D) on images
+        (B, H, W, C) already there."""
+        ...
+
+
+def scores_on_device(evaluator: object) -> bool:
+    """Whether the attack may keep its candidates on ``evaluator``'s device (its
+    :class:`DeviceEvaluator` path)."""
+    return isinstance(evaluator, DeviceEvaluator) and bool(evaluator.on_device)
 
 
 def pixel_width(input_shape: tuple[int, int, int]) -> int:
@@ -214,6 +236,6 @@ class TorchEvaluator:
 
 def make_evaluator(classifier: Classifier, max_batch: int | None = None) -> Evaluator:
     """The fastest evaluator for a classifier: on-device for torch models, host otherwise."""
-    if capabilities_of(classifier).tensor_scoring:
+    if capabilities_of(classifier).tensor_scoring and isinstance(classifier, TensorClassifier):
         return TorchEvaluator(classifier, max_batch or 8192)
     return HostEvaluator(classifier, max_batch or 4096)

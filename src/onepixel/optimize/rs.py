@@ -1,0 +1,362 @@
+"""Batched random search for k-pixel attacks (Sparse-RS style), on arrays, no models.
+
+Each problem (one image) keeps its best candidate: ``k`` pixel groups ``(x, y, c_1..c_C)`` of
+integers. Every step proposes ``RSConfig.candidates`` new candidates per live problem, all
+problems' candidates go to the objective in one call, and a problem keeps the best of its
+proposals when it beats its best (successful first, then the lower energy). Proposals:
+
+- **global** (Sparse-RS's move): ``m`` of the ``k`` groups re-drawn at a new position with a
+  colour at a corner of the colour cube (every channel 0 or 255); ``m`` falls from ``k / 2`` to
+  1 as the budget is spent (Sparse-RS's schedule, halving). Position and corner come from the
+  mixture ``w * prior + (1 - w) * uniform`` (:class:`CampaignPrior`), never the prior alone;
+- **local**: one group moved to a position within ``r`` of the best (``r`` shrinking from an
+  eighth of the image to 1 over the first :data:`LOCAL_SCHEDULE` queries) with the best's
+  colour or a random corner;
+- **refine**: one channel of one group set to a random value or to the best's value plus or
+  minus a power of two, or the group nudged to a neighbouring pixel (coordinate search at
+  integer resolution, so the search ends near where DE would and not just across the line).
+
+Before the goal is met most proposals are global (70 %, local 20 %, refine 10 %); once it is met
+(without ``stop_on_success``) most refine (60 %, local 30 %, global 10 %). In ``labels_only``
+mode the objective gives no score, so every proposal is global and a problem stops at its first
+success.
+
+Random numbers come from one generator per problem seeded by ``(seed, problem_id)``, so with the
+prior off a problem's result does not depend on its batch, its executor or a resume. With the
+prior on, a problem also reads what the other problems of the campaign found before it, so its
+result depends on the campaign's order (it is still reproducible for the same campaign).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+
+from onepixel.errors import ConfigError, is_integer
+from onepixel.optimize.de import DEResult
+
+log = logging.getLogger(__name__)
+
+#: ``DEResult.message`` of a random-search result.
+MESSAGE_BUDGET = "query budget spent"
+MESSAGE_SUCCESS = "goal met (stop on success)"
+
+#: Queries over which the local radius shrinks from an eighth of the image to one pixel.
+LOCAL_SCHEDULE = 2_000
+#: Proposal mixtures (global, local, refine) before and after the goal is met.
+EXPLORE_MIX = (0.7, 0.2, 0.1)
+EXPLOIT_MIX = (0.1, 0.3, 0.6)
+
+
+@dataclass(frozen=True)
+class RSConfig:
+    """Random-search settings.
+
+    Attributes
+    ----------
+    candidates : int
+        Proposals per image per step (one objective call carries them for every live image).
+    prior : bool
+        Sample positions and corner colours partly from the campaign prior
+        (:class:`CampaignPrior`); False: uniform proposals only.
+    prior_weight : float
+        The prior's largest share ``w_max`` of global proposals, in [0, 0.9]; its share after
+        ``n`` recorded successes is ``w_max * n / (n + 2)`` (for positions and colours drawn
+        independently), and the uniform proposal keeps at least
+        ``1 - w_max``.
+    history_block : int
+        The history records the best energy every this many queries (and at the end).
+    seed : int
+        Base seed; problem ``i``'s stream is derived from ``(seed, problem_ids[i])``.
+    """
+
+    candidates: int = 16
+    prior: bool = True
+    prior_weight: float = 0.5
+    history_block: int = 100
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if not is_integer(self.candidates) or not 1 <= self.candidates <= 4096:
+            raise ConfigError(f"RSConfig.candidates must be an integer within 1..4096, got "
+                              f"{self.candidates!r}")
+        if not isinstance(self.prior, bool):
+            raise ConfigError(f"RSConfig.prior must be True or False, got {self.prior!r}")
+        if isinstance(self.prior_weight, bool) or not isinstance(self.prior_weight, int | float) \
+                or not 0.0 <= self.prior_weight <= 0.9:
+            raise ConfigError(f"RSConfig.prior_weight must be within [0, 0.9] (the uniform "
+                              f"proposal always keeps a share), got {self.prior_weight!r}")
+        if not is_integer(self.history_block) or self.history_block < 1:
+            raise ConfigError(f"RSConfig.history_block must be an integer >= 1, got "
+                              f"{self.history_block!r}")
+        if not is_integer(self.seed) or self.seed < 0:
+            raise ConfigError(f"RSConfig.seed must be a non-negative integer, got {self.seed!r}")
+
+
+class CampaignPrior:
+    """What worked so far in a campaign: the positions and corner colours of successful pixels.
+
+    Problems add their successful best candidates as soon as they succeed (in flight), and a
+    campaign adds the successful rows it resumes from. Sampling picks a recorded success at
+    random and jitters its position by up to one pixel, so neighbours are tried too.
+
+    Parameters
+    ----------
+    shape : (H, W, C)
+    weight : float
+        ``w_max`` of :class:`RSConfig` (``prior_weight``).
+    """
+
+    def __init__(self, shape: tuple[int, int, int], weight: float = 0.5):
+        self.h, self.w, self.c = (int(v) for v in shape)
+        self.weight = float(weight)
+        self.positions: list[tuple[int, int]] = []
+        self.corners: list[tuple[int, ...]] = []
+
+    def __len__(self) -> int:
+        return len(self.positions)
+
+    def share(self) -> float:
+        """The prior's share of global proposals now: ``w_max * n / (n + 2)``."""
+        n = len(self.positions)
+        return self.weight * n / (n + 2)
+
+    def add(self, candidate: np.ndarray) -> None:
+        """Record a successful candidate (k * (2 + C),): each group's position and nearest corner."""
+        width = 2 + self.c
+        for g in np.asarray(candidate, dtype=np.int64).reshape(-1, width):
+            if 0 <= g[0] < self.w and 0 <= g[1] < self.h:
+                self.positions.append((int(g[0]), int(g[1])))
+                self.corners.append(tuple((255 if v >= 128 else 0) for v in g[2:]))
+
+    def sample(self, rng: np.random.Generator, n: int) -> tuple[np.ndarray, np.ndarray]:
+        """``n`` positions (n, 2) (x, y) and corner colours (n, C) drawn from the recorded ones."""
+        pick = rng.integers(0, len(self.positions), size=n)
+        pos = np.asarray(self.positions, dtype=np.int64)[pick] + rng.integers(-1, 2, size=(n, 2))
+        pos[:, 0] = np.clip(pos[:, 0], 0, self.w - 1)
+        pos[:, 1] = np.clip(pos[:, 1], 0, self.h - 1)
+        return pos, np.asarray(self.corners, dtype=np.int64)[pick]
+
+
+#: ``objective(rows (R,), candidates (R, P, D) int64) -> (energies (R, P), success (R, P) bool,
+#: scored candidates (R, P, D))``: the scored candidates are the ones actually queried (a colour
+#: budget repairs them), and they become the best.
+Objective = Callable[[np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray, np.ndarray]]
+
+
+class BatchRandomSearch:
+    """Random search on ``n_problems`` problems at once (see the module docstring).
+
+    Parameters
+    ----------
+    objective : Objective
+    shape : (H, W, C)
+        Image shape: positions are within ``W x H``, values within 0..255.
+    pixels : int
+        ``k``, the pixel groups per candidate.
+    problem_ids : ndarray, (B,) int64
+        Seeds each problem's stream with ``config.seed``.
+    max_queries : int
+        Queries per problem.
+    config : RSConfig
+    stop_on_success : bool
+        A problem stops when its best meets the goal (always in ``labels_only``).
+    labels_only : bool
+        The objective's energies carry no information beyond success: global proposals only.
+    prior : CampaignPrior or None
+        Shared by the problems (and across batches of a campaign); None: uniform proposals.
+    """
+
+    def __init__(self, objective: Objective, shape: tuple[int, int, int], pixels: int,
+                 problem_ids: np.ndarray, max_queries: int, config: RSConfig | None = None,
+                 stop_on_success: bool = False, labels_only: bool = False,
+                 prior: CampaignPrior | None = None):
+        self.objective = objective
+        self.h, self.w, self.c = (int(v) for v in shape)
+        self.k = int(pixels)
+        self.width = 2 + self.c
+        self.config = config or RSConfig()
+        self.max_queries = int(max_queries)
+        self.stop_on_success = bool(stop_on_success or labels_only)
+        self.labels_only = bool(labels_only)
+        self.prior = prior
+        ids = np.asarray(problem_ids, dtype=np.int64)
+        n = len(ids)
+        self.ids = ids
+        self.rngs = [np.random.default_rng([self.config.seed, int(i)]) for i in ids]
+        self.best_x = np.zeros((n, self.k * self.width), dtype=np.int64)
+        self.best_e = np.full(n, np.inf)
+        self.best_ok = np.zeros(n, dtype=bool)
+        self.queries = np.zeros(n, dtype=np.int64)
+        self.active = np.ones(n, dtype=bool)
+        self.history: list[list[float]] = [[] for _ in range(n)]
+        self._finished: list[int] = []
+
+    @property
+    def done(self) -> bool:
+        return not self.active.any()
+
+    # -- proposals -----------------------------------------------------------------------
+    def _uniforms(self, rows: np.ndarray, n: int) -> np.ndarray:
+        """(R, n, U) uniforms: every random decision of a step, drawn in one call per problem
+        from its own stream (so a problem's draws do not depend on the others)."""
+        return np.stack([self.rngs[int(b)].random((n, self._n_uniforms)) for b in rows])
+
+    @property
+    def _n_uniforms(self) -> int:
+        # kind, prior position use, prior pick, 2 prior jitters, 2 local offsets, local corner
+        # switch, refine: group, how, channel, power, sign, value, 2 nudges, prior colour use,
+        # prior colour pick; then per group: position (2), corner (C) and a choice key.
+        return 17 + self.k * (3 + self.c)
+
+    def _propose(self, rows: np.ndarray, n: int) -> np.ndarray:
+        """``n`` proposals (R, n, k * (2 + C)) int64 for each problem of ``rows`` (R,)."""
+        k, c, w, h = self.k, self.c, self.w, self.h
+        u = self._uniforms(rows, n)
+        r_ = len(rows)
+        g0 = 17
+        gpos = u[..., g0 : g0 + 2 * k].reshape(r_, n, k, 2)
+        gcol = u[..., g0 + 2 * k : g0 + (2 + c) * k].reshape(r_, n, k, c)
+        keys = u[..., g0 + (2 + c) * k :].reshape(r_, n, k)
+        # Global groups: uniform positions and corners, or (share w) a recorded success.
+        glob = np.empty((r_, n, k, 2 + c), dtype=np.int64)
+        glob[..., 0] = np.minimum((gpos[..., 0] * w).astype(np.int64), w - 1)
+        glob[..., 1] = np.minimum((gpos[..., 1] * h).astype(np.int64), h - 1)
+        glob[..., 2:] = np.where(gcol < 0.5, 0, 255)
+        if self.prior is not None and len(self.prior):
+            ppos = np.asarray(self.prior.positions, dtype=np.int64)
+            pcol = np.asarray(self.prior.corners, dtype=np.int64)
+            # Position and colour are drawn from the mixture independently: a colour that
+            # worked elsewhere is tried at new positions too (and the other way round).
+            share = self.prior.share()
+            use_pos, use_col = u[..., 1] < share, u[..., 15] < share
+            pick = np.minimum((u[..., 2] * len(ppos)).astype(np.int64), len(ppos) - 1)
+            pick_col = np.minimum((u[..., 16] * len(ppos)).astype(np.int64), len(ppos) - 1)
+            jitter = np.floor(u[..., 3:5] * 3).astype(np.int64) - 1
+            px = np.clip(ppos[pick, 0] + jitter[..., 0], 0, w - 1)
+            py = np.clip(ppos[pick, 1] + jitter[..., 1], 0, h - 1)
+            # The prior replaces the first drawn group (the one a k=1 search uses).
+            first = glob[:, :, 0]
+            first[..., 0] = np.where(use_pos, px, first[..., 0])
+            first[..., 1] = np.where(use_pos, py, first[..., 1])
+            first[..., 2:] = np.where(use_col[..., None], pcol[pick_col], first[..., 2:])
+        best = self.best_x[rows].reshape(r_, 1, k, 2 + c)
+        fresh = ~np.isfinite(self.best_e[rows])
+        out = np.repeat(best, n, axis=1)
+        # Kind: 0 global, 1 local, 2 refine, by the mixture of each problem's state.
+        mix = np.where(self.best_ok[rows][:, None], EXPLOIT_MIX, EXPLORE_MIX) if not \
+            self.labels_only else np.tile((1.0, 0.0, 0.0), (r_, 1))
+        cum = np.cumsum(mix, axis=1)
+        kind = (u[..., 0:1] >= cum[:, None, :2]).sum(axis=-1)
+        spent = (self.queries[rows] / self.max_queries)[:, None]
+        # Global: m groups re-drawn, the m with the smallest keys (Sparse-RS: k/2 falling to 1).
+        m = np.maximum(1, np.round(k / 2 * 0.5 ** np.floor(spent * 8))).astype(np.int64) \
+            if k > 1 else np.ones_like(spent, dtype=np.int64)
+        rank = keys.argsort(axis=-1).argsort(axis=-1)
+        redraw = (kind == 0)[..., None] & (rank < m[..., None])
+        redraw |= fresh[:, None, None]  # the first step: k global groups each
+        out = np.where(redraw[..., None], glob, out)
+        # Local and refine act on one group: the one with the smallest key.
+        grp = keys.argmin(axis=-1)
+        ii, jj = np.indices((r_, n))
+        sel = out[ii, jj, grp]  # (R, n, 2 + C) copies
+        # The local radius shrinks with the queries spent, not with the share of the budget, so
+        # a larger budget does not slow the start (a run is then, before its budget ends, the
+        # run with any larger budget).
+        done = np.minimum(self.queries[rows] / LOCAL_SCHEDULE, 1.0)[:, None]
+        radius = np.maximum(1, np.round(max(h, w) / 8 * (1.0 - done))).astype(np.int64)
+        off = np.floor(u[..., 5:7] * (2 * radius[..., None] + 1)).astype(np.int64) - radius[..., None]
+        local = (kind == 1) & ~fresh[:, None]
+        loc = sel.copy()
+        loc[..., 0] = np.clip(sel[..., 0] + off[..., 0], 0, w - 1)
+        loc[..., 1] = np.clip(sel[..., 1] + off[..., 1], 0, h - 1)
+        loc[..., 2:] = np.where((u[..., 7] < 0.5)[..., None], glob[:, :, 0, 2:], sel[..., 2:])
+        refine = (kind == 2) & ~fresh[:, None]
+        ref = sel.copy()
+        how = u[..., 8]
+        ch = np.minimum((u[..., 9] * c).astype(np.int64), c - 1)
+        power = 2 ** np.minimum((u[..., 10] * 8).astype(np.int64), 7)
+        sign = np.where(u[..., 11] < 0.5, -1, 1)
+        value = np.minimum((u[..., 12] * 256).astype(np.int64), 255)
+        nudge = np.floor(u[..., 13:15] * 3).astype(np.int64) - 1
+        chan = np.take_along_axis(sel[..., 2:], ch[..., None], axis=-1)[..., 0]
+        new_chan = np.where(how < 0.4, value, np.clip(chan + sign * power, 0, 255))
+        np.put_along_axis(ref[..., 2:], ch[..., None], new_chan[..., None], axis=-1)
+        move = how < 0.2
+        ref[..., 0] = np.where(move, np.clip(sel[..., 0] + nudge[..., 0], 0, w - 1), sel[..., 0])
+        ref[..., 1] = np.where(move, np.clip(sel[..., 1] + nudge[..., 1], 0, h - 1), sel[..., 1])
+        ref[..., 2:] = np.where(move[..., None], sel[..., 2:], ref[..., 2:])
+        changed = np.where(local[..., None], loc, np.where(refine[..., None], ref, sel))
+        out[ii, jj, grp] = changed
+        out = out.reshape(r_, n, k * (2 + c))
+        # A proposal equal to the best would be a wasted query: a global group instead.
+        same = np.all(out == self.best_x[rows][:, None, :], axis=-1) & ~fresh[:, None]
+        if same.any():
+            repl = out.reshape(r_, n, k, 2 + c)
+            repl[same, 0] = glob[same, 0]
+        return out
+
+    # -- the loop ------------------------------------------------------------------------
+    def step(self) -> int:
+        """One step for every live problem; returns the queries spent (all problems)."""
+        live = np.flatnonzero(self.active)
+        if not live.size:
+            return 0
+        sizes = np.minimum(self.config.candidates, self.max_queries - self.queries[live])
+        spent = 0
+        # Problems with fewer queries left than a full step are scored in their own call.
+        for size in np.unique(sizes):
+            rows = live[sizes == size]
+            cand = self._propose(rows, int(size))
+            energies, success, scored = self.objective(rows, cand)
+            spent += int(size) * len(rows)
+            self._update(rows, np.asarray(scored, dtype=np.int64),
+                         np.asarray(energies, dtype=np.float64), np.asarray(success, dtype=bool))
+        return spent
+
+    def _update(self, rows: np.ndarray, scored: np.ndarray, e: np.ndarray, ok: np.ndarray) -> None:
+        n = e.shape[1]
+        before_block = self.queries[rows] // self.config.history_block
+        self.queries[rows] += n
+        # Per row: successful first, then the lowest energy, then the first proposed.
+        i = np.lexsort((np.broadcast_to(np.arange(n), e.shape), e, ~ok), axis=-1)[:, 0] \
+            if n > 1 else np.zeros(len(rows), dtype=np.int64)
+        at = np.arange(len(rows))
+        cand_e, cand_ok = e[at, i], ok[at, i]
+        was_ok = self.best_ok[rows].copy()
+        better = (cand_ok & ~was_ok) | ((cand_ok == was_ok) & (cand_e < self.best_e[rows]))
+        win = rows[better]
+        self.best_x[win] = scored[at[better], i[better]]
+        self.best_e[win] = cand_e[better]
+        self.best_ok[win] = cand_ok[better]
+        if self.prior is not None:
+            for b in rows[self.best_ok[rows] & ~was_ok]:
+                self.prior.add(self.best_x[b])
+        stop = (self.queries[rows] >= self.max_queries) | (self.stop_on_success & self.best_ok[rows])
+        crossed = self.queries[rows] // self.config.history_block > before_block
+        for j, b in enumerate(rows.tolist()):
+            if not self.history[b] or stop[j] or crossed[j]:
+                self.history[b].append(float(self.best_e[b]))
+            if stop[j]:
+                self.active[b] = False
+                self._finished.append(b)
+
+    def take_finished(self) -> list[tuple[int, DEResult]]:
+        """Problems that stopped since the last call, as ``(index, result)``."""
+        out = [(b, self.result(b)) for b in self._finished]
+        self._finished = []
+        return out
+
+    def result(self, b: int) -> DEResult:
+        x = self.best_x[b].astype(np.float64)
+        x.setflags(write=False)
+        history = np.asarray(self.history[b], dtype=np.float64)
+        history.setflags(write=False)
+        stopped = bool(self.best_ok[b] and self.stop_on_success)
+        return DEResult(problem_id=int(self.ids[b]), x=x, fun=float(self.best_e[b]),
+                        nit=len(history) - 1, nfev=int(self.queries[b]), converged=False,
+                        message=MESSAGE_SUCCESS if stopped else MESSAGE_BUDGET,
+                        history=history, stopped=stopped)
