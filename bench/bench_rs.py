@@ -60,7 +60,7 @@ from benchutil import emit, machine
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent / "tests"))  # digits_models
 
-DIGITS_OPTIONS = dict(device="cpu", preprocess="unit", layout="nchw", output="logit")
+DIGITS_OPTIONS = dict(device="cpu", preprocess="unit", layout="nchw", model_output="logit")
 
 
 @dataclass

@@ -26,13 +26,13 @@ from onepixel.errors import ConfigError, OnepixelError
 #: Commands that write files: each takes -o/--out. analyze writes into its RUN (RUN/analysis,
 #: which report reads) and serve writes nothing.
 WRITES = {"predict", "attack", "confmap", "audit", "pareto", "detect", "robustness", "report",
-          "export", "tiles", "preprocess-tupac", "demo"}
+          "export", "tiles", "preprocess-tupac", "demo", "evaluate"}
 #: Commands that can run for more than a few seconds: each takes --no-progress.
 LONG = {"predict", "attack", "confmap", "audit", "pareto", "detect", "robustness", "tiles",
-        "preprocess-tupac", "demo"}
+        "preprocess-tupac", "demo", "evaluate"}
 #: Commands with randomness (DE, NSGA-II, TUPAC sampling): each takes --seed, and no other does
 #: (confmap and audit are exhaustive scans: a --seed there would change nothing).
-RANDOM = {"attack", "robustness", "pareto", "preprocess-tupac", "demo"}
+RANDOM = {"attack", "robustness", "pareto", "preprocess-tupac", "demo", "evaluate"}
 
 
 @pytest.fixture(scope="module")

@@ -24,7 +24,7 @@ from onepixel.attack.goals import Decrease, Increase, Targeted, Untargeted  # no
 from onepixel.models import ModelOptions  # noqa: E402
 from onepixel.optimize.rs import BatchRandomSearch, CampaignPrior, RSConfig  # noqa: E402
 
-OPTIONS = ModelOptions(device="cpu", preprocess="unit", layout="nchw", output="logit")
+OPTIONS = ModelOptions(device="cpu", preprocess="unit", layout="nchw", model_output="logit")
 
 
 @pytest.fixture(scope="module")

@@ -97,7 +97,7 @@ def test_runs_made_before_the_method_read_as_de(tmp_path):
     assert RunStore(tmp_path / "run").open({"attack": attack_settings(AttackConfig())},
                                            defaults) == set()
     scan_settings = attack_settings(AttackConfig(method="scan", max_queries=40_000))
-    with pytest.raises(RunError, match="attack differ"):
+    with pytest.raises(RunError, match="attack.method: \"scan\" here, \"de\" in RUN"):
         RunStore(tmp_path / "run").open({"attack": scan_settings}, defaults)
 
 
@@ -160,7 +160,7 @@ def test_scan_run_resume_refuses_de_and_analyze_report_read_it(scan_run, tmp_pat
     dataset = Path(json.loads((work / "config.json").read_text())["dataset"])
     # Resuming as DE (the default method) is refused, naming the differing settings.
     rc = main(["-q", "attack", str(dataset), "--out", str(work), "--device", "cpu", "--no-progress"])
-    assert rc == 2 and "attack differ" in capsys.readouterr().err
+    assert rc == 2 and 'attack.method: "de" here, "scan" in RUN' in capsys.readouterr().err
     # The same scan settings resume: nothing left to attack, rows unchanged.
     before = (work / "attacks.csv").read_text()
     cfg = CampaignConfig(dataset=dataset, out=work, model_options=ModelOptions(device="cpu"),

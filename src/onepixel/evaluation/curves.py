@@ -66,27 +66,23 @@ def success_curves(rows: dict[str, Sequence[tuple[int, bool]]]) -> list[Curve]:
 
 def draw_curves(curves: Sequence[Curve], path, title: str = "") -> None:
     """A step plot of the curves (log queries on x, success rate on y) as a PNG at ``path``."""
-    import matplotlib
+    from onepixel.plotting import figure, save_png
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(6.4, 4.0), dpi=120)
-    for c in curves:
-        if c.attacked == 0:
-            continue
-        x = np.concatenate([[1], c.queries])
-        y = np.concatenate([[0.0], c.success_rate]) * 100
-        ax.step(x, y, where="post", label=f"{c.method} ({int(c.broken[-1]) if len(c.broken) else 0}"
-                f"/{c.attacked})")
-    ax.set_xscale("log")
-    ax.set_xlabel("queries per image")
-    ax.set_ylabel("images broken (%)")
-    ax.set_ylim(0, 100)
-    ax.grid(alpha=0.3)
-    ax.legend(loc="upper left", fontsize=8)
-    if title:
-        ax.set_title(title, fontsize=10)
-    fig.tight_layout()
-    fig.savefig(path)
-    plt.close(fig)
+    with figure(6.4, 4.0) as fig:
+        ax = fig.add_subplot()
+        for c in curves:
+            if c.attacked == 0:
+                continue
+            x = np.concatenate([[1], c.queries])
+            y = np.concatenate([[0.0], c.success_rate]) * 100
+            ax.step(x, y, where="post",
+                    label=f"{c.method} ({int(c.broken[-1]) if len(c.broken) else 0}/{c.attacked})")
+        ax.set_xscale("log")
+        ax.set_xlabel("queries per image")
+        ax.set_ylabel("images broken (%)")
+        ax.set_ylim(0, 100)
+        ax.grid(alpha=0.3)
+        ax.legend(loc="upper left", fontsize=8)
+        if title:
+            ax.set_title(title, fontsize=10)
+        save_png(fig, path)
