@@ -167,8 +167,9 @@ def test_scan_run_resume_refuses_de_and_analyze_report_read_it(scan_run, tmp_pat
                          attack=AttackConfig(method="scan", max_queries=MAX_QUERIES), progress=False)
     run_campaign(cfg, classifier=classifier, executor=ScanExecutor(pixels=BLOCK))
     assert (work / "attacks.csv").read_text() == before
-    # A scan method without its executor is refused, not silently run as DE.
-    with pytest.raises(OnepixelError, match="needs its executor"):
+    # Without ScanExecutor the scan still runs (the search comes from AttackConfig.method, not
+    # from the executor), over the whole image: this budget is refused for it, not run as DE.
+    with pytest.raises(ConfigError, match="below the coarsest scan"):
         run_campaign(cfg, classifier=classifier)
     assert main(["-q", "analyze", str(work), "--no-figures"]) == 0
     assert (work / "analysis" / "tables.md").is_file()
