@@ -42,6 +42,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         "the front is at least as good as the campaign")
     o.add_classes(parser.add_argument_group("multi-class models"),
                   default_help="the dataset's class folder names, sorted; for IMAGE... the indices")
+    # run_pareto's errors name its arguments: shown to the user as the flags that fill them.
+    for action in parser._actions:
+        for flag, name in (("--target", "target"), ("--classes", "classes"), ("--dataset", "dataset"),
+                           ("--campaign", "campaign"), ("--campaign-seed", "campaign_seed")):
+            if flag in action.option_strings:
+                action.field = f"run_pareto({name})"
     g = parser.add_argument_group("detector")
     fpr = g.add_argument("--detector-fpr", type=float, default=DEFAULT_FPR,
                    help="run the detector, calibrated on clean H&E tiles to this false-positive "
