@@ -313,7 +313,8 @@ def run_pareto(out: str | Path, images: Sequence[str | Path] = (), dataset: str 
     channels = int(evaluator.input_shape[2])
     if n_classes == 1 and (target is not None or classes is not None):
         raise ConfigError("run_pareto(target) and run_pareto(classes) are for K-class models; this "
-                          f"model returns one score (binary: each image is pushed across {config.success_threshold:g})",
+                          "model returns one score (binary: each image is pushed across "
+                          f"{config.success_threshold:g})",
                           field="run_pareto(target)" if target is not None else "run_pareto(classes)")
     if n_classes > 1 and campaign is not None:
         raise ConfigError("run_pareto(campaign) compares the fronts with a binary one-pixel campaign; "
