@@ -225,7 +225,9 @@ def run_campaign(cfg: CampaignConfig, classifier: Classifier | None = None,
     todo = [it for it in items if record_text(dataset.relative_name(it)) not in done]
     log.info("%s: %d images, %d already done, %d to go", cfg.out, len(items),
              len(items) - len(todo), len(todo))
-    attack = make_search(evaluator, cfg.attack, classifier)
+    # An executor made for one search (ScanExecutor: its pixels, top, rounds) builds it itself.
+    build = getattr(executor, "make_search", make_search)
+    attack = build(evaluator, cfg.attack, classifier)
     if isinstance(attack, RandomSearchAttack) and attack.prior is not None:
         # A resumed campaign's prior starts from what its finished rows found.
         table = store.read_attacks()

@@ -76,6 +76,12 @@ class ScanExecutor(LocalExecutor):
         channels = input_shape[2] if len(input_shape) > 2 else 3
         return choose_scan_step(n_pixels, attack.max_queries, attack.scan_step, channels)
 
+    def make_search(self, evaluator, config: AttackConfig, classifier=None) -> ScanSearch:
+        """The scan search with this executor's options (run_campaign builds it here, so that its
+        budget is checked on the pixels this executor scans)."""
+        return ScanSearch(classifier if classifier is not None else evaluator.classifier, config,
+                          self.top, self.rounds, self.pixels)
+
     def search(self, attacker: BatchAttacker) -> ScanSearch:
         """The scan search with this executor's options, on the attacker's classifier."""
         current = attacker.attack
