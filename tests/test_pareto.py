@@ -218,7 +218,7 @@ def test_front_against_the_campaign(tmp_path, true_png, false_png, max_model_pat
 def test_campaign_seed_needs_a_campaign(tmp_path, capsys):
     assert main(["pareto", str(tmp_path), "--out", str(tmp_path / "o"), "--no-detector",
                  "--campaign-seed"]) == 2
-    assert "run_pareto(campaign_seed) needs campaign=" in capsys.readouterr().err
+    assert "--campaign-seed needs --campaign (the RUN" in capsys.readouterr().err
 
 
 def test_stealth_exports_load():

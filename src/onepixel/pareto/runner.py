@@ -295,8 +295,8 @@ def run_pareto(out: str | Path, images: Sequence[str | Path] = (), dataset: str 
     if bool(images) == (dataset is not None):
         raise ConfigError("run_pareto: give images or a dataset (one of them)", field="run_pareto(images)")
     if campaign_seed and campaign is None:
-        raise ConfigError("run_pareto(campaign_seed) needs campaign= (the RUN whose pixels seed the "
-                          "search)", field="run_pareto(campaign_seed)")
+        raise ConfigError("run_pareto(campaign_seed) needs run_pareto(campaign) (the RUN whose "
+                          "pixels seed the search)", field="run_pareto(campaign_seed)")
     if evaluator is None:
         # One call scores one image's generation (population-sized): auto times the engines
         # on exactly that call. A model that takes its size from the images gets the first
