@@ -6,16 +6,7 @@ import os
 import platform
 from pathlib import Path
 
-
-def cpu_name() -> str:
-    """The CPU model from /proc/cpuinfo, else what ``platform`` knows."""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
+from onepixel.scoring.measure import cpu_name  # the one reader of the CPU model
 
 
 def machine(*extras: str) -> str:

@@ -82,7 +82,8 @@ def cache_path() -> Path:
     return platformdirs.user_cache_path("onepixel") / CACHE_FILE
 
 
-def _cpu_name() -> str:
+def cpu_name() -> str:
+    """The CPU model from /proc/cpuinfo, else what ``platform`` knows (benchmarks name it too)."""
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
             if line.startswith("model name"):
@@ -110,7 +111,7 @@ def decision_key(model: str, device: str, input_shape: tuple[int, ...], call_sha
     """The cache key of a decision: machine, versions, model, device, shapes and the evaluators."""
     # "prepared": decisions timed on scores_prepared; those cached by the first version (which
     # timed scores, base pass included) are not reused.
-    text = json.dumps([_cpu_name(), os.cpu_count(), platform.machine(), _versions(), model, device,
+    text = json.dumps([cpu_name(), os.cpu_count(), platform.machine(), _versions(), model, device,
                        list(input_shape), list(call_shape), sorted(names), "prepared"])
     return hashlib.sha256(text.encode()).hexdigest()[:24]
 
