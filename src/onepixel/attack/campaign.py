@@ -13,7 +13,7 @@ import dataclasses
 import logging
 import platform
 import time
-from collections.abc import Callable, Collection, Iterator
+from collections.abc import Callable, Collection, Iterator, Mapping
 from datetime import UTC, datetime
 
 import numpy as np
@@ -154,7 +154,8 @@ def _load_dataset(cfg: CampaignConfig, n_classes: int) -> Dataset:
 def run_campaign(cfg: CampaignConfig, classifier: Classifier | None = None,
                  on_result: Callable[[AttackResult], None] | None = None,
                  executor: BatchExecutor | None = None,
-                 only: Collection[str] | None = None) -> dict:
+                 only: Collection[str] | None = None,
+                 labels: Mapping[str, str] | None = None) -> dict:
     """Run (or resume) a campaign; return the summary (also written to RUN/summary.json).
 
     Binary models (one score) attack ``mitosis``/``normal`` folders in the direction that flips
@@ -175,6 +176,10 @@ def run_campaign(cfg: CampaignConfig, classifier: Classifier | None = None,
     only : collection of str, optional
         Attack only these images (names as attacks.csv writes them, relative to the dataset);
         ``onepixel evaluate`` passes the images still robust.
+    labels : mapping of str to str, optional
+        Unlabelled datasets only: attack each image named here away from this label (a class
+        name, or ``positive_label`` / ``negative_label``) instead of the model's prediction on
+        it; ``onepixel evaluate`` pins every method to the first method's predicted labels.
     """
     pixels = cfg.attack.pixels
     executor = executor if executor is not None else LocalExecutor()
@@ -215,6 +220,14 @@ def run_campaign(cfg: CampaignConfig, classifier: Classifier | None = None,
         wanted = set(only)
         items = [it for it in items if record_text(dataset.relative_name(it)) in wanted]
     target = None if cfg.target is None else dataset.classes.index(cfg.target)
+    if labels is not None:
+        allowed = dataset.classes or (cfg.positive_label, cfg.negative_label)
+        bad = sorted({v for v in labels.values() if v not in allowed})
+        if not is_unlabelled(cfg.dataset) or bad:
+            raise ConfigError(f"run_campaign(labels) pins the labels of an unlabelled dataset to "
+                              f"its classes ({', '.join(allowed)}); got "
+                              + (f"{', '.join(bad)}" if bad else f"labelled {cfg.dataset}"),
+                              field="run_campaign(labels)")
     store = RunStore(cfg.out)
     # Settings a RUN made by an older onepixel lacks take their defaults when it is resumed.
     config = run_config(cfg, dataset, classifier, evaluator, batch, executor.describe(), len(items))
@@ -250,10 +263,15 @@ def run_campaign(cfg: CampaignConfig, classifier: Classifier | None = None,
 
     predicted = is_unlabelled(cfg.dataset)
 
-    def labelled(it: LabeledImage, scores: np.ndarray) -> LabeledImage:
-        """An unlabelled image with the model's prediction as its label."""
+    def labelled(it: LabeledImage, scores: np.ndarray, name: str) -> LabeledImage:
+        """An unlabelled image with the model's prediction (or its pinned label) as its label."""
         if not predicted:
             return it
+        pinned = (labels or {}).get(name)
+        if pinned is not None:
+            if n_classes == 1:
+                return dataclasses.replace(it, positive=pinned == cfg.positive_label, label=pinned)
+            return dataclasses.replace(it, class_index=dataset.classes.index(pinned), label=pinned)
         if n_classes == 1:
             positive = bool(scores > schema.SUCCESS_THRESHOLD)
             return dataclasses.replace(it, positive=positive, label=cfg.positive_label if positive
@@ -294,7 +312,7 @@ def run_campaign(cfg: CampaignConfig, classifier: Classifier | None = None,
             originals = classifier.scores(np.stack(images))
             for it, image, scores in zip(chunk, images, originals, strict=True):
                 name = record_text(dataset.relative_name(it))
-                it = labelled(it, scores)
+                it = labelled(it, scores, name)
                 plan, original, original_class = plan_for(it, scores)
                 if plan.skip_reason:
                     store_result(skipped_result(name, it.label, plan, original, original_class))

@@ -32,7 +32,9 @@ class EvaluateConfig:
     Attributes
     ----------
     dataset, out : path
-        The labelled image folder (as for a campaign) and the evaluation folder.
+        The image folder and the evaluation folder. Labelled as for a campaign, or a flat
+        folder / one image file: then each image is attacked away from the model's prediction
+        and the headline is the prediction stability, not an accuracy.
     model, model_options
         As :class:`~onepixel.attack.config.CampaignConfig`.
     max_queries : int

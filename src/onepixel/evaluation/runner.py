@@ -17,6 +17,13 @@ first that did; ``queries`` every query the ensemble spent on it up to that succ
 and the pixel that method's), ``robust`` when every method that ran failed (``method`` the one
 whose best score came closest, with its score and pixel; ``queries`` all of them), ``skipped``
 when the campaign did not attack it (misclassified, ambiguous by the papers' rule, unreadable).
+
+Unlabelled data (a flat folder or one image file, as for ``onepixel attack``): the first method
+labels each image by the model's prediction on it, and every later method is pinned to that
+label (``run_campaign(labels=...)``), so the whole ensemble attacks away from the same class.
+``label`` then holds the predicted class, and the headline is the *prediction stability* (the
+share of images whose prediction no method could flip), not an accuracy: there is no ground
+truth to be accurate about.
 """
 
 from __future__ import annotations
@@ -32,6 +39,7 @@ import numpy as np
 from onepixel.attack.campaign import run_campaign
 from onepixel.attack.config import AttackConfig, CampaignConfig
 from onepixel.attack.scan import REFINE_RESERVE, scan_cost
+from onepixel.datasets.images import is_unlabelled
 from onepixel.errors import RunError
 from onepixel.evaluation.config import (
     BROKEN,
@@ -76,10 +84,18 @@ class EvaluationSummary:
         Robust images the exhaustive scan also failed on (the others it skipped by budget).
     robust_accuracy : float
         ``robust / images``: correctly classified and not broken by any method (skipped images
-        are not counted robust).
+        are not counted robust). nan for unlabelled data (``labels == "predicted"``): see
+        ``prediction_stability``.
     per_method : dict
         Per method: ``attacked``, ``broken``, ``median_queries`` per success (nan when none),
         ``ran`` (False when skipped by budget).
+    labels : {"folders", "predicted"}
+        Where ``label`` came from: the dataset's label folders, or (a flat folder / one image)
+        the model's own prediction on each image.
+    prediction_stability : float
+        Unlabelled data only (else nan): ``robust / images``, the share of images whose
+        predicted class no method flipped (skipped images count as not stable). Not an
+        accuracy: the labels are the model's predictions, not ground truth.
     """
 
     images: int
@@ -90,15 +106,29 @@ class EvaluationSummary:
     robust_scanned: int
     robust_accuracy: float
     per_method: dict
+    labels: str = "folders"
+    prediction_stability: float = math.nan
 
     def headline(self) -> str:
+        if self.labels == "predicted":
+            return (f"prediction stability under one-pixel attack (unlabelled images, labels = "
+                    f"the model's predictions; not an accuracy): {self.prediction_stability:.1%} "
+                    f"({self.robust} of {self.images} images kept their predicted class; "
+                    f"{self.broken} of {self.attacked} attacked flipped, {self.skipped} "
+                    f"skipped); {self.robust_scanned} of the {self.robust} stable images "
+                    f"exhaustively scanned")
         return (f"robust accuracy under one-pixel attack: {self.robust_accuracy:.1%} "
                 f"({self.robust} of {self.images} images; {self.broken} of {self.attacked} "
                 f"attacked broken, {self.skipped} skipped); {self.robust_scanned} of the "
                 f"{self.robust} robust images exhaustively scanned")
 
     def to_dict(self) -> dict:
-        return {**self.__dict__, "headline": self.headline()}
+        out = {**self.__dict__, "headline": self.headline()}
+        # The measure that does not apply is null (not NaN) in evaluation.json.
+        for key in ("robust_accuracy", "prediction_stability"):
+            if math.isnan(out[key]):
+                out[key] = None
+        return out
 
 
 def method_attack(cfg: EvaluateConfig, method: str) -> AttackConfig:
@@ -146,8 +176,9 @@ def evaluate(dataset: EvaluateConfig | str | Path, out: str | Path | None = None
     Parameters
     ----------
     dataset : EvaluateConfig or path
-        The settings, or the labelled image folder (then ``out`` and any
-        :class:`EvaluateConfig` field as keywords).
+        The settings, or the image folder (then ``out`` and any :class:`EvaluateConfig` field
+        as keywords): labelled as for a campaign, or a flat folder / one image file, whose
+        images are attacked away from the model's prediction (see the module docstring).
     out : path, optional
         The evaluation folder (required with a dataset path).
     classifier : Classifier, optional
@@ -174,6 +205,10 @@ def evaluate(dataset: EvaluateConfig | str | Path, out: str | Path | None = None
     tables: dict[str, dict[str, dict]] = {}
     ran: dict[str, bool] = {}
     robust: list[str] | None = None
+    predicted = is_unlabelled(cfg.dataset)
+    # Unlabelled data: the first method's predicted labels, which every later method attacks
+    # away from (a later method's engine could round a near tie the other way).
+    pinned: dict[str, str] | None = None
     for method in cfg.methods:
         attack = method_attack(cfg, method)
         if method == "scan":
@@ -194,14 +229,16 @@ def evaluate(dataset: EvaluateConfig | str | Path, out: str | Path | None = None
         if method == "scan":
             campaign = replace(campaign, batch_images=1)
         log.info("evaluate: %s on %s images", method, "all" if robust is None else len(robust))
-        run_campaign(campaign, classifier=classifier, only=robust)
+        run_campaign(campaign, classifier=classifier, only=robust, labels=pinned)
         tables[method] = _rows(campaign.out)
         ran[method] = True
+        if predicted:
+            pinned = _check_labels(method, campaign.out, tables[method], pinned)
         # Still robust: attacked by every method so far and broken by none.
         first = tables[cfg.methods[0]]
         robust = [n for n, r in first.items() if r["status"] == "attacked"
                   and not any(t.get(n, {}).get("success", False) for t in tables.values())]
-    summary, rows = _combine(cfg, tables, ran)
+    summary, rows = _combine(cfg, tables, ran, "predicted" if predicted else "folders")
     _write_rows(out / EVALUATION_CSV, rows)
     curves = _curves(cfg, tables, rows)
     _write_curves(out / CURVES_CSV, curves)
@@ -219,8 +256,29 @@ def _input_shape(cfg: EvaluateConfig, classifier) -> tuple[int, int, int]:
     return tuple(int(v) for v in classifier.input_shape)
 
 
-def _combine(cfg: EvaluateConfig, tables: dict[str, dict[str, dict]], ran: dict[str, bool]
-             ) -> tuple[EvaluationSummary, list[dict]]:
+def _check_labels(method: str, run: Path, table: dict[str, dict],
+                  pinned: dict[str, str] | None) -> dict[str, str]:
+    """The predicted labels to pin (the first method's rows); a later method's rows must carry
+    them (a RUN resumed from before pinning might not).
+
+    Raises
+    ------
+    RunError
+        A row of ``run`` labels an image otherwise than the first method did.
+    """
+    labels = {n: r["label"] for n, r in table.items() if r["label"]}
+    if pinned is None:
+        return labels
+    for name, label in labels.items():
+        if name in pinned and pinned[name] != label:
+            raise RunError(f"{run}: {method} attacked {name} away from {label!r} but the first "
+                           f"method's prediction was {pinned[name]!r}; remove {run} and run the "
+                           "evaluation again")
+    return pinned
+
+
+def _combine(cfg: EvaluateConfig, tables: dict[str, dict[str, dict]], ran: dict[str, bool],
+             labels: str = "folders") -> tuple[EvaluationSummary, list[dict]]:
     first = tables.get(cfg.methods[0], {})
     rows, per_method = [], {}
     broken = robust = scanned = skipped = 0
@@ -268,10 +326,13 @@ def _combine(cfg: EvaluateConfig, tables: dict[str, dict[str, dict]], ran: dict[
                               "broken": len(wins),
                               "median_queries": float(np.median(wins)) if wins else math.nan}
     n = len(first)
+    rate = robust / n if n else math.nan
+    stability = labels == "predicted"
     summary = EvaluationSummary(images=n, attacked=n - skipped, skipped=skipped, broken=broken,
                                 robust=robust, robust_scanned=scanned,
-                                robust_accuracy=robust / n if n else math.nan,
-                                per_method=per_method)
+                                robust_accuracy=math.nan if stability else rate,
+                                per_method=per_method, labels=labels,
+                                prediction_stability=rate if stability else math.nan)
     return summary, rows
 
 

@@ -30,8 +30,12 @@ def evaluation_section(folder: str | Path) -> ExtraSection:
          float(m["median_queries"]) if m.get("median_queries") is not None else math.nan)
         for method, m in per.items())
     counts = {s: sum(r["status"] == s for r in rows) for s in ("broken", "robust", "skipped")}
+    predicted = summary.get("labels") == "predicted"
     reading = (f"{summary['headline']}. Each method ran only on the images the ones before it "
-               "left robust, so a later method's count is what the earlier ones missed.")
+               "left robust, so a later method's count is what the earlier ones missed."
+               + (" The images had no labels: each was attacked away from the model's own "
+                  "prediction (evaluation.csv's label), so this measures how stable the "
+                  "predictions are, not how accurate." if predicted else ""))
     table = Table("evaluation", "The ensemble, method by method", "evaluation",
                   ("Method", "Ran", "Attacked", "Broken", "Median queries per success"),
                   table_rows, ("", "", "d", "d", ",.0f"),
@@ -49,7 +53,9 @@ def evaluation_section(folder: str | Path) -> ExtraSection:
             reading=reading))
     else:
         notes.append(Note("evaluation", f"No curves figure: {png} is missing."))
-    return ExtraSection("evaluation", "Robust accuracy under one-pixel attack",
+    title = ("Prediction stability under one-pixel attack (unlabelled images)" if predicted
+             else "Robust accuracy under one-pixel attack")
+    return ExtraSection("evaluation", title,
                         "A fixed ensemble per image: random search (rs), the papers' DE, then the "
                         "exhaustive corner scan with refinement, each only on the images still "
                         "robust (`onepixel evaluate`, docs/evaluate.md).",
