@@ -184,7 +184,6 @@ def test_cli_scan_option_errors(tmp_path, capsys):
     for args, message in [
         (["--max-queries", "5000"], "--max-queries is for method scan or rs"),
         (["--method", "scan", "--pixels", "3"], "--pixels"),
-        (["--method", "scan", "--executor", "ray"], "drop --executor ray"),
     ]:
         rc = main(["-q", "attack", str(data), "--out", str(tmp_path / "run"), "--no-progress",
                    *args])
@@ -198,6 +197,12 @@ def test_cli_scan_budget_too_small_is_refused_before_the_run(tmp_path, capsys, t
     shutil.copy(true_png, data / "mitosis" / "true.png")
     rc = main(["-q", "attack", str(data), "--out", str(tmp_path / "run"), "--no-progress",
                "--device", "cpu", "--method", "scan", "--max-queries", "20200"])
+    assert rc == 2 and "give at least 33,792" in capsys.readouterr().err
+    assert not (tmp_path / "run").exists()
+    # On Ray too (scan runs there since issue 28): refused before Ray starts or the RUN exists.
+    rc = main(["-q", "attack", str(data), "--out", str(tmp_path / "run"), "--no-progress",
+               "--device", "cpu", "--method", "scan", "--max-queries", "20200",
+               "--executor", "ray", "--workers", "2"])
     assert rc == 2 and "give at least 33,792" in capsys.readouterr().err
     assert not (tmp_path / "run").exists()
 

@@ -6,7 +6,8 @@
 - :mod:`~onepixel.audit.exact`: exact optima over every colour at chosen positions.
 - :mod:`~onepixel.audit.store`: the audit folder (``audit.csv``, resumable).
 - :mod:`~onepixel.audit.runner`: :func:`audit_run`, the command.
-- :mod:`~onepixel.audit.method`: :class:`ScanExecutor`, ``onepixel attack --method scan``.
+- :mod:`~onepixel.audit.method`: :class:`ScanOptions` and :class:`ScanExecutor`, ``onepixel
+  attack --method scan`` (locally or on Ray).
 
 Public names load on first use (:func:`onepixel._lazy.lazy_exports`).
 """
@@ -19,6 +20,7 @@ _EXPORTS = {
     "AuditRow": "onepixel.audit.store",
     "ExactPositions": "onepixel.audit.config",
     "ScanExecutor": "onepixel.audit.method",
+    "ScanOptions": "onepixel.audit.method",
     "audit_image": "onepixel.audit.runner",
     "audit_run": "onepixel.audit.runner",
     "parse_exact_positions": "onepixel.audit.config",

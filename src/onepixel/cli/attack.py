@@ -6,7 +6,6 @@ import argparse
 from pathlib import Path
 
 from onepixel.cli import options as o
-from onepixel.errors import OnepixelError
 
 #: What ``main()`` says after Ctrl-C.
 RESUME = "run the same command again to continue {out}"
@@ -83,8 +82,7 @@ def run(args: argparse.Namespace) -> int:
                             negative_label=args.negative_label, progress=not args.no_progress,
                             evaluator=args.evaluator, classes=args.classes, target=args.target)
     executor = o.executor_config(args)
-    # run_campaign builds the search from AttackConfig.method; the scan keeps its own executor
-    # here so that a budget too small for it is refused before the RUN folder exists.
+    # run_campaign builds the search from AttackConfig.method on whichever executor runs it.
     classifier = None
     if args.defence and attack.method != "scan":
         from onepixel.scoring.policy import load_attack_evaluator
@@ -92,20 +90,24 @@ def run(args: argparse.Namespace) -> int:
         # The defended pipeline is the black box the attack queries.
         classifier = load_attack_evaluator(args.model, config.model_options, args.evaluator,
                                            de.updating, args.pixels, defence=args.defence).classifier
+    scan = None
     if attack.method == "scan":
-        from onepixel.audit.method import ScanExecutor
+        from onepixel.audit.method import ScanOptions
         from onepixel.scoring.policy import load_confmap_classifier
 
-        if executor.kind == "ray":
-            raise OnepixelError("--method scan runs in this process only: drop --executor ray")
         # Loaded for the scan's exact fast path (brute force behind a --defence).
         classifier = load_confmap_classifier(args.model, config.model_options, defence=args.defence)
-        runner = ScanExecutor()
-        runner.check(classifier.input_shape, attack)  # a budget too small: before the RUN exists
-    elif executor.kind == "ray":
+        scan = ScanOptions()
+        scan.check(classifier.input_shape, attack)  # a budget too small: before the RUN exists
+    if executor.kind == "ray":
         from onepixel.scaleout import RayExecutor
 
-        runner = RayExecutor(executor)
+        # Ray workers build the same search (the scan with these options, on their own model).
+        runner = RayExecutor(executor, scan=scan)
+    elif scan is not None:
+        from onepixel.audit.method import ScanExecutor
+
+        runner = ScanExecutor(scan.top, scan.rounds, scan.pixels)
     else:
         runner = None
     summary = run_campaign(config, classifier=classifier, executor=runner)

@@ -6,6 +6,11 @@ an idle actor and hands its rows back to the driver, which alone writes the RUN 
 finish. Each image's DE stream is seeded by its name and its scores do not depend on the rest of
 its batch, so the rows equal a local run's whatever the worker count or completion order.
 
+Every search method runs here (:func:`onepixel.attack.methods.make_search`): DE and ``rs`` on
+the attack evaluator the worker picks as the driver does; the scan (``method="scan"``) on the
+model loaded for the exact confidence-map engine (its fast path), with the driver's
+:class:`~onepixel.audit.method.ScanOptions` (``RayExecutor(scan=...)``), one image per batch.
+
 Faults: an actor that dies mid-batch is restarted by Ray and the batch re-run on it
 (``max_restarts`` / ``max_task_retries``); a driver killed mid-campaign resumes with the same
 command, as a local campaign does: rows are stored once, by the driver, and a resumed driver
@@ -22,8 +27,9 @@ from collections.abc import Iterable
 from dataclasses import replace
 
 from onepixel.attack.batches import BatchAttacker, PendingImage, Progress, StoreResult
-from onepixel.attack.config import CampaignConfig
-from onepixel.attack.methods import make_search
+from onepixel.attack.config import AttackConfig, CampaignConfig
+from onepixel.attack.methods import Search, make_search
+from onepixel.audit.method import ScanOptions
 from onepixel.defences.wrapper import defence_of
 from onepixel.errors import ScaleOutError
 from onepixel.models.base import capabilities_of
@@ -36,7 +42,12 @@ from onepixel.scaleout.runtime import (
     require_ray,
     worker_count,
 )
-from onepixel.scoring.policy import auto_batch_images, call_shape_for, load_attack_evaluator
+from onepixel.scoring.policy import (
+    auto_batch_images,
+    call_shape_for,
+    load_attack_evaluator,
+    load_confmap_classifier,
+)
 
 log = logging.getLogger(__name__)
 
@@ -57,19 +68,31 @@ class CampaignWorker:
         CPU threads for the model.
     defence : str, optional
         The driver's ``--defence``: the workers query the same defended pipeline.
+    scan : ScanOptions, optional
+        The scan's options (``method="scan"`` only; default :class:`ScanOptions`).
     """
 
     def __init__(self, payload: ModelPayload, cfg: CampaignConfig, classes: tuple[str, ...],
-                 batch: int, threads: int, defence: str | None = None):
+                 batch: int, threads: int, defence: str | None = None,
+                 scan: ScanOptions | None = None):
         import torch
 
         torch.set_num_threads(threads)
         with payload.materialised(replace(cfg.model_options, threads=threads)) as (spec, options):
-            # Each worker times the evaluators on its own machine for its batches' calls.
-            shape = call_shape_for(batch, cfg.attack.de.updating, cfg.attack.de.effective_population)
-            evaluator = load_attack_evaluator(spec, options, cfg.evaluator, cfg.attack.de.updating,
-                                              cfg.attack.pixels, shape, defence=defence)
-        self.attacker = BatchAttacker(make_search(evaluator, cfg.attack), cfg, classes)
+            if cfg.attack.method == "scan":
+                # The exact confidence-map engine's fast path, as the driver loads it (brute
+                # force behind a defence); the scan scores its refinement on its own evaluator.
+                classifier = load_confmap_classifier(spec, options, defence=defence)
+                search: Search = (scan or ScanOptions()).make_search(None, cfg.attack, classifier)
+            else:
+                # Each worker times the evaluators on its own machine for its batches' calls.
+                shape = call_shape_for(batch, cfg.attack.de.updating,
+                                       cfg.attack.de.effective_population)
+                evaluator = load_attack_evaluator(spec, options, cfg.evaluator,
+                                                  cfg.attack.de.updating, cfg.attack.pixels, shape,
+                                                  defence=defence)
+                search = make_search(evaluator, cfg.attack)
+        self.attacker = BatchAttacker(search, cfg, classes)
 
     def ready(self) -> tuple[int, str, str]:
         """(pid, model fingerprint, evaluator): the driver checks the model is the same."""
@@ -91,6 +114,12 @@ class RayExecutor:
     ----------
     config : ExecutorConfig
         ``kind="ray"``, the cluster address, workers and their resources.
+    scan : ScanOptions, optional
+        Makes this an executor of the scan (``AttackConfig.method == "scan"``; it refuses other
+        methods, as :class:`~onepixel.audit.method.ScanExecutor` does): the workers build the
+        scan search with these options, batches hold one image (a scan takes seconds to
+        minutes, so rows reach the RUN as each image is done) and config.json records them.
+        Without it a scan campaign runs with the default options in batches as DE's.
 
     Attributes
     ----------
@@ -100,8 +129,9 @@ class RayExecutor:
         From ``run`` until every actor had loaded the model (joining or starting Ray included).
     """
 
-    def __init__(self, config: ExecutorConfig | None = None):
+    def __init__(self, config: ExecutorConfig | None = None, scan: ScanOptions | None = None):
         self.config = config or ExecutorConfig(kind="ray")
+        self.scan = scan
         require_ray()
         self.n_evaluations = 0
         self.worker_pids: list[int] = []
@@ -110,7 +140,10 @@ class RayExecutor:
 
     def batch_images(self, n_images: int, on_cpu: bool) -> int:
         """Enough batches to keep every worker busy: about 2 per worker (so a slow batch does
-        not idle the rest at the end), each at most the local executor's batch."""
+        not idle the rest at the end), each at most the local executor's batch; one image for
+        a scan executor."""
+        if self.scan is not None:
+            return 1
         workers = self.config.workers or _guess_workers(self.config)
         per_batch = math.ceil(max(n_images, 1) / (2 * workers))
         return max(1, min(per_batch, auto_batch_images(n_images, on_cpu)))
@@ -118,7 +151,15 @@ class RayExecutor:
     def describe(self) -> dict:
         return {"kind": "ray", "address": self.config.address, "workers": self.workers or
                 self.config.workers, "cpus_per_worker": self.config.cpus_per_worker,
-                "gpus_per_worker": self.config.gpus_per_worker}
+                "gpus_per_worker": self.config.gpus_per_worker,
+                **(self.scan.describe() if self.scan is not None else {})}
+
+    def make_search(self, evaluator, config: AttackConfig, classifier=None) -> Search:
+        """The driver's search (run_campaign builds it here): the workers' own, so that a scan's
+        budget is checked on the pixels the workers scan before any batch is sent."""
+        if config.method == "scan":
+            return (self.scan or ScanOptions()).make_search(evaluator, config, classifier)
+        return make_search(evaluator, config, classifier)
 
     def run(self, batches: Iterable[list[PendingImage]], attacker: BatchAttacker,
             store_result: StoreResult, progress: Progress | None = None) -> None:
@@ -143,7 +184,8 @@ class RayExecutor:
             defence = defence_of(attacker.attack.evaluator.classifier)
             actors = [remote.remote(payload, cfg_ref, attacker.classes, len(first),
                                     self.config.cpus_per_worker,
-                                    None if defence == "none" else defence) for _ in range(n)]
+                                    None if defence == "none" else defence, self.scan)
+                      for _ in range(n)]
             self._check(ray, actors, attacker)
             self.startup_seconds = time.perf_counter() - t0
             log.info("Ray: %d workers, batches of up to %d images", n, len(first))
