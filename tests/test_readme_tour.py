@@ -31,10 +31,13 @@ README = Path(__file__).resolve().parents[1] / "README.md"
 TINY = [
     ("demo", "", ["--n-normal", "1", "--no-confmaps", "--no-progress"]),
     ("attack", "--max-colour-diff", ["--maxiter", "2", "--popsize", "10", "--limit", "2", "--no-progress"]),
+    ("attack", "--method rs", ["--limit", "2", "--no-progress"]),
     ("attack", "http://", ["--maxiter", "1", "--popsize", "10", "--limit", "2", "--no-progress"]),
     ("attack", "", ["--maxiter", "3", "--popsize", "10", "--limit", "4", "--no-progress"]),
     ("confmap", "--run", ["--step", "255", "--no-progress"]),
     ("confmap", "", ["--step", "255", "--no-progress"]),
+    ("evaluate", "", ["--limit", "2", "--max-queries", "300", "--scan-max-queries", "1000",
+                      "--no-progress"]),
     ("audit", "", ["--step", "255", "--top", "1", "--rounds", "1", "--no-progress"]),
     ("robustness", "", ["--popsize", "10", "--maxiter", "1", "--limit", "2", "--no-progress"]),
     ("pareto", "", ["--popsize", "8", "--maxiter", "1", "--limit", "2", "--no-detector", "--no-progress"]),

@@ -31,7 +31,10 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlsplit
 
+import numpy as np
+
 from onepixel.errors import HttpAuthError, HttpError, HttpUnavailableError, ModelError
+from onepixel.models.base import Capabilities
 from onepixel.wire import is_loopback
 
 log = logging.getLogger(__name__)
@@ -322,6 +325,55 @@ class HttpTransport:
             return HttpError(f"{where} answered 413 (request too large): {message}; use a smaller "
                              "batch_size", status, where)
         return HttpError(f"{where} answered {status}: {message}", status, where)
+
+
+class RemoteClassifier:
+    """What both protocol clients share over one :class:`HttpTransport`: the capabilities of a
+    remote model, the retry count, closing, and scoring chunks of a batch concurrently.
+
+    Subclasses set ``url``, ``name``, ``fingerprint``, ``transport`` and ``_n_classes`` (None
+    until known) and define ``n_classes``.
+    """
+
+    url: str
+    name: str
+    fingerprint: str
+    transport: HttpTransport
+    _n_classes: int | None
+
+    @property
+    def capabilities(self) -> Capabilities:
+        return Capabilities(fingerprint=self.fingerprint, device="remote", n_classes=self.n_classes)
+
+    @property
+    def n_retries(self) -> int:
+        """Requests retried so far (the transport's count)."""
+        return self.transport.n_retries
+
+    def close(self) -> None:
+        """Close the connections and the worker threads."""
+        self.transport.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.url!r}, name={self.name!r})"
+
+    def _gather(self, images: np.ndarray, parts: list[np.ndarray], start: int, step: int,
+                score_chunk: Callable[[np.ndarray], np.ndarray]) -> np.ndarray:
+        """Scores of ``images[start:]`` in chunks of ``step`` images, sent concurrently, after
+        the ``parts`` already scored (of ``images[:start]``): (N,) or (N, K) float64."""
+        n = len(images)
+        spans = [(a, min(a + step, n)) for a in range(start, n, step)]
+        parts.extend(self.transport.map(lambda span: score_chunk(images[span[0]:span[1]]), spans))
+        if not parts:
+            k = self._n_classes or 1
+            return np.empty((0, k) if k > 1 else (0,), dtype=np.float64)
+        return np.concatenate(parts)
 
 
 def server_message(response) -> str:

@@ -35,8 +35,8 @@ from urllib.parse import urlsplit
 import numpy as np
 
 from onepixel.errors import HttpAuthError, HttpError, HttpUnavailableError, ModelError
-from onepixel.models.base import Capabilities, check_batch
-from onepixel.models.http_transport import HttpTransport, TransportConfig
+from onepixel.models.base import check_batch
+from onepixel.models.http_transport import HttpTransport, RemoteClassifier, TransportConfig
 
 # encode_png stays importable from here (it lived here before the wire module).
 from onepixel.wire import (
@@ -73,7 +73,7 @@ def base_url(url: str) -> str:
     return f"{parts.scheme}://{parts.netloc}{path}"
 
 
-class HttpClassifier:
+class HttpClassifier(RemoteClassifier):
     """Classifier for a model served with the MAX HTTP API.
 
     Parameters
@@ -199,10 +199,6 @@ class HttpClassifier:
             self.scores(np.zeros((1, *self._input_shape), dtype=np.uint8))
         return self._n_classes  # type: ignore[return-value]  # set by the answer
 
-    @property
-    def capabilities(self) -> Capabilities:
-        return Capabilities(fingerprint=self.fingerprint, device="remote", n_classes=self.n_classes)
-
     def scores(self, images: np.ndarray) -> np.ndarray:
         """What the served model gives for uint8 images (N, H, W, 3): float64 (N,), the
         probability of the positive class, for a binary model; (N, K) class probabilities for
@@ -229,26 +225,7 @@ class HttpClassifier:
             parts.append(self._score_chunk(images[start:stop]))
             start = stop
         step = self.batch_size if self.batch_supported else 1
-        spans = [(a, min(a + step, n)) for a in range(start, n, step)]
-        parts.extend(self.transport.map(lambda span: self._score_chunk(images[span[0]:span[1]]),
-                                        spans))
-        if not parts:
-            k = self._n_classes or 1
-            return np.empty((0, k) if k > 1 else (0,), dtype=np.float64)
-        return np.concatenate(parts)
-
-    def close(self) -> None:
-        """Close the connections and the worker threads."""
-        self.transport.close()
-
-    def __enter__(self) -> HttpClassifier:
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.close()
-
-    def __repr__(self) -> str:
-        return f"HttpClassifier({self.url!r}, name={self.name!r})"
+        return self._gather(images, parts, start, step, self._score_chunk)
 
     # -- internals --------------------------------------------------------------------------
 
@@ -361,11 +338,6 @@ class HttpClassifier:
             raise HttpError(f"{where}: classes must be a list of {k} names (n_classes), got "
                             f"{names!r}", url=where)
         return k, tuple(names)
-
-    @property
-    def n_retries(self) -> int:
-        """Requests retried so far (the transport's count)."""
-        return self.transport.n_retries
 
     def _request(self, method: str, path: str, **kwargs: Any) -> Any:
         """The decoded JSON of a 2xx answer (retried as the transport does), or an HttpError."""

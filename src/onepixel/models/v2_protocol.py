@@ -35,14 +35,13 @@ import numpy as np
 
 from onepixel.errors import HttpError, ModelError
 from onepixel.models.base import (
-    Capabilities,
     ModelIO,
     check_batch,
     class_probabilities,
     n_classes_for,
     validate_probabilities,
 )
-from onepixel.models.http_transport import HttpTransport, TransportConfig
+from onepixel.models.http_transport import HttpTransport, RemoteClassifier, TransportConfig
 from onepixel.wire import API_KEY_ENV
 
 log = logging.getLogger(__name__)
@@ -88,7 +87,7 @@ def parse_v2_url(url: str) -> tuple[str, str, str | None]:
             unquote(version) if version else None)
 
 
-class V2Classifier:
+class V2Classifier(RemoteClassifier):
     """Classifier for a model served with the Open Inference Protocol (REST).
 
     Parameters
@@ -191,14 +190,6 @@ class V2Classifier:
             self.scores(np.zeros((1, *self._input_shape), dtype=np.uint8))
         return self._n_classes  # type: ignore[return-value]
 
-    @property
-    def capabilities(self) -> Capabilities:
-        return Capabilities(fingerprint=self.fingerprint, device="remote", n_classes=self.n_classes)
-
-    @property
-    def n_retries(self) -> int:
-        return self.transport.n_retries
-
     def scores(self, images: np.ndarray) -> np.ndarray:
         """Probabilities for uint8 images (N, H, W, C): float64 (N,) for a binary model, (N, K)
         for a K-class one.
@@ -219,24 +210,7 @@ class V2Classifier:
             stop = min(self.batch_size, n)
             parts.append(self._first_chunk(images[:stop]))
             start = stop
-        spans = [(a, min(a + self.batch_size, n)) for a in range(start, n, self.batch_size)]
-        parts.extend(self.transport.map(lambda s: self._score_chunk(images[s[0]:s[1]]), spans))
-        if not parts:
-            k = self._n_classes or 1
-            return np.empty((0, k) if k > 1 else (0,), dtype=np.float64)
-        return np.concatenate(parts)
-
-    def close(self) -> None:
-        self.transport.close()
-
-    def __enter__(self) -> V2Classifier:
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.close()
-
-    def __repr__(self) -> str:
-        return f"V2Classifier({self.url!r}, name={self.name!r})"
+        return self._gather(images, parts, start, self.batch_size, self._score_chunk)
 
     # -- metadata ---------------------------------------------------------------------------
 

@@ -38,7 +38,7 @@ import dataclasses
 import importlib
 import logging
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -196,6 +196,41 @@ _BATCH_DOC = {
 }
 
 
+def install_error_handlers(app: Any, body: Callable[[str], dict]) -> None:
+    """Answer every failure of ``app`` (a FastAPI app) as JSON ``body(message)``, the same way
+    for both protocols: a :class:`~onepixel.wire.RequestError` with its status, an oversized
+    body with 413 (and closing the connection), Starlette's HTTP errors as they are, request
+    validation with 400, and any crash with 500 (logged)."""
+    from fastapi.exceptions import RequestValidationError
+    from fastapi.responses import JSONResponse
+    from starlette.exceptions import HTTPException as StarletteHTTPException
+
+    def problem(status: int, message: str, headers: Mapping[str, str] | None = None):
+        return JSONResponse(body(message), status_code=status, headers=dict(headers or {}))
+
+    @app.exception_handler(RequestError)
+    async def _on_request_error(request, exc: RequestError):
+        return problem(exc.status, exc.message, exc.headers)
+
+    @app.exception_handler(RequestTooLarge)
+    async def _on_too_large(request, exc: RequestTooLarge):
+        return problem(413, str(exc), {"Connection": "close"})
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _on_http(request, exc: StarletteHTTPException):
+        return problem(exc.status_code, str(exc.detail), getattr(exc, "headers", None))
+
+    @app.exception_handler(RequestValidationError)
+    async def _on_validation(request, exc: RequestValidationError):
+        return problem(400, f"bad request: {exc.errors()}")
+
+    @app.exception_handler(Exception)
+    async def _on_crash(request, exc: Exception):
+        log.error("%s %s failed: %s: %s", request.method, request.url.path, type(exc).__name__, exc)
+        return problem(500, f"the model failed on this request ({type(exc).__name__}: {exc}); "
+                            "see the server log")
+
+
 def create_app(classifier: "Classifier", api_key: str | None = None, *,
                limits: ServerLimits | None = None, metadata: Mapping[str, Any] | None = None,
                classes: Sequence[str] | None = None, **limit_settings: int) -> "FastAPI":
@@ -235,10 +270,8 @@ def create_app(classifier: "Classifier", api_key: str | None = None, *,
     require("python_multipart")
     import anyio
     from fastapi import Request
-    from fastapi.exceptions import RequestValidationError
     from fastapi.responses import JSONResponse, RedirectResponse
     from pydantic import BaseModel, Field
-    from starlette.exceptions import HTTPException as StarletteHTTPException
     from starlette.requests import ClientDisconnect
 
     known = {f.name for f in dataclasses.fields(ServerLimits)}
@@ -295,31 +328,7 @@ def create_app(classifier: "Classifier", api_key: str | None = None, *,
     #: Set by ``serve`` to its connection guard, whose counters /health reports.
     app.state.connections = None
 
-    def problem(status: int, message: str, headers: Mapping[str, str] | None = None):
-        return JSONResponse({"status": "error", "message": message}, status_code=status,
-                            headers=dict(headers or {}))
-
-    @app.exception_handler(RequestError)
-    async def _on_request_error(request: Request, exc: RequestError):
-        return problem(exc.status, exc.message, exc.headers)
-
-    @app.exception_handler(RequestTooLarge)
-    async def _on_too_large(request: Request, exc: RequestTooLarge):
-        return problem(413, str(exc), {"Connection": "close"})
-
-    @app.exception_handler(StarletteHTTPException)
-    async def _on_http(request: Request, exc: StarletteHTTPException):
-        return problem(exc.status_code, str(exc.detail), getattr(exc, "headers", None))
-
-    @app.exception_handler(RequestValidationError)
-    async def _on_validation(request: Request, exc: RequestValidationError):
-        return problem(400, f"bad request: {exc.errors()}")
-
-    @app.exception_handler(Exception)
-    async def _on_crash(request: Request, exc: Exception):
-        log.error("%s %s failed: %s: %s", request.method, request.url.path, type(exc).__name__, exc)
-        return problem(500, f"the model failed on this request ({type(exc).__name__}: {exc}); "
-                            "see the server log")
+    install_error_handlers(app, lambda message: {"status": "error", "message": message})
 
     async def read_images(request: Request, max_files: int) -> np.ndarray:
         ctype = request.headers.get("content-type", "")

@@ -37,10 +37,10 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from onepixel.errors import ServerError
-from onepixel.serving.app import InferenceGate, require
+from onepixel.serving.app import InferenceGate, install_error_handlers, require
 from onepixel.serving.config import ServerLimits
 from onepixel.serving.metadata import model_metadata, served_classes
-from onepixel.serving.middleware import GuardMiddleware, RequestTooLarge
+from onepixel.serving.middleware import GuardMiddleware
 from onepixel.version import __version__
 from onepixel.wire import RequestError
 
@@ -224,7 +224,6 @@ def create_v2_app(classifier: "Classifier", api_key: str | None = None, *,
     import anyio
     from fastapi import Request
     from fastapi.responses import JSONResponse, Response
-    from starlette.exceptions import HTTPException as StarletteHTTPException
     from starlette.requests import ClientDisconnect
 
     known = {f.name for f in dataclasses.fields(ServerLimits)}
@@ -246,26 +245,7 @@ def create_v2_app(classifier: "Classifier", api_key: str | None = None, *,
     app.state.onepixel = service
     app.state.connections = None
 
-    def problem(status: int, message: str, headers: Mapping[str, str] | None = None):
-        return JSONResponse({"error": message}, status_code=status, headers=dict(headers or {}))
-
-    @app.exception_handler(RequestError)
-    async def _on_request_error(request: Request, exc: RequestError):
-        return problem(exc.status, exc.message, exc.headers)
-
-    @app.exception_handler(RequestTooLarge)
-    async def _on_too_large(request: Request, exc: RequestTooLarge):
-        return problem(413, str(exc), {"Connection": "close"})
-
-    @app.exception_handler(StarletteHTTPException)
-    async def _on_http(request: Request, exc: StarletteHTTPException):
-        return problem(exc.status_code, str(exc.detail), getattr(exc, "headers", None))
-
-    @app.exception_handler(Exception)
-    async def _on_crash(request: Request, exc: Exception):
-        log.error("%s %s failed: %s: %s", request.method, request.url.path, type(exc).__name__, exc)
-        return problem(500, f"the model failed on this request ({type(exc).__name__}: {exc}); "
-                            "see the server log")
+    install_error_handlers(app, lambda message: {"error": message})
 
     def check_model(name: str, version: str | None) -> None:
         if name != service.name:
