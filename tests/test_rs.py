@@ -116,6 +116,32 @@ def test_rs_core_finds_a_planted_pixel_and_keeps_the_budget():
     assert r.nfev == 250 and not r.stopped and len(r.history) == 4  # first step, 100, 200, end
 
 
+def test_rs_pattern_search_reaches_an_interior_colour_optimum_without_repeating_a_query():
+    """After the first success the pattern search refines to the exact optimum of a smooth
+    objective whose best colour is inside the cube (no corner is near it) and whose best
+    position is 2 pixels from a decoy; no candidate is ever queried twice."""
+    best_colour = np.array([201, 37, 90])
+    queried: dict[int, list[bytes]] = {}
+
+    def objective(rows, cand):
+        for j, b in enumerate(rows):
+            queried.setdefault(int(b), []).extend(c.tobytes() for c in cand[j])
+        pos = cand[..., :2]
+        d_best = np.abs(pos - [6, 9]).max(axis=-1)
+        d_decoy = np.abs(pos - [8, 9]).max(axis=-1)
+        place = np.where(d_best == 0, 0.0, np.where(d_decoy == 0, 0.05, 0.3 + 0.01 * d_best))
+        e = place + np.abs(cand[..., 2:] - best_colour).sum(axis=-1) / 765.0
+        return e, e < 0.6, cand
+
+    rs = BatchRandomSearch(objective, (16, 16, 3), 1, np.array([4, 5]), 3000, RSConfig(prior=False))
+    while not rs.done:
+        rs.step()
+    for b, r in rs.take_finished():
+        assert r.nfev == 3000 and r.x.astype(int).tolist() == [6, 9, 201, 37, 90], r.x
+        assert r.fun == pytest.approx(0.0)
+        assert len(set(queried[b])) == len(queried[b]) == 3000
+
+
 def test_prior_mixture_never_the_prior_alone():
     prior = CampaignPrior((32, 32, 3), weight=0.9)
     assert prior.share() == 0.0

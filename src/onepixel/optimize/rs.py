@@ -399,6 +399,21 @@ class BatchRandomSearch:
                         mask[j, i] = False
                         fresh.add(key)
                 bad = still
+            # Still repeated (a small neighbourhood exhausted): a uniform random candidate, any
+            # position and any integer colour for one group (practically never seen).
+            rng = self.rngs[b]
+            for i in bad:
+                for _ in range(100):
+                    r = cand[j, i].reshape(self.k, self.width).copy()
+                    g = int(rng.integers(self.k))
+                    r[g, 0], r[g, 1] = rng.integers(self.w), rng.integers(self.h)
+                    r[g, 2:] = rng.integers(0, 256, size=self.c)
+                    key = r.tobytes()
+                    if key not in seen and key not in fresh:
+                        cand[j, i] = r.reshape(-1)
+                        mask[j, i] = False
+                        fresh.add(key)
+                        break
         return cand, mask
 
     def _move_centre(self, b: int, x: np.ndarray, e: float, ok: bool, new_place: bool) -> None:
