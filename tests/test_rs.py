@@ -16,7 +16,7 @@ import pytest
 pytest.importorskip("sklearn")
 ort = pytest.importorskip("onnxruntime")
 
-from digits_models import train_and_export, write_image_folder  # noqa: E402
+from digits_models import NATIVE, train_and_export, write_image_folder  # noqa: E402
 from onepixel.attack import AttackConfig  # noqa: E402
 from onepixel.attack.campaign import run_campaign  # noqa: E402
 from onepixel.attack.config import CampaignConfig  # noqa: E402
@@ -48,7 +48,8 @@ def _ort_probs(model: Path, images: np.ndarray) -> np.ndarray:
     return e / e.sum(axis=1, keepdims=True)
 
 
-def _check_rows(model: Path, dataset: Path, rows: dict[str, dict[str, str]], budget: int) -> None:
+def _check_rows(model: Path, dataset: Path, rows: dict[str, dict[str, str]], budget: int,
+                shape: tuple[int, int, int] = (32, 32, 3)) -> None:
     """Every attacked row: nfev within the budget, and its pixels re-applied and re-scored by
     ONNX Runtime give the reported class and success."""
     from onepixel.datasets.images import load_image
@@ -58,7 +59,7 @@ def _check_rows(model: Path, dataset: Path, rows: dict[str, dict[str, str]], bud
         if r["status"] != "attacked":
             continue
         assert 0 < int(r["nfev"]) <= budget, name
-        image = load_image(dataset / name, (32, 32, 3)).copy()
+        image = load_image(dataset / name, shape).copy()
         for group in r["pixels"].split(";"):
             x, y, red, green, blue = (int(v) for v in group.split(","))
             image[y, x] = (red, green, blue)
@@ -215,6 +216,20 @@ def test_rs_prior_and_k_pixels(digits, tmp_path):
     run_campaign(CampaignConfig(**{**cfg.__dict__, "target": "3"}))
     rows = _rows(k3)
     assert all(len(r["pixels"].split(";")) == 3 for r in rows.values() if r["status"] == "attacked")
+
+
+@pytest.mark.slow
+def test_rs_flips_the_native_8x8_digits_model(tmp_path):
+    """The fragile K-class model (digits at their native 8x8): rs flips several held-out digits
+    within 300 queries, and every row re-scores with ONNX Runtime."""
+    images, labels = train_and_export(tmp_path / "native.onnx", NATIVE)
+    dataset = write_image_folder(tmp_path / "ds", images, labels, per_class=1)
+    out = tmp_path / "run"
+    run_campaign(_campaign(tmp_path / "native.onnx", dataset, out, method="rs", max_queries=300,
+                           stop_on_success=True))
+    rows = _rows(out)
+    _check_rows(tmp_path / "native.onnx", dataset, rows, 300, NATIVE)
+    assert sum(r["success"] == "1" for r in rows.values()) >= 2
 
 
 @pytest.fixture(scope="module")
