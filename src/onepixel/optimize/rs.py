@@ -21,6 +21,20 @@ Before the goal is met most proposals are global (70 %, local 20 %, refine 10 %)
 mode the objective gives no score, so every proposal is global and a problem stops at its first
 success.
 
+**Pattern search.** From the first success (or after :data:`PATTERN_AFTER` queries without one,
+then on :data:`PATTERN_SHARE_BEFORE` of each step's slots) the first slots of a step hold a
+deterministic local search around a centre (the best so far): each channel of one group plus
+and minus a step, the group at its 8 neighbours at 1 or 2 pixels (in turn: strided CNNs often
+respond to every second pixel) with the centre's colour, and two diagonal colour moves. A move
+that beats the centre becomes the centre; when every move at a step failed, the step halves
+(:data:`PATTERN_STEP`, ..., 1); when it converges on every group, the search restarts from the
+best place queried that was not yet a centre and is not next to the best. A random proposal that
+beats the centre moves the centre there. **Memo**: every candidate queried (as proposed and as
+scored) is remembered per problem, and a proposal already queried (or repeated within the step)
+is replaced by a fresh random one (:data:`DEDUPE_ROUNDS` draws from the mixture, then a uniform
+random candidate), so no query repeats a candidate and the budget after a local optimum goes to
+exploring.
+
 Random numbers come from one generator per problem seeded by ``(seed, problem_id)``, so with the
 prior off a problem's result does not depend on its batch, its executor or a resume. With the
 prior on, a problem also reads what the other problems of the campaign found before it, so its
