@@ -4,6 +4,12 @@ The 8x8 digits (values 0..16) are upscaled by pixel repetition and scaled to 0..
 RGB (the three channels equal) for a 10-class RGB model, and to 24x32 greyscale (non-square,
 one channel) for a greyscale model. Each model trains in a few seconds on a CPU, is exported to
 ONNX (float NCHW input in [0, 1], logits out) and is loaded back through onepixel's ONNX backend.
+
+Upscaled, one pixel is a sixteenth of a stroke and the 32x32 model resists every single pixel
+(the exhaustive corner scan flips none of 30 held-out digits). At the digits' native resolution,
+:data:`NATIVE` (8x8 RGB, ``train_and_export(path, NATIVE)``), one pixel is a sixty-fourth of the
+image and the same network is fragile: the corner scan flips about 40 % of held-out digits, so
+it is the K-class model on which one-pixel attacks can be compared.
 """
 
 from __future__ import annotations
@@ -15,6 +21,9 @@ import numpy as np
 import torch
 from PIL import Image
 from torch import nn
+
+#: The digits' native shape (RGB, the three channels equal): a fragile but real 10-class model.
+NATIVE = (8, 8, 3)
 
 
 def digits(shape: tuple[int, int, int]) -> tuple[np.ndarray, np.ndarray]:

@@ -16,7 +16,7 @@ import pytest
 pytest.importorskip("sklearn")
 ort = pytest.importorskip("onnxruntime")
 
-from digits_models import train_and_export, write_image_folder  # noqa: E402
+from digits_models import NATIVE, train_and_export, write_image_folder  # noqa: E402
 from onepixel.attack import AttackConfig  # noqa: E402
 from onepixel.attack.campaign import run_campaign  # noqa: E402
 from onepixel.attack.config import CampaignConfig  # noqa: E402
@@ -48,7 +48,8 @@ def _ort_probs(model: Path, images: np.ndarray) -> np.ndarray:
     return e / e.sum(axis=1, keepdims=True)
 
 
-def _check_rows(model: Path, dataset: Path, rows: dict[str, dict[str, str]], budget: int) -> None:
+def _check_rows(model: Path, dataset: Path, rows: dict[str, dict[str, str]], budget: int,
+                shape: tuple[int, int, int] = (32, 32, 3)) -> None:
     """Every attacked row: nfev within the budget, and its pixels re-applied and re-scored by
     ONNX Runtime give the reported class and success."""
     from onepixel.datasets.images import load_image
@@ -58,7 +59,7 @@ def _check_rows(model: Path, dataset: Path, rows: dict[str, dict[str, str]], bud
         if r["status"] != "attacked":
             continue
         assert 0 < int(r["nfev"]) <= budget, name
-        image = load_image(dataset / name, (32, 32, 3)).copy()
+        image = load_image(dataset / name, shape).copy()
         for group in r["pixels"].split(";"):
             x, y, red, green, blue = (int(v) for v in group.split(","))
             image[y, x] = (red, green, blue)
@@ -114,6 +115,32 @@ def test_rs_core_finds_a_planted_pixel_and_keeps_the_budget():
         rs.step()
     (_, r), = rs.take_finished()
     assert r.nfev == 250 and not r.stopped and len(r.history) == 4  # first step, 100, 200, end
+
+
+def test_rs_pattern_search_reaches_an_interior_colour_optimum_without_repeating_a_query():
+    """After the first success the pattern search refines to the exact optimum of a smooth
+    objective whose best colour is inside the cube (no corner is near it) and whose best
+    position is 2 pixels from a decoy; no candidate is ever queried twice."""
+    best_colour = np.array([201, 37, 90])
+    queried: dict[int, list[bytes]] = {}
+
+    def objective(rows, cand):
+        for j, b in enumerate(rows):
+            queried.setdefault(int(b), []).extend(c.tobytes() for c in cand[j])
+        pos = cand[..., :2]
+        d_best = np.abs(pos - [6, 9]).max(axis=-1)
+        d_decoy = np.abs(pos - [8, 9]).max(axis=-1)
+        place = np.where(d_best == 0, 0.0, np.where(d_decoy == 0, 0.05, 0.3 + 0.01 * d_best))
+        e = place + np.abs(cand[..., 2:] - best_colour).sum(axis=-1) / 765.0
+        return e, e < 0.6, cand
+
+    rs = BatchRandomSearch(objective, (16, 16, 3), 1, np.array([4, 5]), 3000, RSConfig(prior=False))
+    while not rs.done:
+        rs.step()
+    for b, r in rs.take_finished():
+        assert r.nfev == 3000 and r.x.astype(int).tolist() == [6, 9, 201, 37, 90], r.x
+        assert r.fun == pytest.approx(0.0)
+        assert len(set(queried[b])) == len(queried[b]) == 3000
 
 
 def test_prior_mixture_never_the_prior_alone():
@@ -189,6 +216,20 @@ def test_rs_prior_and_k_pixels(digits, tmp_path):
     run_campaign(CampaignConfig(**{**cfg.__dict__, "target": "3"}))
     rows = _rows(k3)
     assert all(len(r["pixels"].split(";")) == 3 for r in rows.values() if r["status"] == "attacked")
+
+
+@pytest.mark.slow
+def test_rs_flips_the_native_8x8_digits_model(tmp_path):
+    """The fragile K-class model (digits at their native 8x8): rs flips several held-out digits
+    within 300 queries, and every row re-scores with ONNX Runtime."""
+    images, labels = train_and_export(tmp_path / "native.onnx", NATIVE)
+    dataset = write_image_folder(tmp_path / "ds", images, labels, per_class=1)
+    out = tmp_path / "run"
+    run_campaign(_campaign(tmp_path / "native.onnx", dataset, out, method="rs", max_queries=300,
+                           stop_on_success=True))
+    rows = _rows(out)
+    _check_rows(tmp_path / "native.onnx", dataset, rows, 300, NATIVE)
+    assert sum(r["success"] == "1" for r in rows.values()) >= 2
 
 
 @pytest.fixture(scope="module")

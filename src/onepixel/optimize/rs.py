@@ -21,6 +21,20 @@ Before the goal is met most proposals are global (70 %, local 20 %, refine 10 %)
 mode the objective gives no score, so every proposal is global and a problem stops at its first
 success.
 
+**Pattern search.** From the first success (or after :data:`PATTERN_AFTER` queries without one,
+then on :data:`PATTERN_SHARE_BEFORE` of each step's slots) the first slots of a step hold a
+deterministic local search around a centre (the best so far): each channel of one group plus
+and minus a step, the group at its 8 neighbours at 1 or 2 pixels (in turn: strided CNNs often
+respond to every second pixel) with the centre's colour, and two diagonal colour moves. A move
+that beats the centre becomes the centre; when every move at a step failed, the step halves
+(:data:`PATTERN_STEP`, ..., 1); when it converges on every group, the search restarts from the
+best place queried that was not yet a centre and is not next to the best. A random proposal that
+beats the centre moves the centre there. **Memo**: every candidate queried (as proposed and as
+scored) is remembered per problem, and a proposal already queried (or repeated within the step)
+is replaced by a fresh random one (:data:`DEDUPE_ROUNDS` draws from the mixture, then a uniform
+random candidate), so no query repeats a candidate and the budget after a local optimum goes to
+exploring.
+
 Random numbers come from one generator per problem seeded by ``(seed, problem_id)``, so with the
 prior off a problem's result does not depend on its batch, its executor or a resume. With the
 prior on, a problem also reads what the other problems of the campaign found before it, so its
@@ -49,6 +63,14 @@ LOCAL_SCHEDULE = 2_000
 #: Proposal mixtures (global, local, refine) before and after the goal is met.
 EXPLORE_MIX = (0.7, 0.2, 0.1)
 EXPLOIT_MIX = (0.1, 0.3, 0.6)
+#: The pattern search starts at the first success, or after this many queries without one.
+PATTERN_AFTER = 1_000
+#: Its first step on a channel (then halved down to 1).
+PATTERN_STEP = 128
+#: Its share of a step's proposals before the goal is met (all of its moves after).
+PATTERN_SHARE_BEFORE = 0.25
+#: Rounds of fresh random proposals drawn to replace already-queried ones, per step.
+DEDUPE_ROUNDS = 3
 
 
 @dataclass(frozen=True)
@@ -194,6 +216,22 @@ class BatchRandomSearch:
         self.active = np.ones(n, dtype=bool)
         self.history: list[list[float]] = [[] for _ in range(n)]
         self._finished: list[int] = []
+        # The pattern search: its centre (an incumbent that may differ from the best after a
+        # restart), step, group, moves tried at this step without improvement, and a turn
+        # counter that rotates the moves when a step has fewer slots than moves.
+        self.centre_x = np.zeros_like(self.best_x)
+        self.centre_e = np.full(n, np.inf)
+        self.centre_ok = np.zeros(n, dtype=bool)
+        self.pstep = np.full(n, PATTERN_STEP, dtype=np.int64)
+        self.pgroup = np.zeros(n, dtype=np.int64)
+        self.ptried = np.zeros(n, dtype=np.int64)
+        self.pturn = np.zeros(n, dtype=np.int64)
+        # Memo: every candidate queried (as proposed and as scored), so no query repeats one;
+        # the best (success, energy, candidate) per position tuple, for restarts; and the
+        # positions already used as centres.
+        self.seen: list[set[bytes]] = [set() for _ in range(n)]
+        self.by_pos: list[dict[bytes, tuple[bool, float, np.ndarray]]] = [{} for _ in range(n)]
+        self.centres: list[set[bytes]] = [set() for _ in range(n)]
 
     @property
     def done(self) -> bool:
@@ -210,7 +248,8 @@ class BatchRandomSearch:
         # kind, prior position use, prior pick, 2 prior jitters, 2 local offsets, local corner
         # switch, refine: group, how, channel, power, sign, value, 2 nudges, prior colour use,
         # prior colour pick; then per group: position (2), corner (C) and a choice key.
-        return 17 + self.k * (3 + self.c)
+        # ... and the local move's smallest radius.
+        return 18 + self.k * (3 + self.c)
 
     def _propose(self, rows: np.ndarray, n: int) -> np.ndarray:
         """``n`` proposals (R, n, k * (2 + C)) int64 for each problem of ``rows`` (R,)."""
@@ -220,7 +259,7 @@ class BatchRandomSearch:
         g0 = 17
         gpos = u[..., g0 : g0 + 2 * k].reshape(r_, n, k, 2)
         gcol = u[..., g0 + 2 * k : g0 + (2 + c) * k].reshape(r_, n, k, c)
-        keys = u[..., g0 + (2 + c) * k :].reshape(r_, n, k)
+        keys = u[..., g0 + (2 + c) * k : g0 + (3 + c) * k].reshape(r_, n, k)
         # Global groups: uniform positions and corners, or (share w) a recorded success.
         glob = np.empty((r_, n, k, 2 + c), dtype=np.int64)
         glob[..., 0] = np.minimum((gpos[..., 0] * w).astype(np.int64), w - 1)
@@ -267,7 +306,10 @@ class BatchRandomSearch:
         # a larger budget does not slow the start (a run is then, before its budget ends, the
         # run with any larger budget).
         done = np.minimum(self.queries[rows] / LOCAL_SCHEDULE, 1.0)[:, None]
-        radius = np.maximum(1, np.round(max(h, w) / 8 * (1.0 - done))).astype(np.int64)
+        # After the schedule a local move still reaches 1, 2 or 4 pixels (a third each): the
+        # best places of a strided CNN are often 2 pixels apart, not 1.
+        floor = 2 ** np.minimum((u[..., -1] * 3).astype(np.int64), 2)
+        radius = np.maximum(floor, np.round(max(h, w) / 8 * (1.0 - done))).astype(np.int64)
         off = np.floor(u[..., 5:7] * (2 * radius[..., None] + 1)).astype(np.int64) - radius[..., None]
         local = (kind == 1) & ~fresh[:, None]
         loc = sel.copy()
@@ -299,6 +341,165 @@ class BatchRandomSearch:
             repl[same, 0] = glob[same, 0]
         return out
 
+    # -- the pattern search (after the first success, or PATTERN_AFTER queries) ------------
+    def _pattern_on(self, b: int) -> bool:
+        return not self.labels_only and np.isfinite(self.best_e[b]) and \
+            bool(self.best_ok[b] or self.queries[b] >= PATTERN_AFTER)
+
+    def _moves(self, b: int) -> np.ndarray:
+        """The pattern moves around problem ``b``'s centre (M, k * (2 + C)): each channel of the
+        active group plus and minus the step, the group moved by ``d`` pixels to its 8
+        neighbouring positions with the centre's colour (``d`` 1 and 2 in turn as the step
+        halves: strided CNNs often respond to every second pixel), and two diagonal colour moves
+        (every channel -step, 0 or +step)."""
+        c, width = self.c, self.width
+        centre = self.centre_x[b].reshape(self.k, width)
+        g, s = int(self.pgroup[b]), int(self.pstep[b])
+        dist = 1 + int(s).bit_length() % 2
+        moves = np.repeat(centre[None], 2 * c + 8 + 2, axis=0)
+        i = 0
+        for ch in range(c):
+            for sign in (1, -1):
+                moves[i, g, 2 + ch] = min(255, max(0, int(centre[g, 2 + ch]) + sign * s))
+                i += 1
+        for dx in (-1, 0, 1):
+            for dy in (-1, 0, 1):
+                if dx or dy:
+                    moves[i, g, 0] = min(self.w - 1, max(0, int(centre[g, 0]) + dist * dx))
+                    moves[i, g, 1] = min(self.h - 1, max(0, int(centre[g, 1]) + dist * dy))
+                    i += 1
+        d = self.rngs[b].integers(-1, 2, size=(2, c))
+        d[~d.any(axis=1), 0] = 1
+        moves[i:, g, 2:] = np.clip(centre[g, 2:] + d * s, 0, 255)
+        return moves.reshape(len(moves), -1)
+
+    def _with_pattern(self, rows: np.ndarray, cand: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Put pattern moves into the first slots of ``cand`` (R, n, D) and replace proposals
+        already queried (or repeated within the step) by fresh random ones; returns the
+        candidates and which slots hold pattern moves (R, n) bool."""
+        n = cand.shape[1]
+        mask = np.zeros(cand.shape[:2], dtype=bool)
+        for j, b in enumerate(rows.tolist()):
+            if self._pattern_on(b):
+                if not np.isfinite(self.centre_e[b]):
+                    self._move_centre(b, self.best_x[b], self.best_e[b], self.best_ok[b], True)
+                moves = self._moves(b)
+                slots = min(len(moves), n if self.best_ok[b] else
+                            max(1, int(n * PATTERN_SHARE_BEFORE)))
+                if slots < len(moves):
+                    moves = np.roll(moves, -int(self.pturn[b] % len(moves)), axis=0)
+                    self.pturn[b] += slots
+                cand[j, :slots] = moves[:slots]
+                mask[j, :slots] = True
+            seen, fresh = self.seen[b], set()
+            bad = []
+            for i in range(n):
+                key = cand[j, i].tobytes()
+                if key in seen or key in fresh:
+                    bad.append(i)
+                else:
+                    fresh.add(key)
+            for _ in range(DEDUPE_ROUNDS):
+                if not bad:
+                    break
+                repl = self._propose(np.array([b]), len(bad))[0]
+                still = []
+                for i, r in zip(bad, repl, strict=True):
+                    key = r.tobytes()
+                    if key in seen or key in fresh:
+                        still.append(i)
+                    else:
+                        cand[j, i] = r
+                        mask[j, i] = False
+                        fresh.add(key)
+                bad = still
+            # Still repeated (a small neighbourhood exhausted): a uniform random candidate, any
+            # position and any integer colour for one group (practically never seen).
+            rng = self.rngs[b]
+            for i in bad:
+                for _ in range(100):
+                    r = cand[j, i].reshape(self.k, self.width).copy()
+                    g = int(rng.integers(self.k))
+                    r[g, 0], r[g, 1] = rng.integers(self.w), rng.integers(self.h)
+                    r[g, 2:] = rng.integers(0, 256, size=self.c)
+                    key = r.tobytes()
+                    if key not in seen and key not in fresh:
+                        cand[j, i] = r.reshape(-1)
+                        mask[j, i] = False
+                        fresh.add(key)
+                        break
+        return cand, mask
+
+    def _move_centre(self, b: int, x: np.ndarray, e: float, ok: bool, new_place: bool) -> None:
+        self.centre_x[b] = x
+        self.centre_e[b], self.centre_ok[b] = e, ok
+        self.ptried[b] = 0
+        if new_place:
+            self.pstep[b] = PATTERN_STEP
+            self.centres[b].add(self._pos_key(x))
+
+    def _pos_key(self, x: np.ndarray) -> bytes:
+        return np.ascontiguousarray(np.asarray(x, dtype=np.int64).reshape(self.k, self.width)[:, :2]
+                                    ).tobytes()
+
+    def _restart(self, b: int) -> None:
+        """The centre converged (step below 1 on every group): continue from the best position
+        not yet used as a centre and not next to the best (the second-best place), or, when
+        there is none, from the best again at the first step (the memo then turns repeated
+        moves into random proposals)."""
+        best = self.best_x[b].reshape(self.k, self.width)[:, :2]
+        pick = None
+        for key, (ok, e, x) in self.by_pos[b].items():
+            if key in self.centres[b]:
+                continue
+            pos = x.reshape(self.k, self.width)[:, :2]
+            if np.abs(pos - best).max() <= 1:
+                continue
+            if pick is None or (ok and not pick[0]) or (ok == pick[0] and e < pick[1]):
+                pick = (ok, e, x)
+        if pick is None:
+            pick = (bool(self.best_ok[b]), float(self.best_e[b]), self.best_x[b])
+        self._move_centre(b, pick[2], pick[1], pick[0], True)
+
+    def _pattern_update(self, rows: np.ndarray, scored: np.ndarray, e: np.ndarray, ok: np.ndarray,
+                        mask: np.ndarray, best_changed: np.ndarray) -> None:
+        n_moves = 2 * self.c + 8 + 2
+        for j, b in enumerate(rows.tolist()):
+            seen, places = self.seen[b], self.by_pos[b]
+            for i in range(scored.shape[1]):
+                seen.add(scored[j, i].tobytes())
+                key = self._pos_key(scored[j, i])
+                old = places.get(key)
+                if old is None or (ok[j, i] and not old[0]) or (ok[j, i] == old[0] and e[j, i] < old[1]):
+                    places[key] = (bool(ok[j, i]), float(e[j, i]), scored[j, i].copy())
+            if not np.isfinite(self.centre_e[b]):
+                continue
+            improved = False
+            idx = np.flatnonzero(mask[j])
+            if idx.size:
+                i = idx[np.lexsort((e[j, idx], ~ok[j, idx]))[0]]
+                if (ok[j, i] and not self.centre_ok[b]) or \
+                        (ok[j, i] == self.centre_ok[b] and e[j, i] < self.centre_e[b]):
+                    self._move_centre(b, scored[j, i], e[j, i], ok[j, i], False)
+                    improved = True
+            if best_changed[j] and ((self.best_ok[b] and not self.centre_ok[b]) or (
+                    self.best_ok[b] == self.centre_ok[b] and self.best_e[b] < self.centre_e[b])):
+                # A random proposal beat the centre: search from there.
+                moved = self._pos_key(self.best_x[b]) != self._pos_key(self.centre_x[b])
+                self._move_centre(b, self.best_x[b], self.best_e[b], self.best_ok[b], moved)
+                improved = True
+            if improved:
+                continue
+            self.ptried[b] += idx.size
+            if self.ptried[b] >= n_moves:  # every move at this step tried: halve it
+                self.ptried[b] = 0
+                self.pstep[b] //= 2
+                if self.pstep[b] == 0:
+                    self.pgroup[b] = (self.pgroup[b] + 1) % self.k
+                    self.pstep[b] = PATTERN_STEP
+                    if self.pgroup[b] == 0:
+                        self._restart(b)
+
     # -- the loop ------------------------------------------------------------------------
     def step(self) -> int:
         """One step for every live problem; returns the queries spent (all problems)."""
@@ -311,13 +512,22 @@ class BatchRandomSearch:
         for size in np.unique(sizes):
             rows = live[sizes == size]
             cand = self._propose(rows, int(size))
+            cand, mask = self._with_pattern(rows, cand)
             energies, success, scored = self.objective(rows, cand)
             spent += int(size) * len(rows)
-            self._update(rows, np.asarray(scored, dtype=np.int64),
-                         np.asarray(energies, dtype=np.float64), np.asarray(success, dtype=bool))
+            scored = np.asarray(scored, dtype=np.int64)
+            energies = np.asarray(energies, dtype=np.float64)
+            success = np.asarray(success, dtype=bool)
+            for j, b in enumerate(rows.tolist()):
+                self.seen[b].update(c.tobytes() for c in cand[j])
+            best_changed = self._update(rows, scored, energies, success)
+            self._pattern_update(rows, scored, energies, success, mask, best_changed)
+            for b in rows[~self.active[rows]].tolist():  # finished: free its memo
+                self.seen[b], self.by_pos[b] = set(), {}
         return spent
 
-    def _update(self, rows: np.ndarray, scored: np.ndarray, e: np.ndarray, ok: np.ndarray) -> None:
+    def _update(self, rows: np.ndarray, scored: np.ndarray, e: np.ndarray,
+                ok: np.ndarray) -> np.ndarray:
         n = e.shape[1]
         before_block = self.queries[rows] // self.config.history_block
         self.queries[rows] += n
@@ -343,6 +553,7 @@ class BatchRandomSearch:
             if stop[j]:
                 self.active[b] = False
                 self._finished.append(b)
+        return better
 
     def take_finished(self) -> list[tuple[int, DEResult]]:
         """Problems that stopped since the last call, as ``(index, result)``."""
