@@ -107,7 +107,6 @@ class RandomSearchAttack:
             for b, result in search.take_finished():
                 final = self.evaluator.scores(images[b : b + 1],
                                               result.x[None, None].astype(np.int64))[0, 0]
-                goal_objs[b]
                 history = np.asarray(result.history, dtype=np.float64)
                 if labels_only:
                     # The last entry: the model's own energy of the pixel found.
