@@ -8,6 +8,7 @@ rs flips easy images, keeps its query budget, is reproducible per (seed, image) 
 from __future__ import annotations
 
 import csv
+import json
 from pathlib import Path
 
 import numpy as np
@@ -21,6 +22,7 @@ from onepixel.attack import AttackConfig  # noqa: E402
 from onepixel.attack.campaign import run_campaign  # noqa: E402
 from onepixel.attack.config import CampaignConfig  # noqa: E402
 from onepixel.attack.goals import Decrease, Increase, Targeted, Untargeted  # noqa: E402
+from onepixel.errors import RunError  # noqa: E402
 from onepixel.models import ModelOptions  # noqa: E402
 from onepixel.optimize.rs import BatchRandomSearch, CampaignPrior, RSConfig  # noqa: E402
 
@@ -186,6 +188,14 @@ def test_rs_campaign_flips_reproducible_and_resumable(digits, tmp_path):
     keys = ("x", "y", "r", "g", "b", "nfev", "nit", "success", "attacked_score", "pixels")
     assert {n: [r[k] for k in keys] for n, r in resumed.items()} == \
         {n: [r[k] for k in keys] for n, r in rows.items()}
+    # A RUN begun by an earlier revision of the search (config.json without rs_revision) is not
+    # resumed with this one: its rows would mix two searches.
+    config = json.loads((part / "config.json").read_text())
+    assert config["attack"]["rs_revision"] >= 2
+    del config["attack"]["rs_revision"]
+    (part / "config.json").write_text(json.dumps(config))
+    with pytest.raises(RunError, match="attack.rs_revision"):
+        run_campaign(_campaign(model, dataset, part, rs=R(prior=False), **settings))
 
 
 def test_rs_prior_and_k_pixels(digits, tmp_path):

@@ -75,9 +75,15 @@ def _versions() -> dict[str, str]:
 
 
 def attack_settings(attack: AttackConfig) -> dict:
-    """config.json's ``attack``: every DE and attack setting that changes results."""
-    return {**attack.de.__dict__,
-            **{k: v for k, v in attack.to_dict().items() if k not in ("de", "memoize")}}
+    """config.json's ``attack``: every DE and attack setting that changes results (and, for
+    ``rs``, the search's revision: a RUN begun by another revision refuses to resume)."""
+    settings = {**attack.de.__dict__,
+                **{k: v for k, v in attack.to_dict().items() if k not in ("de", "memoize")}}
+    if attack.method == "rs":
+        from onepixel.optimize.rs import REVISION
+
+        settings["rs_revision"] = REVISION
+    return settings
 
 
 def run_config(cfg: CampaignConfig, dataset: Dataset, classifier, evaluator=None,

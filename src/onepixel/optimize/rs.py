@@ -63,6 +63,10 @@ LOCAL_SCHEDULE = 2_000
 #: Proposal mixtures (global, local, refine) before and after the goal is met.
 EXPLORE_MIX = (0.7, 0.2, 0.1)
 EXPLOIT_MIX = (0.1, 0.3, 0.6)
+#: The search's revision, recorded in an rs RUN's config.json: raised whenever a (seed, image)
+#: gives other candidates than before, so that a RUN resumes only with the search that began it
+#: (2: the pattern search and the memo).
+REVISION = 2
 #: The pattern search starts at the first success, or after this many queries without one.
 PATTERN_AFTER = 1_000
 #: Its first step on a channel (then halved down to 1).
