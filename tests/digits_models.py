@@ -26,6 +26,13 @@ from torch import nn
 NATIVE = (8, 8, 3)
 
 
+def model_options():
+    """How onepixel loads these ONNX files: float NCHW in [0, 1] on the CPU, logits out."""
+    from onepixel.models import ModelOptions
+
+    return ModelOptions(device="cpu", preprocess="unit", layout="nchw", model_output="logit")
+
+
 def digits(shape: tuple[int, int, int]) -> tuple[np.ndarray, np.ndarray]:
     """All 1,797 digits as uint8 images of ``shape`` (H, W, C) and their labels (N,)."""
     from sklearn.datasets import load_digits
@@ -87,6 +94,26 @@ def train_and_export(path: Path, shape: tuple[int, int, int], seed: int = 0,
     net, images, labels = train_net(shape, seed, epochs)
     export_onnx_file(net, path, shape)
     return images, labels
+
+
+def model_and_folder(root: Path, name: str, shape: tuple[int, int, int], per_class: int,
+                     epochs: int = 12) -> tuple[Path, Path]:
+    """Train and export ``root/name``, write ``per_class`` held-out images of each digit to
+    ``root/ds``; return (the ONNX file, the dataset folder)."""
+    images, labels = train_and_export(root / name, shape, epochs=epochs)
+    return root / name, write_image_folder(root / "ds", images, labels, per_class=per_class)
+
+
+def ort_probs(model: Path, images: np.ndarray) -> np.ndarray:
+    """Class probabilities (N, K) by ONNX Runtime itself for uint8 images (N, H, W, C): float
+    NCHW in [0, 1] -> softmax of the logits (the judge the tests compare onepixel with)."""
+    import onnxruntime as ort
+
+    session = ort.InferenceSession(str(model), providers=["CPUExecutionProvider"])
+    x = (images.astype(np.float32) / np.float32(255.0)).transpose(0, 3, 1, 2)
+    logits = session.run(None, {"x": np.ascontiguousarray(x)})[0].astype(np.float64)
+    e = np.exp(logits - logits.max(axis=1, keepdims=True))
+    return e / e.sum(axis=1, keepdims=True)
 
 
 def write_image_folder(root: Path, images: np.ndarray, labels: np.ndarray, per_class: int) -> Path:

@@ -21,7 +21,7 @@ import pytest
 pytest.importorskip("sklearn")
 ort = pytest.importorskip("onnxruntime")
 
-from digits_models import train_and_export, write_image_folder  # noqa: E402
+from digits_models import model_options, ort_probs, train_and_export, write_image_folder  # noqa: E402
 from independent import csv_dicts  # noqa: E402
 from onepixel.attack import AttackConfig  # noqa: E402
 from onepixel.attack.campaign import run_campaign  # noqa: E402
@@ -34,11 +34,10 @@ from onepixel.cli.main import main  # noqa: E402
 from onepixel.confmap.engine import local_map  # noqa: E402
 from onepixel.datasets.images import load_image  # noqa: E402
 from onepixel.errors import ConfigError  # noqa: E402
-from onepixel.models import ModelOptions  # noqa: E402
 from onepixel.optimize.de import DEConfig  # noqa: E402
 from onepixel.report.audit_section import audit_section  # noqa: E402
 
-OPTIONS = ModelOptions(device="cpu", preprocess="unit", layout="nchw", model_output="logit")
+OPTIONS = model_options()
 CLI_MODEL = ["--device", "cpu", "--preprocess", "unit", "--layout", "nchw", "--output", "logit"]
 CLASSES = tuple(str(d) for d in range(10))
 EPOCHS = 5
@@ -49,20 +48,11 @@ COARSE = AuditConfig(step=255, top=2, rounds=1, progress=False)
 MAX_QUERIES = 12_000
 
 
-def _ort_probs(model: Path, images: np.ndarray) -> np.ndarray:
-    """Class probabilities by ONNX Runtime itself: float NCHW in [0, 1] -> softmax of the logits."""
-    session = ort.InferenceSession(str(model), providers=["CPUExecutionProvider"])
-    x = (images.astype(np.float32) / np.float32(255.0)).transpose(0, 3, 1, 2)
-    logits = session.run(None, {"x": np.ascontiguousarray(x)})[0].astype(np.float64)
-    e = np.exp(logits - logits.max(axis=1, keepdims=True))
-    return e / e.sum(axis=1, keepdims=True)
-
-
 def _dataset(root: Path, model: Path, images: np.ndarray, labels: np.ndarray) -> Path:
     """An ImageFolder of 4 correctly classified held-out digits: the 3 the model is least sure
     of (top-2 margin: one pixel may flip them) and the one it is surest of (it will not flip),
     so both outcomes occur."""
-    probs = _ort_probs(model, images)
+    probs = ort_probs(model, images)
     top2 = np.sort(probs, axis=1)
     right = np.flatnonzero(probs.argmax(axis=1) == labels)
     order = right[np.argsort((top2[:, -1] - top2[:, -2])[right], kind="stable")]
@@ -171,7 +161,7 @@ def _check_audit(model: Path, dataset: Path, run: Path, out: Path, shape) -> lis
         if c == 1:
             assert len(set(pixel[2])) == 1
         de_pixel = (int(de["x"]), int(de["y"]), tuple(int(de[ch]) for ch in "rgb"))
-        probs = _ort_probs(model, np.stack([_apply(image, *pixel), _apply(image, *de_pixel)]))
+        probs = ort_probs(model, np.stack([_apply(image, *pixel), _apply(image, *de_pixel)]))
         mine, de_probs = probs
         assert float(row["best_score"]) == pytest.approx(mine[k], rel=1e-5, abs=1e-7), row
         assert (row["status"] == "vulnerable") == _succeeds(mine, k, down), (row, mine)
@@ -234,7 +224,7 @@ def test_exact_positions_on_a_class_probability(rgb, tmp_path):
         levels = (0, 51, 102, 153, 204, 255)
         colours = [(a, b, c) for a in levels for b in levels for c in levels]
         x, y = int(r["x"]), int(r["y"])
-        p = _ort_probs(model, np.stack([_apply(image, x, y, c) for c in colours]))[:, k]
+        p = ort_probs(model, np.stack([_apply(image, x, y, c) for c in colours]))[:, k]
         # targeted: the highest p[target] over the 216 colours (to fp32 rounding)
         assert float(r["best_score"]) == pytest.approx(p.max(), abs=1e-5)
         at = colours.index(tuple(int(r[c]) for c in "rgb"))
@@ -341,7 +331,7 @@ def _check_scan_rows(model: Path, dataset: Path, run: Path, shape) -> None:
         image = load_image(dataset / row["image"], shape)
         pixel = (int(row["x"]), int(row["y"]), tuple(int(row[c]) for c in "rgb"))
         assert row["pixels"] == ",".join(str(v) for v in (pixel[0], pixel[1], *pixel[2]))
-        p = _ort_probs(model, _apply(image, *pixel)[None])[0]
+        p = ort_probs(model, _apply(image, *pixel)[None])[0]
         assert float(row["attacked_score"]) == pytest.approx(p[k], rel=1e-5, abs=1e-7), row
         assert row["attacked_class"] == CLASSES[int(p.argmax())]
         assert (row["success"] == "1") == _succeeds(p, k, down), row

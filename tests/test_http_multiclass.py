@@ -32,7 +32,7 @@ with warnings.catch_warnings():
     warnings.simplefilter("ignore")  # Starlette >= 1.0 prefers httpx2 for its test client
     from fastapi.testclient import TestClient
 
-from digits_models import train_and_export, write_image_folder  # noqa: E402
+from digits_models import model_options, train_and_export, write_image_folder  # noqa: E402
 from onepixel.attack import AttackConfig  # noqa: E402
 from onepixel.attack.campaign import run_campaign  # noqa: E402
 from onepixel.attack.config import CampaignConfig  # noqa: E402
@@ -47,7 +47,7 @@ from onepixel.serving.app import create_app  # noqa: E402
 from onepixel.serving.config import add_server_arguments  # noqa: E402
 from onepixel.wire import encode_png  # noqa: E402
 
-OPTIONS = ModelOptions(device="cpu", preprocess="unit", layout="nchw", model_output="logit")
+OPTIONS = model_options()
 MODEL_ARGS = ("--device", "cpu", "--preprocess", "unit", "--layout", "nchw", "--output", "logit")
 NAMES = ("zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine")
 URL = "http://127.0.0.1:5999"

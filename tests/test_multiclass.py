@@ -18,7 +18,7 @@ import pytest
 pytest.importorskip("sklearn")
 ort = pytest.importorskip("onnxruntime")
 
-from digits_models import train_and_export, write_image_folder  # noqa: E402
+from digits_models import model_and_folder, model_options, ort_probs  # noqa: E402
 from onepixel.attack import AttackConfig  # noqa: E402
 from onepixel.attack.campaign import run_campaign  # noqa: E402
 from onepixel.attack.config import CampaignConfig  # noqa: E402
@@ -27,24 +27,20 @@ from onepixel.errors import DatasetError, OnepixelError  # noqa: E402
 from onepixel.models import ModelOptions, load_classifier  # noqa: E402
 from onepixel.optimize.de import DEConfig  # noqa: E402
 
-OPTIONS = ModelOptions(device="cpu", preprocess="unit", layout="nchw", model_output="logit")
+OPTIONS = model_options()
 FAST = DEConfig(population=60, maxiter=25, seed=3)
 
 
 @pytest.fixture(scope="module")
 def rgb(tmp_path_factory):
     root = tmp_path_factory.mktemp("digits-rgb")
-    images, labels = train_and_export(root / "digits.onnx", (32, 32, 3))
-    dataset = write_image_folder(root / "ds", images, labels, per_class=2)
-    return root / "digits.onnx", dataset
+    return model_and_folder(root, "digits.onnx", (32, 32, 3), per_class=2)
 
 
 @pytest.fixture(scope="module")
 def grey(tmp_path_factory):
     root = tmp_path_factory.mktemp("digits-grey")
-    images, labels = train_and_export(root / "grey.onnx", (24, 32, 1))
-    dataset = write_image_folder(root / "ds", images, labels, per_class=1)
-    return root / "grey.onnx", dataset
+    return model_and_folder(root, "grey.onnx", (24, 32, 1), per_class=1)
 
 
 def _rows(run: Path) -> list[dict[str, str]]:
@@ -52,17 +48,8 @@ def _rows(run: Path) -> list[dict[str, str]]:
         return list(csv.DictReader(fh))
 
 
-def _ort_probs(model: Path, images: np.ndarray) -> np.ndarray:
-    """Class probabilities by ONNX Runtime itself: float NCHW in [0, 1] -> softmax of the logits."""
-    session = ort.InferenceSession(str(model), providers=["CPUExecutionProvider"])
-    x = (images.astype(np.float32) / np.float32(255.0)).transpose(0, 3, 1, 2)
-    logits = session.run(None, {"x": np.ascontiguousarray(x)})[0].astype(np.float64)
-    e = np.exp(logits - logits.max(axis=1, keepdims=True))
-    return e / e.sum(axis=1, keepdims=True)
-
-
 def _ort_classes(model: Path, images: np.ndarray) -> np.ndarray:
-    return _ort_probs(model, images).argmax(axis=1)
+    return ort_probs(model, images).argmax(axis=1)
 
 
 def _apply(image: np.ndarray, pixels: str) -> np.ndarray:
@@ -81,7 +68,7 @@ def _check_reported_classes(model: Path, dataset: Path, rows: list[dict[str, str
     assert attacked
     shape = load_classifier(str(model), OPTIONS).input_shape
     images = np.stack([_apply(load_image(dataset / r["image"], shape), r["pixels"]) for r in attacked])
-    probs = _ort_probs(model, images)
+    probs = ort_probs(model, images)
     for row, p in zip(attacked, probs, strict=True):
         assert str(int(p.argmax())) == row["attacked_class"], row
         about = int(target if target is not None else row["label"])

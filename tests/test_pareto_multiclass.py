@@ -20,18 +20,17 @@ pytest.importorskip("pymoo")
 pytest.importorskip("sklearn")
 ort = pytest.importorskip("onnxruntime")
 
-from digits_models import train_and_export, write_image_folder  # noqa: E402
+from digits_models import model_options, ort_probs, train_and_export, write_image_folder  # noqa: E402
 from independent import csv_dicts, dominated, own_h  # noqa: E402
 from onepixel.cli.main import main  # noqa: E402
 from onepixel.errors import OnepixelError  # noqa: E402
-from onepixel.models import ModelOptions  # noqa: E402
 from onepixel.pareto.config import FRONT_COLUMNS, ParetoConfig  # noqa: E402
 from onepixel.pareto.curve import BUDGET_GRID  # noqa: E402
 from onepixel.pareto.pareto import ImageFront, front_flags  # noqa: E402
 from onepixel.pareto.runner import run_pareto  # noqa: E402
 from onepixel.pareto.store import load_front, save_front  # noqa: E402
 
-OPTIONS = ModelOptions(device="cpu", preprocess="unit", layout="nchw", model_output="logit")
+OPTIONS = model_options()
 CLI_MODEL = ["--device", "cpu", "--preprocess", "unit", "--layout", "nchw", "--output", "logit"]
 TINY = ParetoConfig(population=12, generations=4, seed=3)
 EPOCHS = 5
@@ -43,19 +42,10 @@ def _save(image: np.ndarray, path: Path) -> Path:
     return path
 
 
-def _ort_probs(model: Path, images: np.ndarray) -> np.ndarray:
-    """Class probabilities by ONNX Runtime itself: float NCHW in [0, 1] -> softmax of the logits."""
-    session = ort.InferenceSession(str(model), providers=["CPUExecutionProvider"])
-    x = (images.astype(np.float32) / np.float32(255.0)).transpose(0, 3, 1, 2)
-    logits = session.run(None, {"x": np.ascontiguousarray(x)})[0].astype(np.float64)
-    e = np.exp(logits - logits.max(axis=1, keepdims=True))
-    return e / e.sum(axis=1, keepdims=True)
-
-
 def _pick(model: Path, images: np.ndarray, n: int) -> np.ndarray:
     """Indices of the n images the model is least sure of (top-2 margin): a one-pixel flip is
     likeliest there, so the success flags are exercised both ways."""
-    probs = np.sort(_ort_probs(model, images), axis=1)
+    probs = np.sort(ort_probs(model, images), axis=1)
     return np.argsort(probs[:, -1] - probs[:, -2], kind="stable")[:n]
 
 
@@ -99,8 +89,8 @@ def _check_fronts(model: Path, out: Path, summary: dict, shape: tuple[int, int, 
         colour = pix[:, 2:2 + channels]
         adv = np.repeat(image[None], len(pix), axis=0)
         adv[np.arange(len(pix)), pix[:, 1], pix[:, 0]] = colour
-        probs = _ort_probs(model, adv)
-        original = _ort_probs(model, image[None])[0]
+        probs = ort_probs(model, adv)
+        original = ort_probs(model, image[None])[0]
         k = classes.index(entry["goal_class"])
         if goal == "untargeted":
             assert k == int(original.argmax())  # away from the class it predicts
@@ -155,7 +145,7 @@ def test_untargeted_and_targeted_fronts(rgb, tmp_path):
     assert "detector" not in summary
     found = _check_fronts(model, out, summary, (32, 32, 3))
     # Targeted, towards the runner-up class of the least sure image (index given).
-    runner_up = int(np.argsort(_ort_probs(model, np.asarray(Image.open(files[0]))[None])[0])[-2])
+    runner_up = int(np.argsort(ort_probs(model, np.asarray(Image.open(files[0]))[None])[0])[-2])
     out_t = tmp_path / "targeted"
     summary_t = run_pareto(out_t, images=files, config=TINY, model=str(model),
                            model_options=OPTIONS, progress=False, target=str(runner_up),
@@ -184,7 +174,7 @@ def test_dataset_planned_as_a_campaign(rgb, tmp_path):
     model, _, dataset = rgb
     images = sorted(dataset.rglob("*.png"))
     truth = {p.relative_to(dataset).as_posix(): int(p.parent.name) for p in images}
-    predicted = dict(zip(truth, _ort_probs(model, np.stack(
+    predicted = dict(zip(truth, ort_probs(model, np.stack(
         [np.asarray(Image.open(p).convert("RGB")) for p in images])).argmax(axis=1), strict=True))
     for target in (None, "3"):
         out = tmp_path / f"ds-{target}"
@@ -240,7 +230,7 @@ def test_cli_on_a_k_class_model(rgb, grey, tmp_path, capsys):
     model, files, _ = rgb
     out = tmp_path / "cli"
     # A target the image is not predicted as (an image of the target class is skipped).
-    target = str(int(_ort_probs(model, np.asarray(Image.open(files[0]))[None])[0].argmin()))
+    target = str(int(ort_probs(model, np.asarray(Image.open(files[0]))[None])[0].argmin()))
     assert main(["pareto", str(files[0]), "--out", str(out), "--model", str(model), *CLI_MODEL,
                  "--pop", "12", "--gens", "4", "--no-detector", "--no-progress",
                  "--target", target]) == 0

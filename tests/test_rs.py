@@ -17,7 +17,14 @@ import pytest
 pytest.importorskip("sklearn")
 ort = pytest.importorskip("onnxruntime")
 
-from digits_models import NATIVE, train_and_export, write_image_folder  # noqa: E402
+from digits_models import (  # noqa: E402
+    NATIVE,
+    model_and_folder,
+    model_options,
+    ort_probs,
+    train_and_export,
+    write_image_folder,
+)
 from onepixel.attack import AttackConfig  # noqa: E402
 from onepixel.attack.campaign import run_campaign  # noqa: E402
 from onepixel.attack.config import CampaignConfig  # noqa: E402
@@ -26,28 +33,18 @@ from onepixel.errors import RunError  # noqa: E402
 from onepixel.models import ModelOptions  # noqa: E402
 from onepixel.optimize.rs import BatchRandomSearch, CampaignPrior, RSConfig  # noqa: E402
 
-OPTIONS = ModelOptions(device="cpu", preprocess="unit", layout="nchw", model_output="logit")
+OPTIONS = model_options()
 
 
 @pytest.fixture(scope="module")
 def digits(tmp_path_factory):
     root = tmp_path_factory.mktemp("digits-rs")
-    images, labels = train_and_export(root / "digits.onnx", (32, 32, 3))
-    dataset = write_image_folder(root / "ds", images, labels, per_class=1)
-    return root / "digits.onnx", dataset
+    return model_and_folder(root, "digits.onnx", (32, 32, 3), per_class=1)
 
 
 def _rows(run: Path) -> dict[str, dict[str, str]]:
     with open(run / "attacks.csv", newline="", encoding="utf-8") as fh:
         return {r["image"]: r for r in csv.DictReader(fh)}
-
-
-def _ort_probs(model: Path, images: np.ndarray) -> np.ndarray:
-    session = ort.InferenceSession(str(model), providers=["CPUExecutionProvider"])
-    x = (images.astype(np.float32) / np.float32(255.0)).transpose(0, 3, 1, 2)
-    logits = session.run(None, {"x": np.ascontiguousarray(x)})[0].astype(np.float64)
-    e = np.exp(logits - logits.max(axis=1, keepdims=True))
-    return e / e.sum(axis=1, keepdims=True)
 
 
 def _check_rows(model: Path, dataset: Path, rows: dict[str, dict[str, str]], budget: int,
@@ -65,7 +62,7 @@ def _check_rows(model: Path, dataset: Path, rows: dict[str, dict[str, str]], bud
         for group in r["pixels"].split(";"):
             x, y, red, green, blue = (int(v) for v in group.split(","))
             image[y, x] = (red, green, blue)
-        probs = _ort_probs(model, image[None])[0]
+        probs = ort_probs(model, image[None])[0]
         assert classes[int(probs.argmax())] == r["attacked_class"], name
         assert (r["success"] == "1") == (r["attacked_class"] != r["label"]), name
         assert float(r["attacked_score"]) == pytest.approx(probs[classes.index(r["label"])],
@@ -355,7 +352,7 @@ def test_evaluate_on_digits(digits, tmp_path):
             assert r["method"] == broke[0]
             image = load_image(dataset / name, (32, 32, 3)).copy()
             image[int(r["y"]), int(r["x"])] = (int(r["r"]), int(r["g"]), int(r["b"]))
-            assert classes[int(_ort_probs(model, image[None])[0].argmax())] != r["label"]
+            assert classes[int(ort_probs(model, image[None])[0].argmax())] != r["label"]
     # Each method's curve ends at its successes over the images it attacked.
     with open(out / "curves.csv", newline="") as fh:
         curves = list(csv.DictReader(fh))

@@ -14,19 +14,18 @@ from PIL import Image
 pytest.importorskip("sklearn")
 pytest.importorskip("onnxruntime")
 
-from digits_models import train_and_export
+from digits_models import model_options, train_and_export
 from onepixel.attack import campaign as campaign_module
 from onepixel.attack.campaign import run_campaign
 from onepixel.attack.config import AttackConfig, CampaignConfig
 from onepixel.errors import RunError
-from onepixel.models import ModelOptions
 from onepixel.optimize.de import DEConfig
 from onepixel.runs import reader as reader_module
 from onepixel.runs.reader import read_attacks_csv
 from onepixel.runs.schema import ATTACK_COLUMNS
 from onepixel.runs.store import RunStore
 
-OPTIONS = ModelOptions(device="cpu", preprocess="unit", layout="nchw", model_output="logit")
+OPTIONS = model_options()
 
 
 def test_campaign_reads_images_a_chunk_at_a_time(tmp_path, monkeypatch):
