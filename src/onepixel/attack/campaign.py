@@ -46,6 +46,7 @@ from onepixel.fileio import write_json_atomic
 from onepixel.models import Classifier
 from onepixel.models.base import capabilities_of, declared_input_shape, sized_for
 from onepixel.models.options import resolve_device
+from onepixel.optimize.rs import REVISION as RS_REVISION
 from onepixel.progress import progress_bar
 from onepixel.runs import schema
 from onepixel.runs.schema import SUMMARY, AttackResult, record_text
@@ -80,9 +81,7 @@ def attack_settings(attack: AttackConfig) -> dict:
     settings = {**attack.de.__dict__,
                 **{k: v for k, v in attack.to_dict().items() if k not in ("de", "memoize")}}
     if attack.method == "rs":
-        from onepixel.optimize.rs import REVISION
-
-        settings["rs_revision"] = REVISION
+        settings["rs_revision"] = RS_REVISION
     return settings
 
 

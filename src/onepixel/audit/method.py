@@ -107,8 +107,6 @@ class ScanExecutor(LocalExecutor):
                  pixels: tuple[tuple[int, int], ...] | None = None):
         super().__init__()
         self.options = ScanOptions(top, rounds, pixels)
-        self.top, self.rounds, self.pixels = self.options.top, self.options.rounds, \
-            self.options.pixels
 
     def batch_images(self, n_images: int, on_cpu: bool) -> int:
         # Images are scanned one at a time; small batches keep rows flowing to the RUN.
@@ -116,10 +114,6 @@ class ScanExecutor(LocalExecutor):
 
     def describe(self) -> dict:
         return {"kind": "local", **self.options.describe()}
-
-    def check(self, input_shape: tuple[int, ...], attack: AttackConfig) -> int:
-        """:meth:`ScanOptions.check` (before the RUN is created)."""
-        return self.options.check(input_shape, attack)
 
     def make_search(self, evaluator, config: AttackConfig, classifier=None) -> ScanSearch:
         """The scan search with this executor's options (run_campaign builds it here, so that
